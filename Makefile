@@ -1,0 +1,34 @@
+# The torch requirement is a variable so that a CPU-only machine can ask for a CPU build
+# (e.g. `make test TORCH=torch==2.13.0`) while a GPU user gets the default CUDA build.
+PYTHON ?= python3
+TORCH ?= torch>=2.2
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/taan-core train --out runs/demo --overwrite
+	$(VENV)/bin/taan-viz report runs/demo/checkpoint.pt --out figures/report --overwrite
+	$(VENV)/bin/taan-viz heatmap runs/demo/checkpoint.pt --out figures --overwrite
+	$(VENV)/bin/taan-viz tree runs/demo/checkpoint.pt --out figures --overwrite
+	$(VENV)/bin/taan-viz curves runs/demo/checkpoint.pt --out figures --overwrite
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_layers.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
