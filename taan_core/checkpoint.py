@@ -1,0 +1,801 @@
+"""The checkpoint file: the one contract between training and analysis (schema v1).
+
+A checkpoint is a ``.pt`` file written by ``torch.save`` that holds only tensors and plain Python
+types (dict, list, tuple, str, int, float, bool, None), so that ``torch.load(weights_only=True)``
+reads it without running any code. ``docs/checkpoint-format.md`` documents every field.
+
+``save_checkpoint`` writes atomically: a temporary file in the same folder, flushed and fsynced,
+then moved into place with ``os.replace``; a crash at any moment leaves either the old file or
+the new one, never a torn one. ``load_checkpoint`` checks the whole schema (types, shapes, the
+number of tasks T and of hinges M of every layer) and also reads ``.safetensors`` exports and
+bare state_dicts of the reference TAAN code. Every problem raises ``CheckpointError`` with one
+line naming the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "LayerRecord",
+    "build_checkpoint",
+    "export_safetensors",
+    "layer_snapshot",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "validate_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "taan-checkpoint"
+CHECKPOINT_VERSION = 1
+
+# Keys every schema-v1 checkpoint carries; the resume-only keys may also be None or absent in
+# checkpoints made for analysis only (exports, hand-built files).
+_REQUIRED_KEYS = ("format", "version", "task_names", "layer_names", "layers", "history", "model",
+                  "epoch", "step", "metrics", "data")
+_RESUME_KEYS = ("optimizer", "scheduler", "rng", "sampler")
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+# The first bytes of the file formats that load_checkpoint tells apart.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+_SAFETENSORS_KEY = "taan"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid taan checkpoint; the message is one line naming the file,
+    the field and what was expected."""
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One task-adaptive layer as stored in a checkpoint.
+
+    Attributes
+    ----------
+    name : str
+        Qualified module name of the layer's activation (e.g. ``"blocks.0.act"``).
+    alpha : Tensor of shape (T, M), float64
+        Task coordinates on the hinge basis.
+    hinges : Tensor of shape (M,), float64
+        Hinge positions b.
+    mu, sigma : float
+        Overall running mean and standard deviation of the layer's pre-activations: the
+        Gaussian measure N(mu, sigma^2) of the function space. 0.0 and 1.0 when not recorded.
+    preact_mean, preact_std : Tensor of shape (T,), float64, or None
+        The same statistics per task, when recorded.
+    """
+
+    name: str
+    alpha: Tensor
+    hinges: Tensor
+    mu: float = 0.0
+    sigma: float = 1.0
+    preact_mean: Tensor | None = None
+    preact_std: Tensor | None = None
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.alpha.shape[0])
+
+    @property
+    def num_hinges(self) -> int:
+        return int(self.alpha.shape[1])
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded and checked checkpoint.
+
+    Attributes
+    ----------
+    path : Path
+        The file it was read from.
+    sha256 : str
+        Hex digest of the file's bytes (identifies the exact file in reports).
+    format_version : int
+        Schema version (1), or 0 for an imported bare reference state_dict.
+    task_names : list of str
+        T task names.
+    layers : list of LayerRecord
+        The L task-adaptive layers in depth order.
+    history : list of dict
+        Per-epoch snapshots ``{"epoch", "step", "alphas": [(T, M) per layer], "hinges": [(M,)]}``
+        (float64 tensors), oldest first; empty when not recorded.
+    metrics : list of dict
+        Per-epoch training and validation metrics, oldest first.
+    data : dict
+        ``{"name", "config", "groups"}``: the data set and, for planted data, the ground-truth task
+        groups of every teacher layer (``groups[l][t]``), else None.
+    raw : dict or None
+        The loaded schema-v1 dictionary (with model, optimizer, ... for resume); None for imports.
+    """
+
+    path: Path
+    sha256: str
+    format_version: int
+    task_names: list[str]
+    layers: list[LayerRecord]
+    history: list[dict]
+    metrics: list[dict]
+    data: dict
+    raw: dict | None = None
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def groups(self) -> list[list[int]] | None:
+        """Planted ground-truth groups ``groups[l][t]``, or None."""
+        return self.data.get("groups")
+
+
+# ----------------------------------------------------------------------------------------------
+# building and saving
+
+
+def _cpu(t: Tensor) -> Tensor:
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
+def layer_snapshot(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+    """Copies of every adaptive layer's alpha (T, M) and hinges (M,), on CPU, in depth order."""
+    layers = model.adaptive_layers()
+    return [_cpu(act.alpha) for _, act in layers], [_cpu(act.hinges) for _, act in layers]
+
+
+def _layer_dict(name: str, act: nn.Module) -> dict:
+    record: dict[str, Any] = {"name": name, "alpha": _cpu(act.alpha), "hinges": _cpu(act.hinges),
+                              "preact_mean": None, "preact_std": None,
+                              "preact_mean_overall": None, "preact_std_overall": None}
+    if hasattr(act, "preact_mean") and hasattr(act, "preact_var"):
+        record["preact_mean"] = _cpu(act.preact_mean).float()
+        record["preact_std"] = _cpu(act.preact_var).float().clamp_min(0).sqrt()
+    if hasattr(act, "measure"):
+        mu, sigma = act.measure(None)
+        record["preact_mean_overall"] = float(mu)
+        record["preact_std_overall"] = float(sigma)
+    return record
+
+
+def build_checkpoint(
+    model: nn.Module,
+    *,
+    task_names: Sequence[str],
+    data: Mapping[str, Any] | None = None,
+    history: Sequence[Mapping[str, Any]] = (),
+    metrics: Sequence[Mapping[str, Any]] = (),
+    epoch: int = 0,
+    step: int = 0,
+    optimizer: Mapping[str, Any] | None = None,
+    scheduler: Mapping[str, Any] | None = None,
+    rng: Mapping[str, Any] | None = None,
+    sampler: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """Gather a schema-v1 checkpoint dictionary from a model of ``taan_core.models``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with ``.config`` (a dataclass), ``adaptive_layers()`` and ``state_dict()``; an
+        unwrapped module (not the DDP or compiled wrapper).
+    task_names : sequence of str
+        T task names; must match the number of tasks of every adaptive layer.
+    data : mapping, optional
+        ``{"name": str, "config": dict, "groups": list of lists of int or None}``.
+    history, metrics : sequences of dicts
+        Per-epoch layer snapshots and metrics (see ``docs/checkpoint-format.md``).
+    epoch, step : int
+        Completed epochs and optimiser steps.
+    optimizer, scheduler, rng, sampler : mappings, optional
+        State for resuming training (``state_dict()`` outputs and RNG states).
+    extra : mapping, optional
+        Further plain entries stored under ``"extra"`` (e.g. the training configuration).
+
+    Returns
+    -------
+    dict
+        Only tensors and plain types; pass it to ``save_checkpoint``.
+    """
+    if not hasattr(model, "adaptive_layers"):
+        raise TypeError(f"model must provide adaptive_layers(), got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        raise TypeError(f"model.config must be a dataclass instance, got {type(config).__name__}")
+    layers = [_layer_dict(name, act) for name, act in model.adaptive_layers()]
+    data = dict(data) if data is not None else {"name": "unknown", "config": {}, "groups": None}
+    data.setdefault("config", {})
+    data.setdefault("groups", None)
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "task_names": [str(n) for n in task_names],
+        "layer_names": [layer["name"] for layer in layers],
+        "layers": layers,
+        "history": [dict(h) for h in history],
+        "model": {"class": type(model).__name__, "config": dataclasses.asdict(config),
+                  "state_dict": {k: _cpu(v) for k, v in model.state_dict().items()}},
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "rng": rng,
+        "sampler": sampler,
+        "epoch": int(epoch),
+        "step": int(step),
+        "metrics": [dict(m) for m in metrics],
+        "data": data,
+    }
+    if extra is not None:
+        ckpt["extra"] = dict(extra)
+    return ckpt
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Raise TypeError if ``obj`` holds anything torch.load(weights_only=True) would refuse."""
+    if isinstance(obj, Tensor):
+        return
+    if isinstance(obj, _PLAIN_SCALARS):
+        return
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"checkpoint key at {where} must be str or int, got {type(key).__name__}")
+            _check_plain(value, f"{where}.{key}" if where else str(key))
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_plain(value, f"{where}[{i}]")
+        return
+    raise TypeError(f"checkpoint field {where or '<root>'} must hold only tensors and plain types, "
+                    f"got {type(obj).__module__}.{type(obj).__name__}")
+
+
+def _plain_copy(obj: Any) -> Any:
+    """Turn Mapping subclasses (OrderedDict, defaultdict) into dicts, so the file is plain."""
+    if isinstance(obj, Mapping):
+        return {k: _plain_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_plain_copy(v) for v in obj)
+    return obj
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename is durable only once the directory entry is on disk; not every platform
+    # lets a directory be opened, and then there is nothing more to do.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate: bool = True) -> Path:
+    """Write a checkpoint dictionary atomically.
+
+    The dictionary is written to a temporary file in the destination folder, flushed, fsynced,
+    and moved over ``path`` with ``os.replace``: readers see the old file or the new one, never a
+    partial one, even if the process dies mid-write.
+
+    Parameters
+    ----------
+    obj : mapping
+        A schema-v1 dictionary (see ``build_checkpoint``); only tensors and plain types.
+    path : path-like
+        Destination; its folder is created if missing.
+    validate : bool
+        Check the schema before writing (default), so an invalid file is never produced.
+
+    Returns
+    -------
+    Path
+        The destination path.
+    """
+    path = Path(path)
+    _check_plain(obj, "")
+    obj = _plain_copy(obj)
+    if validate:
+        _parse_v1(obj, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def _fail(path: Path, field: str, expected: str) -> CheckpointError:
+    message = f"{path}: {field}: {expected}" if field else f"{path}: {expected}"
+    return CheckpointError(" ".join(message.split()))
+
+
+def _shape(t: Tensor) -> str:
+    dims = tuple(int(s) for s in t.shape)
+    return "(" + ", ".join(map(str, dims)) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _unsafe_reason(err: BaseException) -> str:
+    # torch's message is a paragraph; the line naming the refused global is the useful part.
+    for line in str(err).splitlines():
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip().rstrip(".")
+    return _first_line(err, 100)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensor(value: Any, path: Path, field: str, ndim: int, expected: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise _fail(path, field, f"expected a tensor of shape {expected}, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise _fail(path, field, f"expected shape {expected}, got {_shape(value)}")
+    if not value.is_floating_point():
+        raise _fail(path, field, f"expected a floating-point tensor, got {value.dtype}")
+    value = value.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(value).all()):
+        raise _fail(path, field, "expected finite values, got NaN or inf")
+    return value
+
+
+def _int(value: Any, path: Path, field: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(path, field, f"expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _float_or_none(value: Any, path: Path, field: str, positive: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(path, field, f"expected a finite float or None, got {value!r}")
+    if positive and value < 0:
+        raise _fail(path, field, f"expected a float >= 0, got {value!r}")
+    return float(value)
+
+
+def _str_list(value: Any, path: Path, field: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _fail(path, field, f"expected a list of str, got {type(value).__name__}")
+    return list(value)
+
+
+def _parse_layer(entry: Any, i: int, num_tasks: int, path: Path) -> LayerRecord:
+    field = f"layers[{i}]"
+    if not isinstance(entry, Mapping):
+        raise _fail(path, field, f"expected a dict, got {type(entry).__name__}")
+    for key in ("name", "alpha", "hinges"):
+        if key not in entry:
+            raise _fail(path, f"{field}.{key}", "missing key")
+    if not isinstance(entry["name"], str):
+        raise _fail(path, f"{field}.name", f"expected a str, got {type(entry['name']).__name__}")
+    alpha = _tensor(entry["alpha"], path, f"{field}.alpha", 2, "(T, M)")
+    if alpha.shape[0] != num_tasks:
+        raise _fail(path, f"{field}.alpha",
+                    f"expected shape (T, M) with T = len(task_names) = {num_tasks}, got {_shape(alpha)}")
+    m = alpha.shape[1]
+    hinges = _tensor(entry["hinges"], path, f"{field}.hinges", 1, "(M,)")
+    if hinges.shape[0] != m:
+        raise _fail(path, f"{field}.hinges",
+                    f"expected shape (M,) with M = alpha.shape[1] = {m}, got {_shape(hinges)}")
+    per_task = {}
+    for key in ("preact_mean", "preact_std"):
+        value = entry.get(key)
+        if value is not None:
+            value = _tensor(value, path, f"{field}.{key}", 1, "(T,)")
+            if value.shape[0] != num_tasks:
+                raise _fail(path, f"{field}.{key}", f"expected shape (T,) with T = {num_tasks}, got {_shape(value)}")
+        per_task[key] = value
+    if per_task["preact_std"] is not None and bool((per_task["preact_std"] < 0).any()):
+        raise _fail(path, f"{field}.preact_std", "expected values >= 0")
+    mu = _float_or_none(entry.get("preact_mean_overall"), path, f"{field}.preact_mean_overall")
+    sigma = _float_or_none(entry.get("preact_std_overall"), path, f"{field}.preact_std_overall", positive=True)
+    # A layer that never saw data (or a constant input) has no usable spread; the analysis then
+    # falls back to the standard normal measure, as the reference code always does.
+    if sigma is None or sigma <= 0.0:
+        mu, sigma = (0.0 if mu is None else mu), 1.0
+    return LayerRecord(name=entry["name"], alpha=alpha, hinges=hinges, mu=0.0 if mu is None else mu,
+                       sigma=sigma, preact_mean=per_task["preact_mean"], preact_std=per_task["preact_std"])
+
+
+def _parse_history(value: Any, layers: list[LayerRecord], path: Path) -> list[dict]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(path, "history", f"expected a list of dicts, got {type(value).__name__}")
+    out = []
+    for k, entry in enumerate(value):
+        field = f"history[{k}]"
+        if not isinstance(entry, Mapping):
+            raise _fail(path, field, f"expected a dict, got {type(entry).__name__}")
+        for key in ("epoch", "step", "alphas", "hinges"):
+            if key not in entry:
+                raise _fail(path, f"{field}.{key}", "missing key")
+        parsed = dict(entry)
+        parsed["epoch"] = _int(entry["epoch"], path, f"{field}.epoch")
+        parsed["step"] = _int(entry["step"], path, f"{field}.step")
+        for key, expected in (("alphas", "(T, M)"), ("hinges", "(M,)")):
+            seq = entry[key]
+            if not isinstance(seq, (list, tuple)) or len(seq) != len(layers):
+                got = len(seq) if isinstance(seq, (list, tuple)) else type(seq).__name__
+                raise _fail(path, f"{field}.{key}", f"expected a list of {len(layers)} tensors (one per layer), got {got}")
+            tensors = []
+            for i, (t, layer) in enumerate(zip(seq, layers)):
+                want = tuple(layer.alpha.shape) if key == "alphas" else (layer.num_hinges,)
+                t = _tensor(t, path, f"{field}.{key}[{i}]", len(want), expected)
+                if tuple(t.shape) != want:
+                    raise _fail(path, f"{field}.{key}[{i}]", f"expected shape {want} like layers[{i}], got {_shape(t)}")
+                tensors.append(t)
+            parsed[key] = tensors
+        out.append(parsed)
+    return out
+
+
+def _parse_data(value: Any, num_tasks: int, path: Path) -> dict:
+    if not isinstance(value, Mapping):
+        raise _fail(path, "data", f"expected a dict with name, config and groups, got {type(value).__name__}")
+    if not isinstance(value.get("name"), str):
+        raise _fail(path, "data.name", f"expected a str, got {value.get('name')!r}")
+    config = value.get("config", {})
+    if not isinstance(config, Mapping):
+        raise _fail(path, "data.config", f"expected a dict, got {type(config).__name__}")
+    groups = value.get("groups")
+    if groups is not None:
+        if not isinstance(groups, (list, tuple)):
+            raise _fail(path, "data.groups", f"expected a list of per-layer lists or None, got {type(groups).__name__}")
+        for l, row in enumerate(groups):
+            ok = isinstance(row, (list, tuple)) and all(isinstance(g, int) and not isinstance(g, bool) for g in row)
+            if not ok or len(row) != num_tasks:
+                raise _fail(path, f"data.groups[{l}]", f"expected a list of {num_tasks} ints (one group id per task)")
+        groups = [list(row) for row in groups]
+    out = dict(value)
+    out["config"] = dict(config)
+    out["groups"] = groups
+    return out
+
+
+def _parse_v1(raw: Any, path: Path) -> tuple[list[str], list[LayerRecord], list[dict], list[dict], dict]:
+    if not isinstance(raw, Mapping):
+        raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise _fail(path, "format", f"expected {CHECKPOINT_FORMAT!r}, got {raw.get('format')!r}")
+    version = raw.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise _fail(path, "version", f"expected format version {CHECKPOINT_VERSION}, got {version!r} "
+                    "(written by a different taan version)")
+    for key in _REQUIRED_KEYS:
+        if key not in raw:
+            raise _fail(path, key, "missing key")
+    task_names = _str_list(raw["task_names"], path, "task_names")
+    if not task_names:
+        raise _fail(path, "task_names", "expected at least one task name")
+    if len(set(task_names)) != len(task_names):
+        raise _fail(path, "task_names", "expected distinct task names")
+    layer_names = _str_list(raw["layer_names"], path, "layer_names")
+    if not isinstance(raw["layers"], (list, tuple)):
+        raise _fail(path, "layers", f"expected a list of dicts, got {type(raw['layers']).__name__}")
+    layers = [_parse_layer(entry, i, len(task_names), path) for i, entry in enumerate(raw["layers"])]
+    if layer_names != [layer.name for layer in layers]:
+        raise _fail(path, "layer_names", f"expected the names of layers {[layer.name for layer in layers]}, got {layer_names}")
+    history = _parse_history(raw["history"], layers, path)
+    metrics = raw["metrics"]
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, Mapping) for m in metrics):
+        raise _fail(path, "metrics", "expected a list of per-epoch dicts")
+    model = raw["model"]
+    if not isinstance(model, Mapping):
+        raise _fail(path, "model", f"expected a dict with class, config and state_dict, got {type(model).__name__}")
+    for key, kind in (("class", str), ("config", Mapping), ("state_dict", Mapping)):
+        if not isinstance(model.get(key), kind):
+            raise _fail(path, f"model.{key}", f"expected a {kind.__name__}, got {type(model.get(key)).__name__}")
+    _int(raw["epoch"], path, "epoch")
+    _int(raw["step"], path, "step")
+    for key in _RESUME_KEYS:
+        if raw.get(key) is not None and not isinstance(raw[key], Mapping):
+            raise _fail(path, key, f"expected a dict or None, got {type(raw[key]).__name__}")
+    data = _parse_data(raw["data"], len(task_names), path)
+    return task_names, layers, history, [dict(m) for m in metrics], data
+
+
+def _import_reference(state: Mapping[str, Any], path: Path, sha: str) -> Checkpoint:
+    """Bare state_dict of the reference TAAN code: ``<layer>.alpha`` (T, M), ``<layer>.basis`` (1, M)."""
+    prefixes = [k[: -len(".alpha")] for k in state if isinstance(k, str) and k.endswith(".alpha")]
+    if not prefixes:
+        raise _fail(path, "", "expected a taan checkpoint (key 'format') or a reference state_dict "
+                    "with '<layer>.alpha' keys, found neither")
+    layers = []
+    num_tasks = None
+    for name in prefixes:
+        if f"{name}.basis" not in state:
+            raise _fail(path, f"{name}.basis", f"missing key (every '<layer>.alpha' needs its '<layer>.basis' (1, M))")
+        alpha = _tensor(state[f"{name}.alpha"], path, f"{name}.alpha", 2, "(T, M)")
+        basis = state[f"{name}.basis"]
+        if isinstance(basis, Tensor) and basis.ndim == 2 and basis.shape[0] == 1:
+            basis = basis[0]
+        hinges = _tensor(basis, path, f"{name}.basis", 1, "(1, M)")
+        if hinges.shape[0] != alpha.shape[1]:
+            raise _fail(path, f"{name}.basis",
+                        f"expected shape (1, M) with M = alpha.shape[1] = {alpha.shape[1]}, got {_shape(state[f'{name}.basis'])}")
+        if num_tasks is None:
+            num_tasks = alpha.shape[0]
+        elif alpha.shape[0] != num_tasks:
+            raise _fail(path, f"{name}.alpha", f"expected shape (T, M) with T = {num_tasks} like the first layer, got {_shape(alpha)}")
+        layers.append(LayerRecord(name=name, alpha=alpha, hinges=hinges))
+    task_names = [f"task_{t}" for t in range(num_tasks)]
+    return Checkpoint(path=path, sha256=sha, format_version=0, task_names=task_names, layers=layers,
+                      history=[], metrics=[], data={"name": "unknown", "config": {}, "groups": None}, raw=None)
+
+
+def _load_safetensors(path: Path, sha: str) -> Checkpoint:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _fail(path, "", f"expected a readable .safetensors file ({_first_line(err)})") from err
+    if _SAFETENSORS_KEY not in metadata:
+        # A safetensors file without our metadata may still be a reference state_dict.
+        return _import_reference(tensors, path, sha)
+    try:
+        meta = json.loads(metadata[_SAFETENSORS_KEY])
+    except json.JSONDecodeError as err:
+        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", f"expected JSON ({_first_line(err)})") from err
+    if not isinstance(meta, dict):
+        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", "expected a JSON object")
+    raw = {key: meta.get(key) for key in ("format", "version", "task_names", "layer_names", "metrics", "data")}
+    layers = []
+    for i, layer in enumerate(meta.get("layers") or []):
+        entry = dict(layer) if isinstance(layer, dict) else {}
+        for key in ("alpha", "hinges", "preact_mean", "preact_std"):
+            name = f"layers.{i}.{key}"
+            if name in tensors:
+                entry[key] = tensors[name]
+            elif key in ("alpha", "hinges"):
+                raise _fail(path, name, "missing tensor")
+        layers.append(entry)
+    history = []
+    for k, entry in enumerate(meta.get("history") or []):
+        entry = dict(entry) if isinstance(entry, dict) else {}
+        for key in ("alphas", "hinges"):
+            entry[key] = [tensors.get(f"history.{k}.{key}.{i}") for i in range(len(layers))]
+            if any(t is None for t in entry[key]):
+                raise _fail(path, f"history.{k}.{key}", "missing tensor")
+        history.append(entry)
+    raw.update(layers=layers, history=history, model={"class": "", "config": {}, "state_dict": {}},
+               epoch=meta.get("epoch", 0), step=meta.get("step", 0))
+    task_names, layers, history, metrics, data = _parse_v1(raw, path)
+    return Checkpoint(path=path, sha256=sha, format_version=int(raw["version"]), task_names=task_names,
+                      layers=layers, history=history, metrics=metrics, data=data, raw=None)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and check a checkpoint without running any code from the file.
+
+    Parameters
+    ----------
+    path : path-like
+        A schema-v1 ``.pt`` file, a ``.safetensors`` export (``export_safetensors``), a bare
+        state_dict of the reference TAAN code (``<layer>.alpha`` (T, M) and ``<layer>.basis``
+        (1, M); tasks are then named task_0, task_1, ...), or a run folder holding
+        ``checkpoint.pt``.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file, the field and what was expected: missing or unreadable
+        files, other formats, other schema versions, missing keys, wrong types or shapes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise _fail(path, "", "no such file")
+    if not path.is_file():
+        raise _fail(path, "", "expected a regular file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        sha = _sha256(path)
+    except OSError as err:
+        raise _fail(path, "", f"cannot read the file ({_first_line(err)})") from err
+    if not head:
+        raise _fail(path, "", "expected a checkpoint, got an empty file")
+    if head.lstrip()[:1] in (b"{", b"["):
+        raise _fail(path, "", "expected a torch checkpoint (.pt) or .safetensors file, got a JSON/text file")
+    if not head.startswith(_ZIP_MAGIC) and _looks_like_safetensors(head, path):
+        return _load_safetensors(path, sha)
+    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        raise _fail(path, "", "expected a complete torch checkpoint, got a truncated or damaged zip archive")
+    if not head.startswith(_ZIP_MAGIC) and head[:1] != _PICKLE_MAGIC:
+        raise _fail(path, "", "expected a torch checkpoint (.pt) or .safetensors file, got an unrecognised format")
+    try:
+        with warnings.catch_warnings():
+            # Old pickle protocols draw a harmless warning from the restricted unpickler.
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _fail(path, "", "refused to load: the file holds objects other than tensors and plain "
+                    f"types, which could run code when unpickled ({_unsafe_reason(err)})") from err
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise _fail(path, "", f"expected a torch checkpoint, could not read it ({_first_line(err, 100)})") from err
+    except Exception as err:  # noqa: BLE001 - any other failure of a foreign file is still a user error
+        raise _fail(path, "", f"expected a torch checkpoint, could not read it ({type(err).__name__}: "
+                    f"{_first_line(err, 100)})") from err
+    if isinstance(raw, Mapping) and "format" in raw:
+        task_names, layers, history, metrics, data = _parse_v1(raw, path)
+        return Checkpoint(path=path, sha256=sha, format_version=int(raw["version"]), task_names=task_names,
+                          layers=layers, history=history, metrics=metrics, data=data, raw=dict(raw))
+    if isinstance(raw, Mapping):
+        return _import_reference(raw, path, sha)
+    raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")
+
+
+def _looks_like_safetensors(head: bytes, path: Path) -> bool:
+    # A safetensors file starts with an 8-byte little-endian header length, then a JSON object.
+    if len(head) < 9:
+        return False
+    size = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < size <= path.stat().st_size - 8
+
+
+def validate_checkpoint(obj: Mapping[str, Any], name: str = "<checkpoint>") -> None:
+    """Check a schema-v1 dictionary in memory; raise CheckpointError like ``load_checkpoint``."""
+    _parse_v1(obj, Path(name))
+
+
+# ----------------------------------------------------------------------------------------------
+# exports and model rebuilding
+
+
+def export_safetensors(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write the analysis part of a checkpoint as ``.safetensors`` (no pickle at all).
+
+    Tensors are stored as ``layers.{i}.alpha``, ``layers.{i}.hinges``, ``layers.{i}.preact_mean``,
+    ``layers.{i}.preact_std``, ``history.{k}.alphas.{i}`` and ``history.{k}.hinges.{i}``; task and
+    layer names, running statistics, metrics and data (planted groups) travel as JSON in the
+    metadata entry ``"taan"``. ``load_checkpoint`` reads the file back. The write is atomic.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+        A loaded checkpoint.
+    path : path-like
+        Destination file (``.safetensors``).
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(checkpoint, Checkpoint):
+        raise TypeError(f"checkpoint must be a Checkpoint, got {type(checkpoint).__name__}")
+    path = Path(path)
+    tensors: dict[str, Tensor] = {}
+    layers_meta = []
+    for i, layer in enumerate(checkpoint.layers):
+        tensors[f"layers.{i}.alpha"] = layer.alpha.contiguous()
+        tensors[f"layers.{i}.hinges"] = layer.hinges.contiguous()
+        if layer.preact_mean is not None:
+            tensors[f"layers.{i}.preact_mean"] = layer.preact_mean.contiguous()
+        if layer.preact_std is not None:
+            tensors[f"layers.{i}.preact_std"] = layer.preact_std.contiguous()
+        layers_meta.append({"name": layer.name, "preact_mean_overall": layer.mu, "preact_std_overall": layer.sigma})
+    history_meta = []
+    for k, entry in enumerate(checkpoint.history):
+        for i, (a, b) in enumerate(zip(entry["alphas"], entry["hinges"])):
+            tensors[f"history.{k}.alphas.{i}"] = a.contiguous()
+            tensors[f"history.{k}.hinges.{i}"] = b.contiguous()
+        history_meta.append({key: v for key, v in entry.items() if key not in ("alphas", "hinges")})
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "task_names": checkpoint.task_names,
+        "layer_names": checkpoint.layer_names,
+        "layers": layers_meta,
+        "history": history_meta,
+        "metrics": checkpoint.metrics,
+        "data": checkpoint.data,
+        "source_sha256": checkpoint.sha256,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_file(tensors, str(tmp), metadata={_SAFETENSORS_KEY: json.dumps(meta, default=_json_default),
+                                                "format": CHECKPOINT_FORMAT})
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in safetensors metadata")
+
+
+def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
+    """Rebuild the trained model of a schema-v1 checkpoint (CPU, eval mode).
+
+    Raises
+    ------
+    CheckpointError
+        For imports and exports, which carry no model, or when the model cannot be rebuilt.
+    """
+    from taan_core.models import model_from_config
+
+    raw = checkpoint.raw
+    if raw is None or not raw.get("model", {}).get("class"):
+        raise _fail(checkpoint.path, "model", "expected a full taan checkpoint with a model; imports and "
+                    ".safetensors exports hold only the activation coordinates")
+    info = raw["model"]
+    try:
+        model = model_from_config(info["class"], dict(info["config"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise _fail(checkpoint.path, "model.config", f"cannot rebuild {info['class']} ({_first_line(err, 120)})") from err
+    try:
+        model.load_state_dict(info["state_dict"])
+    except RuntimeError as err:
+        raise _fail(checkpoint.path, "model.state_dict", f"does not fit {info['class']} ({_first_line(err, 120)})") from err
+    return model.eval()
