@@ -1,0 +1,300 @@
+"""Task-adaptive layers: the activation module and the dense and convolutional layers built on it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from taan_core import functional as TF
+from taan_core._validation import check_int
+
+__all__ = ["TaskAdaptiveActivation", "TALinear", "TAConv2d"]
+
+
+class TaskAdaptiveActivation(nn.Module):
+    r"""Per-task adaptive activation ``F_t(z) = relu(z) + sum_m alpha[t, m] relu(hinges[m] - z)``.
+
+    ``alpha`` (T, M) is per task; ``hinges`` (M,) are shared by the tasks and by all units. The
+    module also keeps running statistics of its input (the layer's pre-activations), updated in
+    training mode like BatchNorm's: an exponential moving average with ``momentum`` of the mean
+    and unbiased variance over all elements of the samples of each task (``preact_mean``,
+    ``preact_var``, shape (T,)) and of the whole batch (``preact_mean_overall``,
+    ``preact_var_overall``, scalars), all float32. :meth:`measure` turns them into the Gaussian
+    measure (mu, sigma) under which the analysis compares the tasks' functions.
+
+    Parameters
+    ----------
+    num_tasks : int
+        T, the number of tasks.
+    num_hinges : int, default 16
+        M, the number of hinges.
+    hinge_init : tuple of two floats, default (-0.5, 0.5)
+        Hinges start uniform on this interval.
+    alpha_std : float, default 0.01
+        alpha starts as ``alpha_std * N(0, 1)``, so every task starts near relu.
+    momentum : float, default 0.1
+        Weight of the newest batch in the running statistics.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        num_hinges: int = 16,
+        hinge_init: tuple[float, float] = (-0.5, 0.5),
+        alpha_std: float = 0.01,
+        momentum: float = 0.1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_tasks = check_int(num_tasks, "num_tasks", minimum=1)
+        self.num_hinges = check_int(num_hinges, "num_hinges", minimum=0)
+        if len(hinge_init) != 2 or not float(hinge_init[0]) <= float(hinge_init[1]):
+            raise ValueError(f"hinge_init must be (low, high) with low <= high, got {tuple(hinge_init)}")
+        self.hinge_init = (float(hinge_init[0]), float(hinge_init[1]))
+        if not (math.isfinite(alpha_std) and alpha_std >= 0):
+            raise ValueError(f"alpha_std must be finite and >= 0, got {alpha_std}")
+        self.alpha_std = float(alpha_std)
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        self.momentum = float(momentum)
+        factory = {"device": device, "dtype": dtype}
+        self.alpha = nn.Parameter(torch.empty(num_tasks, num_hinges, **factory))
+        self.hinges = nn.Parameter(torch.empty(num_hinges, **factory))
+        stats = {"device": device, "dtype": torch.float32}
+        self.register_buffer("preact_mean", torch.zeros(num_tasks, **stats))
+        self.register_buffer("preact_var", torch.ones(num_tasks, **stats))
+        self.register_buffer("preact_mean_overall", torch.zeros((), **stats))
+        self.register_buffer("preact_var_overall", torch.ones((), **stats))
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Forget the running statistics (mean 0, variance 1: the standard Gaussian measure)."""
+        self.preact_mean.zero_()
+        self.preact_var.fill_(1.0)
+        self.preact_mean_overall.zero_()
+        self.preact_var_overall.fill_(1.0)
+
+    def reset_parameters(self) -> None:
+        """Draw alpha from ``alpha_std * N(0, 1)``, the hinges uniform on ``hinge_init``; reset statistics."""
+        nn.init.normal_(self.alpha, 0.0, self.alpha_std)
+        nn.init.uniform_(self.hinges, *self.hinge_init)
+        self.reset_running_stats()
+
+    def forward(self, z: Tensor, task: Tensor | int) -> Tensor:
+        """Apply the activation of each sample's task.
+
+        Parameters
+        ----------
+        z : Tensor of shape (N, ...)
+        task : int or LongTensor of shape (N,)
+
+        Returns
+        -------
+        Tensor of the shape of z
+        """
+        out = TF.task_adaptive_activation(z, task, self.alpha, self.hinges)
+        if self.training:
+            # after the call, which has validated z and task
+            self._update_running_stats(z, task)
+        return out
+
+    @torch.no_grad()
+    def _update_running_stats(self, z: Tensor, task: Tensor | int) -> None:
+        rows = z.detach().reshape(z.shape[0], -1)
+        if rows.numel() == 0:
+            return
+        per_row = float(rows.shape[1])
+        row_sum = rows.sum(1, dtype=torch.float64)
+        row_sq = rows.square().sum(1, dtype=torch.float64)
+        if isinstance(task, int):
+            task = torch.full((z.shape[0],), task, dtype=torch.int64, device=z.device)
+        task = task.reshape(-1).long()
+        zeros = row_sum.new_zeros(self.num_tasks)
+        count = zeros.index_add(0, task, torch.ones_like(row_sum)) * per_row
+        total = zeros.index_add(0, task, row_sum)
+        total_sq = zeros.index_add(0, task, row_sq)
+        self._blend(self.preact_mean, self.preact_var, count, total, total_sq)
+        self._blend(
+            self.preact_mean_overall, self.preact_var_overall, count.sum(), total.sum(), total_sq.sum()
+        )
+
+    def _blend(self, mean: Tensor, var: Tensor, count: Tensor, total: Tensor, total_sq: Tensor) -> None:
+        # Tasks absent from the batch keep their statistics; a task with a single element
+        # updates its mean only (no unbiased variance exists).
+        safe = count.clamp(min=1.0)
+        batch_mean = total / safe
+        batch_var = (total_sq / safe - batch_mean.square()).clamp(min=0.0) * safe / (safe - 1.0).clamp(min=1.0)
+        m = self.momentum
+        new_mean = torch.where(count > 0, (1 - m) * mean + m * batch_mean, mean.double())
+        new_var = torch.where(count > 1, (1 - m) * var + m * batch_var, var.double())
+        mean.copy_(new_mean)
+        var.copy_(new_var)
+
+    def measure(self, task: int | None = None) -> tuple[float, float]:
+        """The Gaussian measure (mu, sigma) of the pre-activations, of one task or overall.
+
+        Parameters
+        ----------
+        task : int or None
+            A task id in [0, T), or None for the statistics of all samples.
+
+        Returns
+        -------
+        tuple of two floats
+            The running mean and the square root of the running variance.
+        """
+        if task is None:
+            return float(self.preact_mean_overall), math.sqrt(float(self.preact_var_overall))
+        if isinstance(task, bool) or not isinstance(task, int):
+            raise TypeError(f"task must be an int or None, got {type(task).__name__}")
+        if not 0 <= task < self.num_tasks:
+            raise IndexError(f"task must be in [0, T) with T = {self.num_tasks}, got {task}")
+        return float(self.preact_mean[task]), math.sqrt(float(self.preact_var[task]))
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_tasks={self.num_tasks}, num_hinges={self.num_hinges}, hinge_init={self.hinge_init}, "
+            f"alpha_std={self.alpha_std}, momentum={self.momentum}"
+        )
+
+
+class TALinear(nn.Module):
+    r"""Dense task-adaptive layer: ``F_task(BN(W x + c))`` (BatchNorm optional).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of the affine map.
+    num_tasks : int
+        T.
+    num_hinges : int, default 16
+        M.
+    bias : bool, default True
+        Whether the affine map has a bias.
+    batch_norm : bool, default False
+        Whether a BatchNorm1d sits between the affine map and the activation.
+
+    Shapes: x (N, ..., in_features) -> (N, ..., out_features); task int or LongTensor (N,).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        num_tasks: int,
+        num_hinges: int = 16,
+        bias: bool = True,
+        batch_norm: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.in_features = check_int(in_features, "in_features", minimum=1)
+        self.out_features = check_int(out_features, "out_features", minimum=1)
+        self.linear = nn.Linear(in_features, out_features, bias=bias, **factory)
+        self.bn = nn.BatchNorm1d(out_features, **factory) if batch_norm else None
+        self.act = TaskAdaptiveActivation(num_tasks, num_hinges, **factory)
+
+    @property
+    def alpha(self) -> nn.Parameter:
+        return self.act.alpha
+
+    @property
+    def hinges(self) -> nn.Parameter:
+        return self.act.hinges
+
+    def reset_parameters(self) -> None:
+        """Reinitialise the affine map, the BatchNorm and the activation."""
+        self.linear.reset_parameters()
+        if self.bn is not None:
+            self.bn.reset_parameters()
+        self.act.reset_parameters()
+
+    def forward(self, x: Tensor, task: Tensor | int) -> Tensor:
+        """x (N, ..., in_features), task int or LongTensor (N,) -> (N, ..., out_features)."""
+        z = self.linear(x)
+        if self.bn is not None:
+            # BatchNorm1d normalises dim 1; fold any middle dims into the batch instead.
+            z = self.bn(z.reshape(-1, self.out_features)).reshape(z.shape)
+        return self.act(z, task)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, num_tasks={self.act.num_tasks}, "
+            f"num_hinges={self.act.num_hinges}, bias={self.linear.bias is not None}, batch_norm={self.bn is not None}"
+        )
+
+
+class TAConv2d(nn.Module):
+    r"""Convolutional task-adaptive layer: ``F_task(BN(conv(x)))`` (BatchNorm on by default).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or tuple of two ints
+    num_tasks : int
+        T.
+    num_hinges : int, default 16
+        M.
+    stride, padding : int or tuple of two ints
+        As in ``nn.Conv2d``.
+    bias : bool, default True
+    batch_norm : bool, default True
+        Whether a BatchNorm2d sits between the convolution and the activation.
+
+    Shapes: x (N, C_in, H, W) -> (N, C_out, H_out, W_out); task int or LongTensor (N,).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        num_tasks: int,
+        num_hinges: int = 16,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        bias: bool = True,
+        batch_norm: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **factory)
+        self.bn = nn.BatchNorm2d(out_channels, **factory) if batch_norm else None
+        self.act = TaskAdaptiveActivation(num_tasks, num_hinges, **factory)
+
+    @property
+    def alpha(self) -> nn.Parameter:
+        return self.act.alpha
+
+    @property
+    def hinges(self) -> nn.Parameter:
+        return self.act.hinges
+
+    def reset_parameters(self) -> None:
+        """Reinitialise the convolution, the BatchNorm and the activation."""
+        self.conv.reset_parameters()
+        if self.bn is not None:
+            self.bn.reset_parameters()
+        self.act.reset_parameters()
+
+    def forward(self, x: Tensor, task: Tensor | int) -> Tensor:
+        """x (N, C_in, H, W), task int or LongTensor (N,) -> (N, C_out, H_out, W_out)."""
+        z = self.conv(x)
+        if self.bn is not None:
+            z = self.bn(z)
+        return self.act(z, task)
+
+    def extra_repr(self) -> str:
+        conv = self.conv
+        return (
+            f"in_channels={conv.in_channels}, out_channels={conv.out_channels}, kernel_size={conv.kernel_size}, "
+            f"num_tasks={self.act.num_tasks}, num_hinges={self.act.num_hinges}, stride={conv.stride}, "
+            f"padding={conv.padding}, bias={conv.bias is not None}, batch_norm={self.bn is not None}"
+        )
