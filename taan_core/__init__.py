@@ -1,0 +1,69 @@
+"""taan_core: Task Adaptive Activation Networks.
+
+The closed-form Gaussian function-space math, fast task-adaptive layers, TAAN models and
+baselines, functional regularisers, data sets, the trainer and checkpoints.
+
+Public names are re-exported lazily (PEP 562) so that ``import taan_core`` stays cheap and
+commands that need only one piece (``taan-viz heatmap``) never import the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # Gaussian function-space math
+    "gram_matrix": "gaussian",
+    "inner_product_matrix": "gaussian",
+    "distance_matrix": "gaussian",
+    "cosine_matrix": "gaussian",
+    # layers
+    "task_adaptive_activation": "functional",
+    "task_adaptive_activation_reference": "functional",
+    "TaskAdaptiveActivation": "layers",
+    "TALinear": "layers",
+    "TAConv2d": "layers",
+    # models
+    "TAAN": "models",
+    "TAANConv": "models",
+    "SingleTask": "models",
+    "HardShare": "models",
+    "SoftOrder": "models",
+    "CrossStitch": "models",
+    "MMoE": "models",
+    "MODELS": "models",
+    "build_model": "models",
+    "model_from_config": "models",
+    # regularisers
+    "trace_norm": "regularizers",
+    "row_norm": "regularizers",
+    "cosine_regularizer": "regularizers",
+    "distance_regularizer": "regularizers",
+    "functional_penalty": "regularizers",
+    # data, training, checkpoints
+    "load_dataset": "data",
+    "Trainer": "train",
+    "TrainConfig": "train",
+    "Checkpoint": "checkpoint",
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taan_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"taan_core.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
