@@ -1,0 +1,344 @@
+"""Schema v1 of the checkpoint, field by field: the checks behind ``load_checkpoint``.
+
+Every check raises ``CheckpointError`` with one line ``<file>: <field>: <what was expected>``.
+The parsers return plain pieces (task names, ``LayerRecord`` objects, history, metrics, data);
+``taan_core.checkpoint`` assembles them into a ``Checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__: list[str] = []
+
+CHECKPOINT_FORMAT = "taan-checkpoint"
+CHECKPOINT_VERSION = 1
+# Keys every schema-v1 checkpoint carries; the resume-only keys may also be None or absent in
+# checkpoints made for analysis only (exports, hand-built files).
+_REQUIRED_KEYS = ("format", "version", "task_names", "layer_names", "layers", "history", "model",
+                  "epoch", "step", "metrics", "data")
+_RESUME_KEYS = ("optimizer", "scheduler", "rng", "sampler")
+_SAFETENSORS_KEY = "taan"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid taan checkpoint; the message is one line naming the file,
+    the field and what was expected."""
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One task-adaptive layer as stored in a checkpoint.
+
+    Attributes
+    ----------
+    name : str
+        Qualified module name of the layer's activation (e.g. ``"blocks.0.act"``).
+    alpha : Tensor of shape (T, M), float64
+        Task coordinates on the hinge basis.
+    hinges : Tensor of shape (M,), float64
+        Hinge positions b.
+    mu, sigma : float
+        Overall running mean and standard deviation of the layer's pre-activations: the
+        Gaussian measure N(mu, sigma^2) of the function space. 0.0 and 1.0 when not recorded.
+    preact_mean, preact_std : Tensor of shape (T,), float64, or None
+        The same statistics per task, when recorded.
+    """
+
+    name: str
+    alpha: Tensor
+    hinges: Tensor
+    mu: float = 0.0
+    sigma: float = 1.0
+    preact_mean: Tensor | None = None
+    preact_std: Tensor | None = None
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.alpha.shape[0])
+
+    @property
+    def num_hinges(self) -> int:
+        return int(self.alpha.shape[1])
+
+
+
+class _Parsed(NamedTuple):
+    """The checked content of a checkpoint, ready to become a ``Checkpoint``."""
+
+    format_version: int
+    task_names: list[str]
+    layers: list[LayerRecord]
+    history: list[dict]
+    metrics: list[dict]
+    data: dict
+
+
+def _fail(path: Path, field: str, expected: str) -> CheckpointError:
+    message = f"{path}: {field}: {expected}" if field else f"{path}: {expected}"
+    return CheckpointError(" ".join(message.split()))
+
+
+def _shape(t: Tensor) -> str:
+    dims = tuple(int(s) for s in t.shape)
+    return "(" + ", ".join(map(str, dims)) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _tensor(value: Any, path: Path, field: str, ndim: int, expected: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise _fail(path, field, f"expected a tensor of shape {expected}, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise _fail(path, field, f"expected shape {expected}, got {_shape(value)}")
+    if not value.is_floating_point():
+        raise _fail(path, field, f"expected a floating-point tensor, got {value.dtype}")
+    value = value.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(value).all()):
+        raise _fail(path, field, "expected finite values, got NaN or inf")
+    return value
+
+
+def _int(value: Any, path: Path, field: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(path, field, f"expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _float_or_none(value: Any, path: Path, field: str, positive: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(path, field, f"expected a finite float or None, got {value!r}")
+    if positive and value < 0:
+        raise _fail(path, field, f"expected a float >= 0, got {value!r}")
+    return float(value)
+
+
+def _str_list(value: Any, path: Path, field: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _fail(path, field, f"expected a list of str, got {type(value).__name__}")
+    return list(value)
+
+
+def _parse_layer(entry: Any, i: int, num_tasks: int, path: Path) -> LayerRecord:
+    field = f"layers[{i}]"
+    if not isinstance(entry, Mapping):
+        raise _fail(path, field, f"expected a dict, got {type(entry).__name__}")
+    for key in ("name", "alpha", "hinges"):
+        if key not in entry:
+            raise _fail(path, f"{field}.{key}", "missing key")
+    if not isinstance(entry["name"], str):
+        raise _fail(path, f"{field}.name", f"expected a str, got {type(entry['name']).__name__}")
+    alpha = _tensor(entry["alpha"], path, f"{field}.alpha", 2, "(T, M)")
+    if alpha.shape[0] != num_tasks:
+        raise _fail(path, f"{field}.alpha",
+                    f"expected shape (T, M) with T = len(task_names) = {num_tasks}, got {_shape(alpha)}")
+    m = alpha.shape[1]
+    hinges = _tensor(entry["hinges"], path, f"{field}.hinges", 1, "(M,)")
+    if hinges.shape[0] != m:
+        raise _fail(path, f"{field}.hinges",
+                    f"expected shape (M,) with M = alpha.shape[1] = {m}, got {_shape(hinges)}")
+    per_task = {}
+    for key in ("preact_mean", "preact_std"):
+        value = entry.get(key)
+        if value is not None:
+            value = _tensor(value, path, f"{field}.{key}", 1, "(T,)")
+            if value.shape[0] != num_tasks:
+                raise _fail(path, f"{field}.{key}", f"expected shape (T,) with T = {num_tasks}, got {_shape(value)}")
+        per_task[key] = value
+    if per_task["preact_std"] is not None and bool((per_task["preact_std"] < 0).any()):
+        raise _fail(path, f"{field}.preact_std", "expected values >= 0")
+    mu = _float_or_none(entry.get("preact_mean_overall"), path, f"{field}.preact_mean_overall")
+    sigma = _float_or_none(entry.get("preact_std_overall"), path, f"{field}.preact_std_overall", positive=True)
+    # A layer that never saw data (or a constant input) has no usable spread; the analysis then
+    # falls back to the standard normal measure, as the reference code always does.
+    if sigma is None or sigma <= 0.0:
+        mu, sigma = (0.0 if mu is None else mu), 1.0
+    return LayerRecord(name=entry["name"], alpha=alpha, hinges=hinges, mu=0.0 if mu is None else mu,
+                       sigma=sigma, preact_mean=per_task["preact_mean"], preact_std=per_task["preact_std"])
+
+
+def _parse_history(value: Any, layers: list[LayerRecord], path: Path) -> list[dict]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(path, "history", f"expected a list of dicts, got {type(value).__name__}")
+    out = []
+    for k, entry in enumerate(value):
+        field = f"history[{k}]"
+        if not isinstance(entry, Mapping):
+            raise _fail(path, field, f"expected a dict, got {type(entry).__name__}")
+        for key in ("epoch", "step", "alphas", "hinges"):
+            if key not in entry:
+                raise _fail(path, f"{field}.{key}", "missing key")
+        parsed = dict(entry)
+        parsed["epoch"] = _int(entry["epoch"], path, f"{field}.epoch")
+        parsed["step"] = _int(entry["step"], path, f"{field}.step")
+        for key, expected in (("alphas", "(T, M)"), ("hinges", "(M,)")):
+            seq = entry[key]
+            if not isinstance(seq, (list, tuple)) or len(seq) != len(layers):
+                got = len(seq) if isinstance(seq, (list, tuple)) else type(seq).__name__
+                raise _fail(path, f"{field}.{key}", f"expected a list of {len(layers)} tensors (one per layer), got {got}")
+            tensors = []
+            for i, (t, layer) in enumerate(zip(seq, layers)):
+                want = tuple(layer.alpha.shape) if key == "alphas" else (layer.num_hinges,)
+                t = _tensor(t, path, f"{field}.{key}[{i}]", len(want), expected)
+                if tuple(t.shape) != want:
+                    raise _fail(path, f"{field}.{key}[{i}]", f"expected shape {want} like layers[{i}], got {_shape(t)}")
+                tensors.append(t)
+            parsed[key] = tensors
+        out.append(parsed)
+    return out
+
+
+def _parse_data(value: Any, num_tasks: int, path: Path) -> dict:
+    if not isinstance(value, Mapping):
+        raise _fail(path, "data", f"expected a dict with name, config and groups, got {type(value).__name__}")
+    if not isinstance(value.get("name"), str):
+        raise _fail(path, "data.name", f"expected a str, got {value.get('name')!r}")
+    config = value.get("config", {})
+    if not isinstance(config, Mapping):
+        raise _fail(path, "data.config", f"expected a dict, got {type(config).__name__}")
+    groups = value.get("groups")
+    if groups is not None:
+        if not isinstance(groups, (list, tuple)):
+            raise _fail(path, "data.groups", f"expected a list of per-layer lists or None, got {type(groups).__name__}")
+        for l, row in enumerate(groups):
+            ok = isinstance(row, (list, tuple)) and all(isinstance(g, int) and not isinstance(g, bool) for g in row)
+            if not ok or len(row) != num_tasks:
+                raise _fail(path, f"data.groups[{l}]", f"expected a list of {num_tasks} ints (one group id per task)")
+        groups = [list(row) for row in groups]
+    out = dict(value)
+    out["config"] = dict(config)
+    out["groups"] = groups
+    return out
+
+
+def _parse_v1(raw: Any, path: Path) -> _Parsed:
+    if not isinstance(raw, Mapping):
+        raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise _fail(path, "format", f"expected {CHECKPOINT_FORMAT!r}, got {raw.get('format')!r}")
+    version = raw.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise _fail(path, "version", f"expected format version {CHECKPOINT_VERSION}, got {version!r} "
+                    "(written by a different taan version)")
+    for key in _REQUIRED_KEYS:
+        if key not in raw:
+            raise _fail(path, key, "missing key")
+    task_names = _str_list(raw["task_names"], path, "task_names")
+    if not task_names:
+        raise _fail(path, "task_names", "expected at least one task name")
+    if len(set(task_names)) != len(task_names):
+        raise _fail(path, "task_names", "expected distinct task names")
+    layer_names = _str_list(raw["layer_names"], path, "layer_names")
+    if not isinstance(raw["layers"], (list, tuple)):
+        raise _fail(path, "layers", f"expected a list of dicts, got {type(raw['layers']).__name__}")
+    layers = [_parse_layer(entry, i, len(task_names), path) for i, entry in enumerate(raw["layers"])]
+    if layer_names != [layer.name for layer in layers]:
+        raise _fail(path, "layer_names", f"expected the names of layers {[layer.name for layer in layers]}, got {layer_names}")
+    history = _parse_history(raw["history"], layers, path)
+    metrics = raw["metrics"]
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, Mapping) for m in metrics):
+        raise _fail(path, "metrics", "expected a list of per-epoch dicts")
+    model = raw["model"]
+    if not isinstance(model, Mapping):
+        raise _fail(path, "model", f"expected a dict with class, config and state_dict, got {type(model).__name__}")
+    for key, kind in (("class", str), ("config", Mapping), ("state_dict", Mapping)):
+        if not isinstance(model.get(key), kind):
+            raise _fail(path, f"model.{key}", f"expected a {kind.__name__}, got {type(model.get(key)).__name__}")
+    _int(raw["epoch"], path, "epoch")
+    _int(raw["step"], path, "step")
+    for key in _RESUME_KEYS:
+        if raw.get(key) is not None and not isinstance(raw[key], Mapping):
+            raise _fail(path, key, f"expected a dict or None, got {type(raw[key]).__name__}")
+    data = _parse_data(raw["data"], len(task_names), path)
+    return _Parsed(CHECKPOINT_VERSION, task_names, layers, history, [dict(m) for m in metrics], data)
+
+
+def _import_reference(state: Mapping[str, Any], path: Path) -> _Parsed:
+    """Bare state_dict of the reference TAAN code: ``<layer>.alpha`` (T, M), ``<layer>.basis`` (1, M)."""
+    prefixes = [k[: -len(".alpha")] for k in state if isinstance(k, str) and k.endswith(".alpha")]
+    if not prefixes:
+        raise _fail(path, "", "expected a taan checkpoint (key 'format') or a reference state_dict "
+                    "with '<layer>.alpha' keys, found neither")
+    layers = []
+    num_tasks = None
+    for name in prefixes:
+        if f"{name}.basis" not in state:
+            raise _fail(path, f"{name}.basis", "missing key (every '<layer>.alpha' needs its '<layer>.basis' (1, M))")
+        alpha = _tensor(state[f"{name}.alpha"], path, f"{name}.alpha", 2, "(T, M)")
+        basis = state[f"{name}.basis"]
+        if isinstance(basis, Tensor) and basis.ndim == 2 and basis.shape[0] == 1:
+            basis = basis[0]
+        hinges = _tensor(basis, path, f"{name}.basis", 1, "(1, M)")
+        if hinges.shape[0] != alpha.shape[1]:
+            raise _fail(path, f"{name}.basis",
+                        f"expected shape (1, M) with M = alpha.shape[1] = {alpha.shape[1]}, got {_shape(state[f'{name}.basis'])}")
+        if num_tasks is None:
+            num_tasks = alpha.shape[0]
+        elif alpha.shape[0] != num_tasks:
+            raise _fail(path, f"{name}.alpha", f"expected shape (T, M) with T = {num_tasks} like the first layer, got {_shape(alpha)}")
+        layers.append(LayerRecord(name=name, alpha=alpha, hinges=hinges))
+    task_names = [f"task_{t}" for t in range(num_tasks)]
+    return _Parsed(0, task_names, layers, [], [], {"name": "unknown", "config": {}, "groups": None})
+
+
+def _load_safetensors(path: Path) -> _Parsed:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _fail(path, "", f"expected a readable .safetensors file ({_first_line(err)})") from err
+    if _SAFETENSORS_KEY not in metadata:
+        # A safetensors file without our metadata may still be a reference state_dict.
+        return _import_reference(tensors, path)
+    try:
+        meta = json.loads(metadata[_SAFETENSORS_KEY])
+    except json.JSONDecodeError as err:
+        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", f"expected JSON ({_first_line(err)})") from err
+    if not isinstance(meta, dict):
+        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", "expected a JSON object")
+    raw = {key: meta.get(key) for key in ("format", "version", "task_names", "layer_names", "metrics", "data")}
+    layers = []
+    for i, layer in enumerate(meta.get("layers") or []):
+        entry = dict(layer) if isinstance(layer, dict) else {}
+        for key in ("alpha", "hinges", "preact_mean", "preact_std"):
+            name = f"layers.{i}.{key}"
+            if name in tensors:
+                entry[key] = tensors[name]
+            elif key in ("alpha", "hinges"):
+                raise _fail(path, name, "missing tensor")
+        layers.append(entry)
+    history = []
+    for k, entry in enumerate(meta.get("history") or []):
+        entry = dict(entry) if isinstance(entry, dict) else {}
+        for key in ("alphas", "hinges"):
+            entry[key] = [tensors.get(f"history.{k}.{key}.{i}") for i in range(len(layers))]
+            if any(t is None for t in entry[key]):
+                raise _fail(path, f"history.{k}.{key}", "missing tensor")
+        history.append(entry)
+    raw.update(layers=layers, history=history, model={"class": "", "config": {}, "state_dict": {}},
+               epoch=meta.get("epoch", 0), step=meta.get("step", 0))
+    return _parse_v1(raw, path)
+
+
+
+# Both are part of taan_core.checkpoint's public API; show them under that name.
+CheckpointError.__module__ = "taan_core.checkpoint"
+LayerRecord.__module__ = "taan_core.checkpoint"
