@@ -25,7 +25,9 @@ def check_tensor(value, name: str, *, dtype: torch.dtype | None = None) -> Tenso
         out = value
     elif isinstance(value, (int, float)) or hasattr(value, "__array__") or isinstance(value, (list, tuple)):
         try:
-            out = torch.as_tensor(value)
+            # Convert straight to the requested dtype: going through the default float32 first
+            # would round a list like [0.05] before it reaches float64.
+            out = torch.as_tensor(value, dtype=dtype)
         except (TypeError, ValueError, RuntimeError) as err:
             raise TypeError(f"{name} must be a tensor or array-like of numbers, got {type(value).__name__}") from err
     else:
