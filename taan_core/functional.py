@@ -137,13 +137,20 @@ def _row_view(task: Tensor, z: Tensor) -> Tensor:
     return task.reshape((-1,) + (1,) * (z.ndim - 1))
 
 
-def _forward_torch(z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, intercept: Tensor):
+def _forward_torch(z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, intercept: Tensor, with_stats: bool):
     num_segments = slope.shape[1]
     zc = z.to(slope.dtype).contiguous()
     segment = torch.searchsorted(breakpoints, zc, right=True) + (zc > 0)
     key = segment + _row_view(task, z) * num_segments
-    out = torch.take(slope, key) * zc + torch.take(intercept, key)
-    return out.to(z.dtype), segment.to(_segment_dtype(num_segments))
+    gathered_slope, gathered_intercept = torch.take(slope, key), torch.take(intercept, key)
+    # a flat segment gives its intercept even at z = +-inf (not 0 * inf = NaN)
+    out = torch.where(gathered_slope == 0, gathered_intercept, gathered_slope * zc + gathered_intercept)
+    if with_stats:
+        rows = zc.reshape(z.shape[0], -1)
+        stats = torch.stack([rows.sum(1, dtype=torch.float64), rows.square().sum(1, dtype=torch.float64)], 1)
+    else:
+        stats = z.new_empty((0, 2), dtype=torch.float64)
+    return out.to(z.dtype), segment.to(_segment_dtype(num_segments)), stats
 
 
 def _backward_torch(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tensor):
@@ -164,18 +171,21 @@ def _backward_torch(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slop
 
 @torch.library.custom_op("taan::segment_lookup", mutates_args=())
 def _segment_lookup(
-    z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, intercept: Tensor
-) -> tuple[Tensor, Tensor]:
+    z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, intercept: Tensor, with_stats: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, segment, row_stats): row_stats (N, 2) float64 holds each row's sum and sum of squares of z."""
     _check_task_range(task, slope.shape[0])
     if _kernels.usable(z, slope):
-        return _kernels.forward(z, task, breakpoints, slope, intercept)
-    return _forward_torch(z, task, breakpoints, slope, intercept)
+        return _kernels.forward(z, task, breakpoints, slope, intercept, with_stats, _segment_dtype(slope.shape[1]))
+    return _forward_torch(z, task, breakpoints, slope, intercept, with_stats)
 
 
 @_segment_lookup.register_fake
-def _(z, task, breakpoints, slope, intercept):
-    return torch.empty_like(z, memory_format=torch.contiguous_format), torch.empty(
-        z.shape, dtype=_segment_dtype(slope.shape[1]), device=z.device
+def _(z, task, breakpoints, slope, intercept, with_stats):
+    return (
+        torch.empty_like(z, memory_format=torch.contiguous_format),
+        torch.empty(z.shape, dtype=_segment_dtype(slope.shape[1]), device=z.device),
+        z.new_empty((z.shape[0] if with_stats else 0, 2), dtype=torch.float64),
     )
 
 
@@ -198,20 +208,20 @@ def _(grad, z, task, segment, slope):
 
 
 def _setup_context(ctx, inputs, output):
-    z, task, _, slope, _ = inputs
+    z, task, _, slope, _, _ = inputs
     ctx.save_for_backward(z, task, output[1], slope)
 
 
-def _backward(ctx, grad_out, _grad_segment):
+def _backward(ctx, grad_out, _grad_segment, _grad_stats):
     z, task, segment, slope = ctx.saved_tensors
     if grad_out is None:
-        return None, None, None, None, None
+        return None, None, None, None, None, None
     if torch.is_grad_enabled():
         # create_graph=True: build the gradient from differentiable torch operations.
         dz, dslope, dintercept = _backward_torch(grad_out, z, task, segment, slope)
     else:
         dz, dslope, dintercept = _segment_lookup_backward(grad_out.contiguous(), z, task, segment, slope)
-    return dz, None, None, dslope, dintercept
+    return dz, None, None, dslope, dintercept, None
 
 
 _segment_lookup.register_autograd(_backward, setup_context=_setup_context)
@@ -252,11 +262,21 @@ def task_adaptive_activation(z: Tensor, task: Tensor | int, alpha: Tensor, hinge
     IndexError
         If a task id is outside [0, T).
     """
+    out, _ = _lookup(z, task, alpha, hinges, with_stats=False)
+    return out
+
+
+def _lookup(z, task, alpha, hinges, *, with_stats: bool) -> tuple[Tensor, Tensor]:
+    """The activation and, when ``with_stats``, each row's float64 (sum, sum of squares) of z (N, 2).
+
+    The layers use the row sums for their running statistics, which the fused kernel computes in
+    the same pass over z.
+    """
     z, task, alpha, hinges = _check_inputs(z, task, alpha, hinges)
     table_dtype = _table_dtype(z, alpha, hinges)
     breakpoints, slope, intercept = _segment_tables(alpha.to(table_dtype), hinges.to(table_dtype))
-    out, _ = _segment_lookup(z.contiguous(), _task_rows(task, z), breakpoints, slope, intercept)
-    return out
+    out, _, stats = _segment_lookup(z.contiguous(), _task_rows(task, z), breakpoints, slope, intercept, with_stats)
+    return out, stats
 
 
 def task_adaptive_activation_reference(z: Tensor, task: Tensor | int, alpha: Tensor, hinges: Tensor) -> Tensor:

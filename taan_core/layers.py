@@ -95,20 +95,18 @@ class TaskAdaptiveActivation(nn.Module):
         -------
         Tensor of the shape of z
         """
-        out = TF.task_adaptive_activation(z, task, self.alpha, self.hinges)
-        if self.training:
-            # after the call, which has validated z and task
-            self._update_running_stats(z, task)
+        if not self.training:
+            return TF.task_adaptive_activation(z, task, self.alpha, self.hinges)
+        out, row_stats = TF._lookup(z, task, self.alpha, self.hinges, with_stats=True)
+        self._update_running_stats(row_stats, z, task)
         return out
 
     @torch.no_grad()
-    def _update_running_stats(self, z: Tensor, task: Tensor | int) -> None:
-        rows = z.detach().reshape(z.shape[0], -1)
-        if rows.numel() == 0:
+    def _update_running_stats(self, row_stats: Tensor, z: Tensor, task: Tensor | int) -> None:
+        if z.numel() == 0:
             return
-        per_row = float(rows.shape[1])
-        row_sum = rows.sum(1, dtype=torch.float64)
-        row_sq = rows.square().sum(1, dtype=torch.float64)
+        per_row = float(z[0].numel())
+        row_sum, row_sq = row_stats.unbind(1)
         if isinstance(task, int):
             task = torch.full((z.shape[0],), task, dtype=torch.int64, device=z.device)
         task = task.reshape(-1).long()

@@ -160,6 +160,30 @@ def test_gradcheck_and_gradgradcheck(backend, device):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_hinges", [0, 1, 5, 8, 16, 24, 31, 32, 63, 64, 94, 95, 200])
+def test_float32_paths_at_every_search_depth(backend, num_hinges):
+    # The vectorised CPU search changes shape with the padded breakpoint count (1 to 128) and
+    # the table size (32, 64, 96 segments); rows of 37 elements exercise full vectors and tails.
+    z, task, alpha, hinges = _problem((6, 37), 4, num_hinges, True, dtype=torch.float32, seed=num_hinges)
+    z[0, :2] = torch.tensor([float("inf"), -float("inf")])
+    with _backend(backend):
+        fast = _value_and_grads(task_adaptive_activation, z, task, alpha, hinges)
+    exact = _value_and_grads(task_adaptive_activation_reference, z.double(), task, alpha.double(), hinges.double())
+    scale = 1.0 + float(alpha.abs().sum(1).max())
+    # at z = +inf every task is relu (slope 1); at -inf the limit of the first segment
+    assert fast[0][0, 0] == float("inf")
+    if num_hinges == 0:
+        assert fast[0][0, 1] == 0.0
+    finite = torch.isfinite(z)
+    assert torch.isfinite(fast[0][finite]).all()
+    torch.testing.assert_close(fast[0][finite].double(), exact[0][finite], rtol=0, atol=1e-5 * scale)
+    # the gradient of z is exactly the slope of the segment, so a wrong segment shows at once
+    torch.testing.assert_close(fast[1].double(), exact[1], rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(fast[2].double(), exact[2], rtol=1e-4, atol=1e-4 * scale)
+    torch.testing.assert_close(fast[3].double(), exact[3], rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 2e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
 def test_low_precision_inputs(backend, device, dtype, tol):
