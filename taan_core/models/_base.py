@@ -4,14 +4,15 @@ A model maps a batch ``x`` and task ids to per-task outputs. With one ``int`` ta
 batch belongs to that task and the output is one tensor; with a ``LongTensor`` of per-sample ids
 (a mixed batch) the output is a list of ``T`` tensors, ``out[t]`` holding the rows of the
 samples of task ``t`` in their original order. Mixed batches are grouped by task once
-(:func:`_task_index`), so a per-task head runs one matmul on all of its rows.
+(:func:`_task_index`), so a per-task head runs one matmul on all of its rows and the backward
+pass scatters into the batch once.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -84,9 +85,11 @@ class MLPConfig:
 
 # --------------------------------------------------------------------------- task handling
 
-def _check_task(task: Any, num_samples: int, num_tasks: int) -> Task:
+def _check_task(task: Any, num_samples: int, num_tasks: int, device: torch.device) -> Task:
     """Return ``task`` as an int or a LongTensor (N,) of ids in [0, T), or raise."""
     if isinstance(task, Tensor):
+        if task.device != device:
+            raise ValueError(f"task must be on the device of x ({device}), got {task.device}")
         if task.dtype.is_floating_point or task.dtype.is_complex or task.dtype == torch.bool:
             raise TypeError(f"task must be an int or an integer tensor, got a tensor of dtype {task.dtype}")
         if task.ndim != 1 or task.shape[0] != num_samples:
@@ -106,16 +109,29 @@ def _check_task(task: Any, num_samples: int, num_tasks: int) -> Task:
     return task
 
 
-def _task_index(task: Tensor, num_tasks: int) -> list[Tensor]:
-    """Row indices of each task's samples, ascending (so each group keeps the batch order)."""
+class _TaskGroups(NamedTuple):
+    """A mixed batch grouped by task: ``order`` lists the rows of task 0, then task 1, ...,
+    each group in batch order; ``counts[t]`` is the size of task t's group."""
+
+    order: Tensor
+    counts: list[int]
+
+
+def _task_index(task: Tensor, num_tasks: int) -> _TaskGroups:
+    """Group the rows of a mixed batch by task (a stable sort keeps each group in batch order)."""
     order = torch.argsort(task, stable=True)
     counts = torch.bincount(task, minlength=num_tasks).tolist()
-    return list(order.split(counts))
+    return _TaskGroups(order, counts)
 
 
-def _apply_per_task(modules: Sequence[nn.Module], h: Tensor, index: Sequence[Tensor]) -> list[Tensor]:
-    """``[modules[t](h[index[t]]) for t]``: one call per task on all of that task's rows."""
-    return [module(h.index_select(0, idx)) for module, idx in zip(modules, index)]
+def _apply_per_task(modules: Sequence[nn.Module], h: Tensor, groups: _TaskGroups) -> list[Tensor]:
+    """``[modules[t](rows of h of task t)]``: one call per task on all of that task's rows.
+
+    One gather puts the groups side by side and the groups are views of it, so the backward
+    pass scatters once into (N, ...) instead of once per task.
+    """
+    parts = h.index_select(0, groups.order).split(groups.counts)
+    return [module(part) for module, part in zip(modules, parts)]
 
 
 def _linear_heads(in_features: int, output_dims: Sequence[int]) -> nn.ModuleList:
@@ -223,7 +239,7 @@ class MultiTaskModel(nn.Module):
         their original order (N_t = 0 when task t is absent).
         """
         x = self._check_input(x)
-        task = _check_task(task, x.shape[0], self.num_tasks)
+        task = _check_task(task, x.shape[0], self.num_tasks, x.device)
         if isinstance(task, int):
             return self._forward_task(x, task)
         return self._forward_mixed(x, task)

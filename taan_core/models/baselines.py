@@ -248,9 +248,10 @@ class CrossStitch(MultiTaskModel):
         return self.heads[task](self._columns(x)[task])
 
     def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
-        h = self._columns(x)
-        index = _task_index(task, self.num_tasks)
-        return [head(h[t].index_select(0, idx)) for t, (head, idx) in enumerate(zip(self.heads, index))]
+        h = self._columns(x)  # (T, N, H); task t's head reads its rows of column t
+        groups = _task_index(task, self.num_tasks)
+        rows = groups.order + x.shape[0] * task.index_select(0, groups.order)
+        return _apply_per_task(self.heads, h.flatten(0, 1), groups._replace(order=rows))
 
 
 @dataclass

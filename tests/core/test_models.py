@@ -394,6 +394,8 @@ def test_bad_task_errors(name):
         model(x, 1.0)
     with pytest.raises(TypeError, match="task must be an int or a LongTensor of shape"):
         model(x, True)
+    with pytest.raises(ValueError, match=r"task must be on the device of x \(cpu\), got meta"):
+        model(x, torch.zeros(4, dtype=torch.long, device="meta"))
 
 
 def test_int32_task_tensor_is_accepted():
