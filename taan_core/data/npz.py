@@ -1,0 +1,275 @@
+"""Bring your own data: a multi-task data set in one ``.npz`` file.
+
+Arrays of the file (``N`` samples, ``T`` tasks; docs/data.md has the full description):
+
+============== ================ =====================================================
+key            shape            meaning
+============== ================ =====================================================
+features       (N, D) or        float inputs, the same shape for every task
+               (N, *shape)
+task_ids       (N,) int         task of every sample, in [0, T)
+labels         (N,) or (N, K)   binary/multiclass: the class (column 0 if 2-D);
+                                multilabel (0/1) and regression: the first
+                                ``num_outputs[t]`` columns
+task_names     (T,) str         optional; default ``task_0`` ..
+kinds          (T,) or () str   optional; binary, multiclass, multilabel, regression
+num_outputs    (T,) int         optional; classes of a multiclass task (default: its
+                                largest label + 1), columns of a multilabel or
+                                regression task (default: K)
+split          (N,) int or str  optional; 0/"train", 1/"val", 2/"test"; without it every
+                                task is split at random (seeded) by the fractions
+============== ================ =====================================================
+
+Without ``kinds`` every task gets one kind inferred from ``labels``: integer 1-D labels are
+binary if they are all 0 or 1 and multiclass otherwise; 2-D labels of only 0 and 1 are
+multilabel; anything else is regression. The file is read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from taan_core._validation import check_int
+from taan_core.data.base import (
+    KINDS,
+    SPLITS,
+    MultiTaskData,
+    TaskSpec,
+    TensorSplit,
+    _check_fractions,
+    _split_indices,
+)
+
+__all__ = ["load_npz", "save_npz"]
+
+_REQUIRED = ("features", "task_ids", "labels")
+
+
+def save_npz(
+    path: str | os.PathLike,
+    features: np.ndarray,
+    task_ids: np.ndarray,
+    labels: np.ndarray,
+    *,
+    task_names: Sequence[str] | None = None,
+    kinds: Sequence[str] | str | None = None,
+    num_outputs: Sequence[int] | None = None,
+    split: np.ndarray | None = None,
+) -> None:
+    """Write arrays in the format :func:`load_npz` reads (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    features : array of shape (N, D) or (N, *shape)
+    task_ids : int array of shape (N,)
+    labels : array of shape (N,) or (N, K)
+    task_names, kinds, num_outputs, split : optional, see the module docstring
+    """
+    arrays = {
+        "features": np.asarray(features, dtype=np.float32),
+        "task_ids": np.asarray(task_ids, dtype=np.int64),
+        "labels": np.asarray(labels),
+    }
+    if task_names is not None:
+        arrays["task_names"] = np.asarray([str(n) for n in task_names])
+    if kinds is not None:
+        arrays["kinds"] = np.asarray(kinds if isinstance(kinds, str) else [str(k) for k in kinds])
+    if num_outputs is not None:
+        arrays["num_outputs"] = np.asarray(num_outputs, dtype=np.int64)
+    if split is not None:
+        arrays["split"] = np.asarray(split)
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive of .npy arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+    except ValueError as err:
+        # numpy refuses object arrays without pickle; say which format is expected.
+        raise ValueError(f"{path}: cannot read without pickle ({err}); store strings as unicode arrays") from err
+
+
+def _infer_kind(labels: np.ndarray) -> str:
+    if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+        return "binary" if np.isin(labels, (0, 1)).all() else "multiclass"
+    if labels.ndim == 2 and labels.shape[1] > 1 and np.isin(labels, (0, 1)).all():
+        return "multilabel"
+    return "regression"
+
+
+def _per_task(value: np.ndarray | None, name: str, num_tasks: int, path: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    if value.ndim == 0:
+        return np.repeat(value.reshape(1), num_tasks)
+    if value.shape != (num_tasks,):
+        raise ValueError(f"{path}: {name} must have shape ({num_tasks},) (one per task), got {value.shape}")
+    return value
+
+
+def _split_codes(split: np.ndarray, n: int, path: str) -> np.ndarray:
+    if split.shape != (n,):
+        raise ValueError(f"{path}: split must have shape ({n},), got {split.shape}")
+    if split.dtype.kind in "US":
+        codes = np.full(n, -1, dtype=np.int64)
+        for i, name in enumerate(SPLITS):
+            codes[split.astype(str) == name] = i
+    elif np.issubdtype(split.dtype, np.integer):
+        codes = split.astype(np.int64)
+    else:
+        raise ValueError(f"{path}: split must hold ints 0/1/2 or the strings train/val/test, got dtype {split.dtype}")
+    bad = np.flatnonzero((codes < 0) | (codes > 2))
+    if bad.size:
+        raise ValueError(f"{path}: row {bad[0]}: split must be 0/1/2 or train/val/test, got {split[bad[0]]!r}")
+    return codes
+
+
+def load_npz(
+    data_path: str | None = None,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> MultiTaskData:
+    """Load a multi-task data set from an ``.npz`` file in the documented format.
+
+    Parameters
+    ----------
+    data_path : str
+        The ``.npz`` file.
+    val_fraction, test_fraction : float
+        Per-task random split when the file has no ``split`` array.
+    seed : int
+        Seed of that split.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the row or task: a missing array, features of fewer than 2
+        dimensions, a non-finite feature, a task id or label out of range, a task without
+        samples, or arrays of disagreeing lengths.
+    """
+    if data_path is None:
+        raise ValueError("the npz data set needs data_path, the .npz file to read")
+    _check_fractions(val_fraction, test_fraction)
+    check_int(seed, "seed", minimum=0)
+    path = str(data_path)
+    arrays = _read(path)
+    missing = [k for k in _REQUIRED if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {missing}; the format needs {list(_REQUIRED)}")
+    features, task_ids, labels = (arrays[k] for k in _REQUIRED)
+
+    if features.ndim < 2:
+        raise ValueError(f"{path}: features must have shape (N, D) or (N, *shape), got {features.shape}")
+    if not (np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer)):
+        raise ValueError(f"{path}: features must be numeric, got dtype {features.dtype}")
+    n = features.shape[0]
+    if task_ids.shape != (n,) or not np.issubdtype(task_ids.dtype, np.integer):
+        raise ValueError(f"{path}: task_ids must be an int array of shape ({n},), got {task_ids.dtype} {task_ids.shape}")
+    if labels.ndim not in (1, 2) or labels.shape[0] != n:
+        raise ValueError(f"{path}: labels must have shape ({n},) or ({n}, K), got {labels.shape}")
+    if not (np.issubdtype(labels.dtype, np.floating) or np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"{path}: labels must be numeric, got dtype {labels.dtype}")
+    finite = np.isfinite(features.reshape(n, -1)).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{path}: row {row}: features hold NaN or inf ({int((~finite).sum())} such row(s))")
+    if np.issubdtype(labels.dtype, np.floating):
+        finite = np.isfinite(labels.reshape(n, -1)).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"{path}: row {row}: labels hold NaN or inf")
+
+    names = arrays.get("task_names")
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise ValueError(f"{path}: task_names must be a 1-D string array, got {names.dtype} {names.shape}")
+        num_tasks = names.shape[0]
+        names = [str(s) for s in names]
+    else:
+        num_tasks = int(task_ids.max()) + 1 if n else 0
+        names = [f"task_{t}" for t in range(num_tasks)]
+    if num_tasks == 0:
+        raise ValueError(f"{path}: the file holds no samples")
+    bad = np.flatnonzero((task_ids < 0) | (task_ids >= num_tasks))
+    if bad.size:
+        raise ValueError(f"{path}: row {bad[0]}: task id {task_ids[bad[0]]} out of range [0, {num_tasks})")
+    counts = np.bincount(task_ids, minlength=num_tasks)
+    if (counts == 0).any():
+        t = int(np.flatnonzero(counts == 0)[0])
+        raise ValueError(f"{path}: task {t} ({names[t]!r}) has no samples")
+
+    kinds = _per_task(arrays.get("kinds"), "kinds", num_tasks, path)
+    kinds = [str(k) for k in kinds] if kinds is not None else [_infer_kind(labels)] * num_tasks
+    for t, kind in enumerate(kinds):
+        if kind not in KINDS:
+            raise ValueError(f"{path}: task {t} ({names[t]!r}): kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    num_outputs = _per_task(arrays.get("num_outputs"), "num_outputs", num_tasks, path)
+    width = 1 if labels.ndim == 1 else labels.shape[1]
+    label2d = labels.reshape(n, -1)
+
+    tasks, rows_of = [], []
+    for t, (name, kind) in enumerate(zip(names, kinds)):
+        rows = np.flatnonzero(task_ids == t)
+        rows_of.append(rows)
+        if kind in ("binary", "multiclass"):
+            col = label2d[rows, 0].astype(np.float64)
+            nonint = np.flatnonzero(col != np.round(col))
+            if nonint.size:
+                raise ValueError(f"{path}: row {rows[nonint[0]]}: task {t} ({name!r}) is {kind}, label {col[nonint[0]]} is not an integer")
+            k = 1 if kind == "binary" else int(num_outputs[t]) if num_outputs is not None else max(int(col.max()) + 1, 2)
+            high = 2 if kind == "binary" else k
+            bad = np.flatnonzero((col < 0) | (col >= high))
+            if bad.size:
+                raise ValueError(
+                    f"{path}: row {rows[bad[0]]}: label {int(col[bad[0]])} of task {t} ({name!r}) out of range [0, {high})"
+                )
+        else:
+            k = int(num_outputs[t]) if num_outputs is not None else width
+            if not 1 <= k <= width:
+                raise ValueError(f"{path}: task {t} ({name!r}) needs {k} label columns, labels have {width}")
+            if kind == "multilabel":
+                block = label2d[rows, :k]
+                bad = np.flatnonzero(~np.isin(block, (0, 1)).all(axis=1))
+                if bad.size:
+                    raise ValueError(f"{path}: row {rows[bad[0]]}: multilabel labels of task {t} ({name!r}) must be 0 or 1")
+        tasks.append(TaskSpec(name, kind, k))
+
+    codes = _split_codes(arrays["split"], n, path) if "split" in arrays else None
+    rng = np.random.default_rng([seed, 0x4E5A])
+    parts: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
+    for t, (spec, rows) in enumerate(zip(tasks, rows_of)):
+        if codes is None:
+            chosen = [rows[i] for i in _split_indices(rows.size, val_fraction, test_fraction, rng)]
+        else:
+            chosen = [rows[codes[rows] == i] for i in range(3)]
+        if chosen[0].size == 0:
+            raise ValueError(f"{path}: task {t} ({spec.name!r}) has no training rows")
+        for which, r in zip(SPLITS, chosen):
+            x = torch.from_numpy(np.ascontiguousarray(features[r], dtype=np.float32))
+            if spec.kind == "multiclass":
+                y = torch.from_numpy(label2d[r, 0].astype(np.int64))
+            elif spec.kind == "binary":
+                y = torch.from_numpy(label2d[r, :1].astype(np.float32))
+            else:
+                y = torch.from_numpy(label2d[r, :spec.num_outputs].astype(np.float32))
+            parts[which][0].append(x)
+            parts[which][1].append(y)
+    splits = {s: TensorSplit(tasks, xs, ys, source=path) for s, (xs, ys) in parts.items()}
+    config = {"data_path": path, "val_fraction": float(val_fraction), "test_fraction": float(test_fraction), "seed": seed}
+    return MultiTaskData("npz", config, tasks, splits, input_shape=features.shape[1:])

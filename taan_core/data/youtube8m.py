@@ -1,0 +1,413 @@
+"""YouTube-8M video-level features: one multi-label task per top-level domain, streamed from HDF5.
+
+Input (``data_path``): a folder with video-level TFRecord files (``*.tfrecord``) and the
+data set's ``vocabulary.csv``. Every record is a ``tf.train.Example`` with
+
+- ``id``: bytes, the video id;
+- ``labels``: int64 list, entity indices into the vocabulary;
+- ``mean_rgb``: 1024 floats; ``mean_audio``: 128 floats (their concatenation, 1152 floats, is
+  the model input).
+
+The vocabulary's ``Index`` column names an entity's label index and its ``Vertical1`` column
+its top-level domain. As in the paper, every domain is a task (16 in the 2018 vocabulary,
+sorted by name) whose labels are the domain's entities (ordered by ``Index``); a video belongs
+to a task when at least one of its labels is in that domain, and videos with no label in a
+domain are not in that task. ``domains`` restricts the tasks to a chosen list.
+
+A video's split is decided by a seeded hash of its id (``test_fraction`` to test,
+``val_fraction`` to val, the rest to train), so any subset of files can be used and a video
+never crosses splits. The TFRecords are read once with the ``tfrecord`` package (no
+TensorFlow) and converted into one HDF5 file per split and task in ``cache_dir``; later loads
+with the same files and options reuse it. Training reads features from HDF5 on demand (only the
+small label index arrays are held in memory), so a data set larger than memory trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import shutil
+import struct
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from taan_core._validation import check_int
+from taan_core.data.base import SPLITS, MultiTaskData, MultiTaskSplit, TaskSpec, _check_fractions
+
+__all__ = ["load_youtube8m", "HDF5Split", "RGB_DIM", "AUDIO_DIM"]
+
+RGB_DIM = 1024
+AUDIO_DIM = 128
+_CACHE_VERSION = 1
+_FLUSH_ROWS = 4096
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError as err:
+        raise ImportError(
+            f"the youtube8m data set needs the {module} package: pip install tfrecord h5py"
+        ) from err
+
+
+def _read_vocabulary(path: str, domains: Sequence[str] | None) -> tuple[list[str], list[list[int]], int]:
+    """Return (domain names, entity label indices per domain, one past the largest index)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (the YouTube-8M vocabulary.csv)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        for column in ("Index", "Vertical1"):
+            if column not in columns:
+                raise ValueError(f"{path}: expected a column {column!r}, found columns {columns}")
+        members: dict[str, list[int]] = {}
+        largest = -1
+        for row_number, row in enumerate(reader, start=2):
+            try:
+                index = int(row["Index"])
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}: row {row_number}: Index must be an int, got {row['Index']!r}") from err
+            if index < 0:
+                raise ValueError(f"{path}: row {row_number}: Index must be >= 0, got {index}")
+            largest = max(largest, index)
+            domain = (row["Vertical1"] or "").strip()
+            if domain:
+                members.setdefault(domain, []).append(index)
+    names = sorted(members)
+    if domains is not None:
+        unknown = [d for d in domains if d not in members]
+        if unknown:
+            raise ValueError(f"{path}: domains {unknown} are not Vertical1 values; found {names}")
+        names = list(domains)
+    if not names:
+        raise ValueError(f"{path}: no entity has a Vertical1 domain")
+    return names, [sorted(members[d]) for d in names], largest + 1
+
+
+def _split_of(video_id: bytes, seed: int, val_fraction: float, test_fraction: float) -> int:
+    digest = hashlib.blake2b(video_id, digest_size=8, key=struct.pack("<Q", seed)).digest()
+    u = int.from_bytes(digest, "little") / 2.0**64
+    if u < test_fraction:
+        return 2
+    if u < test_fraction + val_fraction:
+        return 1
+    return 0
+
+
+def _records(path: str):
+    """Yield (record number, parsed Example) of one TFRecord file; errors name file and record."""
+    from tfrecord import example_pb2
+    from tfrecord.reader import tfrecord_iterator
+
+    number = 0  # the record being read when an error occurs
+    try:
+        for raw in tfrecord_iterator(path):
+            example = example_pb2.Example()
+            example.ParseFromString(bytes(raw))
+            yield number, example
+            number += 1
+    except (RuntimeError, struct.error) as err:
+        raise ValueError(f"{path}: record {number}: truncated or corrupt TFRecord ({err})") from err
+    except Exception as err:  # protobuf's DecodeError has no stable import path
+        if type(err).__name__ == "DecodeError":
+            raise ValueError(f"{path}: record {number}: not a tf.train.Example ({err})") from err
+        raise
+
+
+def _parse(example, path: str, number: int, num_entities: int):
+    feature = example.features.feature
+    for key in ("id", "labels", "mean_rgb", "mean_audio"):
+        if key not in feature:
+            raise ValueError(f"{path}: record {number}: feature {key!r} is missing")
+    ids = feature["id"].bytes_list.value
+    video_id = bytes(ids[0]) if ids else b""
+    labels = np.asarray(feature["labels"].int64_list.value, dtype=np.int64)
+    rgb = np.asarray(feature["mean_rgb"].float_list.value, dtype=np.float32)
+    audio = np.asarray(feature["mean_audio"].float_list.value, dtype=np.float32)
+    where = f"{path}: record {number} (id {video_id.decode('utf-8', 'replace')!r})"
+    if rgb.size != RGB_DIM or audio.size != AUDIO_DIM:
+        raise ValueError(
+            f"{where}: mean_rgb must have {RGB_DIM} and mean_audio {AUDIO_DIM} values, got {rgb.size} and {audio.size}"
+        )
+    x = np.concatenate([rgb, audio])
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: features hold NaN or inf")
+    bad = labels[(labels < 0) | (labels >= num_entities)]
+    if bad.size:
+        raise ValueError(f"{where}: label {int(bad[0])} out of range [0, {num_entities}) of the vocabulary")
+    return video_id, x, labels
+
+
+class _ShardWriter:
+    """Appends rows to one HDF5 file: features, CSR labels and ids."""
+
+    def __init__(self, path: str, name: str, num_outputs: int) -> None:
+        import h5py
+
+        self.file = h5py.File(path, "w")
+        self.file.attrs["task"] = name
+        self.file.attrs["num_outputs"] = num_outputs
+        dim = RGB_DIM + AUDIO_DIM
+        self.features = self.file.create_dataset(
+            "features", shape=(0, dim), maxshape=(None, dim), dtype="f4", chunks=(64, dim)
+        )
+        self.indices = self.file.create_dataset("label_indices", shape=(0,), maxshape=(None,), dtype="i4", chunks=(4096,))
+        self.ids = self.file.create_dataset(
+            "ids", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"), chunks=(4096,)
+        )
+        self.offsets = [0]
+        self.buffer: list[tuple[bytes, np.ndarray, np.ndarray]] = []
+
+    def add(self, video_id: bytes, x: np.ndarray, columns: np.ndarray) -> None:
+        self.buffer.append((video_id, x, columns))
+        if len(self.buffer) >= _FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        n0 = self.features.shape[0]
+        n = len(self.buffer)
+        self.features.resize(n0 + n, axis=0)
+        self.features[n0:] = np.stack([b[1] for b in self.buffer])
+        cols = np.concatenate([b[2] for b in self.buffer]).astype(np.int32)
+        m0 = self.indices.shape[0]
+        self.indices.resize(m0 + cols.size, axis=0)
+        self.indices[m0:] = cols
+        self.ids.resize(n0 + n, axis=0)
+        self.ids[n0:] = [b[0].decode("utf-8", "replace") for b in self.buffer]
+        for b in self.buffer:
+            self.offsets.append(self.offsets[-1] + b[2].size)
+        self.buffer = []
+
+    def close(self) -> int:
+        self.flush()
+        self.file.create_dataset("label_offsets", data=np.asarray(self.offsets, dtype=np.int64))
+        n = self.features.shape[0]
+        self.file.close()
+        return n
+
+
+def _convert(files: list[str], names: list[str], members: list[list[int]], num_entities: int,
+             out: str, seed: int, val_fraction: float, test_fraction: float) -> list[list[int]]:
+    """Write ``out/<split>/<task>.h5`` for every split and task; return the counts [split][task]."""
+    # column[entity] = (task, column within the task); an entity lies in one domain only.
+    owner = np.full(num_entities, -1, dtype=np.int64)
+    column = np.full(num_entities, -1, dtype=np.int64)
+    for t, entities in enumerate(members):
+        owner[entities] = t
+        column[entities] = np.arange(len(entities))
+    writers = []
+    for which in SPLITS:
+        os.makedirs(os.path.join(out, which), exist_ok=True)
+        writers.append([
+            _ShardWriter(os.path.join(out, which, f"{t:03d}.h5"), name, len(members[t]))
+            for t, name in enumerate(names)
+        ])
+    try:
+        for path in files:
+            for number, example in _records(path):
+                video_id, x, labels = _parse(example, path, number, num_entities)
+                tasks = owner[labels]
+                present = np.unique(tasks[tasks >= 0])
+                if present.size == 0:
+                    continue
+                split = _split_of(video_id, seed, val_fraction, test_fraction)
+                for t in present:
+                    cols = np.unique(column[labels[tasks == t]])
+                    writers[split][int(t)].add(video_id, x, cols)
+    finally:
+        counts = [[w.close() for w in row] for row in writers]
+    return counts
+
+
+class HDF5Split(MultiTaskSplit):
+    """A split whose tasks live in HDF5 files written by the youtube8m conversion.
+
+    Features are read from disk on every :meth:`get`; the CSR label arrays of every task are
+    loaded into memory (a few bytes per video). File handles open lazily, once per process,
+    so the split can be used from DataLoader workers.
+
+    Parameters
+    ----------
+    tasks : sequence of TaskSpec
+        Multi-label task specs.
+    paths : sequence of str
+        One HDF5 file per task.
+    """
+
+    def __init__(self, tasks: Sequence[TaskSpec], paths: Sequence[str]) -> None:
+        import h5py
+
+        self.tasks = list(tasks)
+        self.paths = [str(p) for p in paths]
+        self._offsets: list[np.ndarray] = []
+        self._indices: list[np.ndarray] = []
+        for path in self.paths:
+            with h5py.File(path, "r") as f:
+                self._offsets.append(f["label_offsets"][...])
+                self._indices.append(f["label_indices"][...])
+        self._handles: dict[int, object] = {}
+        self._pid = os.getpid()
+
+    def num_samples(self, task: int) -> int:
+        return int(self._offsets[self._check_task(task)].size - 1)
+
+    def _file(self, task: int):
+        import h5py
+
+        if self._pid != os.getpid():
+            # h5py handles must not cross fork(); a worker process opens its own.
+            self._handles = {}
+            self._pid = os.getpid()
+        if task not in self._handles:
+            self._handles[task] = h5py.File(self.paths[task], "r")
+        return self._handles[task]
+
+    def get(self, task: int, index: Tensor) -> tuple[Tensor, Tensor]:
+        task = self._check_task(task)
+        index = self._check_index(task, index).numpy()
+        spec = self.tasks[task]
+        y = torch.zeros(index.size, spec.num_outputs, dtype=torch.float32)
+        if index.size == 0:
+            return torch.zeros(0, RGB_DIM + AUDIO_DIM), y
+        # h5py reads only increasing, unique indices; read those and scatter back.
+        unique, inverse = np.unique(index, return_inverse=True)
+        x = self._file(task)["features"][unique][inverse]
+        offsets, indices = self._offsets[task], self._indices[task]
+        starts, stops = offsets[index], offsets[index + 1]
+        rows = np.repeat(np.arange(index.size), stops - starts)
+        cols = indices[np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])] if rows.size else np.zeros(0, np.int64)
+        y[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = 1.0
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), y
+
+    def close(self) -> None:
+        """Close the open HDF5 files."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+
+def _fingerprint(files: list[str], vocabulary: str, options: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": _CACHE_VERSION, **options}, sort_keys=True).encode())
+    for path in [vocabulary, *files]:
+        st = os.stat(path)
+        h.update(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load_youtube8m(
+    data_path: str | None = None,
+    *,
+    vocabulary: str | None = None,
+    cache_dir: str | None = None,
+    domains: Sequence[str] | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> MultiTaskData:
+    """Load YouTube-8M video-level data as one multi-label task per Vertical1 domain.
+
+    Parameters
+    ----------
+    data_path : str
+        Folder with the ``*.tfrecord`` files (and by default ``vocabulary.csv``).
+    vocabulary : str or None
+        Path of vocabulary.csv; default ``data_path/vocabulary.csv``.
+    cache_dir : str or None
+        Where the HDF5 shards go; default ``data_path/taan-cache``.
+    domains : list of str or None
+        Vertical1 domains to use as tasks, in this order; default all, sorted.
+    val_fraction, test_fraction : float
+        Fractions of the videos (by id hash) in val and test.
+    seed : int
+        Key of the id hash.
+
+    Returns
+    -------
+    MultiTaskData
+        Multi-label tasks named by domain, input shape (1152,), splits of :class:`HDF5Split`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and record (or row) for a vocabulary without ``Index`` or ``Vertical1``,
+        a record with a missing feature, wrong feature lengths, NaN/inf features, a label out
+        of the vocabulary's range, or a corrupt file; naming the task when a domain has no
+        training videos.
+    ImportError
+        If ``tfrecord`` or ``h5py`` is missing.
+    """
+    if data_path is None:
+        raise ValueError("the youtube8m data set needs data_path, the folder with the *.tfrecord files")
+    _check_fractions(val_fraction, test_fraction)
+    check_int(seed, "seed", minimum=0)
+    _require("h5py")
+    _require("tfrecord")
+    root = str(data_path)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such folder")
+    vocabulary = str(vocabulary) if vocabulary is not None else os.path.join(root, "vocabulary.csv")
+    files = sorted(glob.glob(os.path.join(root, "*.tfrecord")))
+    if not files:
+        raise ValueError(f"{root}: no *.tfrecord files")
+    if domains is not None:
+        if isinstance(domains, str) or not all(isinstance(d, str) for d in domains):
+            raise TypeError(f"domains must be a list of str, got {domains!r}")
+        domains = list(domains)
+    names, members, num_entities = _read_vocabulary(vocabulary, domains)
+
+    cache_root = str(cache_dir) if cache_dir is not None else os.path.join(root, "taan-cache")
+    options = {"domains": names, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    key = _fingerprint(files, vocabulary, options)
+    folder = os.path.join(cache_root, f"youtube8m-{key}")
+    manifest_path = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(manifest_path):
+        os.makedirs(cache_root, exist_ok=True)
+        tmp = f"{folder}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            counts = _convert(files, names, members, num_entities, tmp, seed, val_fraction, test_fraction)
+            with open(os.path.join(tmp, "manifest.json"), "w") as fh:
+                json.dump({"version": _CACHE_VERSION, "files": files, "tasks": names, "counts": counts, **options}, fh)
+            # Publish the finished cache in one step; an interrupted conversion leaves only tmp.
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    with open(manifest_path) as fh:
+        manifest = json.load(fh)
+
+    tasks = [TaskSpec(name, "multilabel", len(m)) for name, m in zip(names, members)]
+    for t, name in enumerate(names):
+        if manifest["counts"][0][t] == 0:
+            raise ValueError(
+                f"{root}: task {t} ({name!r}) has no training videos; pass domains=[...] to leave it out"
+            )
+    splits = {
+        which: HDF5Split(tasks, [os.path.join(folder, which, f"{t:03d}.h5") for t in range(len(tasks))])
+        for which in SPLITS
+    }
+    config = {
+        "data_path": root,
+        "vocabulary": vocabulary,
+        "cache_dir": cache_root,
+        "domains": names if domains is not None else None,
+        "val_fraction": float(val_fraction),
+        "test_fraction": float(test_fraction),
+        "seed": seed,
+    }
+    return MultiTaskData("youtube8m", config, tasks, splits, input_shape=(RGB_DIM + AUDIO_DIM,))
