@@ -1,0 +1,606 @@
+"""Training any model of :mod:`taan_core.models` on a multi-task data set.
+
+``Trainer(model, data, TrainConfig(...)).fit()`` runs mixed-task batches (per-sample task ids)
+through the model, sums the per-task losses (weighted), adds the functional regulariser, and
+after every epoch evaluates the validation split, snapshots every adaptive layer's alpha and
+hinges, appends a line to ``metrics.jsonl``, writes ``last.pt`` and, when the validation
+``main`` metric improved, ``checkpoint.pt`` (see ``docs/checkpoint-format.md``).
+
+A run is reproducible: ``fit(resume=True)`` continues from ``last.pt`` with the optimiser,
+schedule, random states and sampler state, so on CPU an interrupted run (even one killed in the
+middle of an epoch) ends with exactly the coordinates of an uninterrupted one. Under torchrun
+every rank draws the same global batch and trains on its shard of it (DDP, gloo on CPU, nccl
+on CUDA); rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from taan_core._distributed import (
+    _all_sum,
+    _average_buffers,
+    _barrier,
+    _setup_world,
+    _shard_batch,
+    _teardown_world,
+    _World,
+    _wrap_ddp,
+)
+from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
+
+__all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "Trainer", "prepare_run_dir", "resolve_device"]
+
+RUN_FILES = ("last.pt", "checkpoint.pt", "metrics.jsonl")
+_OPTIMIZERS = ("adam", "adamw")
+_SCHEDULES = ("none", "cosine", "step")
+_SAMPLERS = ("balanced", "proportional")
+_MEASURES = ("standard", "data")
+_REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (plain types; stored in the checkpoint).
+
+    Attributes
+    ----------
+    epochs : int
+        Maximum number of epochs (an epoch is one pass of the batch sampler).
+    batch_size : int
+        Samples per task per batch in balanced mode (a batch holds T * batch_size samples), the
+        whole batch size in proportional mode. Under torchrun this is the global batch.
+    sampler : {"balanced", "proportional"}
+    optimizer : {"adam", "adamw"}
+    lr, weight_decay : float
+    schedule : {"none", "cosine", "step"}
+        Learning-rate schedule over epochs: cosine annealing to 0 at ``epochs``, or a factor
+        ``lr_gamma`` every ``lr_step`` epochs.
+    lr_step : int
+    lr_gamma : float
+    task_weights : list of float or None
+        Weight of every task's loss (T values); None weighs all tasks 1.
+    reg : {"none", "tracenorm", "rownorm", "cosine", "distance"}
+        Regulariser of the adaptive layers (``taan_core.regularizers``), with coefficient ``c``.
+    c : float
+    measure : {"standard", "data"}
+        Gaussian measure of the functional regularisers: N(0, 1) or the running statistics.
+    patience : int
+        Stop after this many epochs without improvement of the validation ``main`` metric
+        (by more than ``min_delta``); 0 never stops early.
+    min_delta : float
+    eval_batch_size : int
+    device : str
+        "auto" (cuda, then mps, then cpu), or a torch device string.
+    amp : bool
+        bf16 autocast on CUDA (ignored on other devices).
+    compile : bool
+        Run the training forward through ``torch.compile``.
+    seed : int
+        Seeds torch, numpy, python and the batch sampler.
+    deterministic : bool
+        ``torch.use_deterministic_algorithms`` and deterministic cuDNN.
+    out : str
+        Run folder for last.pt, checkpoint.pt and metrics.jsonl.
+    quiet : bool
+        No progress bar and no per-epoch lines.
+    """
+
+    epochs: int = 20
+    batch_size: int = 32
+    sampler: str = "balanced"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    task_weights: list[float] | None = None
+    reg: str = "none"
+    c: float = 0.0
+    measure: str = "standard"
+    patience: int = 0
+    min_delta: float = 0.0
+    eval_batch_size: int = 1024
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    out: str = "runs/train"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("lr_step", 1), ("patience", 0),
+                              ("eval_batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        for name in ("lr", "weight_decay", "lr_gamma", "c", "min_delta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+            setattr(self, name, float(value))
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name, choices in (("sampler", _SAMPLERS), ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES),
+                              ("reg", _REGS), ("measure", _MEASURES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        for name in ("amp", "compile", "deterministic", "quiet"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a str, got {type(self.device).__name__}")
+        self.out = os.fspath(self.out)
+        if self.task_weights is not None:
+            weights = list(self.task_weights)
+            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                       for w in weights):
+                raise ValueError(f"task_weights must be finite floats >= 0, got {weights}")
+            self.task_weights = [float(w) for w in weights]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``Trainer.fit`` did: epochs completed, the best epoch and where the files are."""
+
+    out: Path
+    epochs: int
+    steps: int
+    best_epoch: int
+    best_main: float
+    stopped_early: bool
+    seconds: float
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` gives cuda if available, then mps, then cpu; other names must be available.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device string or a device this machine does not have.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} is not available: torch.cuda.is_available() is False")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} is not available: this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} is not available: torch.backends.mps.is_available() is False")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return device
+
+
+def prepare_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Make sure ``out`` can take a new run (or holds one to resume).
+
+    A fresh run refuses a folder that already holds run files unless ``overwrite`` is set, in
+    which case it deletes only those files (and stale temporary files), nothing else.
+
+    Raises
+    ------
+    FileExistsError
+        A fresh run into a folder holding a run, without ``overwrite``.
+    FileNotFoundError
+        ``resume`` without ``out/last.pt``.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(f"{out / 'last.pt'}: no such file, nothing to resume (run without --resume)")
+        return out
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --overwrite to replace "
+                              "it or --resume to continue it")
+    if present:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for stale in out.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ------------------------------------------------------------------------------ losses and states
+
+
+def _per_sample_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
+    """Loss of every sample of one task, shape (n,); losses run in float32 even under bf16."""
+    output = output.float()
+    if kind in ("binary", "multilabel"):
+        loss = F.binary_cross_entropy_with_logits(output, target.float().reshape(output.shape), reduction="none")
+        return loss.reshape(output.shape[0], -1).mean(1)
+    if kind == "multiclass":
+        return F.cross_entropy(output, target.long().reshape(-1), reduction="none")
+    if kind == "regression":
+        loss = F.mse_loss(output, target.float().reshape(output.shape), reduction="none")
+        return loss.reshape(output.shape[0], -1).mean(1)
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict:
+    bit_generator, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"bit_generator": str(bit_generator), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+    }
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["bit_generator"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value: Any) -> Any:
+    """Metrics as JSON-able plain values (tensors and numpy scalars become floats)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (Tensor, np.generic)):
+        return value.item()
+    return value
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ the trainer
+
+
+class Trainer:
+    """Train a multi-task model with mixed-task batches, early stopping and checkpoints.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A :mod:`taan_core.models` model (``forward(x, task)`` with a LongTensor of task ids
+        returns one output per task); its weights are trained in place.
+    data : MultiTaskData
+        The data set (``taan_core.data.load_dataset``); its tasks must match the model's heads.
+    config : TrainConfig
+    on_step : callable, optional
+        ``on_step(trainer, epoch, batch)`` after every optimiser step (progress hooks, tests).
+
+    Attributes
+    ----------
+    epoch, step : int
+        Completed epochs and optimiser steps.
+    history, metrics : list of dict
+        Per-epoch layer snapshots and metrics, as stored in the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, data: Any, config: TrainConfig | None = None, *,
+                 on_step: Callable[["Trainer", int, int], None] | None = None) -> None:
+        config = TrainConfig() if config is None else config
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if not hasattr(model, "adaptive_layers") or not dataclasses.is_dataclass(getattr(model, "config", None)):
+            raise TypeError(f"model must be a taan_core.models model (config dataclass and adaptive_layers()), "
+                            f"got {type(model).__name__}")
+        self.model = model
+        self.data = data
+        self.config = config
+        self.on_step = on_step
+        self.tasks = list(data.tasks)
+        num_tasks = len(self.tasks)
+        dims = list(getattr(model.config, "output_dims", [t.num_outputs for t in self.tasks]))
+        if dims != [t.num_outputs for t in self.tasks]:
+            raise ValueError(f"model output_dims {dims} do not match the data set's task outputs "
+                             f"{[t.num_outputs for t in self.tasks]}")
+        for name, act in model.adaptive_layers():
+            if act.alpha.shape[0] != num_tasks:
+                raise ValueError(f"layer {name} has {act.alpha.shape[0]} tasks, the data set {num_tasks}")
+        if config.task_weights is not None and len(config.task_weights) != num_tasks:
+            raise ValueError(f"task_weights must have T = {num_tasks} values, got {len(config.task_weights)}")
+        self.out = Path(config.out)
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict] = []
+        self.metrics: list[dict] = []
+        self.best_main = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self._best: dict | None = None
+
+    # -------------------------------------------------------------------------- setup
+
+    def _setup(self, world: _World) -> None:
+        cfg = self.config
+        device = resolve_device(cfg.device)
+        if device.type == "cuda" and world.distributed:
+            device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        self.model.to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
+        elif cfg.schedule == "step":
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        else:
+            self.scheduler = None
+        from taan_core.data import MultiTaskBatchSampler
+
+        self.sampler = MultiTaskBatchSampler(self.data.split("train"), cfg.batch_size, mode=cfg.sampler,
+                                             seed=cfg.seed)
+        # With balanced batches that split evenly every rank uses every head on every step;
+        # otherwise DDP has to look for parameters a rank did not use.
+        even = cfg.sampler == "balanced" and cfg.batch_size % world.size == 0
+        self._forward = _wrap_ddp(self.model, world, device, find_unused=not even)
+        if cfg.compile:
+            self._forward = torch.compile(self._forward)
+        self._weights = torch.tensor(cfg.task_weights or [1.0] * len(self.tasks), dtype=torch.float32)
+
+    def _data_record(self) -> dict:
+        truth = getattr(self.data, "ground_truth", None) or {}
+        groups = truth.get("groups")
+        return {"name": self.data.name, "config": dict(self.data.config),
+                "groups": [[int(g) for g in row] for row in groups] if groups is not None else None}
+
+    def _checkpoint(self, world: _World) -> dict:
+        return build_checkpoint(
+            self.model, task_names=self.data.task_names, data=self._data_record(), history=self.history,
+            metrics=self.metrics, epoch=self.epoch, step=self.step, optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            rng=_rng_state(self.device), sampler=self.sampler.state_dict(),
+            extra={"train_config": dataclasses.asdict(self.config), "best_epoch": self.best_epoch,
+                   "best_main": self.best_main, "bad_epochs": self.bad_epochs, "world_size": world.size},
+        )
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        raw = ckpt.raw
+        if raw is None:
+            raise CheckpointError(f"{path}: expected a full taan checkpoint to resume from")
+        model_info = raw["model"]
+        if model_info["class"] != type(self.model).__name__ or model_info["config"] != dataclasses.asdict(self.model.config):
+            raise ValueError(f"cannot resume from {path}: it holds a {model_info['class']} with config "
+                             f"{model_info['config']}, this run builds a {type(self.model).__name__} with "
+                             f"{dataclasses.asdict(self.model.config)}")
+        if ckpt.task_names != self.data.task_names or ckpt.data.get("name") != self.data.name:
+            raise ValueError(f"cannot resume from {path}: it was trained on {ckpt.data.get('name')!r} with tasks "
+                             f"{ckpt.task_names}, this run uses {self.data.name!r} with tasks {self.data.task_names}")
+        for key in ("optimizer", "rng", "sampler"):
+            if raw.get(key) is None:
+                raise CheckpointError(f"{path}: {key}: expected resume state, got None")
+        self.model.load_state_dict(model_info["state_dict"])
+        self.optimizer.load_state_dict(raw["optimizer"])
+        if self.scheduler is not None and raw.get("scheduler") is not None:
+            self.scheduler.load_state_dict(raw["scheduler"])
+        self.sampler.load_state_dict(raw["sampler"])
+        self.epoch, self.step = int(raw["epoch"]), int(raw["step"])
+        self.history = list(raw["history"])
+        self.metrics = list(raw["metrics"])
+        extra = raw.get("extra") or {}
+        self.best_epoch = int(extra.get("best_epoch", 0))
+        self.best_main = float(extra.get("best_main", -math.inf))
+        self.bad_epochs = int(extra.get("bad_epochs", 0))
+        best_path = path.parent / "checkpoint.pt"
+        if best_path.is_file():
+            self._best = load_checkpoint(best_path).raw
+        _set_rng_state(raw["rng"], self.device)
+
+    # -------------------------------------------------------------------------- training
+
+    def fit(self, *, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train until ``config.epochs`` or early stopping.
+
+        Parameters
+        ----------
+        resume : bool
+            Continue the run in ``config.out`` from its ``last.pt``.
+        overwrite : bool
+            Replace a run already in ``config.out`` (only its run files are deleted).
+        stop_after : int, optional
+            Return after this many epochs of this call, as an interruption would (the run can be
+            resumed later and ends as if it had not stopped).
+
+        Returns
+        -------
+        TrainResult
+        """
+        cfg = self.config
+        start = time.perf_counter()
+        world = _setup_world(resolve_device(cfg.device).type)
+        try:
+            if world.is_main:
+                prepare_run_dir(self.out, overwrite=overwrite, resume=resume)
+            _barrier(world)
+            self._setup(world)
+            if resume:
+                self._restore(self.out / "last.pt")
+                if world.is_main:
+                    _write_jsonl(self.out / "metrics.jsonl", self.metrics)
+            else:
+                _seed_everything(cfg.seed)
+            stopped = cfg.patience > 0 and self.bad_epochs >= cfg.patience
+            ran = 0
+            with self._progress(world) as progress:
+                while not stopped and self.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
+                    self._run_epoch(world, progress)
+                    ran += 1
+                    stopped = cfg.patience > 0 and self.bad_epochs >= cfg.patience
+            if world.is_main and self._best is not None:
+                # The best epoch's coordinates, with the history and metrics of the whole run.
+                final = dict(self._best, history=self.history, metrics=self.metrics)
+                final["extra"] = dict(final.get("extra") or {}, stopped_early=stopped, epochs_run=self.epoch)
+                save_checkpoint(final, self.out / "checkpoint.pt")
+            _barrier(world)
+        finally:
+            _teardown_world(world)
+        return TrainResult(out=self.out, epochs=self.epoch, steps=self.step, best_epoch=self.best_epoch,
+                           best_main=self.best_main, stopped_early=stopped, seconds=time.perf_counter() - start,
+                           metrics=list(self.metrics))
+
+    def _progress(self, world: _World):
+        from taan_core._progress import EpochProgress
+
+        enabled = world.is_main and not self.config.quiet
+        return EpochProgress(enabled=enabled, bar=enabled and sys.stderr.isatty())
+
+    def _batch_loss(self, task: Tensor, index: Tensor, world: _World) -> tuple[Tensor, Tensor]:
+        from taan_core.data import collate
+
+        task, index, counts = _shard_batch(task, index, len(self.tasks), world)
+        batch = collate(self.data.split("train"), task, index)
+        x = batch.x.to(self.device, non_blocking=True)
+        tids = batch.task.to(self.device, non_blocking=True)
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                    if self.config.amp and self.device.type == "cuda" else contextlib.nullcontext())
+        with autocast:
+            outputs = self._forward(x, tids)
+        loss = torch.zeros((), device=self.device)
+        for t, (spec, out, target) in enumerate(zip(self.tasks, outputs, batch.targets)):
+            if out.shape[0] == 0:
+                # Keeps every head in the graph, so all ranks reduce the same parameters.
+                loss = loss + 0.0 * out.float().sum()
+                continue
+            per_sample = _per_sample_loss(spec.kind, out, target.to(self.device, non_blocking=True))
+            # Dividing by the global count makes the ranks' losses sum to the full-batch mean.
+            loss = loss + self._weights[t].item() * per_sample.sum() / counts[t].item()
+        from taan_core.regularizers import functional_penalty
+
+        reg = functional_penalty(self.model, self.config.reg, self.config.c, self.config.measure)
+        return loss, reg
+
+    def _run_epoch(self, world: _World, progress) -> None:
+        cfg = self.config
+        epoch = self.epoch + 1
+        tic = time.perf_counter()
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        task_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        reg_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        batches = 0
+        progress.start_epoch(epoch, cfg.epochs, len(self.sampler))
+        for b, (task, index) in enumerate(self.sampler):
+            loss, reg = self._batch_loss(task, index, world)
+            self.optimizer.zero_grad(set_to_none=True)
+            # DDP averages gradients over ranks; the data term is a sum over ranks, hence * size.
+            (loss * world.size + reg).backward()
+            self.optimizer.step()
+            _average_buffers(self.model, world)
+            self.step += 1
+            batches += 1
+            task_sum += loss.detach().double()
+            reg_sum += reg.detach().double()
+            progress.advance(lambda: float(loss.detach()) * world.size + float(reg.detach()))
+            if self.on_step is not None:
+                self.on_step(self, epoch, b)
+        task_total, = _all_sum([float(task_sum)], world, self.device)
+        task_loss = task_total / max(batches, 1)
+        reg_loss = float(reg_sum) / max(batches, 1)
+        self.epoch = epoch
+        alphas, hinges = layer_snapshot(self.model)
+        self.history.append({"epoch": epoch, "step": self.step, "alphas": alphas, "hinges": hinges})
+        val = self._evaluate()
+        main = float(val["main"])
+        improved = math.isfinite(main) and main > self.best_main + cfg.min_delta
+        if improved:
+            self.best_main, self.best_epoch, self.bad_epochs = main, epoch, 0
+        else:
+            self.bad_epochs += 1
+        if self.scheduler is not None:
+            self.scheduler.step()
+        record = {"epoch": epoch, "step": self.step, "lr": lr, "train_loss": task_loss + reg_loss,
+                  "train_task_loss": task_loss, "train_reg": reg_loss, "val": val, "best": improved,
+                  "seconds": time.perf_counter() - tic}
+        self.metrics.append(record)
+        progress.end_epoch(record)
+        if world.is_main:
+            ckpt = self._checkpoint(world)
+            save_checkpoint(ckpt, self.out / "last.pt")
+            if improved:
+                save_checkpoint(ckpt, self.out / "checkpoint.pt")
+                self._best = ckpt
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+        _barrier(world)
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
+        from taan_core.metrics import evaluate
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            result = evaluate(self.model, self.data.split("val"), self.tasks, self.config.eval_batch_size, self.device)
+        finally:
+            self.model.train(was_training)
+        return _plain(result)

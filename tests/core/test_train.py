@@ -1,0 +1,216 @@
+"""Trainer: losses per task kind, run files, early stopping, configuration checks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from taan_core.checkpoint import load_checkpoint
+from taan_core.data import load_dataset
+from taan_core.models import build_model
+from taan_core.train import (
+    RUN_FILES,
+    TrainConfig,
+    Trainer,
+    _per_sample_loss,
+    prepare_run_dir,
+    resolve_device,
+)
+
+TINY = dict(num_tasks=4, groups_per_layer=[2, 4], input_dim=6, hidden=[8, 8], num_hinges=4, num_outputs=2,
+            samples_per_task=60)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("planted", **TINY)
+
+
+def _model(data, name="taan", **overrides):
+    torch.manual_seed(0)
+    overrides.setdefault("hidden", [8, 8])
+    if name == "taan":
+        overrides.setdefault("num_hinges", 4)
+    return build_model(name, data.input_shape, [t.num_outputs for t in data.tasks], **overrides)
+
+
+def _config(tmp_path, **kw):
+    kw.setdefault("epochs", 2)
+    kw.setdefault("batch_size", 8)
+    kw.setdefault("lr", 1e-2)
+    return TrainConfig(out=str(tmp_path / "run"), quiet=True, device="cpu", **kw)
+
+
+@pytest.mark.slow
+def test_fit_writes_run_files_history_and_best_checkpoint(data, tmp_path):
+    steps = []
+    trainer = Trainer(_model(data), data, _config(tmp_path, epochs=3), on_step=lambda tr, e, b: steps.append((e, b)))
+    result = trainer.fit()
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    per_epoch = len(trainer.sampler)
+    assert steps == [(e, b) for e in (1, 2, 3) for b in range(per_epoch)]
+    assert result.epochs == 3 and result.steps == 3 * per_epoch
+
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3]
+    mains = [m["val"]["main"] for m in lines]
+    assert result.best_epoch == 1 + max(range(3), key=lambda i: mains[i])
+    assert result.best_main == pytest.approx(max(mains))
+    assert set(lines[0]["val"]["per_task"]) == set(data.task_names)
+
+    last = load_checkpoint(out / "last.pt")
+    best = load_checkpoint(out / "checkpoint.pt")
+    assert last.raw["epoch"] == 3 and best.raw["epoch"] == result.best_epoch
+    # checkpoint.pt: the best epoch's coordinates, with the history and metrics of the whole run
+    assert [h["epoch"] for h in best.history] == [1, 2, 3]
+    assert len(best.metrics) == 3
+    for i, layer in enumerate(best.layers):
+        torch.testing.assert_close(layer.alpha, best.history[result.best_epoch - 1]["alphas"][i])
+    for i, (name, act) in enumerate(trainer.model.adaptive_layers()):
+        assert last.layers[i].name == name
+        torch.testing.assert_close(last.layers[i].alpha, act.alpha.detach().double())
+        assert last.layers[i].sigma == pytest.approx(act.measure()[1])
+    assert best.groups == data.ground_truth["groups"]
+    assert best.data["config"] == data.config
+    assert last.raw["extra"]["train_config"]["lr"] == pytest.approx(1e-2)
+
+
+@pytest.mark.slow
+def test_training_reduces_the_loss_and_moves_alpha(data, tmp_path):
+    model = _model(data)
+    before = [act.alpha.detach().clone() for _, act in model.adaptive_layers()]
+    result = Trainer(model, data, _config(tmp_path, epochs=4, lr=2e-2)).fit()
+    losses = [m["train_loss"] for m in result.metrics]
+    assert losses[-1] < losses[0]
+    assert all(not torch.equal(b, act.alpha.detach()) for b, (_, act) in zip(before, model.adaptive_layers()))
+
+
+@pytest.mark.slow
+def test_regulariser_enters_the_loss(data, tmp_path):
+    result = Trainer(_model(data), data, _config(tmp_path, epochs=1, reg="distance", c=0.5)).fit()
+    assert result.metrics[0]["train_reg"] > 0
+    assert result.metrics[0]["train_loss"] == pytest.approx(
+        result.metrics[0]["train_task_loss"] + result.metrics[0]["train_reg"])
+
+
+@pytest.mark.slow
+def test_early_stopping_after_patience_epochs(data, tmp_path, monkeypatch):
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.69, 0.9])
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self: {"per_task": {}, "mean": {}, "main": next(scores)})
+    result = Trainer(_model(data), data, _config(tmp_path, epochs=6, patience=3)).fit()
+    assert result.stopped_early
+    assert result.epochs == 5
+    assert result.best_epoch == 2 and result.best_main == pytest.approx(0.7)
+    assert [m["best"] for m in result.metrics] == [True, True, False, False, False]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt").raw["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_baseline_without_adaptive_layers_trains(data, tmp_path):
+    result = Trainer(_model(data, "hard"), data, _config(tmp_path, epochs=1)).fit()
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt.layers == [] and ckpt.raw["model"]["class"] == "HardShare"
+
+
+@pytest.mark.slow
+def test_binary_tasks_train_on_digits(tmp_path):
+    digits = load_dataset("digits")
+    model = build_model("taan", digits.input_shape, [1] * digits.num_tasks, hidden=[16], num_hinges=4)
+    result = Trainer(model, digits, _config(tmp_path, epochs=1, batch_size=512, sampler="proportional")).fit()
+    assert 0.0 <= result.metrics[0]["val"]["main"] <= 1.0
+
+
+def test_proportional_and_task_weights(data, tmp_path):
+    config = _config(tmp_path, epochs=1, sampler="proportional", task_weights=[1.0, 0.0, 2.0, 1.0])
+    result = Trainer(_model(data), data, config).fit()
+    assert math.isfinite(result.metrics[0]["train_loss"])
+
+
+@pytest.mark.parametrize("kind,out,target,reference", [
+    ("binary", torch.randn(5, 1), torch.randint(0, 2, (5, 1)).float(),
+     lambda o, y: F.binary_cross_entropy_with_logits(o, y, reduction="none")[:, 0]),
+    ("multilabel", torch.randn(5, 3), torch.randint(0, 2, (5, 3)).float(),
+     lambda o, y: F.binary_cross_entropy_with_logits(o, y, reduction="none").mean(1)),
+    ("multiclass", torch.randn(5, 4), torch.randint(0, 4, (5,)),
+     lambda o, y: F.cross_entropy(o, y, reduction="none")),
+    ("regression", torch.randn(5, 2), torch.randn(5, 2),
+     lambda o, y: ((o - y) ** 2).mean(1)),
+])
+def test_per_sample_loss_matches_torch(kind, out, target, reference):
+    loss = _per_sample_loss(kind, out, target)
+    assert loss.shape == (5,)
+    torch.testing.assert_close(loss, reference(out, target))
+    assert _per_sample_loss(kind, out.bfloat16(), target).dtype == torch.float32
+
+
+def test_per_sample_loss_unknown_kind():
+    with pytest.raises(ValueError, match="unknown task kind 'ranking'"):
+        _per_sample_loss("ranking", torch.zeros(1, 1), torch.zeros(1, 1))
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"epochs": 0}, ValueError, "epochs must be >= 1, got 0"),
+    ({"batch_size": 2.0}, TypeError, "batch_size must be an int"),
+    ({"lr": 0.0}, ValueError, "lr must be > 0"),
+    ({"lr": float("nan")}, ValueError, "lr must be finite"),
+    ({"optimizer": "sgd"}, ValueError, "optimizer must be one of adam, adamw, got 'sgd'"),
+    ({"schedule": "linear"}, ValueError, "schedule must be one of none, cosine, step"),
+    ({"sampler": "random"}, ValueError, "sampler must be one of balanced, proportional"),
+    ({"reg": "l2"}, ValueError, "reg must be one of none, tracenorm, rownorm, cosine, distance"),
+    ({"measure": "empirical"}, ValueError, "measure must be one of standard, data"),
+    ({"amp": "yes"}, TypeError, "amp must be a bool"),
+    ({"task_weights": [1.0, -1.0]}, ValueError, "task_weights must be finite floats >= 0"),
+    ({"device": 0}, TypeError, "device must be a str"),
+])
+def test_config_checks(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_trainer_checks_model_data_and_weights(data, tmp_path):
+    other = load_dataset("planted", **dict(TINY, num_tasks=8, groups_per_layer=[2, 4]))
+    with pytest.raises(ValueError, match=r"model output_dims \[2, 2, 2, 2\] do not match"):
+        Trainer(_model(data), other, _config(tmp_path))
+    with pytest.raises(ValueError, match="task_weights must have T = 4 values, got 2"):
+        Trainer(_model(data), data, _config(tmp_path, task_weights=[1.0, 1.0]))
+    with pytest.raises(TypeError, match="model must be a taan_core.models model"):
+        Trainer(torch.nn.Linear(2, 2), data, _config(tmp_path))
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        Trainer(_model(data), data, {"epochs": 1})
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda, cuda:N or mps, got 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda' is not available: torch.cuda.is_available\(\) is False"):
+            resolve_device("cuda")
+
+
+def test_prepare_run_dir(tmp_path):
+    out = tmp_path / "run"
+    assert prepare_run_dir(out) == out and out.is_dir()
+    (out / "last.pt").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"already holds a run \(last.pt\); pass --overwrite"):
+        prepare_run_dir(out)
+    prepare_run_dir(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    with pytest.raises(FileNotFoundError, match=r"last.pt: no such file, nothing to resume"):
+        prepare_run_dir(out, resume=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError, match="exists and is not a folder"):
+        prepare_run_dir(tmp_path / "file")
+
+
+def test_resume_refuses_a_different_model(data, tmp_path):
+    Trainer(_model(data), data, _config(tmp_path, epochs=1)).fit()
+    with pytest.raises(ValueError, match="cannot resume from .*last.pt: it holds a TAAN"):
+        Trainer(_model(data, hidden=[8, 6]), data, _config(tmp_path, epochs=2)).fit(resume=True)
