@@ -193,6 +193,14 @@ static void portable_rows_##TAG(const TIN *z, const int64_t *task, int64_t n0, i
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
+static void TAG##_fwd_block(const TIN *z, const int64_t *task, int64_t n0, int64_t n1, int64_t D,  \
+        const TACC *bp, int64_t M, const float *pad, int logp, int use_avx, const TACC *slope,     \
+        const TACC *icpt, int64_t S, TIN *out, uint8_t *seg8, int32_t *seg32, double *stats) {     \
+    if (use_avx) AVX_CALL_##TAG(z, task, n0, n1, D, pad, logp, (const float *)slope,               \
+                                (const float *)icpt, S, out, seg8, stats, M);                      \
+    else portable_rows_##TAG(z, task, n0, n1, D, bp, M, slope, icpt, S, out, seg8, seg32, stats);  \
+}                                                                                                  \
+                                                                                                   \
 int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D,                        \
         const TACC *bp, int64_t M, const TACC *slope, const TACC *icpt,                            \
         TIN *out, uint8_t *seg8, int32_t *seg32, double *stats, int nthreads) {                    \
@@ -201,14 +209,45 @@ int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D,     
     int use_avx = AVX_OK && seg8 != 0 && M <= 94;                                                  \
     float pad[128];                                                                                \
     if (use_avx) for (int i = 0; i < 128; i++) pad[i] = i < M ? (float)bp[i] : __builtin_nanf(""); \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                             \
-    for (int b = 0; b < nthreads; b++) {                                                           \
-        int64_t n0 = N * b / nthreads, n1 = N * (b + 1) / nthreads;                                \
-        if (use_avx) AVX_CALL_##TAG(z, task, n0, n1, D, pad, logp, (const float *)slope,           \
-                                    (const float *)icpt, S, out, seg8, stats, M);                  \
-        else portable_rows_##TAG(z, task, n0, n1, D, bp, M, slope, icpt, S, out, seg8, seg32, stats); \
+    /* one thread runs without an OpenMP region: resizing torch's team for a tiny input costs      \
+       far more than the work, above all on a busy machine */                                      \
+    if (nthreads <= 1) {                                                                           \
+        TAG##_fwd_block(z, task, 0, N, D, bp, M, pad, logp, use_avx, slope, icpt, S, out, seg8, seg32, stats);\
+        return use_avx;                                                                            \
     }                                                                                              \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                             \
+    for (int b = 0; b < nthreads; b++)                                                             \
+        TAG##_fwd_block(z, task, N * b / nthreads, N * (b + 1) / nthreads, D, bp, M, pad, logp, use_avx,\
+                        slope, icpt, S, out, seg8, seg32, stats);                                  \
     return use_avx;                                                                                \
+}                                                                                                  \
+                                                                                                   \
+static void TAG##_bwd_block(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_t *seg32, \
+        const int64_t *task, int64_t n0, int64_t n1, int64_t D, const TACC *slope, int64_t T,      \
+        int64_t S, TIN *dz, double *dslope, double *dicpt) {                                       \
+    /* four interleaved accumulators per (task, segment), so that runs of elements in one          \
+       segment do not wait on each other's additions */                                            \
+    double *acc = (double *)calloc((size_t)(8 * T * S), sizeof(double));                           \
+    for (int64_t n = n0; n < n1; n++) {                                                            \
+        const TACC *sl = slope + task[n] * S;                                                      \
+        double *ag = acc + 8 * task[n] * S;                                                        \
+        const TIN *gr = g + n * D, *zr = z + n * D; TIN *d = dz + n * D;                           \
+        for (int64_t j = 0; j < D; j++) {                                                          \
+            int s = seg8 ? seg8[n * D + j] : seg32[n * D + j];                                     \
+            TACC gv = TAG##_load(gr[j]);                                                           \
+            d[j] = TAG##_store(gv * sl[s]);                                                        \
+            double *a = ag + 2 * ((j & 3) * S + s);                                                \
+            a[0] += (double)gv; a[1] += (double)gv * (double)TAG##_load(zr[j]);                    \
+        }                                                                                          \
+    }                                                                                              \
+    _Pragma("omp critical")                                                                        \
+    for (int64_t t = 0; t < T; t++)                                                                \
+        for (int l = 0; l < 4; l++)                                                                \
+            for (int64_t s = 0; s < S; s++) {                                                      \
+                const double *a = acc + 8 * t * S + 2 * (l * S + s);                               \
+                dicpt[t * S + s] += a[0]; dslope[t * S + s] += a[1];                               \
+            }                                                                                      \
+    free(acc);                                                                                     \
 }                                                                                                  \
                                                                                                    \
 void taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_t *seg32,         \
@@ -216,33 +255,14 @@ void taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32
         TIN *dz, double *dslope, double *dicpt, int nthreads) {                                    \
     memset(dslope, 0, sizeof(double) * (size_t)(T * S));                                           \
     memset(dicpt, 0, sizeof(double) * (size_t)(T * S));                                            \
-    _Pragma("omp parallel num_threads(nthreads)")                                                  \
-    {                                                                                              \
-        /* four interleaved accumulators per (task, segment), so that runs of elements in one */   \
-        /* segment do not wait on each other's additions */                                       \
-        double *acc = (double *)calloc((size_t)(8 * T * S), sizeof(double));                       \
-        _Pragma("omp for schedule(static)")                                                        \
-        for (int64_t n = 0; n < N; n++) {                                                          \
-            const TACC *sl = slope + task[n] * S;                                                  \
-            double *ag = acc + 8 * task[n] * S;                                                    \
-            const TIN *gr = g + n * D, *zr = z + n * D; TIN *d = dz + n * D;                       \
-            for (int64_t j = 0; j < D; j++) {                                                      \
-                int s = seg8 ? seg8[n * D + j] : seg32[n * D + j];                                 \
-                TACC gv = TAG##_load(gr[j]);                                                       \
-                d[j] = TAG##_store(gv * sl[s]);                                                    \
-                double *a = ag + 2 * ((j & 3) * S + s);                                            \
-                a[0] += (double)gv; a[1] += (double)gv * (double)TAG##_load(zr[j]);                \
-            }                                                                                      \
-        }                                                                                          \
-        _Pragma("omp critical")                                                                    \
-        for (int64_t t = 0; t < T; t++)                                                            \
-            for (int l = 0; l < 4; l++)                                                            \
-                for (int64_t s = 0; s < S; s++) {                                                  \
-                    const double *a = acc + 8 * t * S + 2 * (l * S + s);                           \
-                    dicpt[t * S + s] += a[0]; dslope[t * S + s] += a[1];                           \
-                }                                                                                  \
-        free(acc);                                                                                 \
+    if (nthreads <= 1) {                                                                           \
+        TAG##_bwd_block(g, z, seg8, seg32, task, 0, N, D, slope, T, S, dz, dslope, dicpt);         \
+        return;                                                                                    \
     }                                                                                              \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                             \
+    for (int b = 0; b < nthreads; b++)                                                             \
+        TAG##_bwd_block(g, z, seg8, seg32, task, N * b / nthreads, N * (b + 1) / nthreads, D, slope, T,\
+                        S, dz, dslope, dicpt);                                                     \
 }
 
 #ifdef TAAN_HAVE_AVX512
