@@ -1,0 +1,323 @@
+"""The analysis of a checkpoint: what the figures and exports show.
+
+For every selected task-adaptive layer the tasks' activations ``F_t`` are points of the function
+space L2(N(mu, sigma^2)). :func:`analyze` computes their geometry under a chosen Gaussian measure
+(:mod:`taan_viz.geometry`), clusters the tasks (:mod:`taan_viz.clustering`), builds the sharing
+tree across depth (:mod:`taan_viz.sharing`) and, when the checkpoint carries planted ground
+truth, scores the clustering against it; :func:`history_geometry` does the same geometry at the
+training history's snapshots. Everything here returns numpy arrays and small dataclasses;
+``taan_viz.plots`` only draws them.
+
+The measure
+-----------
+``"data"``
+    The layer's recorded pre-activation statistics: N(mu, sigma^2) with mu, sigma the running
+    mean and standard deviation of the layer's input over all tasks (N(0, 1) when the checkpoint
+    has none, e.g. a reference state_dict).
+``"standard"``
+    N(0, 1), as in the paper and the reference code.
+``"MU,SIGMA"``
+    An explicit Gaussian, e.g. ``"0.5,2"``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from taan_viz.clustering import LINKAGE_METHODS, Clustering, adjusted_rand_index, cluster_tasks, flat_clusters
+from taan_viz.geometry import METRICS, LayerGeometry, Measure, check_metric, layer_geometry, parse_measure
+from taan_viz.inputs import select_layers
+
+if TYPE_CHECKING:  # pragma: no cover - only for annotations
+    from taan_core.checkpoint import Checkpoint
+    from taan_viz.sharing import SharingTree
+
+# The per-layer geometry lives in taan_viz.geometry; its names are re-exported here because
+# most users meet them through an Analysis.
+__all__ = [
+    "METRICS",
+    "Analysis",
+    "LayerAnalysis",
+    "LayerGeometry",
+    "Measure",
+    "Snapshot",
+    "analyze",
+    "check_metric",
+    "history_geometry",
+    "layer_geometry",
+    "parse_measure",
+]
+
+@dataclass(frozen=True)
+class LayerAnalysis:
+    """Everything computed for one layer.
+
+    Attributes
+    ----------
+    index : int
+        Position of the layer in the checkpoint (0-based).
+    geometry : LayerGeometry
+    task_names : tuple of str
+    planted : ndarray of shape (T,) or None
+        Planted ground-truth group of each task at this layer.
+    method : str
+        Linkage method of :attr:`clustering`.
+    optimal_ordering : bool
+        Whether :attr:`clustering` reorders leaves optimally.
+    preact_mean, preact_std : ndarray of shape (T,) or None
+        Recorded per-task statistics of the layer's pre-activations, when the checkpoint has them.
+    """
+
+    index: int
+    geometry: LayerGeometry
+    task_names: tuple[str, ...]
+    planted: np.ndarray | None = None
+    method: str = "average"
+    optimal_ordering: bool = True
+    preact_mean: np.ndarray | None = None
+    preact_std: np.ndarray | None = None
+
+    @functools.cached_property
+    def clustering(self) -> Clustering:
+        """Hierarchical clustering of the tasks on ``geometry.distance``, computed on first use
+        (optimal leaf ordering costs about a second per layer at T = 1000)."""
+        return cluster_tasks(self.geometry.distance, labels=self.task_names, method=self.method,
+                             optimal_ordering=self.optimal_ordering)
+
+    @functools.cached_property
+    def ari(self) -> float | None:
+        """Adjusted Rand index between the planted groups and the flat clusters of the same
+        count (None without ground truth); computed on first use."""
+        if self.planted is None:
+            return None
+        k = len(np.unique(self.planted))
+        return adjusted_rand_index(self.planted, flat_clusters(self.clustering, n_clusters=k))
+
+    @property
+    def name(self) -> str:
+        return self.geometry.name
+
+    def flat(self, n_clusters: int | None = None, threshold: float = 0.1) -> np.ndarray:
+        """Flat clusters of the tasks, shape (T,), ids numbered in leaf order.
+
+        By count when ``n_clusters`` is given, else by cutting the tree at ``threshold`` times
+        the layer's RMS activation norm (the same relative scale as the sharing tree).
+        """
+        if n_clusters is not None:
+            return flat_clusters(self.clustering, n_clusters=n_clusters)
+        if not np.isfinite(threshold) or threshold < 0:
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        return flat_clusters(self.clustering, threshold=threshold * self.geometry.rms_norm)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The analysis of a checkpoint's layers under one measure.
+
+    Attributes
+    ----------
+    task_names : tuple of str
+    layers : list of LayerAnalysis
+        The selected layers, in the order selected.
+    measure : Measure
+    method : str
+        Linkage method of the clusterings.
+    source : str
+        Path of the checkpoint (for captions).
+    sha256 : str
+        Hash of the checkpoint file.
+    """
+
+    task_names: tuple[str, ...]
+    layers: list[LayerAnalysis]
+    measure: Measure
+    method: str = "average"
+    source: str = ""
+    sha256: str = ""
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def has_planted(self) -> bool:
+        return any(layer.planted is not None for layer in self.layers)
+
+    def cluster_labels(self, n_clusters: int | None = None, threshold: float = 0.1) -> list[np.ndarray]:
+        """Flat clusters of every analysed layer (see :meth:`LayerAnalysis.flat`), with ids
+        matched from shallow to deep layers so that a cluster keeps its id (its colour) across
+        layers as long as it persists; clusters that split off get new ids.
+
+        Returns
+        -------
+        list of ndarray of shape (T,)
+            In the order of :attr:`layers`.
+        """
+        from taan_viz.clustering import match_labels
+
+        by_depth = sorted(range(len(self.layers)), key=lambda k: self.layers[k].index)
+        out: list[np.ndarray] = [np.empty(0)] * len(self.layers)
+        previous = None
+        for k in by_depth:
+            labels = self.layers[k].flat(n_clusters=n_clusters, threshold=threshold)
+            if previous is not None:
+                labels = match_labels(previous, labels)
+            out[k] = previous = labels
+        return out
+
+    def sharing_tree(self, threshold: float = 0.1, relative: bool = True) -> "SharingTree":
+        """The sharing tree of the analysed layers, taken in depth order (see taan_viz.sharing).
+
+        Tasks are ordered like the deepest layer's clustering, with groups made contiguous.
+        """
+        from taan_viz.sharing import sharing_tree
+
+        layers = sorted(self.layers, key=lambda la: la.index)
+        return sharing_tree([la.geometry.distance for la in layers], task_names=self.task_names,
+                            layer_names=[la.name for la in layers], threshold=threshold, relative=relative,
+                            scales=[la.geometry.rms_norm for la in layers],
+                            base_order=layers[-1].clustering.order)
+
+    def layer(self, key: "int | str") -> LayerAnalysis:
+        """A layer by name or by its position in :attr:`layers` (negative counts from the end)."""
+        if isinstance(key, str):
+            for layer in self.layers:
+                if layer.name == key:
+                    return layer
+            raise ValueError(f"no analysed layer named {key!r}; analysed: {', '.join(self.layer_names)}")
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(f"layer must be a name or an int position, got {type(key).__name__}")
+        if not -len(self.layers) <= key < len(self.layers):
+            raise ValueError(f"layer position {key} is out of range for {len(self.layers)} analysed layers")
+        return self.layers[key]
+
+
+def _planted_groups(ckpt: "Checkpoint", num_layers: int) -> list | None:
+    groups = (ckpt.data or {}).get("groups")
+    # Ground truth describes the teacher's layers; it is comparable only layer for layer.
+    if groups is None or len(groups) != num_layers:
+        return None
+    return [np.asarray(g, dtype=np.int64) for g in groups]
+
+
+def analyze(
+    ckpt: "Checkpoint",
+    *,
+    measure: "str | Measure" = "data",
+    layers: "str | Sequence[str | int] | None" = None,
+    task_names: Sequence[str] | None = None,
+    method: str = "average",
+    optimal_ordering: bool = True,
+) -> Analysis:
+    """Geometry, clustering and (when planted) ARI of the selected layers of a checkpoint.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        From :func:`taan_core.checkpoint.load_checkpoint`.
+    measure : str or Measure, default "data"
+        See the module docstring.
+    layers : str, sequence or None
+        Layer selection (:func:`select_layers`); None for all.
+    task_names : sequence of str, optional
+        Overrides the checkpoint's task names (same count).
+    method : str, default "average"
+        Linkage method (scipy names).
+    optimal_ordering : bool, default True
+        Reorder the dendrogram leaves so that neighbours are as similar as possible.
+
+    Returns
+    -------
+    Analysis
+    """
+    m = parse_measure(measure)
+    if method not in LINKAGE_METHODS:
+        raise ValueError(f"method must be one of {', '.join(LINKAGE_METHODS)}, got {method!r}")
+    positions = select_layers(ckpt.layer_names, layers)
+    names = tuple(ckpt.task_names if task_names is None else task_names)
+    if len(names) != ckpt.num_tasks:
+        raise ValueError(f"task_names must have {ckpt.num_tasks} entries (one per task), got {len(names)}")
+    planted = _planted_groups(ckpt, len(ckpt.layers))
+    out = []
+    for pos in positions:
+        record = ckpt.layers[pos]
+        mu, sigma = m.resolve(record)
+        geom = layer_geometry(record.alpha, record.hinges, mu, sigma, name=record.name)
+        truth = planted[pos] if planted is not None else None
+        stats = [None if v is None else np.asarray(v, dtype=np.float64)
+                 for v in (record.preact_mean, record.preact_std)]
+        out.append(LayerAnalysis(index=pos, geometry=geom, task_names=names, planted=truth, method=method,
+                                 optimal_ordering=optimal_ordering, preact_mean=stats[0], preact_std=stats[1]))
+    return Analysis(task_names=names, layers=out, measure=m, method=method, source=str(ckpt.path),
+                    sha256=ckpt.sha256, metrics=list(ckpt.metrics))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The geometry of the selected layers at one history snapshot.
+
+    Attributes
+    ----------
+    epoch, step : int
+    layers : list of LayerGeometry
+    """
+
+    epoch: int
+    step: int
+    layers: list[LayerGeometry]
+
+
+def history_geometry(
+    ckpt: "Checkpoint",
+    *,
+    measure: "str | Measure" = "data",
+    layers: "str | Sequence[str | int] | None" = None,
+    max_snapshots: int | None = None,
+) -> list[Snapshot]:
+    """Layer geometry at the checkpoint's history snapshots, oldest first.
+
+    The ``"data"`` measure uses the final recorded statistics of each layer for every snapshot
+    (statistics are not stored per snapshot), so that snapshots are compared under one measure.
+
+    Parameters
+    ----------
+    max_snapshots : int, optional
+        Keep at most this many snapshots, evenly spaced, always including the first and the last.
+
+    Raises
+    ------
+    ValueError
+        When the checkpoint has no history.
+    """
+    m = parse_measure(measure)
+    positions = select_layers(ckpt.layer_names, layers)
+    history = list(ckpt.history)
+    if not history:
+        raise ValueError(f"{ckpt.path}: the checkpoint has no history snapshots to show "
+                         "(train with history recording, the default of taan-core train)")
+    keep = range(len(history))
+    if max_snapshots is not None:
+        if isinstance(max_snapshots, bool) or not isinstance(max_snapshots, int) or max_snapshots < 1:
+            raise ValueError(f"max_snapshots must be an int >= 1, got {max_snapshots!r}")
+        if len(history) > max_snapshots:
+            keep = sorted({int(round(i)) for i in np.linspace(0, len(history) - 1, max_snapshots)})
+    out = []
+    for k in keep:
+        snap = history[k]
+        geoms = []
+        for pos in positions:
+            mu, sigma = m.resolve(ckpt.layers[pos])
+            geoms.append(layer_geometry(snap["alphas"][pos], snap["hinges"][pos], mu, sigma,
+                                        name=ckpt.layers[pos].name))
+        out.append(Snapshot(epoch=int(snap["epoch"]), step=int(snap["step"]), layers=geoms))
+    return out
+

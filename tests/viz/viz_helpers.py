@@ -1,0 +1,78 @@
+"""Synthetic schema-v1 checkpoints and independent reference computations for taan_viz tests.
+
+(A uniquely named module rather than conftest, so that imports cannot pick up another test
+folder's conftest.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Planted structure of the synthetic checkpoints: 6 tasks that share everything at layer 0,
+# split in two at layer 1 and in four at layer 2 (nested, like a hard-sharing tree).
+GROUPS = [[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1], [0, 0, 1, 2, 2, 3]]
+TASK_NAMES = ["cars", "boats", "trains", "cats", "dogs", "birds"]
+LAYER_NAMES = ["blocks.0.act", "blocks.1.act", "blocks.2.act"]
+
+
+def make_checkpoint_dict(
+    groups=GROUPS,
+    task_names=TASK_NAMES,
+    layer_names=LAYER_NAMES,
+    num_hinges: int = 8,
+    epochs: int = 4,
+    seed: int = 0,
+    planted: bool = True,
+    stats: bool = True,
+) -> dict:
+    """A schema-v1 checkpoint whose tasks in the same planted group have identical alpha."""
+    gen = torch.Generator().manual_seed(seed)
+    t = len(task_names)
+    layers, finals = [], []
+    for l, name in enumerate(layer_names):
+        g = torch.tensor(groups[l])
+        centres = 0.6 * torch.randn(int(g.max()) + 1, num_hinges, generator=gen, dtype=torch.float64)
+        alpha = centres[g]
+        hinges = torch.linspace(-1.5, 1.5, num_hinges, dtype=torch.float64) + 0.05 * l
+        finals.append((alpha, hinges))
+        layers.append({
+            "name": name, "alpha": alpha.float(), "hinges": hinges.float(),
+            "preact_mean": (0.1 * torch.arange(t, dtype=torch.float32)) if stats else None,
+            "preact_std": torch.full((t,), 0.9) if stats else None,
+            "preact_mean_overall": 0.2 + 0.1 * l if stats else None,
+            "preact_std_overall": 0.8 + 0.1 * l if stats else None,
+        })
+    start = [0.01 * torch.randn(t, num_hinges, generator=gen, dtype=torch.float64) for _ in layer_names]
+    history, metrics = [], []
+    for e in range(1, epochs + 1):
+        w = e / epochs
+        history.append({
+            "epoch": e, "step": 10 * e,
+            "alphas": [((1 - w) * a0 + w * a).float() for a0, (a, _) in zip(start, finals)],
+            "hinges": [h.float() for _, h in finals],
+        })
+        per_task = {n: {"accuracy": 0.5 + 0.1 * w + 0.01 * i} for i, n in enumerate(task_names)}
+        metrics.append({
+            "epoch": e, "step": 10 * e, "lr": 1e-3, "train_loss": 1.0 / e, "train_task_loss": 0.9 / e,
+            "train_reg": 0.1 / e, "val": {"per_task": per_task, "mean": {"accuracy": 0.5 + 0.1 * w},
+                                           "main": 0.5 + 0.1 * w},
+            "best": True, "seconds": 1.5,
+        })
+    return {
+        "format": "taan-checkpoint", "version": 1,
+        "task_names": list(task_names), "layer_names": list(layer_names), "layers": layers,
+        "history": history,
+        "model": {"class": "TAAN", "config": {"hidden": [16, 16, 16]}, "state_dict": {}},
+        "optimizer": None, "scheduler": None, "rng": None, "sampler": None,
+        "epoch": epochs, "step": 10 * epochs, "metrics": metrics,
+        "data": {"name": "planted", "config": {"num_tasks": t},
+                 "groups": [list(g) for g in groups] if planted else None},
+    }
+
+
+def gaussian_expectation(f, mu: float, sigma: float, n: int = 200_001) -> float:
+    """E[f(x)], x ~ N(mu, sigma^2), by the trapezoid rule on mu +- 12 sigma (a reference that
+    shares no code with taan_core.gaussian)."""
+    x = np.linspace(mu - 12 * sigma, mu + 12 * sigma, n)
+    w = np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    return float(np.trapezoid(f(x) * w, x))
