@@ -1,0 +1,286 @@
+"""``taan-core``: train a multi-task model and evaluate a checkpoint.
+
+``taan-core train`` with no options trains a TAAN on the planted benchmark (about a minute on
+two CPU cores) into ``runs/planted-taan``; ``taan-core eval CHECKPOINT`` prints per-task metrics.
+User errors (bad options, unreadable files or checkpoints, data errors) print one line on
+stderr and exit with status 2; set ``TAAN_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+__all__ = ["app", "main"]
+
+DATASETS = ("planted", "digits", "exam", "youtube8m", "omniglot", "npz")
+MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe")
+REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
+
+# Per-data-set defaults of the options the user did not give. planted is sized to train in about
+# a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "planted": {"model": "taan", "hidden": [32, 32, 32], "hinges": 8, "epochs": 30, "batch_size": 16,
+                "lr": 3e-3, "weight_decay": 0.0, "patience": 0, "schedule": "cosine"},
+    "digits": {"model": "taan", "hidden": [64, 64], "hinges": 8, "epochs": 30, "batch_size": 16, "lr": 1e-3,
+               "weight_decay": 0.0, "patience": 5, "schedule": "none"},
+    "exam": {"model": "taan", "hidden": [32, 32], "hinges": 8, "epochs": 50, "batch_size": 8, "lr": 1e-3,
+             "weight_decay": 0.0, "patience": 10, "schedule": "none"},
+    "youtube8m": {"model": "taan", "hidden": [1024, 1024, 1024], "hinges": 64, "epochs": 10, "batch_size": 256,
+                  "lr": 1e-4, "weight_decay": 0.005, "patience": 3, "schedule": "none"},
+    "omniglot": {"model": "taan-conv", "hidden": [512], "hinges": 32, "epochs": 50, "batch_size": 5, "lr": 1e-4,
+                 "weight_decay": 0.005, "patience": 10, "schedule": "none"},
+    "npz": {"model": "taan", "hidden": [256, 256, 256], "hinges": 16, "epochs": 20, "batch_size": 32, "lr": 1e-3,
+            "weight_decay": 0.0, "patience": 5, "schedule": "none"},
+}
+# Options that may accompany --resume: they extend or move a run without changing what it is.
+_RESUMABLE = {"epochs", "device", "out", "dataset", "model"}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Train Task Adaptive Activation Networks and evaluate their checkpoints.")
+
+
+class _UserError(Exception):
+    """An error of the user's making: printed as one line, exit status 2."""
+
+
+def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise _UserError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _parse_hidden(text: str) -> list[int]:
+    try:
+        widths = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError as err:
+        raise _UserError(f"--hidden must be comma-separated positive ints like 64,64,64, got {text!r}") from err
+    if not widths or any(w < 1 for w in widths):
+        raise _UserError(f"--hidden must be comma-separated positive ints like 64,64,64, got {text!r}")
+    return widths
+
+
+def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit_hinges: bool) -> dict:
+    from taan_core.models import MODELS as registry
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(registry[model].config_class)}
+    overrides: dict[str, Any] = {}
+    if "hidden" in fields:
+        overrides["hidden"] = hidden
+    if "num_hinges" in fields and hinges is not None:
+        overrides["num_hinges"] = hinges
+    elif explicit_hinges:
+        raise _UserError(f"--hinges applies to models with task-adaptive activations (taan, taan-conv), not {model!r}")
+    return overrides
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Data set: " + "|".join(DATASETS))] = "planted",
+    data: Annotated[Optional[Path], typer.Option(help="File or folder of the data set (digits, exam and planted need none).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model: " + "|".join(MODELS) + " (default: taan, taan-conv for omniglot).")] = None,
+    reg: Annotated[Optional[str], typer.Option(help="Regulariser of the adaptive layers: " + "|".join(REGS) + " (default none).")] = None,
+    c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient (default 0.1).")] = None,
+    measure: Annotated[Optional[str], typer.Option(help="Gaussian measure of the cosine/distance regulariser: standard|data.")] = None,
+    hidden: Annotated[Optional[str], typer.Option(help="Hidden widths, comma-separated (e.g. 64,64,64).")] = None,
+    hinges: Annotated[Optional[int], typer.Option(help="Hinges M per adaptive layer.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum number of epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Samples per task per batch (balanced sampling).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam|adamw (default adam).")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: none|cosine|step.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="Batch sampling: balanced|proportional (default balanced).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs (0: off).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto|cpu|cuda|cuda:N|mps (default auto).")] = None,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (default on).")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile", help="Compile the model with torch.compile.")] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic", help="Deterministic algorithms only.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the model initialisation and the batch order (default 0).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<dataset>-<model>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or per-epoch lines.")] = False,
+) -> None:
+    """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
+    options = {k: v for k, v in locals().items() if v is not None and k not in ("resume", "overwrite", "quiet")}
+    dataset = _choice(dataset, DATASETS, "--dataset")
+    defaults = _DEFAULTS[dataset]
+    model = _choice(model or defaults["model"], MODELS, "--model")
+    out = out if out is not None else Path("runs") / f"{dataset}-{model}"
+    if resume and overwrite:
+        raise _UserError("--resume and --overwrite exclude each other")
+    if resume:
+        changed = sorted(set(options) - _RESUMABLE)
+        if changed:
+            raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device and "
+                             f"--quiet may change, got --{changed[0].replace('_', '-')}")
+        return _resume(out, epochs=epochs, device=device or "auto", quiet=quiet)
+
+    import torch
+
+    from taan_core.data import load_dataset
+    from taan_core.models import build_model
+    from taan_core.train import TrainConfig, Trainer, resolve_device
+
+    reg = _choice(reg or "none", REGS, "--reg")
+    pick = lambda value, key: value if value is not None else defaults[key]  # noqa: E731
+    config = TrainConfig(
+        epochs=pick(epochs, "epochs"), batch_size=pick(batch_size, "batch_size"), sampler=sampler or "balanced",
+        optimizer=optimizer or "adam", lr=pick(lr, "lr"), weight_decay=pick(weight_decay, "weight_decay"),
+        schedule=pick(schedule, "schedule"), reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0,
+        measure=measure or "standard", patience=pick(patience, "patience"), device=device or "auto",
+        amp=True if amp is None else amp, compile=bool(compile), deterministic=bool(deterministic),
+        seed=0 if seed is None else seed, out=str(out), quiet=quiet,
+    )
+    resolve_device(config.device)
+    data_set = load_dataset(dataset, data_path=str(data) if data is not None else None)
+    if hidden is not None:
+        widths = _parse_hidden(hidden)
+    elif dataset == "planted":
+        # The student mirrors the teacher's widths, whatever the planted configuration.
+        widths = list(data_set.config["hidden"])
+    else:
+        widths = defaults["hidden"]
+    overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
+                                 explicit_hinges=hinges is not None)
+    torch.manual_seed(config.seed)
+    net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
+    result = Trainer(net, data_set, config).fit(overwrite=overwrite)
+    _report(result, quiet)
+
+
+def _resume(out: Path, *, epochs: int | None, device: str, quiet: bool) -> None:
+    import dataclasses
+
+    from taan_core.checkpoint import CheckpointError, load_checkpoint
+    from taan_core.data import load_dataset
+    from taan_core.models import model_from_config
+    from taan_core.train import TrainConfig, Trainer
+
+    last = out / "last.pt"
+    if not last.is_file():
+        raise _UserError(f"{last}: no such file, nothing to resume (run without --resume)")
+    ckpt = load_checkpoint(last)
+    raw = ckpt.raw
+    stored = (raw or {}).get("extra", {}).get("train_config")
+    if raw is None or not isinstance(stored, dict):
+        raise CheckpointError(f"{last}: extra.train_config: expected the training configuration of the run")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in stored.items() if k in names}
+    settings.update(device=device, quiet=quiet, out=str(out))
+    if epochs is not None:
+        settings["epochs"] = epochs
+    config = TrainConfig(**settings)
+    data_config = dict(ckpt.data.get("config") or {})
+    data_set = load_dataset(ckpt.data["name"], **data_config)
+    net = model_from_config(raw["model"]["class"], dict(raw["model"]["config"]))
+    result = Trainer(net, data_set, config).fit(resume=True)
+    _report(result, quiet)
+
+
+def _report(result, quiet: bool) -> None:
+    if quiet:
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    console.print(f"best epoch {result.best_epoch} of {result.epochs}: val main {result.best_main:.4f} "
+                  f"({result.seconds:.1f}s); wrote {result.checkpoint}")
+
+
+@app.command("eval")
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt (or a run folder).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate: train|val|test.")] = "test",
+    data: Annotated[Optional[Path], typer.Option(help="Data location, if it moved since training.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 1024,
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N|mps")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
+) -> None:
+    """Print the per-task metrics of a checkpoint's model on a split of its data set."""
+    from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
+    from taan_core.data import load_dataset
+    from taan_core.metrics import evaluate
+    from taan_core.train import resolve_device
+
+    split = _choice(split, ("train", "val", "test"), "--split")
+    ckpt = load_checkpoint(checkpoint)
+    net = model_from_checkpoint(ckpt)
+    data_config = dict(ckpt.data.get("config") or {})
+    if data is not None:
+        data_config["data_path"] = str(data)
+    data_set = load_dataset(ckpt.data["name"], **data_config)
+    dev = resolve_device(device)
+    result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    _print_table(result, ckpt, split)
+
+
+def _print_table(result: dict, ckpt, split: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    per_task = result["per_task"]
+    metrics = list(next(iter(per_task.values())).keys()) if per_task else []
+    table = Table(title=f"{ckpt.path} ({ckpt.data.get('name')}, {split} split, epoch {ckpt.raw.get('epoch')})")
+    table.add_column("task")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for task, values in per_task.items():
+        table.add_row(task, *(f"{values.get(name, float('nan')):.4f}" for name in metrics))
+    table.add_section()
+    table.add_row("mean", *(f"{result['mean'].get(name, float('nan')):.4f}" for name in metrics), style="bold")
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"main: {result['main']:.4f}")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _click_exception(name: str) -> type[BaseException]:
+    # typer raises click's exceptions (vendored in newer typer, the click package in older):
+    # find the classes through typer's public BadParameter instead of importing either.
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``taan-core``: runs the app, turning user errors into one line and exit 2."""
+    from taan_core.checkpoint import CheckpointError
+
+    usage_error = _click_exception("UsageError")
+    user_errors: tuple[type[BaseException], ...] = (_UserError, CheckpointError, ValueError, TypeError, OSError,
+                                                    ImportError)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = app(args=args or ["--help"], prog_name="taan-core", standalone_mode=False)
+    except usage_error as err:
+        print(f"taan-core: error: {_one_line(err.format_message())}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("taan-core: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("taan-core: interrupted (continue with --resume)", file=sys.stderr)
+        sys.exit(130)
+    except user_errors as err:
+        if os.environ.get("TAAN_DEBUG"):
+            raise
+        print(f"taan-core: error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
