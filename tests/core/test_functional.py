@@ -185,20 +185,20 @@ def test_float32_paths_at_every_search_depth(backend, num_hinges):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 2e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 4e-3)])
 def test_low_precision_inputs(backend, device, dtype, tol):
     z, task, alpha, hinges = _problem((16, 33), 4, 8, True, device=device, seed=5)
-    z_low = z.to(dtype)
-    alpha32, hinges32 = alpha.float(), hinges.float()
+    z_low, alpha32, hinges32 = z.to(dtype), alpha.float(), hinges.float()
     with _backend(backend):
         fast = _value_and_grads(task_adaptive_activation, z_low, task, alpha32, hinges32)
-    # reference in float64 on the rounded inputs; the tables run in float32 at least
-    exact = _value_and_grads(task_adaptive_activation_reference, z_low.double(), task, alpha, hinges32.double())
+    # the reference in float64 on the same rounded inputs: what remains is the rounding of the
+    # output and of dz to the input dtype, and float32 tables
+    exact = _value_and_grads(task_adaptive_activation_reference, z_low.double(), task, alpha32.double(),
+                             hinges32.double())
     assert fast[0].dtype == dtype and fast[1].dtype == dtype
     assert fast[2].dtype == torch.float32 and fast[3].dtype == torch.float32
-    for a, b in zip(fast, exact):
-        scale = b.abs().max().clamp(min=1.0)
-        assert (a.double() - b).abs().max() <= tol * scale * (4 if a.dtype != torch.float32 else 1) + tol
+    for name, a, b in zip(("out", "dz", "dalpha", "dhinges"), fast, exact):
+        assert (a.double() - b).abs().max() <= tol * (1.0 + b.abs().max()), name
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
