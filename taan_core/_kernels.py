@@ -92,7 +92,7 @@ def _compile() -> ctypes.CDLL:
         fwd.restype = ctypes.c_int
         bwd = getattr(lib, f"taan_bwd_{tag}")
         bwd.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, i64, i64, ptr, ptr, ptr, cint]
-        bwd.restype = None
+        bwd.restype = ctypes.c_int
     return lib
 
 
@@ -178,9 +178,11 @@ def backward(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tens
     dslope = torch.empty(num_tasks, num_segments, dtype=torch.float64)
     dintercept = torch.empty_like(dslope)
     small = segment.dtype == torch.uint8
-    getattr(_lib, f"taan_bwd_{_TAGS[z.dtype][0]}")(
+    failed = getattr(_lib, f"taan_bwd_{_TAGS[z.dtype][0]}")(
         _ptr(grad), _ptr(z), _ptr(segment) if small else None, None if small else _ptr(segment), _ptr(task),
         n, per_row, _ptr(slope), num_tasks, num_segments, _ptr(dz), _ptr(dslope), _ptr(dintercept),
         _threads(z.numel()),
     )
+    if failed:
+        raise MemoryError("taan backward kernel: could not allocate its accumulators")
     return dz, dslope.to(slope.dtype), dintercept.to(slope.dtype)

@@ -223,11 +223,10 @@ int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D,     
 }                                                                                                  \
                                                                                                    \
 static void TAG##_bwd_block(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_t *seg32, \
-        const int64_t *task, int64_t n0, int64_t n1, int64_t D, const TACC *slope, int64_t T,      \
-        int64_t S, TIN *dz, double *dslope, double *dicpt) {                                       \
-    /* four interleaved accumulators per (task, segment), so that runs of elements in one          \
-       segment do not wait on each other's additions */                                            \
-    double *acc = (double *)calloc((size_t)(8 * T * S), sizeof(double));                           \
+        const int64_t *task, int64_t n0, int64_t n1, int64_t D, const TACC *slope, int64_t S,      \
+        TIN *dz, double *acc) {                                                                    \
+    /* acc: (T, 4, S, 2) zeroed; four interleaved accumulators per (task, segment), so that        \
+       runs of elements in one segment do not wait on each other's additions */                    \
     for (int64_t n = n0; n < n1; n++) {                                                            \
         const TACC *sl = slope + task[n] * S;                                                      \
         double *ag = acc + 8 * task[n] * S;                                                        \
@@ -240,29 +239,35 @@ static void TAG##_bwd_block(const TIN *g, const TIN *z, const uint8_t *seg8, con
             a[0] += (double)gv; a[1] += (double)gv * (double)TAG##_load(zr[j]);                    \
         }                                                                                          \
     }                                                                                              \
-    _Pragma("omp critical")                                                                        \
-    for (int64_t t = 0; t < T; t++)                                                                \
-        for (int l = 0; l < 4; l++)                                                                \
-            for (int64_t s = 0; s < S; s++) {                                                      \
-                const double *a = acc + 8 * t * S + 2 * (l * S + s);                               \
-                dicpt[t * S + s] += a[0]; dslope[t * S + s] += a[1];                               \
-            }                                                                                      \
-    free(acc);                                                                                     \
 }                                                                                                  \
                                                                                                    \
-void taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_t *seg32,         \
+int taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_t *seg32,          \
         const int64_t *task, int64_t N, int64_t D, const TACC *slope, int64_t T, int64_t S,        \
         TIN *dz, double *dslope, double *dicpt, int nthreads) {                                    \
+    int blocks = nthreads > 1 ? nthreads : 1;                                                      \
+    size_t per = (size_t)(8 * T * S);                                                              \
+    double *acc = (double *)calloc(per * (size_t)blocks, sizeof(double));                          \
+    if (!acc) return 1;                                                                            \
+    if (blocks == 1) {                                                                             \
+        TAG##_bwd_block(g, z, seg8, seg32, task, 0, N, D, slope, S, dz, acc);                      \
+    } else {                                                                                       \
+        _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                         \
+        for (int b = 0; b < blocks; b++)                                                           \
+            TAG##_bwd_block(g, z, seg8, seg32, task, N * b / blocks, N * (b + 1) / blocks, D, slope, S,\
+                            dz, acc + per * (size_t)b);                                            \
+    }                                                                                              \
+    /* merge in a fixed order, so that results do not depend on thread timing */                   \
     memset(dslope, 0, sizeof(double) * (size_t)(T * S));                                           \
     memset(dicpt, 0, sizeof(double) * (size_t)(T * S));                                            \
-    if (nthreads <= 1) {                                                                           \
-        TAG##_bwd_block(g, z, seg8, seg32, task, 0, N, D, slope, T, S, dz, dslope, dicpt);         \
-        return;                                                                                    \
-    }                                                                                              \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                             \
-    for (int b = 0; b < nthreads; b++)                                                             \
-        TAG##_bwd_block(g, z, seg8, seg32, task, N * b / nthreads, N * (b + 1) / nthreads, D, slope, T,\
-                        S, dz, dslope, dicpt);                                                     \
+    for (int b = 0; b < blocks; b++)                                                               \
+        for (int64_t t = 0; t < T; t++)                                                            \
+            for (int l = 0; l < 4; l++)                                                            \
+                for (int64_t s = 0; s < S; s++) {                                                  \
+                    const double *a = acc + per * (size_t)b + 8 * t * S + 2 * (l * S + s);         \
+                    dicpt[t * S + s] += a[0]; dslope[t * S + s] += a[1];                           \
+                }                                                                                  \
+    free(acc);                                                                                     \
+    return 0;                                                                                      \
 }
 
 #ifdef TAAN_HAVE_AVX512
