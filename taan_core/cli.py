@@ -26,7 +26,7 @@ REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 # a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "planted": {"model": "taan", "hidden": [32, 32, 32], "hinges": 8, "epochs": 30, "batch_size": 16,
-                "lr": 3e-3, "weight_decay": 0.0, "patience": 0, "schedule": "cosine"},
+                "lr": 3e-3, "weight_decay": 0.0, "patience": 0, "schedule": "cosine", "threads": 1},
     "digits": {"model": "taan", "hidden": [64, 64], "hinges": 8, "epochs": 30, "batch_size": 16, "lr": 1e-3,
                "weight_decay": 0.0, "patience": 5, "schedule": "none"},
     "exam": {"model": "taan", "hidden": [32, 32], "hinges": 8, "epochs": 50, "batch_size": 8, "lr": 1e-3,
@@ -39,7 +39,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
             "weight_decay": 0.0, "patience": 5, "schedule": "none"},
 }
 # Options that may accompany --resume: they extend or move a run without changing what it is.
-_RESUMABLE = {"epochs", "device", "out", "dataset", "model"}
+_RESUMABLE = {"epochs", "device", "threads", "out", "dataset", "model"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Train Task Adaptive Activation Networks and evaluate their checkpoints.")
@@ -102,6 +102,7 @@ def train(
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (default on).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile", help="Compile the model with torch.compile.")] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic", help="Deterministic algorithms only.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (0: torch's default; planted uses 1).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the model initialisation and the batch order (default 0).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<dataset>-<model>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
@@ -119,9 +120,9 @@ def train(
     if resume:
         changed = sorted(set(options) - _RESUMABLE)
         if changed:
-            raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device and "
-                             f"--quiet may change, got --{changed[0].replace('_', '-')}")
-        return _resume(out, epochs=epochs, device=device or "auto", quiet=quiet)
+            raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device, "
+                             f"--threads and --quiet may change, got --{changed[0].replace('_', '-')}")
+        return _resume(out, epochs=epochs, device=device or "auto", threads=threads, quiet=quiet)
 
     import torch
 
@@ -137,9 +138,11 @@ def train(
         schedule=pick(schedule, "schedule"), reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0,
         measure=measure or "standard", patience=pick(patience, "patience"), device=device or "auto",
         amp=True if amp is None else amp, compile=bool(compile), deterministic=bool(deterministic),
+        threads=threads if threads is not None else defaults.get("threads", 0),
         seed=0 if seed is None else seed, out=str(out), quiet=quiet,
     )
     resolve_device(config.device)
+    _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
     data_set = load_dataset(dataset, data_path=str(data) if data is not None else None)
     if hidden is not None:
         widths = _parse_hidden(hidden)
@@ -156,7 +159,7 @@ def train(
     _report(result, quiet)
 
 
-def _resume(out: Path, *, epochs: int | None, device: str, quiet: bool) -> None:
+def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, quiet: bool) -> None:
     import dataclasses
 
     from taan_core.checkpoint import CheckpointError, load_checkpoint
@@ -177,6 +180,8 @@ def _resume(out: Path, *, epochs: int | None, device: str, quiet: bool) -> None:
     settings.update(device=device, quiet=quiet, out=str(out))
     if epochs is not None:
         settings["epochs"] = epochs
+    if threads is not None:
+        settings["threads"] = threads
     config = TrainConfig(**settings)
     data_config = dict(ckpt.data.get("config") or {})
     data_set = load_dataset(ckpt.data["name"], **data_config)

@@ -80,7 +80,7 @@ def test_eval_json(trained, capsys):
 def test_train_refuses_to_clobber_and_resume_checks(trained, capsys):
     _assert_user_error(*_cli(capsys, "train", "--out", str(trained)), "already holds a run")
     _assert_user_error(*_cli(capsys, "train", "--out", str(trained), "--resume", "--lr", "0.1"),
-                       "only --epochs, --device and --quiet may change, got --lr")
+                       "only --epochs, --device, --threads and --quiet may change, got --lr")
     _assert_user_error(*_cli(capsys, "train", "--out", str(trained), "--resume", "--overwrite"),
                        "--resume and --overwrite exclude each other")
     _assert_user_error(*_cli(capsys, "train", "--out", str(trained.parent / "none"), "--resume"),

@@ -42,6 +42,7 @@ def _config(tmp_path, **kw):
     kw.setdefault("epochs", 2)
     kw.setdefault("batch_size", 8)
     kw.setdefault("lr", 1e-2)
+    kw.setdefault("threads", 1)
     return TrainConfig(out=str(tmp_path / "run"), quiet=True, device="cpu", **kw)
 
 
@@ -214,3 +215,23 @@ def test_resume_refuses_a_different_model(data, tmp_path):
     Trainer(_model(data), data, _config(tmp_path, epochs=1)).fit()
     with pytest.raises(ValueError, match="cannot resume from .*last.pt: it holds a TAAN"):
         Trainer(_model(data, hidden=[8, 6]), data, _config(tmp_path, epochs=2)).fit(resume=True)
+
+
+def test_threads_apply_during_fit_only(data, tmp_path):
+    before = torch.get_num_threads()
+    seen = []
+    trainer = Trainer(_model(data), data, _config(tmp_path, epochs=1, threads=1),
+                      on_step=lambda tr, e, b: seen.append(torch.get_num_threads()))
+    trainer.fit()
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_progress_prints_one_line_per_epoch_unless_quiet(data, tmp_path, capsys):
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, out=str(tmp_path / "loud"), device="cpu", threads=1)
+    Trainer(_model(data), data, config).fit()
+    err = capsys.readouterr().err
+    assert [line.split()[:2] for line in err.splitlines()] == [["epoch", "1"], ["epoch", "2"]]
+    assert "val main" in err and "(best)" in err
+    Trainer(_model(data), data, _config(tmp_path, epochs=1)).fit()
+    assert capsys.readouterr().err == ""
