@@ -59,9 +59,10 @@ class _Case:
     def __init__(self, variant: str, cfg: BenchConfig, num_hinges: int, device: torch.device, bf16: bool):
         gen = torch.Generator().manual_seed(0)
         self.variant, self.device, self.bf16 = variant, device, bf16
-        self.layer = TALinear(cfg.features, cfg.features, cfg.num_tasks, num_hinges).to(device)
-        with torch.no_grad():
+        self.layer = TALinear(cfg.features, cfg.features, cfg.num_tasks, num_hinges)
+        with torch.no_grad():  # away from relu, so that every segment is in use
             self.layer.alpha.normal_(0.0, 0.3, generator=gen)
+        self.layer.to(device)
         self.x = torch.randn(cfg.batch, cfg.features, generator=gen).to(device)
         self.task = torch.randint(cfg.num_tasks, (cfg.batch,), generator=gen).to(device)
         self.grad = torch.randn(cfg.batch, cfg.features, generator=gen).to(device)
