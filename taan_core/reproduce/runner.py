@@ -1,0 +1,243 @@
+"""One run of the study: train a model, pick its best validation epoch, test it, time it.
+
+A run is described by a plain dict (``spec``) so that it can be shipped to a worker process and
+stored beside its result; :func:`run_one` trains it with :class:`~taan_core.train.Trainer` into
+its own folder and returns the run record that ``results.json`` collects.
+
+Timing: the training time of an epoch is measured from the optimiser steps alone (the time
+between the first and the last step of the epoch, scaled to the number of steps), so the
+validation pass and checkpoint writes do not count; the run reports the median over its epochs,
+which is robust to other jobs on a shared machine. Inference time is the median of five timed
+forward passes over the test split (after one warm-up pass) in evaluation mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["load_study_data", "run_one", "time_models", "time_one"]
+
+_INFERENCE_REPEATS = 5
+# At most this many test samples are timed for inference (large data sets stream from disk).
+_INFERENCE_SAMPLES = 20000
+
+
+def _slug(text: str) -> str:
+    """A folder name for a model's display name: "TAAN+cosine" -> "taan-cosine"."""
+    slug = "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return slug
+
+
+@functools.lru_cache(maxsize=4)
+def _load_data(name: str, data_path: str | None, config_json: str):
+    from taan_core.data import load_dataset
+
+    return load_dataset(name, data_path=data_path, **json.loads(config_json))
+
+
+def load_study_data(spec: dict):
+    """The data set of a run spec (cached per process: every run of a data set shares it)."""
+    return _load_data(spec["dataset"], spec.get("data_path"), json.dumps(spec.get("data_config") or {}, sort_keys=True))
+
+
+def _build(spec: dict, data) -> torch.nn.Module:
+    from taan_core.models import MODELS, build_model
+
+    dims = [t.num_outputs for t in data.tasks]
+    if spec["registry"] == "branched" and "branched" not in MODELS:
+        import math
+
+        from taan_core.models.branched import Branched, BranchedConfig
+
+        config = BranchedConfig(input_dim=math.prod(data.input_shape), output_dims=dims, **spec["model_config"])
+        return Branched(config)
+    return build_model(spec["registry"], data.input_shape, dims, **spec["model_config"])
+
+
+def _test_batch(split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split as one mixed batch (at most ``_INFERENCE_SAMPLES`` samples)."""
+    per_task = max(1, -(-_INFERENCE_SAMPLES // max(split.num_tasks, 1)))
+    xs, ts = [], []
+    for t in range(split.num_tasks):
+        n = min(split.num_samples(t), per_task)
+        if n == 0:
+            continue
+        x, _ = split.get(t, torch.arange(n))
+        xs.append(x)
+        ts.append(torch.full((n,), t, dtype=torch.long))
+    return torch.cat(xs).to(device), torch.cat(ts).to(device)
+
+
+@torch.no_grad()
+def _inference_seconds(model: torch.nn.Module, split, batch_size: int, device: torch.device) -> tuple[float, int]:
+    x, task = _test_batch(split, device)
+    model.eval()
+    times = []
+    for _ in range(_INFERENCE_REPEATS + 1):
+        tic = time.perf_counter()
+        for start in range(0, x.shape[0], batch_size):
+            model(x[start:start + batch_size], task[start:start + batch_size])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times[1:]), int(x.shape[0])
+
+
+def _epoch_train_seconds(stamps: dict[int, list[float]], metrics: list[dict]) -> float:
+    """Median over epochs of the time spent in optimiser steps, scaled to the epoch's steps."""
+    per_epoch = []
+    for record in metrics:
+        s = stamps.get(int(record["epoch"]), [])
+        if len(s) >= 2:
+            per_epoch.append((s[-1] - s[0]) * len(s) / (len(s) - 1))
+        else:
+            # One step per epoch: the epoch's own time (it includes the validation pass).
+            per_epoch.append(float(record["seconds"]))
+    return statistics.median(per_epoch) if per_epoch else float("nan")
+
+
+def _geometry(ckpt, spec: dict, planted) -> dict:
+    """Sharing tree and planted ARI of a checkpoint with task-adaptive layers."""
+    from taan_core.reproduce.tree import layer_distances, planted_ari, sharing_groups
+
+    geometry = layer_distances(ckpt.layers, "data")
+    dists = [d for d, _ in geometry]
+    tree = sharing_groups(dists, spec["tree_threshold"], scales=[s for _, s in geometry])
+    out: dict[str, Any] = {"tree": tree, "num_groups": [max(row) + 1 for row in tree], "ari": None, "tree_ari": None}
+    if planted is not None and len(planted) == len(dists):
+        from sklearn.metrics import adjusted_rand_score
+
+        out["ari"] = planted_ari(dists, planted)
+        out["tree_ari"] = [float(adjusted_rand_score(p, g)) for p, g in zip(planted, tree)]
+    return out
+
+
+def _fit(spec: dict, out: str | Path, **train_overrides: Any):
+    """Build the run's model and train it into its folder; returns what evaluation needs."""
+    from taan_core.train import TrainConfig, Trainer, resolve_device
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    run_dir = Path(out) / spec["run_dir"]
+    data = load_study_data(spec)
+    torch.manual_seed(int(spec["seed"]))
+    model = _build(spec, data)
+    device = resolve_device(spec.get("device", "cpu"))
+    config = TrainConfig(**{**spec["train"], **train_overrides}, reg=spec["reg"], c=float(spec["c"]),
+                         seed=int(spec["seed"]), device=str(device), out=str(run_dir), quiet=True)
+    stamps: dict[int, list[float]] = {}
+
+    def on_step(trainer, epoch: int, batch: int) -> None:
+        stamps.setdefault(epoch, []).append(time.perf_counter())
+
+    result = Trainer(model, data, config, on_step=on_step).fit(overwrite=True)
+    return model, data, config, device, result, stamps
+
+
+def time_one(spec: dict, out: str | Path) -> dict:
+    """Train the run's model for one epoch and time it: ``{"train_seconds_per_epoch",
+    "inference_seconds", "inference_samples"}`` (used by the study's dedicated timing pass)."""
+    model, data, config, device, result, stamps = _fit(spec, out, epochs=1, patience=0)
+    seconds, samples = _inference_seconds(model, data.split("test"), config.eval_batch_size, device)
+    return {"train_seconds_per_epoch": _epoch_train_seconds(stamps, result.metrics),
+            "inference_seconds": seconds, "inference_samples": samples}
+
+
+def run_one(spec: dict, out: str | Path) -> dict:
+    """Train, select, test and time one run of the study.
+
+    Parameters
+    ----------
+    spec : dict
+        ``dataset``, ``data_path``, ``data_config``, ``variant``, ``registry`` (model name),
+        ``model_config``, ``reg``, ``c``, ``seed``, ``train`` (``TrainConfig`` fields), ``threads``,
+        ``device``, ``tree_threshold``, ``run_dir`` (relative to ``out``) and, for branched
+        networks, ``tree_source``.
+    out : str or Path
+        The study folder.
+
+    Returns
+    -------
+    dict
+        The run record (see ``docs/results.md`` for the fields); also written to
+        ``out/run_dir/run.json``.
+    """
+    from taan_core.checkpoint import load_checkpoint
+    from taan_core.metrics import evaluate, headline_metric
+
+    tic = time.perf_counter()
+    model, data, config, device, result, stamps = _fit(spec, out)
+    run_dir = Path(out) / spec["run_dir"]
+    ckpt = load_checkpoint(result.checkpoint)
+    model.load_state_dict(ckpt.raw["model"]["state_dict"])
+    model.to(device)
+    tasks = list(data.tasks)
+    test = evaluate(model, data.split("test"), tasks, config.eval_batch_size, device)
+    kinds = {headline_metric(t.kind) for t in tasks}
+    seconds, samples = _inference_seconds(model, data.split("test"), config.eval_batch_size, device)
+    record: dict[str, Any] = {
+        "dataset": spec["dataset"], "model": spec["variant"], "registry": spec["registry"], "reg": spec["reg"],
+        "c": float(spec["c"]), "seed": int(spec["seed"]), "selected": None,
+        "metric": kinds.pop() if len(kinds) == 1 else "main",
+        "val_main": float(result.best_main), "test_main": float(test["main"]),
+        "test": {"per_task": test["per_task"], "mean": test["mean"], "main": float(test["main"])},
+        "parameters": int(model.num_parameters()),
+        "train_seconds_per_epoch": _epoch_train_seconds(stamps, result.metrics),
+        "epoch_seconds": statistics.median(float(m["seconds"]) for m in result.metrics),
+        "inference_seconds": seconds, "inference_samples": samples,
+        "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs),
+        "stopped_early": bool(result.stopped_early), "wall_seconds": time.perf_counter() - tic,
+        "run_dir": spec["run_dir"], "tree": None, "num_groups": None, "ari": None, "tree_ari": None,
+        "tree_source": spec.get("tree_source"), "spec": spec,
+    }
+    if ckpt.layers:
+        record.update(_geometry(ckpt, spec, (data.ground_truth or {}).get("groups")))
+    elif "groups" in spec["model_config"]:
+        tree = spec["model_config"]["groups"]
+        record.update(tree=tree, num_groups=[max(row) + 1 for row in tree])
+    (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def time_models(runs: list[dict], out: str | os.PathLike, repeats: int = 3,
+                log: Callable[[str], None] | None = None) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Time every selected model of every data set on its own, for Table 2.
+
+    Each round trains every model (seed 0's configuration, the chosen c) for one epoch and
+    times its optimiser steps and its inference over the test split; the models take turns
+    within a round, so a change of load on the machine touches all of them alike.
+
+    Returns
+    -------
+    dict
+        ``{dataset: {model: {"train_seconds_per_epoch": [...], "inference_seconds": [...]}}}``,
+        one value per round.
+    """
+    log = log or (lambda line: None)
+    first: dict[tuple[str, str], dict] = {}
+    for run in sorted(runs, key=lambda r: r["seed"]):
+        if run["selected"]:
+            first.setdefault((run["dataset"], run["model"]), run)
+    timing: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for round_ in range(repeats):
+        for (dataset, model), run in first.items():
+            spec = dict(run["spec"], run_dir=f"timing/{dataset}/{_slug(model)}")
+            measured = time_one(spec, out)
+            entry = timing.setdefault(dataset, {}).setdefault(model, {"train_seconds_per_epoch": [],
+                                                                       "inference_seconds": []})
+            entry["train_seconds_per_epoch"].append(measured["train_seconds_per_epoch"])
+            entry["inference_seconds"].append(measured["inference_seconds"])
+        log(f"timing round {round_ + 1}/{repeats} done")
+    shutil.rmtree(Path(out) / "timing", ignore_errors=True)
+    return timing

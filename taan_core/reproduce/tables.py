@@ -1,0 +1,232 @@
+"""Markdown tables of a study's ``results.json``, like the paper's Tables 1 and 2.
+
+- Table 1: test metric (mean +- sample std over seeds) of every model on every data set, with
+  the parameter counts; regularised TAANs at the coefficient chosen on validation.
+- Table 1b: the validation metric over the c grid, the chosen c marked.
+- Table 2: training time per epoch and inference time relative to HardShare (medians over the
+  selected runs), with HardShare's absolute times.
+- The planted benchmark's per-layer adjusted Rand index of the learned task clustering.
+- The sharing trees the branched networks were built from.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+__all__ = ["format_tables", "summarize", "write_tables"]
+
+_METRIC_NAMES = {"r2": "R²", "accuracy": "accuracy", "rmse": "RMSE", "main": "main metric"}
+
+
+def _order(results: dict) -> list[str]:
+    from taan_core.reproduce.study import BRANCHED_VARIANTS, VARIANTS
+
+    present = {r["model"] for r in results["runs"]}
+    return [m for m in (*VARIANTS, *BRANCHED_VARIANTS) if m in present]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return mean, std
+
+
+def _fmt(mean: float, std: float, digits: int = 3) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    if not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summarize(results: dict) -> dict[str, dict[str, dict]]:
+    """Per data set and model: test and validation mean/std over seeds, c, parameters, timings.
+
+    Returns
+    -------
+    dict
+        ``{dataset: {model: {"test": (mean, std), "val": (mean, std), "c", "parameters",
+        "train_seconds", "inference_seconds", "seeds", "epochs_run", ...}}}`` over the selected
+        runs; the times come from the timing pass when ``results["timing"]`` has it.
+    """
+    out: dict[str, dict[str, dict]] = {}
+    timing = results.get("timing") or {}
+    for dataset in results["settings"]["datasets"]:
+        rows = {}
+        for model in _order(results):
+            runs = [r for r in results["runs"] if r["dataset"] == dataset and r["model"] == model and r["selected"]]
+            if not runs:
+                continue
+            rows[model] = {
+                "test": _mean_std([r["test_main"] for r in runs]),
+                "val": _mean_std([r["val_main"] for r in runs]),
+                "c": runs[0]["c"] if runs[0]["reg"] != "none" else None,
+                "parameters": statistics.median(r["parameters"] for r in runs),
+                "run_train_seconds": statistics.median(r["train_seconds_per_epoch"] for r in runs),
+                "run_inference_seconds": statistics.median(r["inference_seconds"] for r in runs),
+                "epochs_run": _mean_std([float(r["epochs_run"]) for r in runs])[0],
+                "seeds": len(runs),
+                "metric": runs[0]["metric"],
+            }
+        for model, row in rows.items():
+            # The dedicated timing pass when there is one, else the training runs' own times.
+            measured = timing.get(dataset, {}).get(model)
+            row["train_seconds"] = (statistics.median(measured["train_seconds_per_epoch"]) if measured
+                                    else row["run_train_seconds"])
+            row["inference_seconds"] = (statistics.median(measured["inference_seconds"]) if measured
+                                        else row["run_inference_seconds"])
+        out[dataset] = rows
+    return out
+
+
+def _header(cells: list[str]) -> list[str]:
+    return ["| " + " | ".join(cells) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cells))) + "|"]
+
+
+def _table1(results: dict, summary: dict) -> list[str]:
+    datasets = results["settings"]["datasets"]
+    cells = ["model"]
+    for d in datasets:
+        metric = next(iter(summary[d].values()))["metric"] if summary[d] else "main"
+        cells += [f"{d}: test {_METRIC_NAMES.get(metric, metric)}", f"{d}: params"]
+    lines = _header(cells)
+    best = {d: max((row["test"][0] for row in summary[d].values() if math.isfinite(row["test"][0])), default=None)
+            for d in datasets}
+    for model in _order(results):
+        row = [model]
+        for d in datasets:
+            entry = summary[d].get(model)
+            if entry is None:
+                row += ["—", "—"]
+                continue
+            text = _fmt(*entry["test"])
+            if best[d] is not None and entry["test"][0] == best[d]:
+                text = f"**{text}**"
+            row += [text, f"{int(entry['parameters']):,}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _table1b(results: dict) -> list[str]:
+    grid = results["settings"]["grid"]
+    lines = _header(["data set", "model", *[f"c = {c:g}" for c in grid]])
+    for d in results["settings"]["datasets"]:
+        for model in _order(results):
+            runs = [r for r in results["runs"] if r["dataset"] == d and r["model"] == model and r["reg"] != "none"]
+            if not runs:
+                continue
+            chosen = results["selected_c"].get(d, {}).get(model)
+            row = [d, model]
+            for c in grid:
+                text = _fmt(*_mean_std([r["val_main"] for r in runs if r["c"] == c]))
+                row.append(f"**{text}** ✓" if c == chosen else text)
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _table2(results: dict, summary: dict) -> list[str]:
+    datasets = results["settings"]["datasets"]
+    cells = ["model"]
+    for d in datasets:
+        cells += [f"{d}: train / epoch", f"{d}: inference"]
+    lines = _header(cells)
+    for model in _order(results):
+        row = [model]
+        for d in datasets:
+            entry, ref = summary[d].get(model), summary[d].get("HardShare")
+            if entry is None or ref is None:
+                row += ["—", "—"]
+                continue
+            row += [f"{entry['train_seconds'] / ref['train_seconds']:.2f}×",
+                    f"{entry['inference_seconds'] / ref['inference_seconds']:.2f}×"]
+        lines.append("| " + " | ".join(row) + " |")
+    absolute = []
+    for d in datasets:
+        ref = summary[d].get("HardShare")
+        if ref is not None:
+            samples = next(r["inference_samples"] for r in results["runs"] if r["dataset"] == d)
+            absolute.append(f"{d}: HardShare trains an epoch in {ref['train_seconds'] * 1000:.0f} ms and predicts "
+                            f"{samples} test samples in {ref['inference_seconds'] * 1000:.1f} ms")
+    return lines + ["", "Absolute reference times: " + "; ".join(absolute) + "."] if absolute else lines
+
+
+def _ari_table(results: dict) -> list[str]:
+    lines: list[str] = []
+    for d in results["settings"]["datasets"]:
+        runs = [r for r in results["runs"] if r["dataset"] == d and r["selected"] and r.get("ari")]
+        if not runs:
+            continue
+        depth = len(runs[0]["ari"])
+        truth = results["datasets"][d].get("planted_groups") or []
+        counts = [len(set(g)) for g in truth]
+        cells = ["model", *[f"layer {l + 1} ARI ({counts[l]} groups)" if l < len(counts) else f"layer {l + 1} ARI"
+                            for l in range(depth)], "tree groups per layer", "tree ARI per layer"]
+        lines += [f"{d}:", "", *_header(cells)]
+        for model in _order(results):
+            mine = [r for r in runs if r["model"] == model]
+            if not mine:
+                continue
+            row = [model, *[_fmt(*_mean_std([r["ari"][l] for r in mine]), 2) for l in range(depth)]]
+            row.append("; ".join("/".join(str(g) for g in r["num_groups"]) for r in mine))
+            row.append(" / ".join(_fmt(*_mean_std([r["tree_ari"][l] for r in mine]), 2) for l in range(depth)))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return lines
+
+
+def _tree_table(results: dict) -> list[str]:
+    lines = _header(["data set", "seed", "tree from", "groups per layer", "params (tree)", "params (HardShare)"])
+    for d in results["settings"]["datasets"]:
+        hard = {r["seed"]: r["parameters"] for r in results["runs"] if r["dataset"] == d and r["model"] == "HardShare"}
+        for r in results["runs"]:
+            if r["dataset"] == d and r["model"] == "Branched (TAAN tree)":
+                lines.append(f"| {d} | {r['seed']} | `{r['tree_source']}` | {'/'.join(map(str, r['num_groups']))} | "
+                             f"{r['parameters']:,} | {hard.get(r['seed'], 0):,} |")
+    return lines
+
+
+def format_tables(results: dict) -> dict[str, str]:
+    """The markdown of every table, keyed ``table1``, ``table1b``, ``table2``, ``ari``, ``trees``."""
+    summary = summarize(results)
+    seeds = len(results["settings"]["seeds"])
+    tables = {
+        "table1": "\n".join([
+            f"Table 1. Test metric, mean ± sample std over {seeds} seeds (best epoch on validation; regularised "
+            "TAANs at the c chosen on validation). Best mean per data set in bold.", "", *_table1(results, summary)]),
+        "table1b": "\n".join([
+            "Table 1b. Validation metric (mean ± std over seeds) over the grid of c; ✓ marks the chosen c.", "",
+            *_table1b(results)]),
+        "table2": "\n".join([
+            "Table 2. Training time per epoch (optimiser steps only) and inference time over the test split, "
+            "relative to HardShare: " + (
+                f"medians of {results['settings'].get('timing_repeats')} rounds of a timing pass in which the "
+                "models train one epoch each in turn, one at a time." if results.get("timing") else
+                "medians over the selected training runs."), "", *_table2(results, summary)]),
+    }
+    ari = _ari_table(results)
+    if ari:
+        tables["ari"] = "\n".join([
+            "Planted benchmark: adjusted Rand index between the planted task groups and the learned clustering of "
+            "each layer (average linkage on the function-space distances, cut at the planted number of groups), "
+            "mean ± std over seeds; the sharing tree's groups (relative threshold "
+            f"{results['settings']['tree_threshold']:g}) per seed and their ARI.", "", *ari]).rstrip()
+    trees = _tree_table(results)
+    if len(trees) > 2:
+        tables["trees"] = "\n".join(["Sharing trees the branched networks follow.", "", *trees])
+    return tables
+
+
+def write_tables(results: dict, out) -> Path:
+    """Write ``tables.md`` (all tables), ``table1.md`` and ``table2.md`` into ``out``; returns tables.md."""
+    out = Path(out)
+    tables = format_tables(results)
+    (out / "table1.md").write_text(tables["table1"] + "\n\n" + tables["table1b"] + "\n")
+    (out / "table2.md").write_text(tables["table2"] + "\n")
+    path = out / "tables.md"
+    path.write_text("\n\n".join(tables.values()) + "\n")
+    return path

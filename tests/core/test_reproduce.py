@@ -1,0 +1,257 @@
+"""Tests of the reproduction study: sharing trees, coefficient selection, tables, the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from taan_core.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from taan_core.models import TAAN, HardShare, MLPConfig, TAANConfig
+from taan_core.reproduce import (
+    BRANCHED_VARIANTS,
+    VARIANTS,
+    branched_overrides,
+    format_tables,
+    planted_ari,
+    run_study,
+    select_coefficients,
+    sharing_groups,
+    tree_from_checkpoint,
+)
+from taan_core.reproduce import figures as figures_module
+
+# ---------------------------------------------------------------------------------- trees
+
+
+def _blocks(labels, far=1.0, near=0.01):
+    labels = np.asarray(labels)
+    d = np.where(labels[:, None] == labels[None, :], near, far)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def test_sharing_groups_thresholds_and_nests():
+    shallow = _blocks([0, 0, 0, 0, 1, 1])
+    deep = _blocks([0, 0, 1, 1, 1, 1])  # tasks 2, 3 join 4, 5 here, but split off at layer 0
+    groups = sharing_groups([shallow, deep], threshold=0.1)
+    assert groups == [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2]]
+    # Relative thresholds scale with each layer.
+    assert sharing_groups([shallow], threshold=0.1, scales=[0.05]) == [[0, 1, 2, 3, 4, 5]]
+    assert sharing_groups([shallow], threshold=2.0) == [[0] * 6]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"distances": []}, ValueError, "at least one layer"),
+        ({"distances": [np.zeros((2, 2)), np.zeros((3, 3))]}, ValueError, r"distances\[1\] must have shape"),
+        ({"distances": [np.zeros((2, 2))], "threshold": -1.0}, ValueError, "threshold must be finite and >= 0"),
+        ({"distances": [np.zeros((2, 2))], "threshold": "a"}, TypeError, "threshold must be a float"),
+        ({"distances": [np.zeros((2, 2))], "scales": [1.0, 2.0]}, ValueError, "one value per layer"),
+    ],
+)
+def test_sharing_groups_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sharing_groups(**kwargs)
+
+
+def _taan_checkpoint(tmp_path, alphas, hidden=(6, 5)):
+    """A TAAN checkpoint whose layers have the given (T, M) alpha."""
+    t, m = np.asarray(alphas[0]).shape
+    model = TAAN(TAANConfig(input_dim=3, output_dims=[1] * t, hidden=list(hidden), num_hinges=m))
+    with torch.no_grad():
+        for (_, act), alpha in zip(model.adaptive_layers(), alphas):
+            act.alpha.copy_(torch.as_tensor(alpha, dtype=torch.float32))
+    ckpt = build_checkpoint(model, task_names=[f"t{k}" for k in range(t)],
+                            data={"name": "planted", "config": {}, "groups": None})
+    return save_checkpoint(ckpt, tmp_path / "taan.pt")
+
+
+def test_tree_from_checkpoint_and_overrides(tmp_path):
+    a, b = [0.0, 0.0, 0.0], [2.0, -1.0, 1.5]
+    path = _taan_checkpoint(tmp_path, [[a, a, b, b], [a, b, b, b]])
+    expected = [[0, 0, 1, 1], [0, 1, 2, 2]]
+    assert tree_from_checkpoint(path) == expected
+    assert tree_from_checkpoint(load_checkpoint(path), measure="standard") == expected
+    assert branched_overrides(path) == {"groups": expected, "hidden": [6, 5]}
+    assert branched_overrides(path, hidden=[3, 3])["hidden"] == [3, 3]
+    with pytest.raises(ValueError, match=r"one width per task-adaptive layer \(2\)"):
+        branched_overrides(path, hidden=[3])
+    with pytest.raises(ValueError, match="measure must be one of data, standard"):
+        tree_from_checkpoint(path, measure="other")
+    with pytest.raises(TypeError, match="checkpoint must be a path or a Checkpoint"):
+        tree_from_checkpoint(3)
+
+
+def test_tree_needs_adaptive_layers(tmp_path):
+    model = HardShare(MLPConfig(input_dim=3, output_dims=[1, 1], hidden=[4]))
+    path = save_checkpoint(build_checkpoint(model, task_names=["a", "b"]), tmp_path / "hard.pt")
+    with pytest.raises(ValueError, match="no task-adaptive layers"):
+        tree_from_checkpoint(path)
+
+
+def test_planted_ari():
+    truth = [[0, 0, 1, 1], [0, 1, 2, 3]]
+    assert planted_ari([_blocks(truth[0]), _blocks(truth[1])], truth) == [1.0, 1.0]
+    wrong = planted_ari([_blocks([0, 1, 0, 1])], [truth[0]])
+    assert wrong[0] < 0.5
+    with pytest.raises(ValueError, match="planted groups describe 2 layers, the model has 1"):
+        planted_ari([_blocks(truth[0])], truth)
+
+
+# ---------------------------------------------------------------------------------- selection
+
+
+def _run(model, c, seed, val, reg="cosine", dataset="d"):
+    return {"dataset": dataset, "model": model, "reg": reg, "c": c, "seed": seed, "val_main": val}
+
+
+def test_select_coefficients_uses_mean_validation_and_ties_go_small():
+    runs = [_run("TAAN+cosine", 0.1, 0, 0.9), _run("TAAN+cosine", 0.1, 1, 0.5),
+            _run("TAAN+cosine", 1.0, 0, 0.8), _run("TAAN+cosine", 1.0, 1, 0.8),
+            _run("TAAN+distance", 1.0, 0, 0.7, "distance"), _run("TAAN+distance", 0.1, 0, 0.7, "distance"),
+            _run("TAAN", 0.0, 0, 0.1, "none")]
+    chosen = select_coefficients(runs)
+    assert chosen == {"d": {"TAAN+cosine": 1.0, "TAAN+distance": 0.1}}
+    assert [r["selected"] for r in runs] == [False, False, True, True, False, True, True]
+    # A given choice only marks.
+    select_coefficients(runs, {"d": {"TAAN+cosine": 0.1, "TAAN+distance": 0.1}})
+    assert [r["selected"] for r in runs] == [True, True, False, False, False, True, True]
+
+
+# ---------------------------------------------------------------------------------- the whole study
+
+_TINY = {"planted": {"data_config": {"samples_per_task": 40, "num_tasks": 4, "groups_per_layer": [1, 2],
+                                     "hidden": [8, 8]},
+                     "hidden": [6, 6], "num_hinges": 2, "epochs": 2, "batch_size": 8}}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    lines: list[str] = []
+    results = run_study(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY, workers=1,
+                        timing_repeats=1, figures=False, log=lines.append)
+    return out, results, lines
+
+
+@pytest.mark.slow
+def test_study_writes_results_with_every_model_trained(study):
+    out, results, lines = study
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["format"] == "taan-reproduce" and stored["version"] == 1
+    assert stored["settings"]["seeds"] == [0, 1] and stored["settings"]["grid_seeds"] == [0]
+    for key in ("created", "machine", "settings", "datasets", "selected_c", "runs", "timing", "figures",
+                "wall_seconds"):
+        assert key in stored
+    runs = stored["runs"]
+    # Grid on seed 0 (2 values x 3 regularisers), chosen c on seed 1, 2 branched per seed.
+    assert len(runs) == 2 * 6 + 2 * 3 + 3 + 2 * 2
+    assert len(lines) >= len(runs)
+    models = {*VARIANTS, *BRANCHED_VARIANTS}
+    for seed in (0, 1):
+        trained = {r["model"] for r in runs if r["seed"] == seed and r["selected"]}
+        assert trained == models
+    for run in runs:
+        for key in ("dataset", "model", "reg", "c", "seed", "test", "parameters", "train_seconds_per_epoch",
+                    "inference_seconds", "val_main", "test_main", "epochs_run", "selected"):
+            assert key in run, key
+        assert run["epochs_run"] == 2 and run["parameters"] > 0
+        assert set(run["test"]["per_task"]) == {f"task_{k:02d}" for k in range(4)}
+        assert math.isfinite(run["test"]["main"]) and run["test"]["main"] == run["test_main"]
+        assert run["train_seconds_per_epoch"] > 0 and run["inference_seconds"] > 0
+        assert (out / run["run_dir"] / "checkpoint.pt").is_file()
+    taan = [r for r in runs if r["registry"] == "taan"]
+    assert all(len(r["ari"]) == 2 and len(r["tree"]) == 2 for r in taan)
+    branched = [r for r in runs if r["model"] == "Branched (TAAN tree)"]
+    assert [r["tree_source"] for r in branched] == ["runs/planted/taan-s0", "runs/planted/taan-s1"]
+    assert set(stored["timing"]["planted"]) == models
+    chosen = stored["selected_c"]["planted"]
+    assert set(chosen) == {"TAAN+tracenorm", "TAAN+cosine", "TAAN+distance"}
+    assert all(c in (0.1, 1.0) for c in chosen.values())
+
+
+@pytest.mark.slow
+def test_study_tables(study):
+    out, results, _ = study
+    text = (out / "tables.md").read_text()
+    assert text.startswith("Table 1.")
+    for model in (*VARIANTS, *BRANCHED_VARIANTS):
+        assert f"| {model} |" in text
+    assert "| HardShare | 1.00× | 1.00× |" in (out / "table2.md").read_text()
+    tables = format_tables(results)
+    assert set(tables) == {"table1", "table1b", "table2", "ari", "trees"}
+    hard = [r["test_main"] for r in results["runs"] if r["model"] == "HardShare"]
+    assert f"{np.mean(hard):.3f} ± {np.std(hard, ddof=1):.3f}" in tables["table1"]
+
+
+@pytest.mark.slow
+def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
+    out, results, _ = study
+    source = out / "runs/planted/taan-cosine-c0.1-s0/checkpoint.pt"
+    lines: list[str] = []
+    again = run_study(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY, workers=1,
+                      timing_repeats=0, figures=False, tree_from=source, log=lines.append)
+    # Only the branched networks are trained again (their tree changed); the rest is reused.
+    assert len(lines) == 4
+    branched = [r for r in again["runs"] if r["model"].startswith("Branched")]
+    assert {r["tree_source"] for r in branched} == {str(source)}
+    assert [r["tree"] for r in branched if r["model"] == "Branched (TAAN tree)"][0] == tree_from_checkpoint(source)
+    assert again["timing"] == {}
+    reused = {r["run_dir"]: r["test_main"] for r in again["runs"] if not r["model"].startswith("Branched")}
+    assert reused == {r["run_dir"]: r["test_main"] for r in results["runs"] if not r["model"].startswith("Branched")}
+
+
+def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
+    monkeypatch.setattr(figures_module, "_taan_viz_command", lambda: None)
+    results = {"settings": {"datasets": ["planted"], "tree_threshold": 0.1},
+               "runs": [{"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.5,
+                         "model": "TAAN", "c": 0.0, "seed": 0, "run_dir": "runs/planted/taan-s0"}]}
+    entries = figures_module.render_figures(results, tmp_path)
+    assert [e["kind"] for e in entries] == ["heatmap", "tree"]
+    assert all(e["error"] == "taan-viz is not installed" for e in entries)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"datasets": ["omniglot"]}, ValueError, "omniglot needs convolutional baselines"),
+        ({"datasets": ["nope"]}, ValueError, "unknown data set 'nope'"),
+        ({"datasets": []}, ValueError, "at least one data set"),
+        ({"datasets": ["planted", "planted"]}, ValueError, "must not repeat"),
+        ({"datasets": ["youtube8m"]}, ValueError, "reads files: pass data_path"),
+        ({"seeds": 0}, ValueError, "seeds must be >= 1"),
+        ({"seeds": True}, TypeError, "seeds must be an int"),
+        ({"grid": [-1.0]}, ValueError, "grid must hold finite coefficients > 0"),
+        ({"workers": 0}, ValueError, "workers must be an int >= 1"),
+        ({"grid_seeds": 5}, ValueError, r"grid_seeds must be an int in \[1, 3\]"),
+        ({"timing_repeats": -1}, ValueError, "timing_repeats must be an int >= 0"),
+        ({"budgets": {"digits": {}}}, ValueError, "budgets names 'digits'"),
+        ({"budgets": {"planted": {"epoch": 3}}}, ValueError, r"unknown budget entries \['epoch'\]"),
+    ],
+)
+def test_run_study_errors(tmp_path, kwargs, error, match):
+    kwargs = {"datasets": ["planted"], **kwargs}
+    with pytest.raises(error, match=match):
+        run_study(out=tmp_path, **kwargs)
+
+
+def test_reproduce_command_parses_and_reports_errors(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from taan_core.reproduce import reproduce_command
+
+    app = typer.Typer()
+    app.command()(reproduce_command)
+    result = CliRunner().invoke(app, ["--datasets", "omniglot", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ValueError) and "omniglot" in str(result.exception)
+    result = CliRunner().invoke(app, ["--grid", "0.1,x", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ValueError) and "--grid must be comma-separated numbers" in str(result.exception)
+    help_text = CliRunner().invoke(app, ["--help"]).output
+    for option in ("--datasets", "--seeds", "--quick", "--out", "--data", "--tree-from"):
+        assert option in help_text
