@@ -454,9 +454,14 @@ class Trainer:
         self.best_epoch = int(extra.get("best_epoch", 0))
         self.best_main = float(extra.get("best_main", -math.inf))
         self.bad_epochs = int(extra.get("bad_epochs", 0))
+        # checkpoint.pt is written before last.pt, so a run killed between the two has a best
+        # file one epoch ahead of last.pt; keep it only if it is the best epoch last.pt knows.
         best_path = path.parent / "checkpoint.pt"
-        if best_path.is_file():
-            self._best = load_checkpoint(best_path).raw
+        best = load_checkpoint(best_path).raw if best_path.is_file() else None
+        if best is not None and best["epoch"] == self.best_epoch:
+            self._best = best
+        elif self.best_epoch == self.epoch:
+            self._best = dict(raw)
         _set_rng_state(raw["rng"], self.device)
 
     # -------------------------------------------------------------------------- training
@@ -593,10 +598,10 @@ class Trainer:
         progress.end_epoch(record)
         if world.is_main:
             ckpt = self._checkpoint(world)
-            save_checkpoint(ckpt, self.out / "last.pt")
             if improved:
                 save_checkpoint(ckpt, self.out / "checkpoint.pt")
                 self._best = ckpt
+            save_checkpoint(ckpt, self.out / "last.pt")
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
                 fh.flush()

@@ -28,10 +28,10 @@ _SCRIPT = textwrap.dedent(
 
     def run(out, epochs=3, resume=False, stop_after=None, kill_at=None):
         data = load_dataset("planted", num_tasks=4, groups_per_layer=[2, 4], input_dim=6, hidden=[8, 8],
-                            num_hinges=4, num_outputs=2, samples_per_task=60)
+                            num_hinges=4, num_outputs=2, samples_per_task=100)
         torch.manual_seed(0)
-        model = build_model("taan", data.input_shape, [2] * 4, hidden=[8, 8], num_hinges=4, dropout=0.2)
-        config = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, schedule="cosine", out=str(out),
+        model = build_model("taan", data.input_shape, [2] * 4, hidden=[8, 8], num_hinges=4, dropout=0.1)
+        config = TrainConfig(epochs=epochs, batch_size=8, lr=3e-2, schedule="cosine", out=str(out),
                              quiet=True, device="cpu", threads=1)
 
         def on_step(trainer, epoch, batch):
@@ -127,3 +127,28 @@ def test_resume_can_extend_the_run(script, tmp_path):
     result = run(tmp_path / "short", epochs=3, resume=True)
     assert result.epochs == 3
     assert [h["epoch"] for h in load_checkpoint(tmp_path / "short" / "last.pt").history] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_crash_between_best_and_last_writes(script, tmp_path, monkeypatch):
+    import taan_core.train as train_module
+
+    run = _run(script)
+    whole = run(tmp_path / "whole")
+    assert whole.metrics[1]["best"], "epoch 2 must improve for this test to bite"
+    real_save = train_module.save_checkpoint
+
+    def crashing_save(obj, path, **kwargs):
+        if path.name == "last.pt" and obj["epoch"] == 2:
+            raise RuntimeError("power cut")
+        return real_save(obj, path, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crashing_save)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(tmp_path / "cut")
+    monkeypatch.undo()
+    # checkpoint.pt already holds epoch 2, last.pt still epoch 1
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt").raw["epoch"] == 2
+    assert load_checkpoint(tmp_path / "cut" / "last.pt").raw["epoch"] == 1
+    run(tmp_path / "cut", resume=True)
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut")
