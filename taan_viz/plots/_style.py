@@ -1,0 +1,169 @@
+"""Shared look of taan figures: palette, colour maps, paper rc settings, saving with metadata.
+
+Library functions never change global rcParams: drawing happens inside :func:`paper_style`
+(a ``matplotlib.rc_context``), and :func:`save_figure` applies the settings that matter when
+writing (editable SVG/PDF text, deterministic SVG ids, no timestamps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+__all__ = [
+    "DIVERGING_CMAP",
+    "FORMATS",
+    "OKABE_ITO",
+    "PAPER_RC",
+    "SEQUENTIAL_CMAP",
+    "category_color",
+    "category_linestyle",
+    "paper_style",
+    "readable_color",
+    "save_figure",
+    "short_label",
+    "text_color_for",
+]
+
+# Okabe & Ito (2008), the colour-blind-safe qualitative palette, ordered for lines on white:
+# blue, orange, bluish green, vermillion, reddish purple, sky blue, yellow, black.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+_LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (4, 1.5, 1, 1.5)))
+# Perceptually uniform and readable in grey scale and by colour-blind readers.
+SEQUENTIAL_CMAP = "viridis"
+DIVERGING_CMAP = "RdBu_r"
+FORMATS = ("png", "svg", "pdf")
+
+PAPER_RC: dict = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+    "figure.titlesize": 9,
+    "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.major.size": 2.5,
+    "ytick.major.size": 2.5,
+    "xtick.minor.size": 1.5,
+    "ytick.minor.size": 1.5,
+    "lines.linewidth": 1.2,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlepad": 4,
+    "svg.fonttype": "none",
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "figure.dpi": 100,
+    "savefig.facecolor": "white",
+}
+
+
+@contextlib.contextmanager
+def paper_style() -> Iterator[None]:
+    """Temporarily apply :data:`PAPER_RC` (restored on exit)."""
+    import matplotlib
+
+    with matplotlib.rc_context(PAPER_RC):
+        yield
+
+
+def category_color(i: int) -> str:
+    """Colour of category ``i`` (cycles through the Okabe-Ito palette)."""
+    return OKABE_ITO[int(i) % len(OKABE_ITO)]
+
+
+def category_linestyle(i: int):
+    """Line style of category ``i``: solid for the first 8, then dashed, dotted, dash-dotted,
+    so that categories stay distinct when the 8 colours repeat."""
+    return _LINESTYLES[(int(i) // len(OKABE_ITO)) % len(_LINESTYLES)]
+
+
+def short_label(name: str, width: int = 22) -> str:
+    """``name`` cut to ``width`` characters with an ellipsis, for tick labels."""
+    name = str(name)
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def readable_color(color) -> tuple[float, float, float]:
+    """``color`` darkened just enough to read as text on white (the palette's yellow and sky
+    blue are fine for lines and fills but faint as letters); dark colours pass unchanged."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.asarray(to_rgb(color))
+    lum = float(np.dot(rgb ** 2.2, [0.2126, 0.7152, 0.0722]))
+    if lum <= 0.3:
+        return tuple(rgb)
+    return tuple(rgb * (0.3 / lum) ** (1 / 2.2))
+
+
+def text_color_for(rgba) -> str:
+    """Black or white, whichever reads better on the colour ``rgba`` (relative luminance)."""
+    r, g, b = (np.asarray(rgba[:3], dtype=float) ** 2.2)
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.2 else "white"
+
+
+def _metadata(fmt: str, meta: Mapping[str, str] | None) -> dict:
+    meta = dict(meta or {})
+    creator = f"taan-viz {meta.get('version', '')}".strip()
+    title = meta.get("title", "")
+    sha = meta.get("sha256", "")
+    description = meta.get("description", "")
+    if sha:
+        description = (description + f" Checkpoint sha256: {sha}.").strip()
+    if fmt == "png":
+        out = {"Software": creator, "Title": title, "Description": description}
+        if sha:
+            out["Checkpoint-SHA256"] = sha
+        if meta.get("source"):
+            out["Source"] = meta["source"]
+    elif fmt == "svg":
+        # No Date: identical inputs give byte-identical files.
+        out = {"Creator": creator, "Title": title, "Description": description, "Date": None}
+        if sha:
+            out["Identifier"] = f"sha256:{sha}"
+        if meta.get("source"):
+            out["Source"] = meta["source"]
+    else:
+        out = {"Creator": creator, "Title": title, "Subject": description, "CreationDate": None}
+        if sha:
+            out["Keywords"] = f"checkpoint-sha256:{sha}"
+    return {k: v for k, v in out.items() if v != ""}
+
+
+def save_figure(fig, path: "str | Path", *, dpi: int = 300, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix: png, svg or pdf) with metadata.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure
+    path : path-like
+    dpi : int, default 300
+        Resolution of PNG files and of raster parts of SVG/PDF.
+    metadata : mapping, optional
+        ``version`` (tool), ``sha256`` (checkpoint), ``title``, ``description``, ``source``;
+        stored as PNG text chunks, SVG Dublin Core fields or PDF info entries.
+
+    Returns
+    -------
+    Path
+    """
+    import matplotlib
+
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt or 'no suffix'!r} ({path.name})")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 20 <= dpi <= 2400:
+        raise ValueError(f"dpi must be an int in [20, 2400], got {dpi!r}")
+    rc = {"svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "taan-viz", "savefig.facecolor": "white"}
+    with matplotlib.rc_context(rc):
+        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata),
+                    bbox_inches="tight", pad_inches=0.03)
+    return path

@@ -1,0 +1,314 @@
+"""Heatmaps of the task-by-task geometry of each layer.
+
+:func:`heatmap` draws one matrix on one Axes (like ``seaborn.heatmap``); :func:`plot_heatmaps`
+draws every layer of an :class:`~taan_viz.analysis.Analysis` side by side, with one task order
+(the clustering of a reference layer) and, by default, one colour scale and colour bar.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from taan_viz.analysis import METRICS, Analysis, check_metric
+from taan_viz.plots._style import (
+    DIVERGING_CMAP,
+    SEQUENTIAL_CMAP,
+    category_color,
+    paper_style,
+    short_label,
+    text_color_for,
+)
+
+__all__ = ["heatmap", "metric_norm", "plot_heatmaps"]
+
+# Above these task counts, annotations and tick labels stop being readable.
+_ANNOT_MAX = 10
+_TICKS_MAX = 40
+
+
+def metric_norm(metric: str, values: Sequence[np.ndarray]):
+    """Colour map name and ``Normalize`` shared by ``values`` for ``metric``.
+
+    Distances start at 0 on a sequential map; cosines use a diverging map on [-1, 1] centred
+    at 0 (the full range, so figures of different checkpoints compare); inner products use a
+    sequential map over their range, or a diverging one centred at 0 when they change sign.
+    """
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    check_metric(metric)
+    finite = [np.asarray(v)[np.isfinite(v)] for v in values]
+    lo = min((float(v.min()) for v in finite if v.size), default=0.0)
+    hi = max((float(v.max()) for v in finite if v.size), default=1.0)
+    if metric == "cosine":
+        return DIVERGING_CMAP, Normalize(-1.0, 1.0)
+    if metric == "inner-product" and lo < 0 < hi:
+        return DIVERGING_CMAP, TwoSlopeNorm(0.0, lo, hi)
+    if metric != "inner-product":
+        lo = 0.0
+    if not hi > lo:
+        hi = lo + 1.0
+    return SEQUENTIAL_CMAP, Normalize(lo, hi)
+
+
+def _tick_fontsize(t: int) -> float:
+    return 7 if t <= 12 else 6 if t <= 20 else 5
+
+
+def _tick_rotation(names: Sequence[str]) -> int:
+    longest = max(len(short_label(n)) for n in names)
+    if longest <= 2:
+        return 0
+    return 45 if longest <= 10 and len(names) <= 12 else 90
+
+
+def _annot_format(norm) -> str:
+    top = max(abs(norm.vmin), abs(norm.vmax))
+    decimals = 2 if top <= 0 else int(min(4, max(0, 2 - math.floor(math.log10(top)))))
+    if top >= 100:
+        return "{:.3g}"
+    return f"{{:.{decimals}f}}"
+
+
+def _group_strip(ax, groups: np.ndarray, where: str, size: float):
+    """A thin strip of group colours along the top or left edge of ``ax``; returns its Axes."""
+    from matplotlib.colors import ListedColormap
+
+    ids = np.asarray(groups)
+    uniq = np.unique(ids)
+    cmap = ListedColormap([category_color(i) for i in range(len(uniq))])
+    codes = np.searchsorted(uniq, ids)
+    if where == "top":
+        strip = ax.inset_axes([0.0, 1.0 + size * 0.25, 1.0, size], sharex=ax)
+        strip.imshow(codes[None, :], cmap=cmap, vmin=-0.5, vmax=len(uniq) - 0.5, aspect="auto",
+                     interpolation="nearest")
+        strip.tick_params(labelbottom=False, bottom=False, left=False, labelleft=False)
+    else:
+        strip = ax.inset_axes([-size * 1.25, 0.0, size, 1.0], sharey=ax)
+        strip.imshow(codes[:, None], cmap=cmap, vmin=-0.5, vmax=len(uniq) - 0.5, aspect="auto",
+                     interpolation="nearest")
+        strip.tick_params(bottom=False, labelbottom=False)
+    for spine in strip.spines.values():
+        spine.set_visible(False)
+    return strip
+
+
+def heatmap(
+    data,
+    *,
+    labels: Sequence[str] | None = None,
+    ax=None,
+    metric: str = "distance",
+    cmap=None,
+    norm=None,
+    annot: bool | None = None,
+    fmt: str | None = None,
+    groups: Sequence[int] | None = None,
+    cbar: bool = True,
+    cbar_kws: dict | None = None,
+    annot_kws: dict | None = None,
+    xticklabels: bool | None = None,
+    yticklabels: bool | None = None,
+):
+    """Draw a (T, T) task matrix on ``ax``.
+
+    Parameters
+    ----------
+    data : array-like of shape (T, T)
+        Already in the order to draw (see :func:`plot_heatmaps` for clustered order).
+    labels : sequence of str, optional
+        Task names in the same order as ``data``.
+    ax : matplotlib Axes, optional
+        Defaults to the current Axes.
+    metric : str, default "distance"
+        Chooses the colour map and its range (:func:`metric_norm`) and the colour-bar label.
+    cmap, norm : optional
+        Override the colour map and normalisation.
+    annot : bool, optional
+        Write the values in the cells; default on for T <= 10.
+    fmt : str, optional
+        Format of annotations (``"{:.2f}"``); chosen from the value range by default.
+    groups : sequence of int, optional
+        Group of each task (same order); drawn as colour strips above and left of the matrix.
+    cbar : bool, default True
+        Add a colour bar next to ``ax``.
+    cbar_kws, annot_kws : dict, optional
+        Passed to ``Figure.colorbar`` and ``Axes.text``.
+    xticklabels, yticklabels : bool, optional
+        Show task names on that axis; default when T <= 40.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    mat = np.asarray(data, dtype=np.float64)
+    if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
+        raise ValueError(f"data must be a square (T, T) matrix, got shape {mat.shape}")
+    t = mat.shape[0]
+    names = [str(i) for i in range(t)] if labels is None else [str(n) for n in labels]
+    if len(names) != t:
+        raise ValueError(f"labels must have {t} entries (one per row of data), got {len(names)}")
+    if groups is not None and len(groups) != t:
+        raise ValueError(f"groups must have {t} entries (one per task), got {len(groups)}")
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        ax = plt.gca()
+    default_cmap, default_norm = metric_norm(metric, [mat])
+    cmap = default_cmap if cmap is None else cmap
+    norm = default_norm if norm is None else norm
+    image = ax.imshow(mat, cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
+    if t > 200:
+        image.set_rasterized(True)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    show_x = t <= _TICKS_MAX if xticklabels is None else xticklabels
+    show_y = t <= _TICKS_MAX if yticklabels is None else yticklabels
+    fontsize = _tick_fontsize(t)
+    ax.tick_params(length=0, pad=2, labelsize=fontsize)
+    ax.set_xticks(np.arange(t) if show_x else [])
+    ax.set_yticks(np.arange(t) if show_y else [])
+    if show_x:
+        rotation = _tick_rotation(names)
+        ax.set_xticklabels([short_label(n) for n in names], rotation=rotation,
+                           ha="right" if rotation == 45 else "center",
+                           va="top", rotation_mode="anchor" if rotation == 45 else "default")
+    if show_y:
+        ax.set_yticklabels([short_label(n) for n in names])
+    if annot is None:
+        annot = t <= _ANNOT_MAX
+    if annot:
+        fmt = _annot_format(norm) if fmt is None else fmt
+        kws = {"ha": "center", "va": "center", "fontsize": 6 if t <= 8 else 5}
+        kws.update(annot_kws or {})
+        colors = image.cmap(image.norm(mat))
+        for i in range(t):
+            for j in range(t):
+                text = fmt.format(mat[i, j])
+                # "-0.00" reads as a sign error; zero is zero. A true minus sign, not a hyphen.
+                if text.startswith("-"):
+                    text = text[1:] if text.strip("-0.") == "" else "\u2212" + text[1:]
+                ax.text(j, i, text, color=text_color_for(colors[i, j]), **kws)
+    if groups is not None:
+        size = min(0.05, 0.6 / t)
+        _group_strip(ax, np.asarray(groups), "top", size)
+        left = _group_strip(ax, np.asarray(groups), "left", size)
+        if show_y:
+            # Names go outside the strip, so they do not cover it.
+            ax.tick_params(labelleft=False)
+            left.set_yticks(np.arange(t))
+            left.set_yticklabels([short_label(n) for n in names])
+            left.tick_params(length=0, pad=2, labelsize=fontsize)
+        else:
+            left.tick_params(left=False, labelleft=False)
+    if cbar:
+        kws = {"shrink": 0.8, "label": METRICS[metric][0]}
+        kws.update(cbar_kws or {})
+        bar = ax.figure.colorbar(image, ax=ax, **kws)
+        bar.outline.set_visible(False)
+    return ax
+
+
+def plot_heatmaps(
+    analysis: Analysis,
+    *,
+    metric: str = "distance",
+    layers: Sequence[int | str] | None = None,
+    order_by: int | str | None = "tree",
+    threshold: float = 0.1,
+    scale: str = "shared",
+    annot: bool | None = None,
+    groups: bool = True,
+    figsize: tuple[float, float] | None = None,
+    caption: bool = True,
+):
+    """One heatmap per layer, tasks in one clustered order, one colour scale.
+
+    Parameters
+    ----------
+    analysis : Analysis
+    metric : {"distance", "squared-distance", "cosine", "inner-product"}
+    layers : sequence of int or str, optional
+        Layers of ``analysis`` to draw (positions or names); all by default.
+    order_by : "tree", int, str or None, default "tree"
+        How tasks are ordered, the same in every panel. A layer (position in ``analysis`` or
+        name): the leaf order of that layer's clustering. ``"tree"``: the order of the sharing
+        tree (the deepest layer's clustering, rearranged so that the groups sharing each
+        shallower layer are contiguous, which keeps every panel block-structured). None: the
+        checkpoint's task order.
+    threshold : float, default 0.1
+        Relative sharing threshold for ``order_by="tree"`` (see ``taan_viz.sharing``).
+    scale : {"shared", "layer"}
+        One colour scale and colour bar for all panels, or one per panel.
+    annot : bool, optional
+        Values in the cells; default on for T <= 10.
+    groups : bool, default True
+        Colour strips of the planted groups, when the checkpoint has them.
+    figsize : (float, float), optional
+    caption : bool, default True
+        A one-line note under the panels saying how tasks are ordered and which measure is used.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    from matplotlib.figure import Figure
+
+    check_metric(metric)
+    if scale not in ("shared", "layer"):
+        raise ValueError(f"scale must be 'shared' or 'layer', got {scale!r}")
+    chosen = [analysis.layer(k) for k in (range(len(analysis.layers)) if layers is None else layers)]
+    if not chosen:
+        raise ValueError("layers must select at least one layer")
+    t = analysis.num_tasks
+    ref = None if order_by in (None, "tree") else analysis.layer(order_by)
+    if order_by == "tree":
+        order = analysis.sharing_tree(threshold).order
+    else:
+        order = np.arange(t) if ref is None else ref.clustering.order
+    names = [analysis.task_names[i] for i in order]
+    mats = [la.geometry.matrix(metric)[np.ix_(order, order)] for la in chosen]
+    n = len(chosen)
+    if figsize is None:
+        # Panels as large as a 7.2 in (two-column) page allows; the labels' length decides the
+        # extra room below and left of them.
+        label_in = 0.0
+        if t <= _TICKS_MAX:
+            label_in = max(len(short_label(s)) for s in names) * 0.55 * _tick_fontsize(t) / 72
+        rot = _tick_rotation(names) if t <= _TICKS_MAX else 0
+        below = label_in * (1.0 if rot == 90 else 0.72 if rot == 45 else 0.15)
+        panel = min(2.4 if n > 1 else 3.4, (7.2 - 0.9 - label_in) / n)
+        figsize = (min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below + (0.2 if caption else 0))
+    with paper_style():
+        fig = Figure(figsize=figsize, layout="constrained")
+        axes = fig.subplots(1, n, squeeze=False)[0]
+        shared_cmap, shared_norm = metric_norm(metric, mats)
+        for k, (la, mat, ax) in enumerate(zip(chosen, mats, axes)):
+            cmap, norm = (shared_cmap, shared_norm) if scale == "shared" else metric_norm(metric, [mat])
+            strip = la.planted[order] if (groups and la.planted is not None) else None
+            heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot,
+                    groups=strip, cbar=scale == "layer", yticklabels=(k == 0 and t <= _TICKS_MAX))
+            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
+                         f"x ~ N({la.geometry.mu:.2g}, {la.geometry.sigma:.2g}²)",
+                         pad=10 if strip is not None else 4)
+        if scale == "shared":
+            bar = fig.colorbar(axes[-1].images[0], ax=list(axes), shrink=0.85, aspect=25,
+                               label=METRICS[metric][0])
+            bar.outline.set_visible(False)
+        if t > _TICKS_MAX:
+            for ax in axes:
+                ax.set_xlabel(f"{t} tasks")
+            axes[0].set_ylabel(f"{t} tasks")
+        if caption:
+            if order_by == "tree":
+                how = (f"tasks ordered by {analysis.method}-linkage clustering of layer "
+                       f"{max(la.index for la in analysis.layers) + 1}, grouped by the sharing tree")
+            elif ref is None:
+                how = "task order of the checkpoint"
+            else:
+                how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
+            extra = "; strips: planted groups" if groups and any(la.planted is not None for la in chosen) else ""
+            fig.supxlabel(f"{how}{extra}", fontsize=6.5, color="0.35")
+    return fig

@@ -1,0 +1,84 @@
+"""taan_viz.plots.cluster: dendrograms, clustermap and MDS maps."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_hex
+
+from viz_helpers import TASK_NAMES
+from taan_viz.plots._style import category_color, readable_color
+from taan_viz.plots.cluster import clustermap, dendrogram, embedding, plot_dendrograms, plot_embeddings
+
+
+def test_dendrogram_leaves_are_the_leaf_order(analysis):
+    la = analysis.layers[2]
+    clusters = la.flat()
+    fig, ax = plt.subplots()
+    dendrogram(la.clustering, ax=ax, clusters=clusters, cut=0.5)
+    labels = ax.get_yticklabels()
+    assert [t.get_text() for t in labels] == [TASK_NAMES[i] for i in la.clustering.order]
+    assert [to_hex(t.get_color()) for t in labels] == [to_hex(readable_color(category_color(clusters[i])))
+                                                       for i in la.clustering.order]
+    (links,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(links.get_segments()) == 5
+    # Root at the left: the x axis runs from the largest merge height down to 0.
+    assert ax.get_xlim()[0] > ax.get_xlim()[1] == 0.0
+    top = plt.figure().gca()
+    dendrogram(la.clustering, ax=top, orientation="top", labels=False)
+    assert not top.get_xticklabels()
+
+
+def test_dendrogram_rejects(analysis):
+    clus = analysis.layers[2].clustering
+    with pytest.raises(ValueError, match="orientation must be 'left' or 'top'"):
+        dendrogram(clus, orientation="right")
+    with pytest.raises(ValueError, match="clusters must have 6 entries"):
+        dendrogram(clus, clusters=[0, 1])
+
+
+def test_plot_dendrograms(analysis):
+    fig = plot_dendrograms(analysis)
+    panels = [ax for ax in fig.axes if ax.collections]
+    assert len(panels) == 3
+    assert "ARI 1.00" in panels[2].get_title() and "4 clusters" in panels[2].get_title()
+    assert "ARI" in fig._supxlabel.get_text()
+    by_count = plot_dendrograms(analysis, n_clusters=2, layers=[1])
+    assert "2 clusters" in by_count.axes[0].get_title()
+
+
+def test_clustermap(analysis):
+    fig = clustermap(analysis, -1, metric="cosine")
+    ax_map = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"][0]
+    order = analysis.layers[2].clustering.order
+    np.testing.assert_array_equal(np.asarray(ax_map.images[0].get_array()),
+                                  analysis.layers[2].geometry.cosine[np.ix_(order, order)])
+    assert [t.get_text() for t in ax_map.get_yticklabels()] == [TASK_NAMES[i] for i in order]
+    assert len(fig.axes) == 4
+    with pytest.raises(ValueError, match="metric must be one of"):
+        clustermap(analysis, metric="jaccard")
+
+
+def test_embedding_axes_level():
+    plt.figure()
+    ax = embedding(np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), labels=["a", "b", "c"], clusters=[0, 0, 1],
+                   groups=[0, 1, 1])
+    assert ax is plt.gca()
+    # Coinciding points share one label.
+    assert sorted(t.get_text() for t in ax.texts) == ["a +1", "c"]
+    with pytest.raises(ValueError, match=r"coords must have shape \(T, 2\)"):
+        embedding(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="clusters must have 2 entries"):
+        embedding(np.zeros((2, 2)), clusters=[0])
+
+
+def test_plot_embeddings(analysis):
+    fig = plot_embeddings(analysis)
+    panels = [ax for ax in fig.axes if ax.collections]
+    assert len(panels) == 3
+    assert panels[1].get_xlabel().startswith("MDS 1 (100")
+    assert "planted group" in fig._supxlabel.get_text()
+    with pytest.raises(ValueError, match="at least one layer"):
+        plot_embeddings(analysis, layers=[])

@@ -1,0 +1,102 @@
+"""taan_viz.plots.curves: the activation functions, their colours, ranges and small multiples."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_hex
+
+from viz_helpers import TASK_NAMES
+from taan_viz.plots._style import category_color
+from taan_viz.plots.curves import activation_curves, activation_values, curve_range, plot_curve_grid, plot_curves
+
+
+def test_activation_values():
+    alpha = np.array([[0.0, 0.0], [1.0, -2.0]])
+    hinges = np.array([-1.0, 1.0])
+    x = np.array([-2.0, 0.0, 2.0])
+    y = activation_values(alpha, hinges, x)
+    np.testing.assert_allclose(y[0], np.maximum(x, 0))
+    expected = np.maximum(x, 0) + np.maximum(-1 - x, 0) - 2 * np.maximum(1 - x, 0)
+    np.testing.assert_allclose(y[1], expected)
+    with pytest.raises(ValueError, match=r"alpha must have shape \(T, M\) with M = len\(hinges\) = 2"):
+        activation_values(np.zeros((2, 3)), hinges, x)
+
+
+def test_curve_range():
+    assert curve_range(1.0, 2.0) == (-6.0, 8.0)
+    lo, hi = curve_range(0.0, 1.0, [-5.0, 0.0, 100.0])
+    assert lo < -5.0 and hi == 3.5  # near hinges widen the range, far ones do not
+
+
+def _lines(ax):
+    return [c for c in ax.collections if isinstance(c, LineCollection)]
+
+
+def test_plot_curves_colours_follow_clusters(analysis):
+    fig = plot_curves(analysis)
+    axes = [ax for ax in fig.axes if _lines(ax)]
+    assert len(axes) == 3
+    clusters = analysis.cluster_labels()
+    for la, ax, lab in zip(analysis.layers, axes, clusters):
+        (lines,) = _lines(ax)
+        segs = lines.get_segments()
+        assert len(segs) == 6
+        drawn = {to_hex(c) for c in lines.get_colors()}
+        assert drawn == {category_color(c).lower() for c in lab}
+        # Curves are F_t on the range that covers the measure.
+        lo, hi = curve_range(la.geometry.mu, la.geometry.sigma, la.geometry.hinges)
+        assert ax.get_xlim() == pytest.approx((lo, hi))
+        ys = sorted(tuple(np.round(s[:, 1], 9)) for s in segs)
+        want = sorted(tuple(np.round(r, 9)) for r in activation_values(la.geometry.alpha, la.geometry.hinges, segs[0][:, 0]))
+        assert ys == want
+        legend = ax.get_legend()
+        assert legend is not None and len(legend.get_texts()) == len(np.unique(lab))
+    assert fig.legends and {t.get_text() for t in fig.legends[0].get_texts()} >= {"relu(x)", "hinges bₘ"}
+
+
+def test_plot_curves_residual_row(analysis):
+    fig = plot_curves(analysis, layers=[2], residual=True, relu=False)
+    axes = [ax for ax in fig.axes if _lines(ax)]
+    assert len(axes) == 2 and axes[1].get_ylabel().startswith("Fₜ(x) − relu")
+    x = _lines(axes[1])[0].get_segments()[0][:, 0]
+    # Residuals vanish beyond the last hinge.
+    right = x > analysis.layers[2].geometry.hinges.max()
+    for seg in _lines(axes[1])[0].get_segments():
+        np.testing.assert_allclose(seg[right, 1], 0.0, atol=1e-12)
+    assert len(axes[0].get_lines()) == 1  # hinge ticks only, no relu line
+
+
+def test_curve_grid(analysis):
+    fig = plot_curve_grid(analysis, 2)
+    panels = [ax for ax in fig.axes if ax.get_visible() and _lines(ax)]
+    assert len(panels) == 6
+    order = analysis.layers[2].clustering.order
+    assert [ax.get_title() for ax in panels] == [TASK_NAMES[i] for i in order]
+    few = plot_curve_grid(analysis, 2, max_tasks=4)
+    assert len([ax for ax in few.axes if ax.get_visible()]) == 4
+    assert "first 4 of 6 tasks" in few._suptitle.get_text()
+    with pytest.raises(ValueError, match="max_tasks must be an int >= 1"):
+        plot_curve_grid(analysis, 0, max_tasks=0)
+
+
+def test_axes_level_curves():
+    plt.figure()
+    ax = activation_curves(np.array([[0.2, -0.1]]), np.array([-0.5, 0.5]), labels=["only"])
+    assert ax is plt.gca() and ax.get_legend() is not None
+    with pytest.raises(ValueError, match="labels must have 1 entries"):
+        activation_curves(np.zeros((1, 2)), np.zeros(2), labels=["a", "b"])
+    with pytest.raises(ValueError, match="clusters must have 1 entries"):
+        activation_curves(np.zeros((1, 2)), np.zeros(2), clusters=[0, 1])
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        activation_curves(np.zeros((1, 2)), np.zeros(2), sigma=0.0)
+
+
+
+def test_plot_curves_rejects(analysis):
+    with pytest.raises(ValueError, match="at least one layer"):
+        plot_curves(analysis, layers=[])
+    with pytest.raises(ValueError, match="no analysed layer named 'x'"):
+        plot_curves(analysis, layers=["x"])

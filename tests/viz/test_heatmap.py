@@ -1,0 +1,125 @@
+"""taan_viz.plots.heatmap: panels, order (labels travel with values), colour scales, strips."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from viz_helpers import TASK_NAMES
+from taan_viz.plots.heatmap import heatmap, metric_norm, plot_heatmaps
+
+
+def _panels(fig):
+    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>" and ax.images[0].get_array().shape[0] > 1
+            and ax.images[0].get_array().shape[0] == ax.images[0].get_array().shape[1]]
+
+
+def test_plot_heatmaps_panels_labels_and_values_travel_together(analysis):
+    fig = plot_heatmaps(analysis, order_by=2, annot=True)
+    assert isinstance(fig, Figure)
+    panels = _panels(fig)
+    assert len(panels) == 3
+    order = analysis.layers[2].clustering.order
+    names = [TASK_NAMES[i] for i in order]
+    for la, ax in zip(analysis.layers, panels):
+        shown = np.asarray(ax.images[0].get_array())
+        np.testing.assert_array_equal(shown, la.geometry.distance[np.ix_(order, order)])
+        assert [t.get_text() for t in ax.get_xticklabels()] == names
+        # Annotations: one per cell, row-major in the same order as the data.
+        texts = [t for t in ax.texts]
+        assert len(texts) == 36
+        assert texts[1].get_text() == f"{shown[0, 1]:.2f}".replace("-", "\u2212")
+        assert ax.get_title().startswith(f"layer {la.index + 1} · {la.name}")
+    # y labels only on the first panel (on its group strip, since the checkpoint has planted groups).
+    strip_labels = [[t.get_text() for t in strip.get_yticklabels()] for ax in panels for strip in ax.child_axes]
+    assert strip_labels[1] == names and not any(strip_labels[2:])
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == 1 and "distance" in colorbars[0].get_ylabel()
+
+
+def test_shared_and_per_layer_scales(analysis):
+    shared = plot_heatmaps(analysis)
+    norms = {(im.norm.vmin, im.norm.vmax) for ax in _panels(shared) for im in ax.images}
+    assert len(norms) == 1
+    vmax = max(la.geometry.distance.max() for la in analysis.layers)
+    assert norms.pop() == pytest.approx((0.0, vmax))
+    per = plot_heatmaps(analysis, scale="layer", layers=[1, 2])
+    assert len([ax for ax in per.axes if ax.get_label() == "<colorbar>"]) == 2
+    assert len(_panels(per)) == 2
+
+
+def test_cosine_is_diverging_on_the_full_range(analysis):
+    fig = plot_heatmaps(analysis, metric="cosine", groups=False, annot=False)
+    im = _panels(fig)[0].images[0]
+    assert (im.norm.vmin, im.norm.vmax) == (-1.0, 1.0)
+    assert im.cmap.name.startswith("RdBu")
+    assert not _panels(fig)[0].texts
+
+
+def test_orders(analysis):
+    tree = analysis.sharing_tree().order
+    fig = plot_heatmaps(analysis)
+    assert [t.get_text() for t in _panels(fig)[0].get_xticklabels()] == [TASK_NAMES[i] for i in tree]
+    none = plot_heatmaps(analysis, order_by=None, groups=False)
+    assert [t.get_text() for t in _panels(none)[0].get_yticklabels()] == TASK_NAMES
+    assert "checkpoint" in none._supxlabel.get_text()
+
+
+def test_group_strips(analysis):
+    fig = plot_heatmaps(analysis, layers=[2])
+    strips = _panels(fig)[0].child_axes
+    assert [s.images[0].get_array().shape for s in strips] == [(1, 6), (6, 1)]
+    # The strip shows the planted groups in the panel's task order.
+    order = analysis.sharing_tree().order
+    codes = np.asarray(strips[0].images[0].get_array())[0]
+    planted = analysis.layers[2].planted[order]
+    assert all((codes[i] == codes[j]) == (planted[i] == planted[j]) for i in range(6) for j in range(6))
+    without = plot_heatmaps(analysis, layers=[2], groups=False)
+    assert not _panels(without)[0].child_axes
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"metric": "l1"}, "metric must be one of"),
+    ({"scale": "global"}, "scale must be 'shared' or 'layer'"),
+    ({"order_by": "nope"}, "no analysed layer named 'nope'"),
+    ({"layers": []}, "at least one layer"),
+])
+def test_plot_heatmaps_rejects(analysis, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plot_heatmaps(analysis, **kwargs)
+
+
+def test_axes_level_heatmap():
+    data = np.array([[0.0, 1.0], [1.0, 0.0]])
+    fig, ax = plt.subplots()
+    out = heatmap(data, labels=["a", "b"], ax=ax, metric="distance", groups=[0, 1])
+    assert out is ax and ax.images and len(ax.texts) == 4
+    # ax=None draws on the current Axes, like seaborn.
+    plt.figure()
+    assert heatmap(data, cbar=False) is plt.gca()
+    many = heatmap(np.zeros((50, 50)), ax=plt.figure().gca(), cbar=False)
+    assert not many.get_xticklabels() and not many.texts
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"data": np.zeros((2, 3))}, r"square \(T, T\) matrix"),
+    ({"labels": ["a"]}, "labels must have 2 entries"),
+    ({"groups": [0]}, "groups must have 2 entries"),
+    ({"metric": "manhattan"}, "metric must be one of"),
+])
+def test_axes_level_heatmap_rejects(kwargs, match):
+    args = {"data": np.eye(2), "ax": plt.figure().gca()}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        heatmap(**args)
+
+
+def test_metric_norm():
+    cmap, norm = metric_norm("inner-product", [np.array([[-1.0, 2.0]])])
+    assert (norm.vmin, norm.vcenter, norm.vmax) == (-1.0, 0.0, 2.0)
+    cmap, norm = metric_norm("distance", [np.zeros((2, 2))])
+    assert (norm.vmin, norm.vmax) == (0.0, 1.0)
+    cmap, norm = metric_norm("inner-product", [np.array([[1.0, 3.0]])])
+    assert cmap == "viridis" and (norm.vmin, norm.vmax) == (1.0, 3.0)

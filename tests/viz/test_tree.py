@@ -1,0 +1,45 @@
+"""taan_viz.plots.tree: the sharing tree diagram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.patches import FancyBboxPatch
+
+from viz_helpers import TASK_NAMES
+from taan_viz.plots.tree import plot_sharing_tree
+
+
+def test_one_box_per_group_and_one_head_per_task(analysis):
+    tree = analysis.sharing_tree()
+    ax = plot_sharing_tree(tree)
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    assert len(boxes) == 1 + sum(tree.num_groups)
+    heads = [t.get_text() for t in ax.texts if t.get_text() in TASK_NAMES]
+    assert sorted(heads) == sorted(TASK_NAMES)
+    # Heads are drawn top to bottom in the tree order.
+    ys = {t.get_text(): t.get_position()[1] for t in ax.texts if t.get_text() in TASK_NAMES}
+    assert [TASK_NAMES[i] for i in tree.order] == sorted(ys, key=ys.get)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[0] == "input" and ticks[-1] == "task heads" and ticks[1].startswith("layer 1")
+    assert "1 → 2 → 4" in ax.get_xlabel()
+
+
+def test_box_counts(analysis):
+    ax = plot_sharing_tree(analysis.sharing_tree())
+    counts = sorted(int(t.get_text()) for t in ax.texts if t.get_text().isdigit())
+    assert counts == [2, 2, 3, 3, 6]
+
+
+def test_into_given_axes_and_rejects(analysis):
+    import matplotlib.pyplot as plt
+
+    tree = analysis.sharing_tree(0.1)
+    fig, ax = plt.subplots()
+    assert plot_sharing_tree(tree, ax=ax, names=False) is ax
+    assert not [t for t in ax.texts if t.get_text() in TASK_NAMES]
+    with pytest.raises(ValueError, match="layer_labels must have 3 entries"):
+        plot_sharing_tree(tree, layer_labels=["a"])
+    absolute = analysis.sharing_tree(10.0, relative=False)
+    assert absolute.num_groups == [1, 1, 1] and np.all(absolute.groups == 0)
+    assert "≤ 10" in plot_sharing_tree(absolute).get_xlabel()
