@@ -1,13 +1,45 @@
 """The ``taan-viz`` command line: thin typer commands over taan_viz's library functions.
 
-Heavy modules (sympy, training code) are imported inside the commands that need them, so that
-``taan-viz heatmap`` starts fast.
+Heavy modules (sympy, training code, scikit-learn) are imported inside the commands that need
+them, so that ``taan-viz heatmap`` starts fast. Every command reads one checkpoint, writes only
+under ``--out`` (by default ``<checkpoint stem>-viz/`` next to the checkpoint) with fixed file
+names, refuses to replace files without ``--overwrite``, and reports a user error as one line
+on stderr with exit status 2.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
+from taan_viz._cli_support import (
+    Checkpoint,
+    Clusters,
+    Dpi,
+    Format,
+    Layers,
+    Measure,
+    Method,
+    Metric,
+    Out,
+    Overwrite,
+    TaskNames,
+    Threshold,
+    check_format,
+    check_threshold,
+    claim_paths,
+    load_analysis,
+    figure_metadata,
+    parse_order_by,
+    default_out,
+    save_and_echo,
+    metric_suffix,
+    user_errors,
+    tool_version,
+)
 from taan_viz.verify import verify_command
 
 __all__ = ["app", "main"]
@@ -21,7 +53,342 @@ app = typer.Typer(
 )
 app.command("verify")(verify_command)
 
+# ----------------------------------------------------------------------------------------------
+# commands
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the taan-viz version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"taan-viz {tool_version()}")
+        raise typer.Exit(0)
+
+
+@app.command("heatmap")
+def heatmap_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    metric: Metric = "distance",
+    measure: Measure = "data",
+    out: Out = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    order_by: Annotated[str, typer.Option(
+        "--order-by", help="Task order shared by all panels: 'tree' (sharing tree: the deepest layer's "
+        "clustering with shallower groups kept together), a layer (name or 1-based position; its clustering), "
+        "or 'none' (checkpoint order).")] = "tree",
+    scale: Annotated[str, typer.Option("--scale", help="'shared': one colour scale for all layers; 'layer': one each.")] = "shared",
+    annotate: Annotated[Optional[bool], typer.Option(
+        "--annotate/--no-annotate", help="Write values in the cells (default: when there are at most 10 tasks).",
+        show_default=False)] = None,
+    threshold: Threshold = 0.1,
+    method: Method = "average",
+) -> None:
+    """Task-by-task heatmaps of every layer, one clustered task order and one colour scale.
+
+    Writes heatmap.<format> (heatmap-<metric>.<format> for metrics other than distance).
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        check_threshold(threshold, None)
+        from taan_viz.analysis import check_metric
+
+        check_metric(metric)
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
+        order = parse_order_by(order_by)
+        if order not in (None, "tree"):
+            from taan_viz.inputs import select_layers
+
+            pos = select_layers(ckpt.layer_names, order)[0]
+            if pos not in [la.index for la in analysis.layers]:
+                raise ValueError(f"--order-by layer {order!r} must be one of the selected --layers")
+            order = ckpt.layer_names[pos]
+        (path,) = claim_paths(default_out(ckpt, out), [f"heatmap{metric_suffix(metric)}.{fmt}"], overwrite)
+        from taan_viz.plots.heatmap import plot_heatmaps
+
+        fig = plot_heatmaps(analysis, metric=metric, order_by=order, scale=scale, annot=annotate, threshold=threshold)
+        save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"{metric} heatmap"))
+
+
+@app.command("curves")
+def curves_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    measure: Measure = "data",
+    out: Out = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    residual: Annotated[bool, typer.Option("--residual", help="Add a row with each task's residual F_t - relu.")] = False,
+    relu: Annotated[bool, typer.Option("--relu/--no-relu", help="Draw relu(x) for reference.")] = True,
+    grid: Annotated[Optional[bool], typer.Option(
+        "--grid/--no-grid", help="Also draw small multiples, one panel per task, for each layer "
+        "(default: when there are more than 8 tasks).", show_default=False)] = None,
+    clusters: Clusters = None,
+    threshold: Threshold = 0.1,
+    method: Method = "average",
+) -> None:
+    """Every task's activation function F_t per layer, coloured by cluster, over the measure.
+
+    Writes curves.<format>, and curves-tasks-L<l>-<layer>.<format> per layer with --grid.
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        check_threshold(threshold, clusters)
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
+        from taan_viz.export import layer_slug
+
+        grid = analysis.num_tasks > 8 if grid is None else grid
+        names = [f"curves.{fmt}"]
+        if grid:
+            names += [f"curves-tasks-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
+        paths = claim_paths(default_out(ckpt, out), names, overwrite)
+        from taan_viz.plots.curves import plot_curve_grid, plot_curves
+
+        fig = plot_curves(analysis, n_clusters=clusters, threshold=threshold, residual=residual, relu=relu)
+        save_and_echo(fig, paths[0], dpi, figure_metadata(ckpt, "activation curves"))
+        for k, path in enumerate(paths[1:]):
+            fig = plot_curve_grid(analysis, k, n_clusters=clusters, threshold=threshold)
+            save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"activation curves per task, layer {analysis.layers[k].name}"))
+
+
+@app.command("cluster")
+def cluster_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    metric: Metric = "distance",
+    measure: Measure = "data",
+    out: Out = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    clusters: Clusters = None,
+    threshold: Threshold = 0.1,
+    method: Method = "average",
+) -> None:
+    """Hierarchical clustering of the tasks: dendrograms, a clustermap per layer, and task maps (MDS).
+
+    Writes cluster.<format> (dendrograms of all layers), clustermap-L<l>-<layer>.<format> per layer
+    (showing --metric) and mds.<format>.
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        check_threshold(threshold, clusters)
+        from taan_viz.analysis import check_metric
+
+        check_metric(metric)
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
+        from taan_viz.export import layer_slug
+
+        names = [f"cluster.{fmt}"]
+        names += [f"clustermap{metric_suffix(metric)}-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
+        names.append(f"mds.{fmt}")
+        paths = claim_paths(default_out(ckpt, out), names, overwrite)
+        from taan_viz.plots.cluster import clustermap, plot_dendrograms, plot_embeddings
+
+        save_and_echo(plot_dendrograms(analysis, n_clusters=clusters, threshold=threshold), paths[0], dpi,
+              figure_metadata(ckpt, "dendrograms"))
+        for k, la in enumerate(analysis.layers):
+            fig = clustermap(analysis, k, metric=metric, n_clusters=clusters, threshold=threshold)
+            save_and_echo(fig, paths[1 + k], dpi, figure_metadata(ckpt, f"clustermap of layer {la.name}"))
+        save_and_echo(plot_embeddings(analysis, n_clusters=clusters, threshold=threshold), paths[-1], dpi,
+              figure_metadata(ckpt, "classical MDS of the tasks"))
+
+
+@app.command("tree")
+def tree_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    measure: Measure = "data",
+    out: Out = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    threshold: Threshold = 0.1,
+    absolute: Annotated[bool, typer.Option(
+        "--absolute", help="Read --threshold as a distance, not as a fraction of the RMS activation norm.")] = False,
+) -> None:
+    """The sharing tree: which tasks can share each layer, drawn as the hard-sharing network it implies.
+
+    Writes tree.<format>.
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        check_threshold(threshold, None)
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names)
+        (path,) = claim_paths(default_out(ckpt, out), [f"tree.{fmt}"], overwrite)
+        from taan_viz.plots.tree import plot_sharing_tree
+
+        ax = plot_sharing_tree(analysis.sharing_tree(threshold, relative=not absolute))
+        save_and_echo(ax.figure, path, dpi, figure_metadata(ckpt, "sharing tree"))
+
+
+@app.command("evolution")
+def evolution_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    metric: Metric = "distance",
+    measure: Measure = "data",
+    out: Out = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    columns: Annotated[int, typer.Option("--columns", help="Snapshots shown in the small multiples (evenly spaced).")] = 6,
+    gif: Annotated[bool, typer.Option("--gif/--no-gif", help="Also write an animated GIF, one frame per snapshot.")] = True,
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second of the GIF.")] = 2.0,
+    threshold: Threshold = 0.1,
+) -> None:
+    """How the geometry developed during training: heatmaps and curves at the history snapshots.
+
+    Writes evolution<-metric>.<format>, evolution-curves.<format> and (with --gif) evolution<-metric>.gif.
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        check_threshold(threshold, None)
+        from taan_viz.analysis import check_metric, history_geometry
+
+        check_metric(metric)
+        if columns < 1:
+            raise ValueError(f"--columns must be >= 1, got {columns}")
+        if not fps > 0:
+            raise ValueError(f"--fps must be > 0, got {fps:g}")
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names)
+        snapshots = history_geometry(ckpt, measure=analysis.measure, layers=[la.index + 1 for la in analysis.layers])
+        names = [f"evolution{metric_suffix(metric)}.{fmt}", f"evolution-curves.{fmt}"]
+        if gif:
+            names.append(f"evolution{metric_suffix(metric)}.gif")
+        paths = claim_paths(default_out(ckpt, out), names, overwrite)
+        from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
+
+        save_and_echo(plot_evolution(snapshots, analysis, metric=metric, max_columns=columns), paths[0], dpi,
+              figure_metadata(ckpt, f"evolution of the {metric}"))
+        save_and_echo(plot_curves_evolution(snapshots, analysis, max_columns=columns, threshold=threshold), paths[1], dpi,
+              figure_metadata(ckpt, "evolution of the activation curves"))
+        if gif:
+            animate_evolution(snapshots, analysis, paths[2], metric=metric, fps=fps, threshold=threshold)
+            typer.echo(str(paths[2]))
+
+
+@app.command("report")
+def report_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    measure: Measure = "data",
+    out: Annotated[Optional[Path], typer.Option(
+        "-o", "--out", help="Report folder (default: <checkpoint stem>-viz/report next to the checkpoint).",
+        show_default=False)] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of the embedded images.")] = 150,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    clusters: Clusters = None,
+    threshold: Threshold = 0.1,
+    method: Method = "average",
+) -> None:
+    """A self-contained offline HTML report: every figure, the tables, training metrics, the math.
+
+    Writes index.html (images embedded) and manifest.json (versions, checkpoint hash, arguments).
+    """
+    with user_errors():
+        check_format("png", dpi)
+        check_threshold(threshold, clusters)
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
+        from taan_viz.report import REPORT_FILES, build_report
+
+        out_dir = default_out(ckpt, out, "report")
+        claim_paths(out_dir, list(REPORT_FILES), overwrite)
+        snapshots = None
+        if ckpt.history:
+            from taan_viz.analysis import history_geometry
+
+            snapshots = history_geometry(ckpt, measure=analysis.measure,
+                                         layers=[la.index + 1 for la in analysis.layers])
+        info = {"path": str(ckpt.path), "sha256": ckpt.sha256, "format_version": ckpt.format_version,
+                "data_name": (ckpt.data or {}).get("name", ""),
+                "epoch": (ckpt.raw or {}).get("epoch", ckpt.history[-1]["epoch"] if ckpt.history else "")}
+        arguments = {"checkpoint": str(checkpoint), "layers": layers, "measure": measure, "out": str(out_dir),
+                     "dpi": dpi, "task_names": None if task_names is None else str(task_names),
+                     "clusters": clusters, "threshold": threshold, "method": method}
+        paths = build_report(analysis, out_dir, checkpoint=info, snapshots=snapshots, threshold=threshold,
+                             n_clusters=clusters, dpi=dpi, arguments=arguments, overwrite=True)
+        for path in paths:
+            typer.echo(str(path))
+
+
+@app.command("inspect")
+def inspect_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    measure: Measure = "data",
+    task_names: TaskNames = None,
+    all_tasks: Annotated[bool, typer.Option("--all", help="List every task (default: the first 30).")] = False,
+) -> None:
+    """Summarise a checkpoint: tasks, layers, hinges, measure, norms, nearest tasks per layer, metrics."""
+    with user_errors():
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names)
+        from taan_viz._inspect import render_inspect
+
+        render_inspect(ckpt, analysis, all_tasks=all_tasks)
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Checkpoint,
+    layers: Layers = None,
+    metric: Metric = "distance",
+    measure: Measure = "data",
+    out: Out = None,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    clusters: Clusters = None,
+    threshold: Threshold = 0.1,
+    method: Method = "average",
+) -> None:
+    """Write the numbers: CSV (square and long), JSON, NPZ, Newick trees and cluster assignments.
+
+    Writes <metric>-L<l>-<layer>.csv, <metric>-pairs.csv, geometry.json (labels, the metric's
+    definition), geometry.npz, tree-L<l>-<layer>.nwk, sharing-tree.nwk and clusters.csv.
+    """
+    with user_errors():
+        check_threshold(threshold, clusters)
+        from taan_viz.analysis import check_metric
+
+        check_metric(metric)
+        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
+        from taan_viz.export import export_analysis, export_names
+
+        out_dir = default_out(ckpt, out)
+        claim_paths(out_dir, export_names(analysis, metric), overwrite)
+        for path in export_analysis(analysis, out_dir, metric=metric, threshold=threshold, n_clusters=clusters,
+                                    overwrite=True, metadata={"version": tool_version()}):
+            typer.echo(str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) the status code.
+
+    Usage errors of the parser (unknown options, bad values) become one line on stderr with
+    exit status 2, like every other user error.
+    """
+    try:
+        rv = app(args=argv, prog_name="taan-viz", standalone_mode=False)
+    except Exception as err:
+        # The parser's usage errors carry an exit code and a message (click's ClickException).
+        if hasattr(err, "format_message") and hasattr(err, "exit_code"):
+            if type(err).__name__ == "NoArgsIsHelpError":
+                typer.echo(err.format_message())
+                code = 0
+            else:
+                typer.echo(f"taan-viz: error: {' '.join(err.format_message().split())}", err=True)
+                code = int(err.exit_code)
+            sys.exit(code)
+        raise
+    code = rv if isinstance(rv, int) else 0
+    sys.exit(code)

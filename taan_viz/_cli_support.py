@@ -1,0 +1,150 @@
+"""Options and helpers shared by the ``taan-viz`` commands (kept apart so cli.py reads as a
+list of commands)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+__all__ = [
+    "Checkpoint", "Clusters", "Dpi", "Format", "Layers", "Measure", "Method", "Metric", "Out", "Overwrite",
+    "TaskNames", "Threshold", "check_format", "check_threshold", "claim_paths", "default_out",
+    "figure_metadata", "load_analysis", "metric_suffix", "parse_order_by", "save_and_echo", "tool_version",
+    "user_errors",
+]
+
+# ----------------------------------------------------------------------------------------------
+# options shared by the commands
+
+Checkpoint = Annotated[Path, typer.Argument(
+    help="A taan checkpoint (.pt), a .safetensors export, a reference TAAN state_dict, or a run folder.",
+    show_default=False)]
+Layers = Annotated[Optional[str], typer.Option(
+    "--layers", help="Comma-separated layer names or 1-based positions, e.g. 1,3 (default: all layers).",
+    show_default=False)]
+Metric = Annotated[str, typer.Option(
+    "--metric", help="Matrix to show: distance, squared-distance, cosine or inner-product.")]
+Measure = Annotated[str, typer.Option(
+    "--measure", help="Gaussian measure of the function space: 'data' (each layer's recorded pre-activation "
+    "mean and std), 'standard' (N(0,1), as in the paper) or 'MU,SIGMA' (write --measure=-1,2 for a negative MU).")]
+Out = Annotated[Optional[Path], typer.Option(
+    "-o", "--out", help="Output folder (default: <checkpoint stem>-viz next to the checkpoint).", show_default=False)]
+Format = Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf (SVG/PDF keep text editable).")]
+Dpi = Annotated[int, typer.Option("--dpi", help="Resolution of PNG files (and of raster parts of SVG/PDF).")]
+TaskNames = Annotated[Optional[Path], typer.Option(
+    "--task-names", help="File with one task name per line (or a JSON list), replacing the checkpoint's names.",
+    show_default=False)]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files instead of stopping.")]
+Threshold = Annotated[float, typer.Option(
+    "--threshold", help="Tasks closer than this fraction of the layer's RMS activation norm share an activation "
+    "(flat clusters and sharing tree).")]
+Clusters = Annotated[Optional[int], typer.Option(
+    "--clusters", help="Colour by this many clusters per layer instead of cutting at --threshold.", show_default=False)]
+Method = Annotated[str, typer.Option(
+    "--method", help="Linkage: average, complete, single, weighted, ward, centroid or median.")]
+
+_FORMATS = ("png", "svg", "pdf")
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a user error into one line on stderr and exit status 2 (no traceback)."""
+    from taan_core.checkpoint import CheckpointError
+
+    try:
+        yield
+    except (CheckpointError, ValueError, TypeError, FileExistsError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, OSError) and not isinstance(err, FileExistsError) and err.filename:
+            message = f"{err.filename}: {err.strerror or message}"
+        typer.echo(f"taan-viz: error: {message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def tool_version() -> str:
+    """The taan version recorded in figures, exports and reports."""
+    from taan_viz import __version__
+
+    return __version__
+
+
+def check_format(fmt: str, dpi: int) -> str:
+    """The figure format in lower case; ValueError for an unknown format or a dpi out of range."""
+    fmt = fmt.lower().lstrip(".")
+    if fmt not in _FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
+    if not 20 <= dpi <= 2400:
+        raise ValueError(f"--dpi must be in [20, 2400], got {dpi}")
+    return fmt
+
+
+def check_threshold(threshold: float, clusters: int | None) -> None:
+    """ValueError unless ``threshold`` is finite and >= 0 and ``clusters`` (if given) >= 1."""
+    if not (threshold >= 0 and threshold < float("inf")):
+        raise ValueError(f"--threshold must be a finite number >= 0, got {threshold:g}")
+    if clusters is not None and clusters < 1:
+        raise ValueError(f"--clusters must be >= 1, got {clusters}")
+
+
+def load_analysis(checkpoint: Path, measure: str, layers: str | None, task_names: Path | None, method: str = "average"):
+    """Read the checkpoint and analyse the selected layers; every problem is a ValueError."""
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze, parse_measure
+    from taan_viz.inputs import read_task_names
+
+    m = parse_measure(measure)
+    ckpt = load_checkpoint(checkpoint)
+    names = None if task_names is None else read_task_names(task_names, ckpt.num_tasks)
+    return ckpt, analyze(ckpt, measure=m, layers=layers, task_names=names, method=method)
+
+
+def default_out(ckpt, out: Path | None, sub: str | None = None) -> Path:
+    """``out``, or ``<checkpoint stem>-viz[/sub]`` next to the checkpoint."""
+    if out is not None:
+        return out
+    base = ckpt.path.parent / f"{ckpt.path.stem}-viz"
+    return base / sub if sub else base
+
+
+def claim_paths(out: Path, names: list[str], overwrite: bool) -> list[Path]:
+    """The target paths; refuses (before anything is written) when one exists."""
+    paths = [out / n for n in names]
+    if not overwrite:
+        existing = [p for p in paths if p.exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def figure_metadata(ckpt, title: str) -> dict[str, str]:
+    """What every figure file records about its origin: tool version and checkpoint hash."""
+    return {"version": tool_version(), "sha256": ckpt.sha256, "title": title, "source": str(ckpt.path),
+            "description": f"taan-viz {title} of {ckpt.path.name}."}
+
+
+def save_and_echo(fig, path: Path, dpi: int, meta: dict[str, str]) -> None:
+    """Write ``fig`` with its metadata and print the path (one written file per line)."""
+    from taan_viz.plots._style import save_figure
+
+    save_figure(fig, path, dpi=dpi, metadata=meta)
+    typer.echo(str(path))
+
+
+def metric_suffix(metric: str) -> str:
+    """File-name suffix of a metric: none for the default (distance)."""
+    return "" if metric == "distance" else f"-{metric}"
+
+
+def parse_order_by(value: str):
+    """``--order-by`` as plot_heatmaps takes it: "tree", None for "none", else a layer."""
+    if value == "tree":
+        return "tree"
+    if value == "none":
+        return None
+    return value

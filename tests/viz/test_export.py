@@ -1,0 +1,84 @@
+"""taan_viz.export: CSV, JSON, NPZ, Newick and cluster files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from viz_helpers import TASK_NAMES
+from taan_viz.export import export_analysis, export_names, layer_slug
+
+
+def test_layer_slug():
+    assert layer_slug(0, "blocks.0.act") == "L1-blocks.0.act"
+    assert layer_slug(2, "a b/c") == "L3-a-b-c"
+    assert layer_slug(1, "///") == "L2-layer"
+
+
+def test_export_files(tmp_path, analysis):
+    paths = export_analysis(analysis, tmp_path / "out", metric="cosine", metadata={"version": "1.2"})
+    assert [p.name for p in paths] == export_names(analysis, "cosine")
+    assert all(p.exists() for p in paths)
+    out = tmp_path / "out"
+
+    # Square CSV: header and first column are the task names, values the metric.
+    with open(out / "cosine-L3-blocks.2.act.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["task", *TASK_NAMES] and [r[0] for r in rows[1:]] == TASK_NAMES
+    np.testing.assert_array_equal(np.array([r[1:] for r in rows[1:]], dtype=float), analysis.layers[2].geometry.cosine)
+
+    # Long CSV: one row per layer and unordered pair.
+    with open(out / "cosine-pairs.csv", newline="") as fh:
+        pairs = list(csv.DictReader(fh))
+    assert len(pairs) == 3 * 15
+    row = next(r for r in pairs if r["layer"] == "blocks.1.act" and r["task_a"] == "cars" and r["task_b"] == "cats")
+    assert float(row["cosine"]) == analysis.layers[1].geometry.cosine[0, 3]
+
+    doc = json.loads((out / "geometry.json").read_text())
+    assert doc["metric"] == "cosine" and doc["definition"].startswith("cos(F_s, F_t)")
+    assert doc["task_names"] == TASK_NAMES and doc["version"] == "1.2"
+    assert doc["checkpoint"]["sha256"] == analysis.sha256 and doc["measure"]["spec"] == "data"
+    layer = doc["layers"][2]
+    np.testing.assert_array_equal(np.array(layer["matrix"]), analysis.layers[2].geometry.cosine)
+    assert layer["adjusted_rand_index"] == pytest.approx(1.0) and layer["newick"].endswith(";")
+    assert doc["layers"][0]["cophenetic_correlation"] is None  # undefined, not NaN, in JSON
+
+    npz = np.load(out / "geometry.npz")
+    assert list(npz["task_names"]) == TASK_NAMES
+    np.testing.assert_array_equal(npz["L2_distance"], analysis.layers[1].geometry.distance)
+    np.testing.assert_array_equal(npz["L3_alpha"], analysis.layers[2].geometry.alpha)
+    assert npz["L1_mu_sigma"].tolist() == pytest.approx([0.2, 0.8])
+
+    newick = (out / "tree-L3-blocks.2.act.nwk").read_text().strip()
+    assert newick == analysis.layers[2].clustering.to_newick()
+    assert (out / "sharing-tree.nwk").read_text().strip() == analysis.sharing_tree().to_newick()
+
+    with open(out / "clusters.csv", newline="") as fh:
+        clusters = list(csv.DictReader(fh))
+    assert [r["task"] for r in clusters] == TASK_NAMES
+    assert [int(r["L2-blocks.1.act planted group"]) for r in clusters] == [0, 0, 0, 1, 1, 1]
+    assert len({r["L1-blocks.0.act cluster"] for r in clusters}) == 1
+
+
+def test_export_refuses_to_overwrite(tmp_path, analysis):
+    export_analysis(analysis, tmp_path)
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        export_analysis(analysis, tmp_path)
+    assert export_analysis(analysis, tmp_path, overwrite=True)
+
+
+def test_export_quotes_awkward_names(tmp_path, checkpoint):
+    from taan_viz.analysis import analyze
+
+    names = ['a,b', 'say "hi"', "c", "d", "e", "f"]
+    export_analysis(analyze(checkpoint, task_names=names, layers="1"), tmp_path)
+    with open(tmp_path / "distance-L1-blocks.0.act.csv", newline="") as fh:
+        assert next(csv.reader(fh))[1:] == names
+
+
+def test_export_rejects_metric(tmp_path, analysis):
+    with pytest.raises(ValueError, match="metric must be one of"):
+        export_analysis(analysis, tmp_path, metric="spearman")
