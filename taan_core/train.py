@@ -69,8 +69,8 @@ class TrainConfig:
     optimizer : {"adam", "adamw"}
     lr, weight_decay : float
     schedule : {"none", "cosine", "step"}
-        Learning-rate schedule over epochs: cosine annealing to 0 at ``epochs``, or a factor
-        ``lr_gamma`` every ``lr_step`` epochs.
+        Learning-rate schedule: cosine annealing per step, reaching 0 at the end of epoch
+        ``epochs``, or a factor ``lr_gamma`` every ``lr_step`` epochs.
     lr_step : int
     lr_gamma : float
     task_weights : list of float or None
@@ -392,16 +392,23 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
-        elif cfg.schedule == "step":
-            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-        else:
-            self.scheduler = None
         from taan_core.data import MultiTaskBatchSampler
 
         self.sampler = MultiTaskBatchSampler(self.data.split("train"), cfg.batch_size, mode=cfg.sampler,
                                              seed=cfg.seed)
+        if cfg.schedule == "cosine":
+            total = cfg.epochs * len(self.sampler)
+
+            def cosine(step: int) -> float:
+                # A closed form of the step (not a recursion on the last lr), so a resumed run that
+                # extends ``epochs`` follows the longer curve from where it is.
+                return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine)
+        elif cfg.schedule == "step":
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        else:
+            self.scheduler = None
         # With balanced batches that split evenly every rank uses every head on every step;
         # otherwise DDP has to look for parameters a rank did not use.
         even = cfg.sampler == "balanced" and cfg.batch_size % world.size == 0
@@ -568,6 +575,8 @@ class Trainer:
             # DDP averages gradients over ranks; the data term is a sum over ranks, hence * size.
             (loss * world.size + reg).backward()
             self.optimizer.step()
+            if self.config.schedule == "cosine":
+                self.scheduler.step()
             _average_buffers(self.model, world)
             self.step += 1
             batches += 1
@@ -589,7 +598,7 @@ class Trainer:
             self.best_main, self.best_epoch, self.bad_epochs = main, epoch, 0
         else:
             self.bad_epochs += 1
-        if self.scheduler is not None:
+        if self.config.schedule == "step":
             self.scheduler.step()
         record = {"epoch": epoch, "step": self.step, "lr": lr, "train_loss": task_loss + reg_loss,
                   "train_task_loss": task_loss, "train_reg": reg_loss, "val": val, "best": improved,

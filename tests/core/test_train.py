@@ -235,3 +235,20 @@ def test_progress_prints_one_line_per_epoch_unless_quiet(data, tmp_path, capsys)
     assert "val main" in err and "(best)" in err
     Trainer(_model(data), data, _config(tmp_path, epochs=1)).fit()
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "none"])
+def test_learning_rate_schedules(data, tmp_path, schedule):
+    trainer = Trainer(_model(data), data, _config(tmp_path, epochs=3, lr=0.1, schedule=schedule, lr_step=2,
+                                                  lr_gamma=0.5))
+    result = trainer.fit()
+    steps = len(trainer.sampler)
+    lrs = [m["lr"] for m in result.metrics]
+    if schedule == "cosine":
+        expected = [0.05 * (1 + math.cos(math.pi * e * steps / (3 * steps))) for e in range(3)]
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    elif schedule == "step":
+        expected = [0.1, 0.1, 0.05]
+    else:
+        expected = [0.1, 0.1, 0.1]
+    assert lrs == pytest.approx(expected)
