@@ -88,11 +88,12 @@ def _compile() -> ctypes.CDLL:
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for tag, _ in _TAGS.values():
         fwd = getattr(lib, f"taan_fwd_{tag}")
-        fwd.argtypes = [ptr, ptr, i64, i64, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, cint]
-        fwd.restype = ctypes.c_int
+        fwd.argtypes = [ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
+                        ctypes.c_double, cint]
+        fwd.restype = cint
         bwd = getattr(lib, f"taan_bwd_{tag}")
-        bwd.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, i64, i64, ptr, ptr, ptr, cint]
-        bwd.restype = ctypes.c_int
+        bwd.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, cint]
+        bwd.restype = cint
     return lib
 
 
@@ -126,11 +127,11 @@ def set_enabled(flag: bool) -> None:
     _enabled = bool(flag)
 
 
-def usable(z: Tensor, slope: Tensor) -> bool:
-    """Whether the fused kernel handles this call: CPU, float32/float64/bfloat16, matching tables."""
+def usable(z: Tensor, alpha: Tensor) -> bool:
+    """Whether the fused kernel handles this call: CPU, float32/float64/bfloat16 z, alpha in its table dtype."""
     if not _enabled or z.device.type != "cpu" or z.dtype not in _TAGS:
         return False
-    if slope.dtype != _TAGS[z.dtype][1] or slope.device.type != "cpu":
+    if alpha.dtype != _TAGS[z.dtype][1] or alpha.device.type != "cpu":
         return False
     return available()
 
@@ -145,44 +146,54 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def forward(z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, intercept: Tensor,
-            with_stats: bool, segment_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+def forward(z: Tensor, task: Tensor, alpha: Tensor, hinges: Tensor, with_stats: bool,
+            segment_dtype: torch.dtype, running: tuple[tuple[Tensor, ...], float] | None = None
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, segment, row_stats) for z (N, ...), task (N,), alpha (T, M), hinges (M,).
+
+    ``running`` = ((mean (T,), var (T,), mean overall, var overall), momentum), contiguous float32
+    CPU buffers, which the kernel updates in place from the row sums.
+    """
+    global last_forward_path
     z = z.contiguous()
+    alpha, hinges = alpha.detach().contiguous(), hinges.detach().contiguous()
     task = task.to(torch.int64).contiguous()
     n = z.shape[0]
     per_row = z.numel() // n if n else 0
     out = torch.empty_like(z, memory_format=torch.contiguous_format)
     segment = torch.empty(z.shape, dtype=segment_dtype)
+    with_stats = with_stats or running is not None
     stats = torch.empty((n, 2) if with_stats else (0, 2), dtype=torch.float64)
+    buffers, momentum = running if running is not None else ((None,) * 4, 0.0)
     small = segment_dtype == torch.uint8
-    global last_forward_path
-    vectorised = getattr(_lib, f"taan_fwd_{_TAGS[z.dtype][0]}")(
-        _ptr(z), _ptr(task), n, per_row, _ptr(breakpoints.contiguous()), breakpoints.shape[0],
-        _ptr(slope.contiguous()), _ptr(intercept.contiguous()), _ptr(out),
+    path = getattr(_lib, f"taan_fwd_{_TAGS[z.dtype][0]}")(
+        _ptr(z), _ptr(task), n, per_row, _ptr(alpha), _ptr(hinges), alpha.shape[0], alpha.shape[1], _ptr(out),
         _ptr(segment) if small else None, None if small else _ptr(segment),
-        _ptr(stats) if with_stats else None, _threads(z.numel()),
+        _ptr(stats) if with_stats else None, *(_ptr(b) for b in buffers), float(momentum), _threads(z.numel()),
     )
-    last_forward_path = "avx512" if vectorised else "portable"
+    if path < 0:
+        raise MemoryError("taan forward kernel: could not allocate its tables")
+    last_forward_path = "avx512" if path else "portable"
     return out, segment, stats
 
 
-def backward(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def backward(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, alpha: Tensor,
+             hinges: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dz, dalpha, dhinges) for the forward pass that wrote ``segment``."""
     grad = grad.to(z.dtype).contiguous()
     z = z.contiguous()
+    alpha, hinges = alpha.detach().contiguous(), hinges.detach().contiguous()
     task = task.to(torch.int64).contiguous()
-    slope = slope.contiguous()
     n = z.shape[0]
     per_row = z.numel() // n if n else 0
-    num_tasks, num_segments = slope.shape
     dz = torch.empty_like(z)
-    dslope = torch.empty(num_tasks, num_segments, dtype=torch.float64)
-    dintercept = torch.empty_like(dslope)
+    dalpha, dhinges = torch.empty_like(alpha), torch.empty_like(hinges)
     small = segment.dtype == torch.uint8
     failed = getattr(_lib, f"taan_bwd_{_TAGS[z.dtype][0]}")(
         _ptr(grad), _ptr(z), _ptr(segment) if small else None, None if small else _ptr(segment), _ptr(task),
-        n, per_row, _ptr(slope), num_tasks, num_segments, _ptr(dz), _ptr(dslope), _ptr(dintercept),
-        _threads(z.numel()),
+        n, per_row, _ptr(alpha), _ptr(hinges), alpha.shape[0], alpha.shape[1], _ptr(dz), _ptr(dalpha),
+        _ptr(dhinges), _threads(z.numel()),
     )
     if failed:
         raise MemoryError("taan backward kernel: could not allocate its accumulators")
-    return dz, dslope.to(slope.dtype), dintercept.to(slope.dtype)
+    return dz, dalpha, dhinges

@@ -170,9 +170,103 @@ DEFINE_AVX_ROWS(f32, float)
 DEFINE_AVX_ROWS(bf16, bf16_t)
 #endif
 
+/* ---------------------------------------------------------------- running statistics */
+
+/* One exponential-moving-average step of a mean and an unbiased variance from count elements
+   with sum s1 and sum of squares s2; absent tasks keep their values, and a single element
+   moves the mean only. The same arithmetic as the layer's torch fallback. */
+static void ema_step(float *mean, float *var, double count, double s1, double s2, double m) {
+    double safe = count > 1.0 ? count : 1.0;
+    double batch_mean = s1 / safe;
+    double spread = s2 / safe - batch_mean * batch_mean;
+    double batch_var = (spread > 0.0 ? spread : 0.0) * safe / (safe - 1.0 > 1.0 ? safe - 1.0 : 1.0);
+    if (count > 0) *mean = (float)((1.0 - m) * (double)*mean + m * batch_mean);
+    if (count > 1) *var = (float)((1.0 - m) * (double)*var + m * batch_var);
+}
+
+/* The running statistics (float32: mean and var (T), mean and var overall) from the row sums.
+   Rows are visited in order, so the sums do not depend on threads. */
+static void running_update(float *mean, float *var, float *mean_all, float *var_all, const double *stats,
+                           const int64_t *task, int64_t N, int64_t D, int64_t T, double momentum) {
+    double *acc = (double *)calloc((size_t)(3 * T), sizeof(double));
+    if (!acc) return;
+    for (int64_t n = 0; n < N; n++) {
+        double *a = acc + 3 * task[n];
+        a[0] += (double)D; a[1] += stats[2 * n]; a[2] += stats[2 * n + 1];
+    }
+    double all[3] = {0.0, 0.0, 0.0};
+    for (int64_t t = 0; t < T; t++) {
+        ema_step(mean + t, var + t, acc[3 * t], acc[3 * t + 1], acc[3 * t + 2], momentum);
+        all[0] += acc[3 * t]; all[1] += acc[3 * t + 1]; all[2] += acc[3 * t + 2];
+    }
+    ema_step(mean_all, var_all, all[0], all[1], all[2], momentum);
+    free(acc);
+}
+
+/* ---------------------------------------------------------------- tables and their gradients */
+
+#define DEFINE_TABLES(TAG, TACC)                                                                   \
+typedef struct { TACC v; int64_t i; } TAG##_keyed;                                                 \
+static int TAG##_cmp(const void *pa, const void *pb) {                                             \
+    const TAG##_keyed *a = (const TAG##_keyed *)pa, *b = (const TAG##_keyed *)pb;                  \
+    int na = a->v != a->v, nb = b->v != b->v;               /* NaN sorts last, as in torch */      \
+    if (na != nb) return na - nb;                                                                  \
+    if (!na && a->v != b->v) return a->v < b->v ? -1 : 1;                                          \
+    return (a->i > b->i) - (a->i < b->i);                                                          \
+}                                                                                                  \
+                                                                                                   \
+/* Sorted hinges bp (M), their order, q = #{bp <= 0}, and the (T, M + 2) tables: segment s has     \
+   k = s - [s > q] and slope = [s > q] - sum_{i >= k} alpha_sorted, intercept = sum_{i >= k}       \
+   alpha_sorted * bp. tmp holds 2 (M + 1) values. Returns q. */                                    \
+static int64_t TAG##_tables(const TACC *alpha, const TACC *hinges, int64_t T, int64_t M,           \
+        TAG##_keyed *keys, TACC *bp, int64_t *order, TACC *slope, TACC *icpt, TACC *tmp) {         \
+    int64_t S = M + 2, q = 0;                                                                      \
+    for (int64_t i = 0; i < M; i++) { keys[i].v = hinges[i]; keys[i].i = i; }                      \
+    qsort(keys, (size_t)M, sizeof(TAG##_keyed), TAG##_cmp);                                        \
+    for (int64_t i = 0; i < M; i++) { bp[i] = keys[i].v; order[i] = keys[i].i; q += bp[i] <= 0; }  \
+    TACC *sa = tmp, *sb = tmp + (M + 1);                     /* suffix sums, index k = 0..M */     \
+    for (int64_t t = 0; t < T; t++) {                                                              \
+        const TACC *a = alpha + t * M;                                                             \
+        sa[M] = 0; sb[M] = 0;                                                                      \
+        for (int64_t k = M - 1; k >= 0; k--) {                                                     \
+            TACC ak = a[order[k]];                                                                 \
+            sa[k] = sa[k + 1] + ak; sb[k] = sb[k + 1] + ak * bp[k];                                \
+        }                                                                                          \
+        for (int64_t s = 0; s < S; s++) {                                                          \
+            int on = s > q; int64_t k = s - on;                                                    \
+            slope[t * S + s] = (TACC)on - sa[k]; icpt[t * S + s] = sb[k];                          \
+        }                                                                                          \
+    }                                                                                              \
+    return q;                                                                                      \
+}                                                                                                  \
+                                                                                                   \
+/* Gradients of alpha (T, M) and hinges (M) from the float64 sums G1 = sum grad * z and            \
+   G2 = sum grad per (task, segment): sorted hinge i is active on the prefix s <= i + [i >= q],    \
+   so dalpha_i = bp_i * P2 - P1 and dhinges_i = sum_t alpha_i * P2 with P the prefix sums. */      \
+static void TAG##_table_grads(const double *g1, const double *g2, const TACC *alpha,               \
+        const TACC *bp, const int64_t *order, int64_t q, int64_t T, int64_t M, TACC *dalpha,       \
+        TACC *dhinges, double *tmp) {                                                              \
+    int64_t S = M + 2;                                                                             \
+    double *p1 = tmp, *p2 = tmp + S, *dh = tmp + 2 * S;      /* prefix sums; dhinges sorted */     \
+    for (int64_t i = 0; i < M; i++) dh[i] = 0;                                                     \
+    for (int64_t t = 0; t < T; t++) {                                                              \
+        double c1 = 0, c2 = 0;                                                                     \
+        for (int64_t s = 0; s < S; s++) { c1 += g1[t * S + s]; c2 += g2[t * S + s]; p1[s] = c1; p2[s] = c2; }\
+        for (int64_t i = 0; i < M; i++) {                                                          \
+            int64_t last = i + (i >= q);                                                           \
+            dalpha[t * M + order[i]] = (TACC)((double)bp[i] * p2[last] - p1[last]);                \
+            dh[i] += (double)alpha[t * M + order[i]] * p2[last];                                   \
+        }                                                                                          \
+    }                                                                                              \
+    for (int64_t i = 0; i < M; i++) dhinges[order[i]] = (TACC)dh[i];                               \
+}                                                                                                  \
+
+DEFINE_TABLES(f32, float)
+DEFINE_TABLES(f64, double)
+
 /* ---------------------------------------------------------------- portable forward and backward */
 
-#define DEFINE_KERNELS(TAG, TIN, TACC, AVX_OK)                                                     \
+#define DEFINE_KERNELS(TAG, TIN, TACC, AVX_OK, TT)                                                 \
 static void portable_rows_##TAG(const TIN *z, const int64_t *task, int64_t n0, int64_t n1,        \
         int64_t D, const TACC *bp, int64_t M, const TACC *slope, const TACC *icpt, int64_t S,      \
         TIN *out, uint8_t *seg8, int32_t *seg32, double *stats) {                                  \
@@ -201,10 +295,21 @@ static void TAG##_fwd_block(const TIN *z, const int64_t *task, int64_t n0, int64
     else portable_rows_##TAG(z, task, n0, n1, D, bp, M, slope, icpt, S, out, seg8, seg32, stats);  \
 }                                                                                                  \
                                                                                                    \
-int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D,                        \
-        const TACC *bp, int64_t M, const TACC *slope, const TACC *icpt,                            \
-        TIN *out, uint8_t *seg8, int32_t *seg32, double *stats, int nthreads) {                    \
+/* Forward: builds the tables from alpha (T, M) and hinges (M) (tables in TACC), then one pass
+   over z; with run_mean != NULL (needs stats) also updates the running statistics. Returns 1     \
+   if the AVX-512 path ran, 0 for the portable one, -1 if out of memory. */      \
+int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D, const TACC *alpha,     \
+        const TACC *hinges, int64_t T, int64_t M, TIN *out, uint8_t *seg8, int32_t *seg32,         \
+        double *stats, float *run_mean, float *run_var, float *run_mean_all, float *run_var_all,   \
+        double momentum, int nthreads) {                                                           \
     int64_t S = M + 2;                                                                             \
+    char *mem = (char *)malloc(sizeof(TT##_keyed) * (size_t)(M + 1) + sizeof(int64_t) * (size_t)(M + 1)\
+                               + sizeof(TACC) * (size_t)(3 * M + 3 + 2 * T * S));                  \
+    if (!mem) return -1;                                                                           \
+    TT##_keyed *keys = (TT##_keyed *)mem;                                                          \
+    int64_t *order = (int64_t *)(keys + M + 1);                                                    \
+    TACC *bp = (TACC *)(order + M + 1), *tmp = bp + M + 1, *slope = tmp + 2 * (M + 1), *icpt = slope + T * S;\
+    TT##_tables(alpha, hinges, T, M, keys, bp, order, slope, icpt, tmp);                           \
     int logp = 0; while ((1LL << logp) < M + 1) logp++;                                            \
     int use_avx = AVX_OK && seg8 != 0 && M <= 94;                                                  \
     float pad[128];                                                                                \
@@ -213,12 +318,15 @@ int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D,     
        far more than the work, above all on a busy machine */                                      \
     if (nthreads <= 1) {                                                                           \
         TAG##_fwd_block(z, task, 0, N, D, bp, M, pad, logp, use_avx, slope, icpt, S, out, seg8, seg32, stats);\
-        return use_avx;                                                                            \
+    } else {                                                                                       \
+        _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                         \
+        for (int b = 0; b < nthreads; b++)                                                         \
+            TAG##_fwd_block(z, task, N * b / nthreads, N * (b + 1) / nthreads, D, bp, M, pad, logp,\
+                            use_avx, slope, icpt, S, out, seg8, seg32, stats);                     \
     }                                                                                              \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                             \
-    for (int b = 0; b < nthreads; b++)                                                             \
-        TAG##_fwd_block(z, task, N * b / nthreads, N * (b + 1) / nthreads, D, bp, M, pad, logp, use_avx,\
-                        slope, icpt, S, out, seg8, seg32, stats);                                  \
+    if (run_mean && stats)                                                                         \
+        running_update(run_mean, run_var, run_mean_all, run_var_all, stats, task, N, D, T, momentum);\
+    free(mem);                                                                                     \
     return use_avx;                                                                                \
 }                                                                                                  \
                                                                                                    \
@@ -241,13 +349,24 @@ static void TAG##_bwd_block(const TIN *g, const TIN *z, const uint8_t *seg8, con
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
+/* Backward: dz, and the gradients of alpha (T, M) and hinges (M) (NULL to skip them).             \
+   Returns 0, or 1 if out of memory. */                                                            \
 int taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_t *seg32,          \
-        const int64_t *task, int64_t N, int64_t D, const TACC *slope, int64_t T, int64_t S,        \
-        TIN *dz, double *dslope, double *dicpt, int nthreads) {                                    \
+        const int64_t *task, int64_t N, int64_t D, const TACC *alpha, const TACC *hinges, int64_t T,\
+        int64_t M, TIN *dz, TACC *dalpha, TACC *dhinges, int nthreads) {                           \
+    int64_t S = M + 2;                                                                             \
     int blocks = nthreads > 1 ? nthreads : 1;                                                      \
     size_t per = (size_t)(8 * T * S);                                                              \
+    char *mem = (char *)malloc(sizeof(TT##_keyed) * (size_t)(M + 1) + sizeof(int64_t) * (size_t)(M + 1)\
+                               + sizeof(TACC) * (size_t)(3 * M + 3 + 2 * T * S));                  \
+    double *sums = (double *)malloc(sizeof(double) * (size_t)(2 * T * S + 2 * S + M + 1));         \
     double *acc = (double *)calloc(per * (size_t)blocks, sizeof(double));                          \
-    if (!acc) return 1;                                                                            \
+    if (!mem || !sums || !acc) { free(mem); free(sums); free(acc); return 1; }                     \
+    TT##_keyed *keys = (TT##_keyed *)mem;                                                          \
+    int64_t *order = (int64_t *)(keys + M + 1);                                                    \
+    TACC *bp = (TACC *)(order + M + 1), *tmp = bp + M + 1, *slope = tmp + 2 * (M + 1), *icpt = slope + T * S;\
+    double *g1 = sums, *g2 = g1 + T * S, *dtmp = g2 + T * S;                                       \
+    int64_t q = TT##_tables(alpha, hinges, T, M, keys, bp, order, slope, icpt, tmp);               \
     if (blocks == 1) {                                                                             \
         TAG##_bwd_block(g, z, seg8, seg32, task, 0, N, D, slope, S, dz, acc);                      \
     } else {                                                                                       \
@@ -257,16 +376,16 @@ int taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_
                             dz, acc + per * (size_t)b);                                            \
     }                                                                                              \
     /* merge in a fixed order, so that results do not depend on thread timing */                   \
-    memset(dslope, 0, sizeof(double) * (size_t)(T * S));                                           \
-    memset(dicpt, 0, sizeof(double) * (size_t)(T * S));                                            \
+    for (int64_t i = 0; i < T * S; i++) { g1[i] = 0; g2[i] = 0; }                                  \
     for (int b = 0; b < blocks; b++)                                                               \
         for (int64_t t = 0; t < T; t++)                                                            \
             for (int l = 0; l < 4; l++)                                                            \
                 for (int64_t s = 0; s < S; s++) {                                                  \
                     const double *a = acc + per * (size_t)b + 8 * t * S + 2 * (l * S + s);         \
-                    dicpt[t * S + s] += a[0]; dslope[t * S + s] += a[1];                           \
+                    g2[t * S + s] += a[0]; g1[t * S + s] += a[1];                                  \
                 }                                                                                  \
-    free(acc);                                                                                     \
+    if (dalpha) TT##_table_grads(g1, g2, alpha, bp, order, q, T, M, dalpha, dhinges, dtmp);        \
+    free(acc); free(sums); free(mem);                                                              \
     return 0;                                                                                      \
 }
 
@@ -281,7 +400,7 @@ int taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_
 #endif
 #define AVX_CALL_f64(...) ((void)0)
 
-DEFINE_KERNELS(f32, float, float, AVX_F32)
-DEFINE_KERNELS(f64, double, double, 0)
-DEFINE_KERNELS(bf16, bf16_t, float, AVX_F32)
+DEFINE_KERNELS(f32, float, float, AVX_F32, f32)
+DEFINE_KERNELS(f64, double, double, 0, f64)
+DEFINE_KERNELS(bf16, bf16_t, float, AVX_F32, f32)
 """

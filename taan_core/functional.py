@@ -20,7 +20,7 @@ left of 0 and right of each hinge. The breakpoints' positions get no gradient th
 of segment (F is continuous), exactly as in the naive form.
 
 In eager mode the lookup runs as a ``torch.autograd.Function``; under ``torch.compile`` it runs as
-the custom operators ``taan::task_adaptive_activation`` and ``taan::segment_lookup_backward``,
+the custom operators ``taan::task_adaptive_activation`` and its ``..._backward``,
 which the compiler treats as opaque calls, so tracing never breaks. On CPU a small fused C kernel
 (:mod:`taan_core._kernels`) computes both passes when a C compiler is available; everywhere else,
 and as the fallback, plain torch operations do. With ``create_graph=True`` the backward pass is
@@ -33,11 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from taan_core import _kernels
+from taan_core import _lookup
 from taan_core._validation import _fmt_shape
 
 __all__ = ["task_adaptive_activation", "task_adaptive_activation_reference"]
-
 
 # --------------------------------------------------------------------------------------------
 # validation and table construction
@@ -92,226 +91,10 @@ def _table_dtype(z: Tensor, alpha: Tensor, hinges: Tensor) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _segment_tables(alpha: Tensor, hinges: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Sorted hinges, their order, q, and the (T, M + 2) slope and intercept tables.
-
-    Segment s of an element is k + [z > 0], where k is the number of hinges <= z. With q the
-    number of hinges <= 0, segments 0..q lie left of 0 (relu off, k = s) and q+1..M+1 right of
-    it (relu on, k = s - 1). The hinges active on a segment are the sorted ones with index >= k.
-    Pure torch operations: differentiable in alpha and hinges when grad mode is on.
-    """
-    sorted_hinges, order = torch.sort(hinges.detach())
-    sorted_alpha = alpha.index_select(1, order)
-    num_tasks, num_hinges = alpha.shape
-    # suffix[t, k] = sum over sorted hinges i >= k, with a zero column for k = M
-    zero = alpha.new_zeros(num_tasks, 1)
-    weighted = sorted_alpha * hinges.index_select(0, order)
-    slope_sum = torch.cat([sorted_alpha.flip(1).cumsum(1).flip(1), zero], dim=1)
-    bias_sum = torch.cat([weighted.flip(1).cumsum(1).flip(1), zero], dim=1)
-    segment = torch.arange(num_hinges + 2, device=alpha.device)
-    below_zero = (sorted_hinges <= 0).sum()
-    relu_on = segment > below_zero
-    k = segment - relu_on.long()
-    slope = relu_on.to(alpha.dtype) - slope_sum[:, k]
-    return sorted_hinges.contiguous(), order, below_zero, slope.contiguous(), bias_sum[:, k].contiguous()
-
-
-def _table_grads(dslope: Tensor, dintercept: Tensor, alpha: Tensor, hinges: Tensor, order: Tensor,
-                 below_zero: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients of alpha (T, M) and hinges (M,) from those of the slope and intercept tables.
-
-    Sorted hinge i is active on segments s with k(s) <= i, i.e. s <= i + [i >= q]: a prefix.
-    d slope / d alpha_i = -1 and d intercept / d alpha_i = b_i there; d intercept / d b_i = alpha_i.
-    """
-    num_hinges = alpha.shape[1]
-    i = torch.arange(num_hinges, device=alpha.device)
-    last = i + (i >= below_zero).long()
-    prefix_slope = dslope.cumsum(1).index_select(1, last)
-    prefix_intercept = dintercept.cumsum(1).index_select(1, last)
-    sorted_alpha = alpha.index_select(1, order)
-    sorted_hinges = hinges.index_select(0, order)
-    dalpha_sorted = sorted_hinges * prefix_intercept - prefix_slope
-    dhinges_sorted = (sorted_alpha * prefix_intercept).sum(0)
-    dalpha = torch.zeros_like(dalpha_sorted).index_copy(1, order, dalpha_sorted)
-    dhinges = torch.zeros_like(dhinges_sorted).index_copy(0, order, dhinges_sorted)
-    return dalpha, dhinges
-
-
-def _segment_dtype(num_segments: int) -> torch.dtype:
-    return torch.uint8 if num_segments <= 256 else torch.int32
-
-
 def _task_rows(task: Tensor | int, z: Tensor) -> Tensor:
     if isinstance(task, int):
         return torch.full((z.shape[0],), task, dtype=torch.int64, device=z.device)
     return task.to(torch.int64)
-
-
-def _check_task_range(task: Tensor, num_tasks: int) -> None:
-    # Value checks live inside the operator, where tensors are real, so that tracing never
-    # needs a data-dependent branch.
-    if task.numel() and task.device.type != "cpu":
-        # no host synchronisation on accelerators: the device raises asynchronously
-        torch._assert_async(((task >= 0) & (task < num_tasks)).all(), f"task ids must be in [0, T) with T = {num_tasks}")
-    elif task.numel():
-        low, high = int(task.min()), int(task.max())
-        if low < 0 or high >= num_tasks:
-            raise IndexError(f"task ids must be in [0, T) with T = {num_tasks}, got min {low} and max {high}")
-
-
-# --------------------------------------------------------------------------------------------
-# plain torch path (any device; differentiable, so it also serves double backward)
-
-
-def _row_view(task: Tensor, z: Tensor) -> Tensor:
-    return task.reshape((-1,) + (1,) * (z.ndim - 1))
-
-
-def _forward_torch(z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, intercept: Tensor, with_stats: bool):
-    num_segments = slope.shape[1]
-    zc = z.to(slope.dtype).contiguous()
-    segment = torch.searchsorted(breakpoints, zc, right=True) + (zc > 0)
-    key = segment + _row_view(task, z) * num_segments
-    gathered_slope, gathered_intercept = torch.take(slope, key), torch.take(intercept, key)
-    # a flat segment gives its intercept even at z = +-inf (not 0 * inf = NaN)
-    out = torch.where(gathered_slope == 0, gathered_intercept, gathered_slope * zc + gathered_intercept)
-    if with_stats:
-        rows = zc.reshape(z.shape[0], -1)
-        stats = torch.stack([rows.sum(1, dtype=torch.float64), rows.square().sum(1, dtype=torch.float64)], 1)
-    else:
-        stats = z.new_empty((0, 2), dtype=torch.float64)
-    return out.to(z.dtype), segment.to(_segment_dtype(num_segments)), stats
-
-
-def _backward_torch(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tensor):
-    num_tasks, num_segments = slope.shape
-    key = segment.long() + _row_view(task, z) * num_segments
-    g = grad.to(slope.dtype)
-    dz = (g * torch.take(slope, key)).to(z.dtype)
-    flat_key = key.reshape(-1)
-    bins = slope.new_zeros(num_tasks * num_segments)
-    dslope = bins.index_add(0, flat_key, (g * z.to(slope.dtype)).reshape(-1)).view(num_tasks, num_segments)
-    dintercept = bins.index_add(0, flat_key, g.reshape(-1)).view(num_tasks, num_segments)
-    return dz, dslope, dintercept
-
-
-# --------------------------------------------------------------------------------------------
-# the operation: shared forward and backward, an eager autograd.Function, and custom operators
-
-
-def _forward_impl(z: Tensor, task: Tensor, alpha: Tensor, hinges: Tensor, with_stats: bool):
-    """(out, segment, row_stats, slope); alpha and hinges already in the table dtype."""
-    _check_task_range(task, alpha.shape[0])
-    with torch.no_grad():
-        breakpoints, _, _, slope, intercept = _segment_tables(alpha, hinges)
-    if _kernels.usable(z, slope):
-        out, segment, stats = _kernels.forward(
-            z, task, breakpoints, slope, intercept, with_stats, _segment_dtype(slope.shape[1])
-        )
-    else:
-        out, segment, stats = _forward_torch(z, task, breakpoints, slope, intercept, with_stats)
-    return out, segment, stats, slope
-
-
-def _backward_impl(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, alpha: Tensor, hinges: Tensor,
-                   slope: Tensor | None, needs: tuple[bool, bool, bool], traced: bool):
-    """Gradients of (z, alpha, hinges). With grad mode on (create_graph=True) every step is a
-    differentiable torch operation on the saved inputs, so the result can be differentiated again.
-    ``traced``: called while torch.compile traces the backward, where the elementwise half must
-    be the opaque custom operator."""
-    if torch.is_grad_enabled():
-        _, order, below_zero, slope, _ = _segment_tables(alpha, hinges)
-        dz, dslope, dintercept = _backward_torch(grad, z, task, segment, slope)
-    else:
-        if slope is None:
-            _, order, below_zero, slope, _ = _segment_tables(alpha, hinges)
-        else:
-            order, below_zero = _sort_order(hinges)
-        elementwise = _segment_lookup_backward if traced else _backward_elementwise
-        dz, dslope, dintercept = elementwise(grad.contiguous(), z, task, segment, slope)
-    dalpha = dhinges = None
-    if needs[1] or needs[2]:
-        dalpha, dhinges = _table_grads(dslope, dintercept, alpha, hinges, order, below_zero)
-    return dz, dalpha, dhinges
-
-
-def _backward_elementwise(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tensor):
-    if _kernels.usable(z, slope):
-        return _kernels.backward(grad, z, task, segment, slope)
-    return _backward_torch(grad, z, task, segment, slope)
-
-
-def _sort_order(hinges: Tensor) -> tuple[Tensor, Tensor]:
-    sorted_hinges, order = torch.sort(hinges.detach())
-    return order, (sorted_hinges <= 0).sum()
-
-
-class _TaskAdaptiveActivation(torch.autograd.Function):
-    """Eager path: the lookup as an autograd.Function (less dispatch overhead than a custom op)."""
-
-    @staticmethod
-    def forward(ctx, z, task, alpha, hinges, with_stats):
-        out, segment, stats, slope = _forward_impl(z, task, alpha, hinges, with_stats)
-        ctx.save_for_backward(z, task, segment, alpha, hinges, slope)
-        ctx.mark_non_differentiable(stats)
-        return out, stats
-
-    @staticmethod
-    def backward(ctx, grad_out, _grad_stats):
-        z, task, segment, alpha, hinges, slope = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        dz, dalpha, dhinges = _backward_impl(grad_out, z, task, segment, alpha, hinges, slope,
-                                             (needs[0], needs[2], needs[3]), traced=False)
-        return (dz if needs[0] else None), None, dalpha, dhinges, None
-
-
-@torch.library.custom_op("taan::task_adaptive_activation", mutates_args=())
-def _compiled_op(z: Tensor, task: Tensor, alpha: Tensor, hinges: Tensor, with_stats: bool
-                 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Compiled path: (out, segment, row_stats); row_stats (N, 2) float64 when with_stats."""
-    out, segment, stats, _ = _forward_impl(z, task, alpha, hinges, with_stats)
-    return out, segment, stats
-
-
-@_compiled_op.register_fake
-def _(z, task, alpha, hinges, with_stats):
-    return (
-        torch.empty_like(z, memory_format=torch.contiguous_format),
-        torch.empty(z.shape, dtype=_segment_dtype(hinges.shape[0] + 2), device=z.device),
-        z.new_empty((z.shape[0] if with_stats else 0, 2), dtype=torch.float64),
-    )
-
-
-def _setup_context(ctx, inputs, output):
-    z, task, alpha, hinges, _ = inputs
-    ctx.save_for_backward(z, task, output[1], alpha, hinges)
-
-
-def _compiled_backward(ctx, grad_out, _grad_segment, _grad_stats):
-    z, task, segment, alpha, hinges = ctx.saved_tensors
-    dz, dalpha, dhinges = _backward_impl(grad_out, z, task, segment, alpha, hinges, None, (True, True, True),
-                                         traced=True)
-    return dz, None, dalpha, dhinges, None
-
-
-_compiled_op.register_autograd(_compiled_backward, setup_context=_setup_context)
-
-
-@torch.library.custom_op("taan::segment_lookup_backward", mutates_args=())
-def _segment_lookup_backward(
-    grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(dz, dslope, dintercept): the elementwise half of the backward pass."""
-    return _backward_elementwise(grad, z, task, segment, slope)
-
-
-@_segment_lookup_backward.register_fake
-def _(grad, z, task, segment, slope):
-    return (
-        torch.empty_like(z, memory_format=torch.contiguous_format),
-        torch.empty_like(slope),
-        torch.empty_like(slope),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,11 +132,11 @@ def task_adaptive_activation(z: Tensor, task: Tensor | int, alpha: Tensor, hinge
     IndexError
         If a task id is outside [0, T).
     """
-    out, _ = _lookup(z, task, alpha, hinges, with_stats=False)
+    out, _ = _apply(z, task, alpha, hinges, with_stats=False)
     return out
 
 
-def _lookup(z, task, alpha, hinges, *, with_stats: bool) -> tuple[Tensor, Tensor]:
+def _apply(z, task, alpha, hinges, *, with_stats: bool) -> tuple[Tensor, Tensor]:
     """The activation and, when ``with_stats``, each row's float64 (sum, sum of squares) of z (N, 2).
 
     The layers use the row sums for their running statistics, which the fused kernel computes in
@@ -363,10 +146,28 @@ def _lookup(z, task, alpha, hinges, *, with_stats: bool) -> tuple[Tensor, Tensor
     table_dtype = _table_dtype(z, alpha, hinges)
     args = (z.contiguous(), _task_rows(task, z), alpha.to(table_dtype), hinges.to(table_dtype), with_stats)
     if torch.compiler.is_compiling():
-        out, _, stats = _compiled_op(*args)
+        out, _, stats = _lookup.compiled_op(*args)
     else:
-        out, stats = _TaskAdaptiveActivation.apply(*args)
+        out, stats = _lookup.TaskAdaptiveFunction.apply(*args)
     return out, stats
+
+
+def _lookup_train(z, task, alpha, hinges, running: _lookup.Running, momentum: float) -> Tensor:
+    """The activation, also updating the running statistics of z in ``running`` = (mean (T,),
+    var (T,), mean overall, var overall): in the fused kernel's forward pass where it applies,
+    else with torch operations on the row sums."""
+    z, task, alpha, hinges = _check_inputs(z, task, alpha, hinges)
+    table_dtype = _table_dtype(z, alpha, hinges)
+    zc, rows, alpha_t, hinges_t = z.contiguous(), _task_rows(task, z), alpha.to(table_dtype), hinges.to(table_dtype)
+    if _lookup.kernel_updates_running(zc, alpha_t, running):
+        out, _ = _lookup.TaskAdaptiveFunction.apply(zc, rows, alpha_t, hinges_t, True, (running, momentum))
+        return out
+    if torch.compiler.is_compiling():
+        out, _, stats = _lookup.compiled_op(zc, rows, alpha_t, hinges_t, True)
+    else:
+        out, stats = _lookup.TaskAdaptiveFunction.apply(zc, rows, alpha_t, hinges_t, True)
+    _lookup.update_running(stats, rows, z[0].numel() if z.shape[0] else 0, running, momentum)
+    return out
 
 
 def task_adaptive_activation_reference(z: Tensor, task: Tensor | int, alpha: Tensor, hinges: Tensor) -> Tensor:
@@ -389,7 +190,7 @@ def task_adaptive_activation_reference(z: Tensor, task: Tensor | int, alpha: Ten
     z, task, alpha, hinges = _check_inputs(z, task, alpha, hinges)
     dtype = _table_dtype(z, alpha, hinges)
     if isinstance(task, Tensor):
-        _check_task_range(task, alpha.shape[0])
+        _lookup._check_task_range(task, alpha.shape[0])
         coef = alpha.to(dtype)[task.long()].reshape((z.shape[0],) + (1,) * (z.ndim - 1) + (-1,))
     else:
         coef = alpha.to(dtype)[task]

@@ -97,39 +97,8 @@ class TaskAdaptiveActivation(nn.Module):
         """
         if not self.training:
             return TF.task_adaptive_activation(z, task, self.alpha, self.hinges)
-        out, row_stats = TF._lookup(z, task, self.alpha, self.hinges, with_stats=True)
-        self._update_running_stats(row_stats, z, task)
-        return out
-
-    @torch.no_grad()
-    def _update_running_stats(self, row_stats: Tensor, z: Tensor, task: Tensor | int) -> None:
-        if z.numel() == 0:
-            return
-        per_row = float(z[0].numel())
-        row_sum, row_sq = row_stats.unbind(1)
-        if isinstance(task, int):
-            task = torch.full((z.shape[0],), task, dtype=torch.int64, device=z.device)
-        task = task.reshape(-1).long()
-        zeros = row_sum.new_zeros(self.num_tasks)
-        count = zeros.index_add(0, task, torch.ones_like(row_sum)) * per_row
-        total = zeros.index_add(0, task, row_sum)
-        total_sq = zeros.index_add(0, task, row_sq)
-        self._blend(self.preact_mean, self.preact_var, count, total, total_sq)
-        self._blend(
-            self.preact_mean_overall, self.preact_var_overall, count.sum(), total.sum(), total_sq.sum()
-        )
-
-    def _blend(self, mean: Tensor, var: Tensor, count: Tensor, total: Tensor, total_sq: Tensor) -> None:
-        # Tasks absent from the batch keep their statistics; a task with a single element
-        # updates its mean only (no unbiased variance exists).
-        safe = count.clamp(min=1.0)
-        batch_mean = total / safe
-        batch_var = (total_sq / safe - batch_mean.square()).clamp(min=0.0) * safe / (safe - 1.0).clamp(min=1.0)
-        m = self.momentum
-        new_mean = torch.where(count > 0, (1 - m) * mean + m * batch_mean, mean.double())
-        new_var = torch.where(count > 1, (1 - m) * var + m * batch_var, var.double())
-        mean.copy_(new_mean)
-        var.copy_(new_var)
+        running = (self.preact_mean, self.preact_var, self.preact_mean_overall, self.preact_var_overall)
+        return TF._lookup_train(z, task, self.alpha, self.hinges, running, self.momentum)
 
     def measure(self, task: int | None = None) -> tuple[float, float]:
         """The Gaussian measure (mu, sigma) of the pre-activations, of one task or overall.
