@@ -20,8 +20,9 @@ left of 0 and right of each hinge. The breakpoints' positions get no gradient th
 of segment (F is continuous), exactly as in the naive form.
 
 In eager mode the lookup runs as a ``torch.autograd.Function``; under ``torch.compile`` it runs as
-the custom operators ``taan::task_adaptive_activation`` and its ``..._backward``,
-which the compiler treats as opaque calls, so tracing never breaks. On CPU a small fused C kernel
+the custom operators ``taan::task_adaptive_activation`` and ``..._backward``, which the
+compiler treats as opaque calls, so tracing never breaks (the machinery is in
+:mod:`taan_core._lookup`). On CPU a small fused C kernel
 (:mod:`taan_core._kernels`) computes both passes when a C compiler is available; everywhere else,
 and as the fallback, plain torch operations do. With ``create_graph=True`` the backward pass is
 built from differentiable torch operations, so second derivatives work too.
@@ -38,8 +39,9 @@ from taan_core._validation import _fmt_shape
 
 __all__ = ["task_adaptive_activation", "task_adaptive_activation_reference"]
 
+
 # --------------------------------------------------------------------------------------------
-# validation and table construction
+# validation
 
 
 def _check_inputs(z, task, alpha, hinges) -> tuple[Tensor, Tensor | int, Tensor, Tensor]:
