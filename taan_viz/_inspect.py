@@ -36,7 +36,8 @@ def render_inspect(ckpt, analysis: Analysis, *, all_tasks: bool = False, console
     head.add_column()
     head.add_row("checkpoint", str(ckpt.path))
     head.add_row("sha256", ckpt.sha256)
-    head.add_row("format", f"schema v{ckpt.format_version}" if ckpt.format_version else "reference state_dict (imported)")
+    kind = f"schema v{ckpt.format_version}" if ckpt.format_version else "reference state_dict (imported)"
+    head.add_row("format", kind)
     head.add_row("data set", str((ckpt.data or {}).get("name", "")))
     head.add_row("tasks", f"{t}")
     head.add_row("layers", f"{len(ckpt.layers)} ({len(analysis.layers)} shown)")
@@ -45,7 +46,8 @@ def render_inspect(ckpt, analysis: Analysis, *, all_tasks: bool = False, console
     console.print(head)
 
     layers = Table(title="Layers", title_justify="left")
-    for col in ("#", "layer", "M", "μ", "σ", "‖α‖_F", "mean ‖F_t‖", "mean d", "max d", "cophenetic r", "ARI"):
+    columns = ("#", "layer", "M", "μ", "σ", "‖α‖_F", "mean ‖F_t‖", "mean d", "max d", "cophenetic r", "ARI")
+    for col in columns:
         layers.add_column(col, justify="left" if col == "layer" else "right")
     for la in analysis.layers:
         g = la.geometry

@@ -66,8 +66,8 @@ class LayerAnalysis:
         Planted ground-truth group of each task at this layer.
     method : str
         Linkage method of :attr:`clustering`.
-    optimal_ordering : bool
-        Whether :attr:`clustering` reorders leaves optimally.
+    optimal_ordering : bool or "auto"
+        Whether :attr:`clustering` reorders leaves optimally (see ``cluster_tasks``).
     preact_mean, preact_std : ndarray of shape (T,) or None
         Recorded per-task statistics of the layer's pre-activations, when the checkpoint has them.
     """
@@ -77,7 +77,7 @@ class LayerAnalysis:
     task_names: tuple[str, ...]
     planted: np.ndarray | None = None
     method: str = "average"
-    optimal_ordering: bool = True
+    optimal_ordering: "bool | str" = "auto"
     preact_mean: np.ndarray | None = None
     preact_std: np.ndarray | None = None
 
@@ -216,7 +216,7 @@ def analyze(
     layers: "str | Sequence[str | int] | None" = None,
     task_names: Sequence[str] | None = None,
     method: str = "average",
-    optimal_ordering: bool = True,
+    optimal_ordering: "bool | str" = "auto",
 ) -> Analysis:
     """Geometry, clustering and (when planted) ARI of the selected layers of a checkpoint.
 
@@ -232,8 +232,9 @@ def analyze(
         Overrides the checkpoint's task names (same count).
     method : str, default "average"
         Linkage method (scipy names).
-    optimal_ordering : bool, default True
-        Reorder the dendrogram leaves so that neighbours are as similar as possible.
+    optimal_ordering : bool or "auto", default "auto"
+        Reorder the dendrogram leaves so that neighbours are as similar as possible ("auto":
+        up to 500 tasks, beyond which it costs seconds and a task is narrower than a pixel).
 
     Returns
     -------

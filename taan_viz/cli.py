@@ -1,10 +1,10 @@
 """The ``taan-viz`` command line: thin typer commands over taan_viz's library functions.
 
-Heavy modules (sympy, training code, scikit-learn) are imported inside the commands that need
-them, so that ``taan-viz heatmap`` starts fast. Every command reads one checkpoint, writes only
-under ``--out`` (by default ``<checkpoint stem>-viz/`` next to the checkpoint) with fixed file
-names, refuses to replace files without ``--overwrite``, and reports a user error as one line
-on stderr with exit status 2.
+Heavy modules (sympy, training code, the other figure families) are imported inside the commands
+that need them, so that ``taan-viz heatmap`` starts fast. Every command reads one checkpoint,
+writes only under ``--out`` (by default ``<checkpoint stem>-viz/`` next to the checkpoint) with
+fixed file names, refuses to replace files without ``--overwrite``, and reports a user error as
+one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def heatmap_command(
         "--order-by", help="Task order shared by all panels: 'tree' (sharing tree: the deepest layer's "
         "clustering with shallower groups kept together), a layer (name or 1-based position; its clustering), "
         "or 'none' (checkpoint order).")] = "tree",
-    scale: Annotated[str, typer.Option("--scale", help="'shared': one colour scale for all layers; 'layer': one each.")] = "shared",
+    scale: Annotated[str, typer.Option(
+        "--scale", help="'shared': one colour scale for all layers; 'layer': one each.")] = "shared",
     annotate: Annotated[Optional[bool], typer.Option(
         "--annotate/--no-annotate", help="Write values in the cells (default: when there are at most 10 tasks).",
         show_default=False)] = None,
@@ -124,7 +125,8 @@ def curves_command(
     dpi: Dpi = 300,
     task_names: TaskNames = None,
     overwrite: Overwrite = False,
-    residual: Annotated[bool, typer.Option("--residual", help="Add a row with each task's residual F_t - relu.")] = False,
+    residual: Annotated[bool, typer.Option(
+        "--residual", help="Add a row with each task's residual F_t - relu.")] = False,
     relu: Annotated[bool, typer.Option("--relu/--no-relu", help="Draw relu(x) for reference.")] = True,
     grid: Annotated[Optional[bool], typer.Option(
         "--grid/--no-grid", help="Also draw small multiples, one panel per task, for each layer "
@@ -154,7 +156,8 @@ def curves_command(
         save_and_echo(fig, paths[0], dpi, figure_metadata(ckpt, "activation curves"))
         for k, path in enumerate(paths[1:]):
             fig = plot_curve_grid(analysis, k, n_clusters=clusters, threshold=threshold)
-            save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"activation curves per task, layer {analysis.layers[k].name}"))
+            title = f"activation curves per task, layer {analysis.layers[k].name}"
+            save_and_echo(fig, path, dpi, figure_metadata(ckpt, title))
 
 
 @app.command("cluster")
@@ -241,8 +244,10 @@ def evolution_command(
     dpi: Dpi = 300,
     task_names: TaskNames = None,
     overwrite: Overwrite = False,
-    columns: Annotated[int, typer.Option("--columns", help="Snapshots shown in the small multiples (evenly spaced).")] = 6,
-    gif: Annotated[bool, typer.Option("--gif/--no-gif", help="Also write an animated GIF, one frame per snapshot.")] = True,
+    columns: Annotated[int, typer.Option(
+        "--columns", help="Snapshots shown in the small multiples (evenly spaced).")] = 6,
+    gif: Annotated[bool, typer.Option(
+        "--gif/--no-gif", help="Also write an animated GIF, one frame per snapshot.")] = True,
     fps: Annotated[float, typer.Option("--fps", help="Frames per second of the GIF.")] = 2.0,
     threshold: Threshold = 0.1,
 ) -> None:
@@ -270,8 +275,8 @@ def evolution_command(
 
         save_and_echo(plot_evolution(snapshots, analysis, metric=metric, max_columns=columns), paths[0], dpi,
               figure_metadata(ckpt, f"evolution of the {metric}"))
-        save_and_echo(plot_curves_evolution(snapshots, analysis, max_columns=columns, threshold=threshold), paths[1], dpi,
-              figure_metadata(ckpt, "evolution of the activation curves"))
+        fig = plot_curves_evolution(snapshots, analysis, max_columns=columns, threshold=threshold)
+        save_and_echo(fig, paths[1], dpi, figure_metadata(ckpt, "evolution of the activation curves"))
         if gif:
             animate_evolution(snapshots, analysis, paths[2], metric=metric, fps=fps, threshold=threshold)
             typer.echo(str(paths[2]))

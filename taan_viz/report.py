@@ -33,7 +33,7 @@ def tool_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("taan", "torch", "numpy", "scipy", "matplotlib", "scikit-learn"):
+    for dist in ("taan", "torch", "numpy", "scipy", "matplotlib"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -96,7 +96,7 @@ def _task_rows(analysis: Analysis, k: int, clusters: np.ndarray, sharing: np.nda
             analysis.task_names[t], _fmt(float(g.norms[t])),
             analysis.task_names[nearest[t]] if nearest[t] >= 0 else "–", _fmt(float(dist[t])),
             int(clusters[t]) + 1, int(sharing[t]) + 1,
-            "–" if la.planted is None else int(la.planted[t]),
+            "–" if la.planted is None else int(la.planted[t]) + 1,
             "–" if la.preact_mean is None else _fmt(float(la.preact_mean[t])),
             "–" if la.preact_std is None else _fmt(float(la.preact_std[t])),
         ])
@@ -271,7 +271,8 @@ def render_report(
               "cophenetic r", "ARI vs planted"]
     parts.append(_table(header, _summary_rows(analysis, clusters, tree), "num layers"))
     parts.append('<p class="note">ARI: adjusted Rand index between the planted groups and as many flat clusters '
-                 '(1 = recovered exactly; – when the checkpoint has no ground truth).</p>')
+                 '(1 = recovered exactly; – when the checkpoint has no ground truth). Clusters, sharing groups '
+                 'and planted groups are numbered from 1 in the task tables.</p>')
     parts.append('<h2 id="figures">Figures</h2>')
     for f in figures:
         parts.append(f'<figure id="fig-{f.key}"><h3>{_esc(f.title)}</h3><img src="{f.data_uri}" '

@@ -159,7 +159,9 @@ def heatmap(
     default_cmap, default_norm = metric_norm(metric, [mat])
     cmap = default_cmap if cmap is None else cmap
     norm = default_norm if norm is None else norm
-    image = ax.imshow(mat, cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
+    # Few tasks: crisp cells. Many: more cells than pixels, where "nearest" aliases into moire.
+    image = ax.imshow(mat, cmap=cmap, norm=norm, interpolation="nearest" if t <= 200 else "antialiased",
+                      aspect="equal")
     if t > 200:
         image.set_rasterized(True)
     for spine in ax.spines.values():
@@ -192,7 +194,7 @@ def heatmap(
                     text = text[1:] if text.strip("-0.") == "" else "\u2212" + text[1:]
                 ax.text(j, i, text, color=text_color_for(colors[i, j]), **kws)
     if groups is not None:
-        size = min(0.05, 0.6 / t)
+        size = max(0.02, min(0.05, 0.6 / t))
         _group_strip(ax, np.asarray(groups), "top", size)
         left = _group_strip(ax, np.asarray(groups), "left", size)
         if show_y:

@@ -155,6 +155,29 @@ def test_ari_matches_definition(labels, seed):
     assert adjusted_rand_index(labels, labels) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("a, b", [
+    ([0, 1, 2, 3], [4, 5, 6, 7]),      # both all singletons
+    ([0, 0, 0, 0], [1, 1, 1, 1]),      # both one cluster
+    ([0, 0, 0, 0], [0, 1, 2, 3]),      # one cluster vs singletons
+    ([0, 0, 1, 1], [0, 1, 0, 1]),      # worse than chance
+    ([5], [3]),
+])
+def test_ari_edge_cases_match_sklearn(a, b):
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b))
+
+
+def test_optimal_ordering_switch():
+    d = _blocks()
+    auto = cluster_tasks(d)
+    np.testing.assert_array_equal(auto.linkage, cluster_tasks(d, optimal_ordering=True).linkage)
+    plain = cluster_tasks(d, optimal_ordering=False)
+    assert sorted(plain.order.tolist()) == list(range(6))
+    with pytest.raises(ValueError, match="optimal_ordering must be True, False or 'auto'"):
+        cluster_tasks(d, optimal_ordering="yes")
+
+
 def test_ari_rejects():
     with pytest.raises(ValueError, match="1-D of equal length"):
         adjusted_rand_index([0, 1], [0, 1, 1])
