@@ -79,6 +79,12 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     script.write_text(_SCRIPT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")
+    # The ranks must take the same activation path (compiled kernel or plain torch) as this
+    # process, whose choice earlier tests may have switched.
+    from taan_core import _kernels
+
+    if not (_kernels.enabled() and _kernels.available()):
+        env["TAAN_NO_KERNELS"] = "1"
     child = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
          str(tmp_path / "ddp")],

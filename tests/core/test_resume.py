@@ -97,6 +97,12 @@ def test_resume_after_sigkill_mid_epoch(script, tmp_path):
     run = _run(script)
     run(tmp_path / "whole")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]))
+    # The child must take the same activation path (compiled kernel or plain torch) as this
+    # process, whose choice earlier tests may have switched; the two differ in rounding.
+    from taan_core import _kernels
+
+    if not (_kernels.enabled() and _kernels.available()):
+        env["TAAN_NO_KERNELS"] = "1"
     child = subprocess.run([sys.executable, str(script), str(tmp_path / "killed"), "2", "3"],
                            capture_output=True, text=True, env=env, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stderr
