@@ -1,0 +1,116 @@
+"""Speed of taan-viz: start-up of `taan-viz heatmap` and the cost of a large analysis.
+
+Prints one JSON object:
+
+- ``baseline_import_s``: median wall time of ``python -c "import torch, matplotlib.pyplot"``;
+- ``heatmap_s``: median wall time of ``taan-viz heatmap`` on a T = 16, L = 3 checkpoint (PNG,
+  300 dpi), and ``heatmap_ratio`` = heatmap_s / baseline_import_s (target <= 2);
+- for T = 1000, L = 3: ``large_heatmap_s`` and ``large_export_s`` (the two commands, each a fresh
+  process, clustering included), ``large_total_s`` (target <= 15), and ``large_library_s``, the
+  same work in one process through the library;
+- ``*_cpu_s``: the same in CPU seconds of the child processes, which stay meaningful on a machine
+  busy with other work (wall times then grow with the load, CPU times barely).
+
+Usage: python benchmarks/bench_viz.py [--repeats 3] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+_CLI = "import sys; from taan_viz.cli import main; sys.argv[0] = 'taan-viz'; main()"
+
+
+def _checkpoint(path: Path, num_tasks: int, num_layers: int = 3, num_hinges: int = 16, seed: int = 0) -> Path:
+    """A schema-v1 checkpoint with planted nested task groups and small noise."""
+    gen = torch.Generator().manual_seed(seed)
+    layers, groups = [], []
+    for l in range(num_layers):
+        g = torch.arange(num_tasks) * (2 ** l) // num_tasks
+        centres = 0.5 * torch.randn(int(g.max()) + 1, num_hinges, generator=gen)
+        alpha = centres[g] + 0.03 * torch.randn(num_tasks, num_hinges, generator=gen)
+        layers.append({"name": f"blocks.{l}.act", "alpha": alpha, "hinges": torch.linspace(-1.5, 1.5, num_hinges),
+                       "preact_mean": torch.zeros(num_tasks), "preact_std": torch.ones(num_tasks),
+                       "preact_mean_overall": 0.1, "preact_std_overall": 0.9})
+        groups.append(g.tolist())
+    obj = {"format": "taan-checkpoint", "version": 1, "task_names": [f"task_{t}" for t in range(num_tasks)],
+           "layer_names": [x["name"] for x in layers], "layers": layers, "history": [],
+           "model": {"class": "TAAN", "config": {}, "state_dict": {}}, "epoch": 0, "step": 0, "metrics": [],
+           "data": {"name": "planted", "config": {}, "groups": groups}}
+    torch.save(obj, path)
+    return path
+
+
+def _time(cmd: list[str], repeats: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system of the child) of ``cmd``.
+
+    CPU time is reported too because it hardly changes when other processes share the machine,
+    while wall time does.
+    """
+    walls, cpus = [], []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "MPLBACKEND": "Agg"})
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args()
+    py = sys.executable
+    out: dict[str, float | int | str] = {"cpu_count": os.cpu_count() or 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small = _checkpoint(tmp / "small.pt", 16)
+        # Warm the file cache and compiled bytecode before timing anything.
+        subprocess.run([py, "-c", _CLI, "heatmap", str(small), "-o", str(tmp / "warm"), "--overwrite"], check=True,
+                       stdout=subprocess.DEVNULL)
+        baseline, baseline_cpu = _time([py, "-c", "import torch, matplotlib.pyplot"], args.repeats)
+        heat, heat_cpu = _time([py, "-c", _CLI, "heatmap", str(small), "-o", str(tmp / "small-viz"), "--overwrite"],
+                               args.repeats)
+        out.update(baseline_import_s=round(baseline, 3), heatmap_s=round(heat, 3),
+                   heatmap_ratio=round(heat / baseline, 3), baseline_import_cpu_s=round(baseline_cpu, 3),
+                   heatmap_cpu_s=round(heat_cpu, 3), heatmap_cpu_ratio=round(heat_cpu / baseline_cpu, 3))
+        if not args.skip_large:
+            large = _checkpoint(tmp / "large.pt", 1000)
+            lh, lh_cpu = _time([py, "-c", _CLI, "heatmap", str(large), "-o", str(tmp / "large-viz"), "--overwrite"], 1)
+            le, le_cpu = _time([py, "-c", _CLI, "export", str(large), "-o", str(tmp / "large-viz"), "--overwrite"], 1)
+            start = time.perf_counter()
+            subprocess.run([py, "-c", (
+                "import sys\n"
+                "from taan_core.checkpoint import load_checkpoint\n"
+                "from taan_viz.analysis import analyze\n"
+                "from taan_viz.export import export_analysis\n"
+                "from taan_viz.plots.heatmap import plot_heatmaps\n"
+                "from taan_viz.plots._style import save_figure\n"
+                "a = analyze(load_checkpoint(sys.argv[1]))\n"
+                "save_figure(plot_heatmaps(a), sys.argv[2] + '/heatmap.png', dpi=300)\n"
+                "export_analysis(a, sys.argv[2], overwrite=True)\n"),
+                str(large), str(tmp / "large-viz")], check=True)
+            lib = time.perf_counter() - start
+            out.update(large_num_tasks=1000, large_heatmap_s=round(lh, 3), large_export_s=round(le, 3),
+                       large_total_s=round(lh + le, 3), large_total_cpu_s=round(lh_cpu + le_cpu, 3),
+                       large_library_s=round(lib, 3),
+                       large_export_mb=round(sum(p.stat().st_size for p in (tmp / "large-viz").iterdir()) / 2**20, 1))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
