@@ -22,10 +22,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/taan-core train --out runs/demo --overwrite
-	$(VENV)/bin/taan-viz report runs/demo/checkpoint.pt --out figures/report --overwrite
-	$(VENV)/bin/taan-viz heatmap runs/demo/checkpoint.pt --out figures --overwrite
-	$(VENV)/bin/taan-viz tree runs/demo/checkpoint.pt --out figures --overwrite
-	$(VENV)/bin/taan-viz curves runs/demo/checkpoint.pt --out figures --overwrite
+	TAAN_VIZ=$(VENV)/bin/taan-viz bash scripts/readme_figures.sh runs/demo/checkpoint.pt figures
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py

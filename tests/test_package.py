@@ -8,11 +8,17 @@ import sys
 import pytest
 
 import taan_core
+import taan_viz
 
 
 @pytest.mark.parametrize("name", [n for n in taan_core.__all__ if n != "__version__"])
 def test_every_public_name_resolves(name):
     assert getattr(taan_core, name) is not None
+
+
+@pytest.mark.parametrize("name", [n for n in taan_viz.__all__ if n != "__version__"])
+def test_every_viz_name_resolves(name):
+    assert getattr(taan_viz, name) is not None
 
 
 def test_unknown_name_raises_attribute_error():
