@@ -22,7 +22,7 @@ from taan_core.data.digits import load_digits
 from taan_core.data.exam import load_exam
 from taan_core.data.npz import load_npz, save_npz
 from taan_core.data.omniglot import load_omniglot
-from taan_core.data.planted import PlantedTeacher, load_planted, make_teacher
+from taan_core.data.planted import PlantedTeacher, load_planted, make_teacher, teacher_from_config
 from taan_core.data.sampler import Batch, MultiTaskBatchSampler, collate
 from taan_core.data.youtube8m import HDF5Split, load_youtube8m
 
@@ -39,6 +39,7 @@ __all__ = [
     "collate",
     "PlantedTeacher",
     "make_teacher",
+    "teacher_from_config",
     "load_planted",
     "load_digits",
     "load_exam",

@@ -1,33 +1,36 @@
 """The planted benchmark: data from a teacher TAAN whose tasks share activations by a known tree.
 
-The teacher is a task-adaptive MLP with ``L`` hidden layers,
+The teacher is a task-adaptive MLP with ``L`` hidden layers and one shared linear readout,
 
-    h_0 = x ~ N(0, I_D),   z_l = W_l h_{l-1} + c_l,   h_l = F^l_t(z_l),   y = A_t h_L + e_t + noise,
+    h_0 = x ~ N(0, I_D),   z_l = W_l h_{l-1} + c_l,   h_l = F^l_t(z_l),   y_t = s_t * (A h_L) + e_t + noise,
 
-where ``F^l_t(z) = relu(z) + sum_m alpha[l, t, m] relu(b_{l,m} - z)`` is applied elementwise. The
-weights ``W_l`` are shared by all tasks; only the activation coordinates ``alpha[l, t]`` and the
-output heads ``A_t`` are per task. The tasks are partitioned into groups at every layer, the
-partition refining with depth (default: 16 tasks, 2 groups at layer 1, 4 at layer 2, 8 at layer
-3), and all tasks of a group share (up to a small jitter) one activation of that layer. A student
-TAAN trained on the data should rediscover the partition of every layer from the distances
-between its learned per-task activations.
+where ``F^l_t(z) = relu(z) + sum_m alpha[l, t, m] relu(b_m - z)`` is applied elementwise and the
+per-task scales and shifts ``s_t, e_t`` standardise every task's outputs. Only the activation
+coordinates ``alpha[l, t]`` are task specific. The tasks form a tree: at layer 1 they fall into
+``G_1`` groups, and each group of layer ``l`` splits into ``G_{l+1} / G_l`` groups at layer
+``l + 1`` (default 16 tasks in 2, 4 and 8 groups). The tasks of a group share that layer's
+activation up to a small jitter.
 
-What makes the partition identifiable (docs/data.md gives the measurements):
+The coordinates are a branching walk down the tree. Every layer starts from a random base
+activation; every split (a group of layer ``l - 1`` parting into its children at layer ``l``)
+gives each child a centred random offset, scaled so that the two closest children are
+``split_distance * split_decay**(l - 1)`` apart in function space (the L2 distance under
+``z ~ N(0, 1)``), and the offset is applied at layer ``l`` and every deeper layer (with a fresh
+random direction per layer). Choices that make the tree visible to a student TAAN (docs/data.md
+gives what was tried and the measured adjusted Rand indices):
 
-- group activations are far apart: each is the farthest-point pick among many random candidate
-  shapes, measured by the function-space distance under N(0, 1); within a group the coordinates
-  differ only by ``within_group_std``;
-- candidate shapes are restricted to a moderate output variance, so no group's signal is
-  squashed into a corner of the next layer's hinges;
-- ``W_l`` and ``c_l`` are calibrated so that every unit's pre-activation has mean 0 and variance 1
-  over all tasks' inputs, which spreads pre-activations over the hinges at ``[-1.5, 1.5]``;
-- tasks are regressions with several outputs, each output a random readout of the last hidden
-  layer, so every sample carries a continuous signal about every layer's activation
-  (binary labels carry far less information per sample and made the recovered groups noisier);
-- outputs are standardised per task, then Gaussian noise of standard deviation ``noise`` is
-  added, so R^2 of the teacher itself is about ``1 / (1 + noise^2)``.
+- the readout is shared: with a random readout per task a student explained task differences
+  with its own per-task heads and the planted activations were not recovered (ARI near 0);
+- coarse splits are larger than fine ones (``split_decay < 1``): a student spreads a difference
+  between two tasks over its layers, so a fine split that is as large as a coarse one blurs the
+  coarse layer's groups;
+- pre-activations are calibrated to mean 0 and variance 1 over all tasks' inputs, which spreads
+  them over the hinges at ``[-1.5, 1.5]``; tasks are regressions with several outputs, so every
+  sample carries a continuous signal (a binary label carries far less per sample);
+- the input is low-dimensional and the teacher narrower than the student, so that a student
+  can fit it within a short training (a student as narrow as its teacher fitted it poorly).
 
-Nothing is stored: the teacher and the data are regenerated from the config (a numpy seed).
+Nothing is stored: the teacher and the data are regenerated from the config (numpy seeds).
 """
 
 from __future__ import annotations
@@ -38,20 +41,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from taan_core.data.base import MultiTaskData, TaskSpec, TensorSplit
+from taan_core._validation import check_int
+from taan_core.data.base import MultiTaskData, TaskSpec, TensorSplit, _check_fractions
 
-__all__ = ["PlantedTeacher", "make_teacher", "planted_groups", "load_planted"]
+__all__ = ["PlantedTeacher", "make_teacher", "teacher_from_config", "planted_groups", "load_planted"]
 
-# Teacher hinges of every layer, in units of the (standardised) pre-activation.
+# Teacher hinges of every layer lie evenly in [-_HINGE_RANGE, _HINGE_RANGE] (standardised units).
 _HINGE_RANGE = 1.5
-# Candidate activation coordinates are uniform in [-_ALPHA_RANGE, _ALPHA_RANGE].
-_ALPHA_RANGE = 1.5
-# Candidate shapes per group to pick the farthest-apart ones from.
-_CANDIDATES_PER_GROUP = 64
-# Allowed output variance of a candidate activation under z ~ N(0, 1).
-_VARIANCE_RANGE = (0.25, 2.5)
-# Samples per task used to calibrate the teacher's pre-activation statistics.
-_CALIBRATION_SAMPLES = 2048
+# Inputs on which the teacher's pre-activations and outputs are standardised.
+_CALIBRATION_SAMPLES = 4096
 # Quadrature grid for function-space distances under N(0, 1).
 _GRID = np.linspace(-6.0, 6.0, 1201)
 _GRID_WEIGHTS = np.exp(-0.5 * _GRID**2)
@@ -60,9 +58,14 @@ _GRID_WEIGHTS /= _GRID_WEIGHTS.sum()
 
 def _activation(z: np.ndarray, alpha: np.ndarray, hinges: np.ndarray) -> np.ndarray:
     """``relu(z) + sum_m alpha[..., m] relu(b_m - z)``; alpha (..., M) broadcast against z (..., K)."""
-    # (..., K, M): one hinge term per element and hinge; sizes here are small.
-    kinks = np.maximum(hinges[None, :] - z[..., :, None], 0.0)
+    kinks = np.maximum(hinges - z[..., None], 0.0)
     return np.maximum(z, 0.0) + np.einsum("...km,...m->...k", kinks, alpha)
+
+
+def _hinge_gram(hinges: np.ndarray) -> np.ndarray:
+    """``E[relu(b_m - z) relu(b_n - z)]`` under z ~ N(0, 1), by quadrature: (M, M)."""
+    k = np.maximum(hinges[:, None] - _GRID[None, :], 0.0)
+    return (k * _GRID_WEIGHTS) @ k.T
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,13 @@ class PlantedTeacher:
     alpha : array of shape (L, T, M)
         Activation coordinates of every task at every layer.
     heads : array of shape (T, K, H_L)
+        The shared readout, scaled per task and output to unit variance.
     head_biases : array of shape (T, K)
-        Chosen so that every task's noiseless outputs have mean 0 and variance 1.
+        Centre every task's noiseless outputs.
     groups : list of L lists of T ints
         ``groups[l][t]`` is the planted group of task ``t`` at hidden layer ``l``.
+    split_sizes : list of L floats
+        Function-space distance of the closest children of the splits made at each layer.
     """
 
     weights: list[np.ndarray]
@@ -90,6 +96,7 @@ class PlantedTeacher:
     heads: np.ndarray
     head_biases: np.ndarray
     groups: list[list[int]]
+    split_sizes: list[float]
 
     @property
     def num_tasks(self) -> int:
@@ -119,40 +126,67 @@ def planted_groups(num_tasks: int, groups_per_layer: Sequence[int]) -> list[list
     return [[t * g // num_tasks for t in range(num_tasks)] for g in groups_per_layer]
 
 
-def _pick_group_alphas(
-    rng: np.random.Generator, num_groups: int, hinges: np.ndarray
-) -> np.ndarray:
-    """Farthest-point choice of ``num_groups`` activation coordinates among random candidates."""
-    m = hinges.shape[0]
-    count = _CANDIDATES_PER_GROUP * num_groups
-    cand = rng.uniform(-_ALPHA_RANGE, _ALPHA_RANGE, size=(count, m))
-    values = _activation(np.broadcast_to(_GRID, (count, _GRID.size)), cand, hinges)
-    mean = values @ _GRID_WEIGHTS
-    var = (values**2) @ _GRID_WEIGHTS - mean**2
-    keep = (var >= _VARIANCE_RANGE[0]) & (var <= _VARIANCE_RANGE[1])
-    cand, values = cand[keep], values[keep]
-    # Function-space distance under N(0, 1), by quadrature on the grid.
-    sq = np.sqrt(_GRID_WEIGHTS)
-    v = values * sq
-    chosen = [int(rng.integers(len(cand)))]
-    dist = np.sqrt(((v - v[chosen[0]]) ** 2).sum(axis=1))
-    for _ in range(num_groups - 1):
-        nxt = int(np.argmax(dist))
-        chosen.append(nxt)
-        dist = np.minimum(dist, np.sqrt(((v - v[nxt]) ** 2).sum(axis=1)))
-    return cand[chosen]
+def _split_offsets(rng: np.random.Generator, groups: list[list[int]], hinges: np.ndarray) -> np.ndarray:
+    """Unit-size coordinate offsets of every split: (L depths, L layers, T, M).
+
+    ``out[d, l, t]`` is what the split made at layer ``d`` adds to task ``t``'s coordinates at
+    layer ``l >= d``: the children of each group get centred random offsets (a fresh direction
+    for every layer) scaled so that the closest two siblings are 1 apart in function space.
+    """
+    num_layers, m = hinges.shape
+    members = [np.asarray(g) for g in groups]
+    out = np.zeros((num_layers, num_layers, members[0].size, m))
+    for depth in range(num_layers):
+        parent = members[depth - 1] if depth else np.zeros_like(members[0])
+        for p in np.unique(parent):
+            children = np.unique(members[depth][parent == p])
+            if children.size < 2:
+                continue
+            for layer in range(depth, num_layers):
+                gram = _hinge_gram(hinges[layer])
+                u = rng.standard_normal((children.size, m))
+                u -= u.mean(axis=0)
+                diff = u[:, None, :] - u[None, :, :]
+                dist = np.sqrt(np.einsum("ijm,mn,ijn->ij", diff, gram, diff))
+                u /= dist[~np.eye(children.size, dtype=bool)].min()
+                for c, offset in zip(children, u):
+                    out[depth, layer, members[depth] == c] = offset
+    return out
+
+
+def _calibrate(x, alpha, hinges, raw_weights, raw_head):
+    """Standardise every unit's pre-activation over all tasks and every task's outputs on x (n, D).
+
+    Returns the weights, biases, per-task heads (T, K, H_L) and head biases (T, K).
+    """
+    h = np.broadcast_to(x, (alpha.shape[1],) + x.shape)
+    weights, biases = [], []
+    for layer, w in enumerate(raw_weights):
+        z = h @ w.T
+        mean = z.mean(axis=(0, 1))
+        std = z.std(axis=(0, 1))
+        std = np.where(std > 1e-12, std, 1.0)
+        weights.append(w / std[:, None])
+        biases.append(-mean / std)
+        h = _activation((z - mean) / std, alpha[layer][:, None, :], hinges[layer])
+    raw = h @ raw_head.T
+    mean = raw.mean(axis=1)
+    std = raw.std(axis=1)
+    std = np.where(std > 1e-12, std, 1.0)
+    return weights, biases, raw_head[None] / std[:, :, None], -mean / std
 
 
 def make_teacher(
     *,
     num_tasks: int = 16,
     groups_per_layer: Sequence[int] = (2, 4, 8),
-    input_dim: int = 16,
-    hidden: Sequence[int] = (32, 32, 32),
+    input_dim: int = 8,
+    hidden: Sequence[int] = (16, 16, 16),
     num_hinges: int = 4,
     num_outputs: int = 4,
-    within_group_std: float = 0.02,
-    head_std: float = 1.0,
+    split_distance: float = 1.5,
+    split_decay: float = 0.5,
+    within_group_std: float = 0.01,
     seed: int = 0,
 ) -> PlantedTeacher:
     """Build the seeded teacher of the planted benchmark (see the module docstring).
@@ -171,52 +205,36 @@ def make_teacher(
         Hinges per layer ``M``, evenly spaced in [-1.5, 1.5].
     num_outputs : int
         Regression outputs per task ``K``.
+    split_distance, split_decay : float
+        The closest children of a split made at layer ``l + 1`` (0-based ``l``) are
+        ``split_distance * split_decay**l`` apart in function space under N(0, 1).
     within_group_std : float
-        Standard deviation of the per-task jitter of the activation coordinates around the
-        group's coordinates.
+        Expected function-space size of every task's jitter around its group's activation.
     seed : int
         Seed of everything random.
     """
     groups_per_layer = [int(g) for g in groups_per_layer]
     hidden = [int(h) for h in hidden]
+    num_layers = len(hidden)
     rng = np.random.default_rng([int(seed), 0x7A4A])
     groups = planted_groups(num_tasks, groups_per_layer)
-    num_layers = len(hidden)
-    hinges = np.tile(np.linspace(-_HINGE_RANGE, _HINGE_RANGE, num_hinges), (num_layers, 1))
-    alpha = np.empty((num_layers, num_tasks, num_hinges))
-    for layer, g in enumerate(groups_per_layer):
-        group_alpha = _pick_group_alphas(rng, g, hinges[layer])
-        jitter = within_group_std * rng.standard_normal((num_tasks, num_hinges))
-        alpha[layer] = group_alpha[np.asarray(groups[layer])] + jitter
+    positions = np.linspace(-_HINGE_RANGE, _HINGE_RANGE, num_hinges) if num_hinges > 1 else np.zeros(1)
+    hinges = np.tile(positions, (num_layers, 1))
 
-    # Calibrate each layer on pooled inputs of all tasks: unit pre-activations get mean 0, var 1.
-    x_cal = rng.standard_normal((num_tasks, _CALIBRATION_SAMPLES, input_dim))
-    h = x_cal
-    weights, biases = [], []
-    fan_in = input_dim
-    for layer, width in enumerate(hidden):
-        w = rng.standard_normal((width, fan_in)) / np.sqrt(fan_in)
-        z = h @ w.T
-        mean = z.mean(axis=(0, 1))
-        std = z.std(axis=(0, 1))
-        std = np.where(std > 1e-12, std, 1.0)
-        w = w / std[:, None]
-        c = -mean / std
-        weights.append(w)
-        biases.append(c)
-        z = h @ w.T + c
-        h = np.stack([_activation(z[t], alpha[layer, t], hinges[layer]) for t in range(num_tasks)])
-        fan_in = width
-
-    shared = rng.standard_normal((1, num_outputs, fan_in))
-    own = rng.standard_normal((num_tasks, num_outputs, fan_in))
-    heads = (np.sqrt(1 - head_std**2) * shared + head_std * own) / np.sqrt(fan_in)
-    raw = np.einsum("tnh,tkh->tnk", h, heads)
-    mean = raw.mean(axis=1)
-    std = raw.std(axis=1)
-    std = np.where(std > 1e-12, std, 1.0)
-    heads = heads / std[:, :, None]
-    head_biases = -mean / std
+    base = rng.uniform(-0.5, 0.5, size=(num_layers, 1, num_hinges))
+    offsets = _split_offsets(rng, groups, hinges)
+    jitter = np.stack([
+        within_group_std / np.sqrt(np.trace(_hinge_gram(hinges[layer])))
+        * rng.standard_normal((num_tasks, num_hinges))
+        for layer in range(num_layers)
+    ])
+    fans = [input_dim] + hidden[:-1]
+    raw_weights = [rng.standard_normal((h, f)) / np.sqrt(f) for h, f in zip(hidden, fans)]
+    raw_head = rng.standard_normal((num_outputs, hidden[-1])) / np.sqrt(hidden[-1])
+    x_cal = rng.standard_normal((_CALIBRATION_SAMPLES, input_dim))
+    sizes = split_distance * split_decay ** np.arange(num_layers)
+    alpha = base + np.einsum("d,dltm->ltm", sizes, offsets) + jitter
+    weights, biases, heads, head_biases = _calibrate(x_cal, alpha, hinges, raw_weights, raw_head)
     return PlantedTeacher(
         weights=weights,
         biases=biases,
@@ -225,27 +243,84 @@ def make_teacher(
         heads=heads,
         head_biases=head_biases,
         groups=groups,
+        split_sizes=sizes.tolist(),
     )
 
 
-def _check_config(
-    num_tasks, groups_per_layer, input_dim, hidden, num_hinges, num_outputs,
-    samples_per_task, val_fraction, test_fraction, noise, within_group_std, seed,
-) -> None:
-    from taan_core._validation import check_int
-    from taan_core.data.base import _check_fractions
+_TEACHER_KEYS = (
+    "num_tasks", "groups_per_layer", "input_dim", "hidden", "num_hinges", "num_outputs",
+    "split_distance", "split_decay", "within_group_std", "seed",
+)
 
-    check_int(num_tasks, "num_tasks", minimum=1)
-    check_int(input_dim, "input_dim", minimum=1)
-    check_int(num_hinges, "num_hinges", minimum=1)
-    check_int(num_outputs, "num_outputs", minimum=1)
-    check_int(samples_per_task, "samples_per_task", minimum=3)
-    check_int(seed, "seed", minimum=0)
-    for name, seq in (("groups_per_layer", groups_per_layer), ("hidden", hidden)):
-        if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or len(seq) == 0:
-            raise TypeError(f"{name} must be a non-empty list of ints, got {seq!r}")
-        for i, v in enumerate(seq):
-            check_int(v, f"{name}[{i}]", minimum=1)
+
+def teacher_from_config(config: dict) -> PlantedTeacher:
+    """The teacher behind a planted data set, rebuilt from its ``config`` (``data.config``)."""
+    return make_teacher(**{k: config[k] for k in _TEACHER_KEYS if k in config})
+
+
+def _check_sequence(seq, name: str) -> None:
+    if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or len(seq) == 0:
+        raise TypeError(f"{name} must be a non-empty list of ints, got {seq!r}")
+    for i, v in enumerate(seq):
+        check_int(v, f"{name}[{i}]", minimum=1)
+
+
+def _check_float(value, name: str, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value}")
+
+
+def load_planted(
+    data_path: str | None = None,
+    *,
+    num_tasks: int = 16,
+    groups_per_layer: Sequence[int] = (2, 4, 8),
+    input_dim: int = 8,
+    hidden: Sequence[int] = (16, 16, 16),
+    num_hinges: int = 4,
+    num_outputs: int = 4,
+    samples_per_task: int = 2000,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    noise: float = 0.1,
+    split_distance: float = 1.5,
+    split_decay: float = 0.5,
+    within_group_std: float = 0.01,
+    seed: int = 0,
+) -> MultiTaskData:
+    """Generate the planted benchmark.
+
+    Parameters
+    ----------
+    data_path : None
+        Unused (the data are generated); accepted so every source has the same signature.
+    num_tasks, groups_per_layer, input_dim, hidden, num_hinges, num_outputs
+        Teacher shape, see :func:`make_teacher`.
+    samples_per_task : int
+        Samples per task over all three splits.
+    val_fraction, test_fraction : float
+        Fractions of every task's samples held out for validation and test.
+    noise : float
+        Standard deviation of the Gaussian noise added to the unit-variance outputs.
+    split_distance, split_decay, within_group_std, seed
+        Tree and seed, see :func:`make_teacher`.
+
+    Returns
+    -------
+    MultiTaskData
+        ``T`` regression tasks ``task_00`` .. with ``num_outputs`` outputs each, input shape
+        ``(input_dim,)``; ``ground_truth`` holds ``groups`` (L lists of T ints), the teacher's
+        ``hinges`` (L lists of M floats), ``alpha`` (L x T x M nested lists) and ``split_sizes``.
+    """
+    if data_path is not None:
+        raise ValueError(f"the planted data set is generated, it reads no files; got data_path={data_path!r}")
+    for name, value, low in (("num_tasks", num_tasks, 1), ("input_dim", input_dim, 1), ("num_hinges", num_hinges, 1),
+                             ("num_outputs", num_outputs, 1), ("samples_per_task", samples_per_task, 3), ("seed", seed, 0)):
+        check_int(value, name, minimum=low)
+    _check_sequence(groups_per_layer, "groups_per_layer")
+    _check_sequence(hidden, "hidden")
     if len(groups_per_layer) != len(hidden):
         raise ValueError(
             f"groups_per_layer must give one group count per hidden layer (len(hidden) = {len(hidden)}), "
@@ -256,62 +331,13 @@ def _check_config(
             raise ValueError(f"groups_per_layer[{layer}] = {g} exceeds num_tasks = {num_tasks}")
         if layer + 1 < len(groups_per_layer) and groups_per_layer[layer + 1] % g:
             raise ValueError(
-                "groups must refine with depth: each groups_per_layer entry must divide the next, "
-                f"got {list(groups_per_layer)}"
+                f"groups must refine with depth: each groups_per_layer entry must divide the next, got {list(groups_per_layer)}"
             )
     _check_fractions(val_fraction, test_fraction)
-    for name, v in (("noise", noise), ("within_group_std", within_group_std)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name} must be a float, got {type(v).__name__}")
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"{name} must be finite and >= 0, got {v}")
+    for name, value in (("noise", noise), ("within_group_std", within_group_std), ("split_decay", split_decay)):
+        _check_float(value, name)
+    _check_float(split_distance, "split_distance", positive=True)
 
-
-def load_planted(
-    data_path: str | None = None,
-    *,
-    num_tasks: int = 16,
-    groups_per_layer: Sequence[int] = (2, 4, 8),
-    input_dim: int = 16,
-    hidden: Sequence[int] = (32, 32, 32),
-    num_hinges: int = 4,
-    num_outputs: int = 4,
-    samples_per_task: int = 1000,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    noise: float = 0.1,
-    within_group_std: float = 0.02,
-    head_std: float = 1.0,
-    seed: int = 0,
-) -> MultiTaskData:
-    """Generate the planted benchmark.
-
-    Parameters
-    ----------
-    data_path : None
-        Unused (the data are generated); accepted so every source has the same signature.
-    num_tasks, groups_per_layer, input_dim, hidden, num_hinges, num_outputs, within_group_std, seed
-        Teacher configuration, see :func:`make_teacher`.
-    samples_per_task : int
-        Samples per task over all three splits.
-    val_fraction, test_fraction : float
-        Fractions of every task's samples held out for validation and test.
-    noise : float
-        Standard deviation of the Gaussian noise added to the unit-variance outputs.
-
-    Returns
-    -------
-    MultiTaskData
-        ``T`` regression tasks with ``num_outputs`` outputs each, input shape ``(input_dim,)``;
-        ``ground_truth`` holds ``groups`` (L lists of T ints) and the teacher's ``hinges``
-        (L lists of M floats) and ``alpha`` (L x T x M nested lists).
-    """
-    if data_path is not None:
-        raise ValueError(f"the planted data set is generated, it reads no files; got data_path={data_path!r}")
-    _check_config(
-        num_tasks, groups_per_layer, input_dim, hidden, num_hinges, num_outputs,
-        samples_per_task, val_fraction, test_fraction, noise, within_group_std, seed,
-    )
     config = {
         "num_tasks": num_tasks,
         "groups_per_layer": [int(g) for g in groups_per_layer],
@@ -323,19 +349,15 @@ def load_planted(
         "val_fraction": float(val_fraction),
         "test_fraction": float(test_fraction),
         "noise": float(noise),
+        "split_distance": float(split_distance),
+        "split_decay": float(split_decay),
         "within_group_std": float(within_group_std),
         "seed": seed,
     }
     teacher = make_teacher(
-        num_tasks=num_tasks,
-        groups_per_layer=groups_per_layer,
-        input_dim=input_dim,
-        hidden=hidden,
-        num_hinges=num_hinges,
-        num_outputs=num_outputs,
-        within_group_std=within_group_std,
-        head_std=head_std,
-        seed=seed,
+        num_tasks=num_tasks, groups_per_layer=groups_per_layer, input_dim=input_dim, hidden=hidden,
+        num_hinges=num_hinges, num_outputs=num_outputs, split_distance=split_distance, split_decay=split_decay,
+        within_group_std=within_group_std, seed=seed,
     )
     rng = np.random.default_rng([int(seed), 0xDA7A])
     n_test = max(1, int(round(samples_per_task * test_fraction))) if test_fraction > 0 else 0
@@ -343,23 +365,20 @@ def load_planted(
     n_train = samples_per_task - n_val - n_test
     if n_train < 1:
         raise ValueError(f"samples_per_task = {samples_per_task} leaves no training samples")
+    cuts = {"train": slice(0, n_train), "val": slice(n_train, n_train + n_val), "test": slice(n_train + n_val, None)}
     tasks = [TaskSpec(f"task_{t:02d}", "regression", num_outputs) for t in range(num_tasks)]
-    parts: dict[str, tuple[list, list]] = {s: ([], []) for s in ("train", "val", "test")}
+    parts: dict[str, tuple[list, list]] = {s: ([], []) for s in cuts}
     for t in range(num_tasks):
         x = rng.standard_normal((samples_per_task, input_dim))
         y = teacher.forward(x, t) + noise * rng.standard_normal((samples_per_task, num_outputs))
-        cuts = {"train": slice(0, n_train), "val": slice(n_train, n_train + n_val), "test": slice(n_train + n_val, None)}
         for split, sl in cuts.items():
             parts[split][0].append(torch.from_numpy(x[sl]).float())
             parts[split][1].append(torch.from_numpy(y[sl]).float())
-    splits = {
-        s: TensorSplit(tasks, xs, ys, source=f"planted (seed {seed})") for s, (xs, ys) in parts.items()
-    }
+    splits = {s: TensorSplit(tasks, xs, ys, source=f"planted (seed {seed})") for s, (xs, ys) in parts.items()}
     ground_truth = {
         "groups": [list(g) for g in teacher.groups],
         "hinges": teacher.hinges.tolist(),
         "alpha": teacher.alpha.tolist(),
+        "split_sizes": list(teacher.split_sizes),
     }
-    return MultiTaskData(
-        "planted", config, tasks, splits, input_shape=(input_dim,), ground_truth=ground_truth
-    )
+    return MultiTaskData("planted", config, tasks, splits, input_shape=(input_dim,), ground_truth=ground_truth)

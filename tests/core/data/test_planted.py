@@ -1,0 +1,143 @@
+"""Tests of the planted benchmark: the tree, the teacher, calibration, reproducibility, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from taan_core.data import load_dataset, load_planted, make_teacher, teacher_from_config
+from taan_core.data.planted import _activation, planted_groups
+
+SMALL = {"num_tasks": 8, "groups_per_layer": [2, 4], "input_dim": 4, "hidden": [8, 8], "samples_per_task": 200}
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_dataset("planted", **SMALL)
+
+
+def test_default_shape_and_ground_truth():
+    data = load_dataset("planted")
+    assert data.name == "planted" and data.num_tasks == 16
+    assert data.task_names[0] == "task_00" and data.task_names[-1] == "task_15"
+    assert all(t.kind == "regression" and t.num_outputs == 4 for t in data.tasks)
+    groups = data.ground_truth["groups"]
+    assert [max(g) + 1 for g in groups] == [2, 4, 8]
+    assert np.asarray(data.ground_truth["alpha"]).shape == (3, 16, 4)
+    assert np.asarray(data.ground_truth["hinges"]).shape == (3, 4)
+    sizes = [data.split(s).num_samples(0) for s in ("train", "val", "test")]
+    assert sizes == [1200, 400, 400]
+
+
+def test_groups_nest():
+    groups = planted_groups(12, [1, 3, 6, 12])
+    for coarse, fine in zip(groups, groups[1:]):
+        parent = {}
+        for t, (c, f) in enumerate(zip(coarse, fine)):
+            assert parent.setdefault(f, c) == c, f"group {f} of task {t} straddles two parents"
+    assert groups[0] == [0] * 12 and groups[-1] == list(range(12))
+
+
+def test_config_is_plain_and_rebuilds_identical_data(small):
+    assert all(isinstance(v, (int, float, list)) for v in small.config.values())
+    again = load_dataset("planted", **small.config)
+    for which in ("train", "test"):
+        a, b = small.split(which), again.split(which)
+        for t in range(small.num_tasks):
+            idx = torch.arange(a.num_samples(t))
+            torch.testing.assert_close(a.get(t, idx), b.get(t, idx), rtol=0, atol=0)
+    other = load_planted(**{**SMALL, "seed": 1})
+    assert not torch.equal(other.split("train").get(0, torch.arange(5))[1], small.split("train").get(0, torch.arange(5))[1])
+
+
+def test_data_follow_the_teacher_up_to_noise(small):
+    teacher = teacher_from_config(small.config)
+    np.testing.assert_allclose(teacher.alpha, small.ground_truth["alpha"])
+    split = small.split("train")
+    residuals = []
+    for t in range(small.num_tasks):
+        x, y = split.get(t, torch.arange(split.num_samples(t)))
+        residuals.append(y.double().numpy() - teacher.forward(x.double().numpy(), t))
+    r = np.concatenate(residuals)
+    assert abs(r.std() - 0.1) < 0.01, "outputs are the teacher's plus noise of std `noise`"
+    assert abs(r.mean()) < 0.01
+
+
+def test_activation_formula():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((5, 3))
+    alpha = rng.standard_normal(4)
+    hinges = np.array([-1.0, -0.2, 0.3, 1.1])
+    expected = np.maximum(z, 0) + sum(a * np.maximum(b - z, 0) for a, b in zip(alpha, hinges))
+    np.testing.assert_allclose(_activation(z, alpha, hinges), expected)
+
+
+def test_teacher_calibration():
+    teacher = make_teacher(**{k: SMALL[k] for k in ("num_tasks", "groups_per_layer", "input_dim", "hidden")}, seed=3)
+    x = np.random.default_rng(9).standard_normal((4000, 4))
+    # Pre-activations pooled over tasks are standardised, so they spread over the hinges.
+    h = [x] * teacher.num_tasks
+    for layer, (w, c) in enumerate(zip(teacher.weights, teacher.biases)):
+        z = np.stack([hi @ w.T + c for hi in h])
+        # Calibrated on 512 shared inputs: allow their sampling error.
+        assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
+        h = [_activation(z[t], teacher.alpha[layer, t], teacher.hinges[layer]) for t in range(teacher.num_tasks)]
+    # Every task's noiseless outputs are standardised.
+    outputs = np.stack([teacher.forward(x, t) for t in range(teacher.num_tasks)])
+    assert np.abs(outputs.mean(axis=1)).max() < 0.2
+    assert np.abs(outputs.std(axis=1) - 1).max() < 0.2
+
+
+def test_splits_have_the_requested_size():
+    teacher = make_teacher(seed=0)
+    np.testing.assert_allclose(teacher.split_sizes, [1.5, 0.75, 0.375])
+    gram_grid = np.linspace(-8, 8, 4001)
+    weights = np.exp(-0.5 * gram_grid**2)
+    weights /= weights.sum()
+    groups = np.asarray(teacher.groups)
+    for layer in range(3):
+        f = np.stack([_activation(gram_grid, teacher.alpha[layer, t], teacher.hinges[layer]) for t in range(16)])
+        d = np.sqrt((((f[:, None] - f[None]) ** 2) * weights).sum(axis=-1))
+        # Siblings created at this layer: same group above, different group here.
+        above = groups[layer - 1] if layer else np.zeros(16, dtype=int)
+        siblings = np.equal.outer(above, above) & ~np.equal.outer(groups[layer], groups[layer])
+        closest = min(d[siblings][d[siblings] > 0])
+        # Jitter (0.01) moves the closest pair a little off the planted size.
+        assert closest == pytest.approx(teacher.split_sizes[layer], abs=0.05), layer
+
+
+def test_group_activations_are_shared_within_and_distinct_between():
+    teacher = make_teacher(seed=2)
+    grid = np.linspace(-3, 3, 301)
+    for layer, g in enumerate(teacher.groups):
+        f = np.stack([_activation(grid, teacher.alpha[layer, t], teacher.hinges[layer]) for t in range(16)])
+        d = np.sqrt(((f[:, None] - f[None]) ** 2).mean(axis=-1))
+        same = np.equal.outer(g, g)
+        assert d[same].max() < d[~same].min(), f"layer {layer}: a within-group pair is farther than a between-group one"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        ({"groups_per_layer": [2, 3, 8]}, ValueError, "each groups_per_layer entry must divide the next"),
+        ({"groups_per_layer": [2, 4]}, ValueError, r"one group count per hidden layer \(len\(hidden\) = 3\)"),
+        ({"groups_per_layer": [2, 4, 32]}, ValueError, "exceeds num_tasks = 16"),
+        ({"hidden": "16"}, TypeError, "hidden must be a non-empty list of ints"),
+        ({"hidden": [16, 0, 16]}, ValueError, r"hidden\[1\] must be >= 1"),
+        ({"noise": -0.1}, ValueError, "noise must be finite and >= 0"),
+        ({"split_distance": 0.0}, ValueError, "split_distance must be finite and > 0"),
+        ({"split_decay": "half"}, TypeError, "split_decay must be a float"),
+        ({"samples_per_task": 2}, ValueError, "samples_per_task must be >= 3"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, ValueError, "val_fraction \\+ test_fraction must be < 1"),
+        ({"num_tasks": 1.5}, TypeError, "num_tasks must be an int"),
+    ],
+)
+def test_config_errors(overrides, error, match):
+    with pytest.raises(error, match=match):
+        load_planted(**overrides)
+
+
+def test_data_path_is_refused():
+    with pytest.raises(ValueError, match="reads no files"):
+        load_dataset("planted", data_path="x.npz")
