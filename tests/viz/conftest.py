@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from viz_helpers import make_checkpoint_dict
+from tests.viz.viz_helpers import make_checkpoint_dict
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from viz_helpers import GROUPS, LAYER_NAMES, TASK_NAMES, gaussian_expectation, make_checkpoint_dict
+from tests.viz.viz_helpers import GROUPS, LAYER_NAMES, TASK_NAMES, gaussian_expectation, make_checkpoint_dict
 from taan_viz.analysis import (
     METRICS,
     Measure,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from viz_helpers import TASK_NAMES, make_checkpoint_dict
+from tests.viz.viz_helpers import TASK_NAMES, make_checkpoint_dict
 from taan_viz.cli import main
 
 

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.colors import to_hex
 
-from viz_helpers import TASK_NAMES
+from tests.viz.viz_helpers import TASK_NAMES
 from taan_viz.plots._style import category_color, readable_color
 from taan_viz.plots.cluster import clustermap, dendrogram, embedding, plot_dendrograms, plot_embeddings
 

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.colors import to_hex
 
-from viz_helpers import TASK_NAMES
+from tests.viz.viz_helpers import TASK_NAMES
 from taan_viz.plots._style import category_color
 from taan_viz.plots.curves import activation_curves, activation_values, curve_range, plot_curve_grid, plot_curves
 

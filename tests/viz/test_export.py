@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from viz_helpers import TASK_NAMES
+from tests.viz.viz_helpers import TASK_NAMES
 from taan_viz.export import export_analysis, export_names, layer_slug
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from viz_helpers import TASK_NAMES
+from tests.viz.viz_helpers import TASK_NAMES
 from taan_viz.plots.heatmap import heatmap, metric_norm, plot_heatmaps
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.patches import FancyBboxPatch
 
-from viz_helpers import TASK_NAMES
+from tests.viz.viz_helpers import TASK_NAMES
 from taan_viz.plots.tree import plot_sharing_tree
 
 
