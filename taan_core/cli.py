@@ -25,7 +25,7 @@ REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 # Per-data-set defaults of the options the user did not give. planted is sized to train in about
 # a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "planted": {"model": "taan", "hidden": [32, 32, 32], "hinges": 8, "epochs": 30, "batch_size": 16,
+    "planted": {"model": "taan", "hidden": [64, 64, 64], "hinges": 8, "epochs": 30, "batch_size": 16,
                 "lr": 3e-3, "weight_decay": 0.0, "patience": 0, "schedule": "cosine", "threads": 1},
     "digits": {"model": "taan", "hidden": [64, 64], "hinges": 8, "epochs": 30, "batch_size": 16, "lr": 1e-3,
                "weight_decay": 0.0, "patience": 5, "schedule": "none"},
@@ -144,13 +144,9 @@ def train(
     resolve_device(config.device)
     _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
     data_set = load_dataset(dataset, data_path=str(data) if data is not None else None)
-    if hidden is not None:
-        widths = _parse_hidden(hidden)
-    elif dataset == "planted":
-        # The student mirrors the teacher's widths, whatever the planted configuration.
-        widths = list(data_set.config["hidden"])
-    else:
-        widths = defaults["hidden"]
+    # The planted student is wider than its teacher (16 units): a student as narrow as the teacher
+    # does not fit it within the default budget (docs/data.md).
+    widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
     overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
                                  explicit_hinges=hinges is not None)
     torch.manual_seed(config.seed)

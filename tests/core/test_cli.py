@@ -49,8 +49,8 @@ def test_train_writes_a_loadable_run(trained):
     assert ckpt.data["name"] == "planted"
     assert len(ckpt.task_names) == len(ckpt.groups[0])
     assert [layer.num_hinges for layer in ckpt.layers] == [2] * len(ckpt.layers)
-    # the student's widths default to the teacher's
-    assert ckpt.raw["model"]["config"]["hidden"] == ckpt.data["config"]["hidden"]
+    # the planted student defaults to 64 units per layer, one layer per planted grouping
+    assert ckpt.raw["model"]["config"]["hidden"] == [64] * len(ckpt.groups)
     assert len((trained / "metrics.jsonl").read_text().splitlines()) == 1
 
 
