@@ -9,8 +9,7 @@ commands that need only one piece (``taan-viz heatmap``) never import the rest.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from taan_core._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -55,15 +54,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taan_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"taan_core.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("taan_core", _EXPORTS, globals())

@@ -7,10 +7,8 @@ it needs (``taan-viz heatmap`` never imports sympy, scikit-learn or the trainer)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from taan_core import __version__
+from taan_core._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "analyze": "analysis",
@@ -38,15 +36,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taan_viz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"taan_viz.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("taan_viz", _EXPORTS, globals())
