@@ -128,7 +128,34 @@ class TaskAdaptiveActivation(nn.Module):
         )
 
 
-class TALinear(nn.Module):
+class _TABlock(nn.Module):
+    """An affine map, an optional BatchNorm and a TaskAdaptiveActivation.
+
+    TALinear (affine map ``.linear``) and TAConv2d (``.conv``) differ only in the affine map and
+    how BatchNorm sees its output; ``_affine_name`` names the attribute.
+    """
+
+    _affine_name: str
+    bn: nn.Module | None
+    act: TaskAdaptiveActivation
+
+    @property
+    def alpha(self) -> nn.Parameter:
+        return self.act.alpha
+
+    @property
+    def hinges(self) -> nn.Parameter:
+        return self.act.hinges
+
+    def reset_parameters(self) -> None:
+        """Reinitialise the affine map, the BatchNorm and the activation."""
+        getattr(self, self._affine_name).reset_parameters()
+        if self.bn is not None:
+            self.bn.reset_parameters()
+        self.act.reset_parameters()
+
+
+class TALinear(_TABlock):
     r"""Dense task-adaptive layer: ``F_task(BN(W x + c))`` (BatchNorm optional).
 
     Parameters
@@ -146,6 +173,8 @@ class TALinear(nn.Module):
 
     Shapes: x (N, ..., in_features) -> (N, ..., out_features); task int or LongTensor (N,).
     """
+
+    _affine_name = "linear"
 
     def __init__(
         self,
@@ -166,21 +195,6 @@ class TALinear(nn.Module):
         self.bn = nn.BatchNorm1d(out_features, **factory) if batch_norm else None
         self.act = TaskAdaptiveActivation(num_tasks, num_hinges, **factory)
 
-    @property
-    def alpha(self) -> nn.Parameter:
-        return self.act.alpha
-
-    @property
-    def hinges(self) -> nn.Parameter:
-        return self.act.hinges
-
-    def reset_parameters(self) -> None:
-        """Reinitialise the affine map, the BatchNorm and the activation."""
-        self.linear.reset_parameters()
-        if self.bn is not None:
-            self.bn.reset_parameters()
-        self.act.reset_parameters()
-
     def forward(self, x: Tensor, task: Tensor | int) -> Tensor:
         """x (N, ..., in_features), task int or LongTensor (N,) -> (N, ..., out_features)."""
         z = self.linear(x)
@@ -196,7 +210,7 @@ class TALinear(nn.Module):
         )
 
 
-class TAConv2d(nn.Module):
+class TAConv2d(_TABlock):
     r"""Convolutional task-adaptive layer: ``F_task(BN(conv(x)))`` (BatchNorm on by default).
 
     Parameters
@@ -215,6 +229,8 @@ class TAConv2d(nn.Module):
 
     Shapes: x (N, C_in, H, W) -> (N, C_out, H_out, W_out); task int or LongTensor (N,).
     """
+
+    _affine_name = "conv"
 
     def __init__(
         self,
@@ -235,21 +251,6 @@ class TAConv2d(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **factory)
         self.bn = nn.BatchNorm2d(out_channels, **factory) if batch_norm else None
         self.act = TaskAdaptiveActivation(num_tasks, num_hinges, **factory)
-
-    @property
-    def alpha(self) -> nn.Parameter:
-        return self.act.alpha
-
-    @property
-    def hinges(self) -> nn.Parameter:
-        return self.act.hinges
-
-    def reset_parameters(self) -> None:
-        """Reinitialise the convolution, the BatchNorm and the activation."""
-        self.conv.reset_parameters()
-        if self.bn is not None:
-            self.bn.reset_parameters()
-        self.act.reset_parameters()
 
     def forward(self, x: Tensor, task: Tensor | int) -> Tensor:
         """x (N, C_in, H, W), task int or LongTensor (N,) -> (N, C_out, H_out, W_out)."""
