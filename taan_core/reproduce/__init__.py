@@ -5,51 +5,50 @@
 - :func:`tree_from_checkpoint` and :func:`branched_overrides`: the hard-sharing architecture a
   trained TAAN implies, for ``taan-core train --model branched --tree-from CHECKPOINT``;
 - :func:`format_tables` / :func:`write_tables`: the tables of a ``results.json``.
+
+Names are imported on first use (PEP 562), so that the ``taan-core`` command line can import
+:func:`reproduce_command` without loading torch and the study.
 """
 
 from __future__ import annotations
 
-from taan_core.reproduce.command import reproduce_command
-from taan_core.reproduce.figures import render_figures
-from taan_core.reproduce.runner import run_one, time_models
-from taan_core.reproduce.study import (
-    BRANCHED_VARIANTS,
-    BUDGETS,
-    DEFAULT_GRID,
-    QUICK_BUDGETS,
-    RESULTS_FORMAT,
-    VARIANTS,
-    run_study,
-    select_coefficients,
-)
-from taan_core.reproduce.tables import format_tables, summarize, write_tables
-from taan_core.reproduce.tree import (
-    branched_overrides,
-    layer_distances,
-    planted_ari,
-    sharing_groups,
-    tree_from_checkpoint,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "BRANCHED_VARIANTS",
-    "BUDGETS",
-    "DEFAULT_GRID",
-    "QUICK_BUDGETS",
-    "RESULTS_FORMAT",
-    "VARIANTS",
-    "branched_overrides",
-    "format_tables",
-    "layer_distances",
-    "planted_ari",
-    "render_figures",
-    "reproduce_command",
-    "run_one",
-    "run_study",
-    "select_coefficients",
-    "sharing_groups",
-    "summarize",
-    "time_models",
-    "tree_from_checkpoint",
-    "write_tables",
-]
+_EXPORTS: dict[str, str] = {
+    "BRANCHED_VARIANTS": "study",
+    "BUDGETS": "study",
+    "DEFAULT_GRID": "study",
+    "QUICK_BUDGETS": "study",
+    "RESULTS_FORMAT": "study",
+    "VARIANTS": "study",
+    "branched_overrides": "tree",
+    "format_tables": "tables",
+    "layer_distances": "tree",
+    "planted_ari": "tree",
+    "render_figures": "figures",
+    "reproduce_command": "command",
+    "run_one": "runner",
+    "run_study": "study",
+    "select_coefficients": "study",
+    "sharing_groups": "tree",
+    "summarize": "tables",
+    "time_models": "runner",
+    "tree_from_checkpoint": "tree",
+    "write_tables": "tables",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taan_core.reproduce' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"taan_core.reproduce.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

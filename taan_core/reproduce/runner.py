@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["load_study_data", "run_one", "time_models", "time_one"]
+__all__ = ["data_fingerprint", "load_study_data", "run_one", "time_models", "time_one"]
 
 _INFERENCE_REPEATS = 5
 # At most this many test samples are timed for inference (large data sets stream from disk).
@@ -39,7 +39,7 @@ def _slug(text: str) -> str:
     return slug
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _load_data(name: str, data_path: str | None, config_json: str):
     from taan_core.data import load_dataset
 
@@ -49,6 +49,24 @@ def _load_data(name: str, data_path: str | None, config_json: str):
 def load_study_data(spec: dict):
     """The data set of a run spec (cached per process: every run of a data set shares it)."""
     return _load_data(spec["dataset"], spec.get("data_path"), json.dumps(spec.get("data_config") or {}, sort_keys=True))
+
+
+def data_fingerprint(data, samples: int = 64) -> str:
+    """A short hash of a data set: its tasks, split sizes and the first ``samples`` samples of
+    every task and split (all of a small in-memory data set, a cheap sample of a large one)."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps([data.name, list(data.task_names), list(data.input_shape)]).encode())
+    for which in ("train", "val", "test"):
+        split = data.split(which)
+        for t in range(split.num_tasks):
+            n = split.num_samples(t)
+            digest.update(f"{which}/{t}/{n}".encode())
+            if n:
+                x, y = split.get(t, torch.arange(min(n, samples)))
+                digest.update(x.contiguous().numpy().tobytes())
+                digest.update(y.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _build(spec: dict, data) -> torch.nn.Module:
@@ -114,11 +132,14 @@ def _geometry(ckpt, spec: dict, planted) -> dict:
     geometry = layer_distances(ckpt.layers, "data")
     dists = [d for d, _ in geometry]
     tree = sharing_groups(dists, spec["tree_threshold"], scales=[s for _, s in geometry])
-    out: dict[str, Any] = {"tree": tree, "num_groups": [max(row) + 1 for row in tree], "ari": None, "tree_ari": None}
+    out: dict[str, Any] = {"tree": tree, "num_groups": [max(row) + 1 for row in tree], "ari": None,
+                           "ari_standard": None, "tree_ari": None}
     if planted is not None and len(planted) == len(dists):
         from sklearn.metrics import adjusted_rand_score
 
+        # Under the recorded pre-activation measure (taan-viz's default) and under N(0, 1).
         out["ari"] = planted_ari(dists, planted)
+        out["ari_standard"] = planted_ari([d for d, _ in layer_distances(ckpt.layers, "standard")], planted)
         out["tree_ari"] = [float(adjusted_rand_score(p, g)) for p, g in zip(planted, tree)]
     return out
 
@@ -198,8 +219,9 @@ def run_one(spec: dict, out: str | Path) -> dict:
         "inference_seconds": seconds, "inference_samples": samples,
         "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs),
         "stopped_early": bool(result.stopped_early), "wall_seconds": time.perf_counter() - tic,
-        "run_dir": spec["run_dir"], "tree": None, "num_groups": None, "ari": None, "tree_ari": None,
-        "tree_source": spec.get("tree_source"), "spec": spec,
+        "run_dir": spec["run_dir"], "tree": None, "num_groups": None, "ari": None, "ari_standard": None,
+        "tree_ari": None,
+        "tree_source": spec.get("tree_source"), "data_fingerprint": data_fingerprint(data), "spec": spec,
     }
     if ckpt.layers:
         record.update(_geometry(ckpt, spec, (data.ground_truth or {}).get("groups")))

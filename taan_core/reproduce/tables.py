@@ -3,6 +3,7 @@
 - Table 1: test metric (mean +- sample std over seeds) of every model on every data set, with
   the parameter counts; regularised TAANs at the coefficient chosen on validation.
 - Table 1b: the validation metric over the c grid, the chosen c marked.
+- Table 1c: test RMSE of the regression data sets.
 - Table 2: training time per epoch and inference time relative to HardShare (medians over the
   selected runs), with HardShare's absolute times.
 - The planted benchmark's per-layer adjusted Rand index of the learned task clustering.
@@ -114,10 +115,13 @@ def _table1(results: dict, summary: dict) -> list[str]:
 
 def _table1b(results: dict) -> list[str]:
     grid = results["settings"]["grid"]
+    # Only the seeds the grid ran on: the numbers the choice was made from.
+    seeds = set(results["settings"].get("grid_seeds") or results["settings"]["seeds"])
     lines = _header(["data set", "model", *[f"c = {c:g}" for c in grid]])
     for d in results["settings"]["datasets"]:
         for model in _order(results):
-            runs = [r for r in results["runs"] if r["dataset"] == d and r["model"] == model and r["reg"] != "none"]
+            runs = [r for r in results["runs"] if r["dataset"] == d and r["model"] == model and r["reg"] != "none"
+                    and r["seed"] in seeds]
             if not runs:
                 continue
             chosen = results["selected_c"].get(d, {}).get(model)
@@ -126,6 +130,22 @@ def _table1b(results: dict) -> list[str]:
                 text = _fmt(*_mean_std([r["val_main"] for r in runs if r["c"] == c]))
                 row.append(f"**{text}** ✓" if c == chosen else text)
             lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _table1c(results: dict) -> list[str]:
+    """Test RMSE (mean over tasks) of the regression data sets, lower is better."""
+    datasets = [d for d in results["settings"]["datasets"]
+                if any(r["dataset"] == d and "rmse" in r["test"]["mean"] for r in results["runs"])]
+    if not datasets:
+        return []
+    lines = _header(["model", *[f"{d}: test RMSE" for d in datasets]])
+    for model in _order(results):
+        row = [model]
+        for d in datasets:
+            runs = [r for r in results["runs"] if r["dataset"] == d and r["model"] == model and r["selected"]]
+            row.append(_fmt(*_mean_std([r["test"]["mean"]["rmse"] for r in runs])) if runs else "—")
+        lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
@@ -164,43 +184,72 @@ def _ari_table(results: dict) -> list[str]:
         depth = len(runs[0]["ari"])
         truth = results["datasets"][d].get("planted_groups") or []
         counts = [len(set(g)) for g in truth]
-        cells = ["model", *[f"layer {l + 1} ARI ({counts[l]} groups)" if l < len(counts) else f"layer {l + 1} ARI"
-                            for l in range(depth)], "tree groups per layer", "tree ARI per layer"]
+        cells = ["model", "measure", *[f"layer {l + 1} ({counts[l]} groups)" if l < len(counts) else f"layer {l + 1}"
+                                       for l in range(depth)]]
         lines += [f"{d}:", "", *_header(cells)]
         for model in _order(results):
             mine = [r for r in runs if r["model"] == model]
             if not mine:
                 continue
-            row = [model, *[_fmt(*_mean_std([r["ari"][l] for r in mine]), 2) for l in range(depth)]]
-            row.append("; ".join("/".join(str(g) for g in r["num_groups"]) for r in mine))
-            row.append(" / ".join(_fmt(*_mean_std([r["tree_ari"][l] for r in mine]), 2) for l in range(depth)))
-            lines.append("| " + " | ".join(row) + " |")
+            for label, key in (("N(0, 1)", "ari_standard"), ("data", "ari"), ("tree", "tree_ari")):
+                if not all(r.get(key) for r in mine):
+                    continue
+                lines.append("| " + " | ".join([model, label, *[_fmt(*_mean_std([r[key][l] for r in mine]), 2)
+                                                               for l in range(depth)]]) + " |")
         lines.append("")
     return lines
 
 
 def _tree_table(results: dict) -> list[str]:
-    lines = _header(["data set", "seed", "tree from", "groups per layer", "params (tree)", "params (HardShare)"])
+    lines = _header(["data set", "seed", "tree from", "groups per layer", "params (tree)", "params (HardShare)",
+                     "test (tree)", "test (random)"])
     for d in results["settings"]["datasets"]:
         hard = {r["seed"]: r["parameters"] for r in results["runs"] if r["dataset"] == d and r["model"] == "HardShare"}
+        shuffled = {r["seed"]: r["test_main"] for r in results["runs"]
+                    if r["dataset"] == d and r["model"] == "Branched (random)"}
         for r in results["runs"]:
             if r["dataset"] == d and r["model"] == "Branched (TAAN tree)":
                 lines.append(f"| {d} | {r['seed']} | `{r['tree_source']}` | {'/'.join(map(str, r['num_groups']))} | "
-                             f"{r['parameters']:,} | {hard.get(r['seed'], 0):,} |")
+                             f"{r['parameters']:,} | {hard.get(r['seed'], 0):,} | {r['test_main']:.3f} | "
+                             f"{shuffled.get(r['seed'], float('nan')):.3f} |")
+    return lines
+
+
+def _budget_table(results: dict) -> list[str]:
+    settings = results["settings"]
+    lines = _header(["data set", "tasks", "train samples", "hidden", "M", "max epochs", "batch / task", "lr",
+                     "weight decay", "patience"])
+    for d in settings["datasets"]:
+        b, info = settings["budgets"][d], results["datasets"][d]
+        lines.append(f"| {d} | {info['tasks']} | {info['train_samples']:,} | {'x'.join(map(str, b['hidden']))} | "
+                     f"{b['num_hinges']} | {b['epochs']} | {b['batch_size']} | {b['lr']:g} | {b['weight_decay']:g} | "
+                     f"{b['patience']} |")
     return lines
 
 
 def format_tables(results: dict) -> dict[str, str]:
-    """The markdown of every table, keyed ``table1``, ``table1b``, ``table2``, ``ari``, ``trees``."""
+    """The markdown of every table, keyed ``budget``, ``table1``, ``table1b``, ``table2`` and, when they apply,
+    ``table1c`` (regression RMSE), ``ari`` (planted data) and ``trees`` (branched networks)."""
     summary = summarize(results)
-    seeds = len(results["settings"]["seeds"])
+    settings = results["settings"]
+    seeds = len(settings["seeds"])
     tables = {
+        "budget": "\n".join([
+            f"Budget. Every model of a data set trains with these settings (Adam, balanced batches, early "
+            f"stopping on the validation metric); seeds {', '.join(map(str, settings['seeds']))}; c grid "
+            f"{', '.join(f'{c:g}' for c in settings['grid'])} on seed(s) "
+            f"{', '.join(map(str, settings.get('grid_seeds') or settings['seeds']))}; "
+            f"{'quick budgets; ' if settings['quick'] else ''}{settings.get('workers', 1)} run(s) at a time. "
+            f"The runs' own wall times sum to {sum(r['wall_seconds'] for r in results['runs']) / 60:.0f} min; "
+            f"the last invocation of the study took {results.get('wall_seconds', float('nan')) / 60:.0f} min "
+            "(finished runs with identical settings are reused).", "", *_budget_table(results)]),
         "table1": "\n".join([
             f"Table 1. Test metric, mean ± sample std over {seeds} seeds (best epoch on validation; regularised "
             "TAANs at the c chosen on validation). Best mean per data set in bold.", "", *_table1(results, summary)]),
         "table1b": "\n".join([
-            "Table 1b. Validation metric (mean ± std over seeds) over the grid of c; ✓ marks the chosen c.", "",
-            *_table1b(results)]),
+            "Table 1b. Validation metric over the grid of c on the seeds the grid ran on (seeds "
+            f"{', '.join(map(str, results['settings'].get('grid_seeds') or results['settings']['seeds']))}; "
+            "mean ± std when more than one); ✓ marks the chosen c.", "", *_table1b(results)]),
         "table2": "\n".join([
             "Table 2. Training time per epoch (optimiser steps only) and inference time over the test split, "
             "relative to HardShare: " + (
@@ -208,24 +257,33 @@ def format_tables(results: dict) -> dict[str, str]:
                 "models train one epoch each in turn, one at a time." if results.get("timing") else
                 "medians over the selected training runs."), "", *_table2(results, summary)]),
     }
+    rmse = _table1c(results)
+    if rmse:
+        tables["table1c"] = "\n".join([
+            f"Table 1c. Test RMSE of the regression data sets (mean over tasks; mean ± std over {seeds} seeds; "
+            "lower is better).", "", *rmse])
     ari = _ari_table(results)
     if ari:
         tables["ari"] = "\n".join([
-            "Planted benchmark: adjusted Rand index between the planted task groups and the learned clustering of "
-            "each layer (average linkage on the function-space distances, cut at the planted number of groups), "
-            "mean ± std over seeds; the sharing tree's groups (relative threshold "
-            f"{results['settings']['tree_threshold']:g}) per seed and their ARI.", "", *ari]).rstrip()
+            "Planted benchmark: adjusted Rand index (mean ± std over seeds) between the planted task groups and "
+            "the learned clustering of each layer (average linkage on the function-space distances, cut at the "
+            "planted number of groups), with distances under N(0, 1) (the paper's measure) and under each layer's "
+            "recorded pre-activation distribution (data, the default of taan-viz); 'tree' scores the groups of "
+            f"the sharing tree (relative threshold {results['settings']['tree_threshold']:g}, data measure) "
+            "instead.", "", *ari]).rstrip()
     trees = _tree_table(results)
     if len(trees) > 2:
         tables["trees"] = "\n".join(["Sharing trees the branched networks follow.", "", *trees])
-    return tables
+    order = ("budget", "table1", "table1b", "table1c", "table2", "ari", "trees")
+    return {key: tables[key] for key in order if key in tables}
 
 
 def write_tables(results: dict, out) -> Path:
     """Write ``tables.md`` (all tables), ``table1.md`` and ``table2.md`` into ``out``; returns tables.md."""
     out = Path(out)
     tables = format_tables(results)
-    (out / "table1.md").write_text(tables["table1"] + "\n\n" + tables["table1b"] + "\n")
+    (out / "table1.md").write_text("\n\n".join(tables[k] for k in ("table1", "table1b", "table1c") if k in tables)
+                                   + "\n")
     (out / "table2.md").write_text(tables["table2"] + "\n")
     path = out / "tables.md"
     path.write_text("\n\n".join(tables.values()) + "\n")

@@ -179,14 +179,22 @@ def test_study_writes_results_with_every_model_trained(study):
 def test_study_tables(study):
     out, results, _ = study
     text = (out / "tables.md").read_text()
-    assert text.startswith("Table 1.")
+    assert text.startswith("Budget.") and "\nTable 1. " in text
     for model in (*VARIANTS, *BRANCHED_VARIANTS):
         assert f"| {model} |" in text
     assert "| HardShare | 1.00× | 1.00× |" in (out / "table2.md").read_text()
     tables = format_tables(results)
-    assert set(tables) == {"table1", "table1b", "table2", "ari", "trees"}
+    assert list(tables) == ["budget", "table1", "table1b", "table1c", "table2", "ari", "trees"]
     hard = [r["test_main"] for r in results["runs"] if r["model"] == "HardShare"]
     assert f"{np.mean(hard):.3f} ± {np.std(hard, ddof=1):.3f}" in tables["table1"]
+    rmse = [r["test"]["mean"]["rmse"] for r in results["runs"] if r["model"] == "HardShare"]
+    assert f"| HardShare | {np.mean(rmse):.3f} ± {np.std(rmse, ddof=1):.3f} |" in tables["table1c"]
+    # The grid table shows the seed the choice was made on, not the other seeds' runs at the chosen c.
+    chosen = results["selected_c"]["planted"]["TAAN+cosine"]
+    seed0 = [r["val_main"] for r in results["runs"] if r["model"] == "TAAN+cosine" and r["c"] == chosen
+             and r["seed"] == 0]
+    assert f"**{seed0[0]:.3f}** ✓" in tables["table1b"]
+    assert "| planted | 4 | " in tables["budget"]
 
 
 @pytest.mark.slow
@@ -255,3 +263,26 @@ def test_reproduce_command_parses_and_reports_errors(tmp_path):
     help_text = CliRunner().invoke(app, ["--help"]).output
     for option in ("--datasets", "--seeds", "--quick", "--out", "--data", "--tree-from"):
         assert option in help_text
+
+
+def test_data_fingerprint_tells_data_apart():
+    from taan_core.data import load_dataset
+    from taan_core.reproduce.runner import data_fingerprint
+
+    config = {"samples_per_task": 20, "num_tasks": 2, "groups_per_layer": [1, 2], "hidden": [4, 4]}
+    first = data_fingerprint(load_dataset("planted", **config))
+    assert first == data_fingerprint(load_dataset("planted", **config))
+    assert first != data_fingerprint(load_dataset("planted", **{**config, "seed": 1}))
+
+
+@pytest.mark.slow
+def test_runs_on_other_data_are_not_reused(study):
+    from taan_core.reproduce.study import _check_data, _reuse
+
+    out, results, _ = study
+    record = next(r for r in results["runs"] if r["model"] == "HardShare")
+    fingerprints = {"planted": record["data_fingerprint"]}
+    assert _reuse(record["spec"], out, fingerprints)["test_main"] == record["test_main"]
+    assert _reuse(record["spec"], out, {"planted": "0" * 16}) is None
+    with pytest.raises(RuntimeError, match="differ from the data the study started with"):
+        _check_data([record], {"planted": "0" * 16})
