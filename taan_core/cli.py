@@ -19,7 +19,7 @@ import typer
 __all__ = ["app", "main"]
 
 DATASETS = ("planted", "digits", "exam", "youtube8m", "omniglot", "npz")
-MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe")
+MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched")
 REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 
 # Per-data-set defaults of the options the user did not give. planted is sized to train in about
@@ -89,6 +89,8 @@ def train(
     c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient (default 0.1).")] = None,
     measure: Annotated[Optional[str], typer.Option(help="Gaussian measure of the cosine/distance regulariser: standard|data.")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden widths, comma-separated (e.g. 64,64,64).")] = None,
+    tree_from: Annotated[Optional[Path], typer.Option(
+        "--tree-from", help="With --model branched: the TAAN checkpoint whose sharing tree the branches follow.")] = None,
     hinges: Annotated[Optional[int], typer.Option(help="Hinges M per adaptive layer.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum number of epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Samples per task per batch (balanced sampling).")] = None,
@@ -131,6 +133,10 @@ def train(
     from taan_core.train import TrainConfig, Trainer, resolve_device
 
     reg = _choice(reg or "none", REGS, "--reg")
+    if (model == "branched") != (tree_from is not None):
+        raise _UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
+    if hinges is not None and model == "branched":
+        raise _UserError("--hinges applies to models with task-adaptive activations (taan, taan-conv), not 'branched'")
     pick = lambda value, key: value if value is not None else defaults[key]  # noqa: E731
     config = TrainConfig(
         epochs=pick(epochs, "epochs"), batch_size=pick(batch_size, "batch_size"), sampler=sampler or "balanced",
@@ -147,8 +153,14 @@ def train(
     # The planted student is wider than its teacher (16 units): a student as narrow as the teacher
     # does not fit it within the default budget (docs/data.md).
     widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
-    overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
-                                 explicit_hinges=hinges is not None)
+    if model == "branched":
+        # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
+        from taan_core.reproduce.tree import branched_overrides
+
+        overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
+    else:
+        overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
+                                     explicit_hinges=hinges is not None)
     torch.manual_seed(config.seed)
     net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
     result = Trainer(net, data_set, config).fit(overwrite=overwrite)
@@ -248,6 +260,12 @@ def _print_table(result: dict, ckpt, split: str) -> None:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
+
+
+# The reproduction study lives in its own package; its command module imports only typer.
+from taan_core.reproduce.command import reproduce_command  # noqa: E402
+
+app.command("reproduce")(reproduce_command)
 
 
 def _click_exception(name: str) -> type[BaseException]:

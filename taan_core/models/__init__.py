@@ -18,6 +18,7 @@ import math
 from typing import Any, Sequence
 
 from taan_core.models._base import MLPConfig, MultiTaskModel
+from taan_core.models.branched import Branched, BranchedConfig
 from taan_core.models.baselines import (
     CrossStitch,
     CrossStitchConfig,
@@ -32,6 +33,8 @@ from taan_core.models.taan import TAAN, TAANConfig, TAANConv, TAANConvConfig
 
 __all__ = [
     "MODELS",
+    "Branched",
+    "BranchedConfig",
     "CrossStitch",
     "CrossStitchConfig",
     "HardShare",
@@ -58,6 +61,7 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "soft-order": SoftOrder,
     "cross-stitch": CrossStitch,
     "mmoe": MMoE,
+    "branched": Branched,
 }
 
 

@@ -199,3 +199,36 @@ def test_eval_of_a_reference_import_needs_a_model(tmp_path, capsys):
     path = tmp_path / "reference.pt"
     torch.save({"layer1.alpha": torch.randn(3, 4), "layer1.basis": torch.randn(1, 4)}, path)
     _assert_user_error(*_cli(capsys, "eval", str(path)), "model: expected a full taan checkpoint")
+
+
+@pytest.mark.slow
+def test_branched_follows_the_sharing_tree_of_a_taan(trained, tmp_path, capsys):
+    from taan_core.reproduce.tree import branched_overrides
+
+    out = tmp_path / "branched"
+    code, _, err = _cli(capsys, "train", "--model", "branched", "--tree-from", str(trained / "checkpoint.pt"),
+                        "--epochs", "1", "--batch-size", "128", "--quiet", "--out", str(out))
+    assert code == 0, err
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    config = ckpt.raw["model"]["config"]
+    expected = branched_overrides(trained / "checkpoint.pt")
+    assert config["groups"] == expected["groups"]
+    assert config["hidden"] == expected["hidden"]
+    assert ckpt.raw["model"]["class"] == "Branched"
+    assert ckpt.layers == []  # a hard-sharing network has no task-adaptive layers
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--model", "branched"], "--model branched needs --tree-from"),
+    (["--tree-from", "x.pt"], "--tree-from applies only to it"),
+    (["--model", "branched", "--tree-from", "x.pt", "--hinges", "4"], "--hinges applies to models"),
+])
+def test_branched_option_errors(args, match, tmp_path, capsys):
+    code, out, err = _cli(capsys, "train", *args, "--out", str(tmp_path / "run"))
+    _assert_user_error(code, out, err, match)
+
+
+def test_reproduce_is_a_command(capsys):
+    code, out, _ = _cli(capsys, "reproduce", "--help")
+    assert code == 0
+    assert "--quick" in out and "--datasets" in out
