@@ -200,6 +200,20 @@ class Analysis:
             raise ValueError(f"layer position {key} is out of range for {len(self.layers)} analysed layers")
         return self.layers[key]
 
+    def select(self, layers: "Sequence[int | str] | None" = None) -> list[LayerAnalysis]:
+        """The layers named by ``layers`` (names or positions; all when None), in that order.
+
+        Raises
+        ------
+        ValueError
+            When ``layers`` selects nothing or names an unknown layer.
+        """
+        keys = list(range(len(self.layers))) if layers is None else list(layers)
+        chosen = [self.layer(k) for k in keys]
+        if not chosen:
+            raise ValueError("layers must select at least one layer")
+        return chosen
+
 
 def _planted_groups(ckpt: "Checkpoint", num_layers: int) -> list | None:
     groups = (ckpt.data or {}).get("groups")

@@ -158,10 +158,7 @@ def plot_dendrograms(
     """
     from matplotlib.figure import Figure
 
-    keys = list(range(len(analysis.layers))) if layers is None else list(layers)
-    chosen = [analysis.layer(k) for k in keys]
-    if not chosen:
-        raise ValueError("layers must select at least one layer")
+    chosen = analysis.select(layers)
     labels = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
     by_id = {id(la): lab for la, lab in zip(analysis.layers, labels)}
     t = analysis.num_tasks
@@ -348,10 +345,7 @@ def plot_embeddings(
     """
     from matplotlib.figure import Figure
 
-    keys = list(range(len(analysis.layers))) if layers is None else list(layers)
-    chosen: list[LayerAnalysis] = [analysis.layer(k) for k in keys]
-    if not chosen:
-        raise ValueError("layers must select at least one layer")
+    chosen: list[LayerAnalysis] = analysis.select(layers)
     labels = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
     by_id = {id(la): lab for la, lab in zip(analysis.layers, labels)}
     n = len(chosen)

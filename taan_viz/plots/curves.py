@@ -235,10 +235,7 @@ def plot_curves(
     """
     from matplotlib.figure import Figure
 
-    keys = list(range(len(analysis.layers))) if layers is None else list(layers)
-    chosen = [analysis.layer(k) for k in keys]
-    if not chosen:
-        raise ValueError("layers must select at least one layer")
+    chosen = analysis.select(layers)
     labels_all = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
     by_pos = {id(la): lab for la, lab in zip(analysis.layers, labels_all)}
     n = len(chosen)

@@ -261,9 +261,7 @@ def plot_heatmaps(
     check_metric(metric)
     if scale not in ("shared", "layer"):
         raise ValueError(f"scale must be 'shared' or 'layer', got {scale!r}")
-    chosen = [analysis.layer(k) for k in (range(len(analysis.layers)) if layers is None else layers)]
-    if not chosen:
-        raise ValueError("layers must select at least one layer")
+    chosen = analysis.select(layers)
     t = analysis.num_tasks
     ref = None if order_by in (None, "tree") else analysis.layer(order_by)
     if order_by == "tree":
