@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "VARIANTS": "study",
     "branched_overrides": "tree",
     "format_tables": "tables",
+    "insert_tables": "tables",
     "layer_distances": "tree",
     "planted_ari": "tree",
     "render_figures": "figures",

@@ -43,6 +43,8 @@ def reproduce_command(
     device: Annotated[str, typer.Option("--device", help="cpu|cuda|auto|...")] = "cpu",
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished identical runs in --out.")] = True,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw heatmaps and trees with taan-viz.")] = True,
+    doc: Annotated[Optional[Path], typer.Option(
+        "--doc", help="Markdown file whose generated-tables block is refreshed (e.g. docs/results.md).")] = None,
 ) -> None:
     """Train every model on every data set with one budget, select c on validation, write results.json and tables."""
     from taan_core.reproduce.study import run_study
@@ -56,6 +58,10 @@ def reproduce_command(
         grid_seeds=grid_seeds, tree_threshold=threshold, workers=workers, threads=threads, device=device, resume=resume,
         figures=figures, log=log,
     )
+    if doc is not None:
+        from taan_core.reproduce.tables import insert_tables
+
+        insert_tables(doc, results)
     failed = [f for f in results["figures"] if "error" in f]
     for entry in failed:
         log(f"figure {entry['path']} not drawn: {entry['error']}")

@@ -16,7 +16,10 @@ import math
 import statistics
 from pathlib import Path
 
-__all__ = ["format_tables", "summarize", "write_tables"]
+__all__ = ["BEGIN_MARK", "END_MARK", "format_tables", "insert_tables", "summarize", "write_tables"]
+
+BEGIN_MARK = "<!-- generated tables: begin -->"
+END_MARK = "<!-- generated tables: end -->"
 
 _METRIC_NAMES = {"r2": "R²", "accuracy": "accuracy", "rmse": "RMSE", "main": "main metric"}
 
@@ -287,4 +290,23 @@ def write_tables(results: dict, out) -> Path:
     (out / "table2.md").write_text(tables["table2"] + "\n")
     path = out / "tables.md"
     path.write_text("\n\n".join(tables.values()) + "\n")
+    return path
+
+
+def insert_tables(document, results: dict) -> Path:
+    """Replace the block between :data:`BEGIN_MARK` and :data:`END_MARK` of a markdown document
+    with the tables of ``results`` (so a results page quotes the tables as generated).
+
+    Raises
+    ------
+    ValueError
+        When the document does not hold both marks, in that order.
+    """
+    path = Path(document)
+    text = path.read_text()
+    start, stop = text.find(BEGIN_MARK), text.find(END_MARK)
+    if start < 0 or stop < start:
+        raise ValueError(f"{path}: expected a block between {BEGIN_MARK!r} and {END_MARK!r} to put the tables in")
+    body = "\n\n".join(format_tables(results).values())
+    path.write_text(text[:start] + BEGIN_MARK + "\n" + body + "\n" + text[stop:])
     return path

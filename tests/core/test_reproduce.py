@@ -198,6 +198,25 @@ def test_study_tables(study):
 
 
 @pytest.mark.slow
+def test_insert_tables_into_document(study, tmp_path):
+    from taan_core.reproduce import insert_tables
+    from taan_core.reproduce.tables import BEGIN_MARK, END_MARK
+
+    _, results, _ = study
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# Results\n\n{BEGIN_MARK}\nSTALE BLOCK\n{END_MARK}\n\nprose\n")
+    insert_tables(doc, results)
+    text = doc.read_text()
+    assert "STALE BLOCK" not in text and text.endswith(f"{END_MARK}\n\nprose\n")
+    assert format_tables(results)["table1"] in text
+    insert_tables(doc, results)
+    assert doc.read_text() == text  # idempotent
+    doc.write_text("no marks")
+    with pytest.raises(ValueError, match="expected a block between"):
+        insert_tables(doc, results)
+
+
+@pytest.mark.slow
 def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
     out, results, _ = study
     source = out / "runs/planted/taan-cosine-c0.1-s0/checkpoint.pt"
@@ -216,11 +235,20 @@ def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
 
 def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
     monkeypatch.setattr(figures_module, "_taan_viz_command", lambda: None)
-    results = {"settings": {"datasets": ["planted"], "tree_threshold": 0.1},
-               "runs": [{"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.5,
-                         "model": "TAAN", "c": 0.0, "seed": 0, "run_dir": "runs/planted/taan-s0"}]}
+    runs = [{"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.5, "model": "TAAN",
+             "reg": "none", "c": 0.0, "seed": 0, "run_dir": "runs/planted/taan-s0"},
+            {"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.7, "model": "TAAN+cosine",
+             "reg": "cosine", "c": 0.1, "seed": 2, "run_dir": "runs/planted/taan-cosine-c0.1-s2"},
+            {"dataset": "planted", "registry": "taan", "selected": False, "val_main": 0.9, "model": "TAAN+cosine",
+             "reg": "cosine", "c": 1.0, "seed": 0, "run_dir": "runs/planted/taan-cosine-c1-s0"},
+            {"dataset": "planted", "registry": "hard", "selected": True, "val_main": 0.95, "model": "HardShare",
+             "reg": "none", "c": 0.0, "seed": 0, "run_dir": "runs/planted/hardshare-s0"}]
+    results = {"settings": {"datasets": ["planted"], "tree_threshold": 0.1}, "runs": runs}
     entries = figures_module.render_figures(results, tmp_path)
-    assert [e["kind"] for e in entries] == ["heatmap", "tree"]
+    # The best selected TAAN of any kind, then the best plain TAAN; never an unselected c or a baseline.
+    assert [(e["model"], e["seed"], e["kind"]) for e in entries] == [
+        ("TAAN+cosine", 2, "heatmap"), ("TAAN+cosine", 2, "tree"), ("TAAN", 0, "heatmap"), ("TAAN", 0, "tree")]
+    assert entries[0]["path"] == "figures/planted/taan-cosine-s2/heatmap.png"
     assert all(e["error"] == "taan-viz is not installed" for e in entries)
 
 
