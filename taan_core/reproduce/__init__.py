@@ -16,12 +16,12 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "BRANCHED_VARIANTS": "study",
-    "BUDGETS": "study",
-    "DEFAULT_GRID": "study",
-    "QUICK_BUDGETS": "study",
+    "BRANCHED_VARIANTS": "budgets",
+    "BUDGETS": "budgets",
+    "DEFAULT_GRID": "budgets",
+    "QUICK_BUDGETS": "budgets",
     "RESULTS_FORMAT": "study",
-    "VARIANTS": "study",
+    "VARIANTS": "budgets",
     "branched_overrides": "tree",
     "format_tables": "tables",
     "insert_tables": "tables",

@@ -1,0 +1,72 @@
+"""What the study trains: the models, the coefficient grids and each data set's budget.
+
+Every model of a data set gets the same budget (widths, epochs, batch, learning rate, schedule,
+early-stopping patience); nothing here was chosen by looking at test results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS"]
+
+# Display name -> (model registry name, regulariser), in table order.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "STL": ("stl", "none"),
+    "HardShare": ("hard", "none"),
+    "SoftOrder": ("soft-order", "none"),
+    "CrossStitch": ("cross-stitch", "none"),
+    "MMoE": ("mmoe", "none"),
+    "TAAN": ("taan", "none"),
+    "TAAN+tracenorm": ("taan", "tracenorm"),
+    "TAAN+cosine": ("taan", "cosine"),
+    "TAAN+distance": ("taan", "distance"),
+}
+BRANCHED_VARIANTS = ("Branched (TAAN tree)", "Branched (random)")
+DEFAULT_GRID = (0.01, 0.1, 1.0)
+QUICK_GRID = (0.01, 0.1)
+
+_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "patience", "eval_batch_size")
+# The training budget and model size of each data set. Every model of a data set gets the same
+# one; nothing here was chosen by looking at test results.
+BUDGETS: dict[str, dict[str, Any]] = {
+    # The planted benchmark's documented student setting (docs/data.md).
+    "planted": {"data_config": {}, "hidden": [64, 64, 64], "num_hinges": 8, "epochs": 30, "batch_size": 16,
+                "lr": 3e-3, "weight_decay": 0.0, "schedule": "cosine", "patience": 10, "eval_batch_size": 1024},
+    "digits": {"data_config": {}, "hidden": [64, 64], "num_hinges": 8, "epochs": 30, "batch_size": 16,
+               "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
+    "exam": {"data_config": {}, "hidden": [32, 32], "num_hinges": 8, "epochs": 30, "batch_size": 8,
+             "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
+    # The paper's YouTube-8M setting (hidden 1024 x 3, M = 64, Adam 1e-4, weight decay 0.005,
+    # 256 per task, patience 3).
+    "youtube8m": {"data_config": {}, "hidden": [1024, 1024, 1024], "num_hinges": 64, "epochs": 10,
+                  "batch_size": 256, "lr": 1e-4, "weight_decay": 0.005, "schedule": "none", "patience": 3,
+                  "eval_batch_size": 1024},
+    "npz": {"data_config": {}, "hidden": [256, 256, 256], "num_hinges": 16, "epochs": 20, "batch_size": 32,
+            "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
+}
+# Tiny budgets that run the whole pipeline in a few minutes (a smoke test, not a result).
+QUICK_BUDGETS: dict[str, dict[str, Any]] = {
+    "planted": {"data_config": {"samples_per_task": 100}, "hidden": [16, 16, 16], "num_hinges": 4, "epochs": 2,
+                "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0,
+                "eval_batch_size": 1024},
+    "digits": {"data_config": {}, "hidden": [16, 16], "num_hinges": 4, "epochs": 2, "batch_size": 32,
+               "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0, "eval_batch_size": 1024},
+    "exam": {"data_config": {}, "hidden": [8, 8], "num_hinges": 4, "epochs": 2, "batch_size": 16,
+             "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0, "eval_batch_size": 1024},
+    "youtube8m": {"data_config": {}, "hidden": [64, 64, 64], "num_hinges": 8, "epochs": 1, "batch_size": 32,
+                  "lr": 1e-4, "weight_decay": 0.005, "schedule": "none", "patience": 0, "eval_batch_size": 1024},
+    "npz": {"data_config": {}, "hidden": [16, 16], "num_hinges": 4, "epochs": 2, "batch_size": 32,
+            "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0, "eval_batch_size": 1024},
+}
+_FILE_DATASETS = ("youtube8m", "npz")
+
+
+def _model_config(registry: str, budget: dict) -> dict:
+    hidden = list(budget["hidden"])
+    if registry == "taan":
+        return {"hidden": hidden, "num_hinges": int(budget["num_hinges"])}
+    if registry == "mmoe":
+        # Experts as deep as the other trunks, linear towers; 4 experts keep it near the others' size.
+        return {"hidden": hidden, "num_experts": int(budget.get("num_experts", 4)), "tower_hidden": []}
+    return {"hidden": hidden}
