@@ -12,8 +12,7 @@ Names are imported on first use (PEP 562), so that the ``taan-core`` command lin
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from taan_core._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "BRANCHED_VARIANTS": "budgets",
@@ -41,15 +40,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taan_core.reproduce' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"taan_core.reproduce.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("taan_core.reproduce", _EXPORTS, globals())

@@ -70,16 +70,9 @@ def data_fingerprint(data, samples: int = 64) -> str:
 
 
 def _build(spec: dict, data) -> torch.nn.Module:
-    from taan_core.models import MODELS, build_model
+    from taan_core.models import build_model
 
     dims = [t.num_outputs for t in data.tasks]
-    if spec["registry"] == "branched" and "branched" not in MODELS:
-        import math
-
-        from taan_core.models.branched import Branched, BranchedConfig
-
-        config = BranchedConfig(input_dim=math.prod(data.input_shape), output_dims=dims, **spec["model_config"])
-        return Branched(config)
     return build_model(spec["registry"], data.input_shape, dims, **spec["model_config"])
 
 
