@@ -221,20 +221,20 @@ def _as_measure_tensor(value: Scalar, name: str) -> Tensor:
     return check_tensor(value, name)
 
 
+def _check_measure_value(t: Tensor, name: str, batch_shape: torch.Size) -> Tensor:
+    """A scalar, or one value per stacked layer; a one-element tensor counts as a scalar."""
+    if t.ndim and t.numel() == 1:
+        return t.reshape(())
+    if t.ndim and tuple(t.shape) != tuple(batch_shape):
+        expected = "a scalar" if not batch_shape else f"a scalar or shape {_fmt_shape(batch_shape)}"
+        raise ValueError(f"{name} must be {expected}, got shape {_fmt_shape(t.shape)}")
+    return t
+
+
 def _check_measure(mu: Scalar, sigma: Scalar, batch_shape: torch.Size) -> tuple[Tensor, Tensor]:
     mu_t = check_finite(_as_measure_tensor(mu, "mu"), "mu")
     sigma_t = check_positive(_as_measure_tensor(sigma, "sigma"), "sigma")
-    for name, t in (("mu", mu_t), ("sigma", sigma_t)):
-        if t.ndim and tuple(t.shape) != tuple(batch_shape) and t.numel() != 1:
-            expected = "a scalar" if not batch_shape else f"a scalar or shape {_fmt_shape(batch_shape)}"
-            raise ValueError(f"{name} must be {expected}, got shape {_fmt_shape(t.shape)}")
-        if t.ndim and t.numel() == 1:
-            t = t.reshape(())
-        if name == "mu":
-            mu_t = t
-        else:
-            sigma_t = t
-    return mu_t, sigma_t
+    return _check_measure_value(mu_t, "mu", batch_shape), _check_measure_value(sigma_t, "sigma", batch_shape)
 
 
 def _check_hinges(hinges) -> Tensor:
@@ -280,15 +280,13 @@ def _gram(h: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
     at = [(p1[..., k * m:(k + 1) * m], p2[..., k * m:(k + 1) * m]) for k in range(4)]
     g00 = at[0][1][..., 0]
     g0m = _relu_hinge(c, beta, h / sigma_b, *at)
-    gap = (h.unsqueeze(-2) - h.unsqueeze(-1)) / sigma_b.unsqueeze(-1) if sigma.ndim else (
-        h.unsqueeze(-2) - h.unsqueeze(-1)
-    ) / sigma
+    sigma_mat = sigma.reshape(sigma.shape + (1, 1))  # broadcasts against (..., M, M)
+    gap = (h.unsqueeze(-2) - h.unsqueeze(-1)) / sigma_mat
     gmm = _hinge_hinge(beta, gap, at[3])
     top = torch.cat([g00.unsqueeze(-1), g0m], dim=-1)  # (..., M + 1)
     rest = torch.cat([g0m.unsqueeze(-1), gmm], dim=-1)  # (..., M, M + 1)
     g = torch.cat([top.unsqueeze(-2), rest], dim=-2)
-    s2 = (sigma * sigma).reshape(sigma.shape + (1, 1)) if sigma.ndim else sigma * sigma
-    return g * s2
+    return g * (sigma_mat * sigma_mat)
 
 
 def _prepare(alpha, hinges, mu, sigma):
