@@ -170,6 +170,12 @@ class TALinear(_TABlock):
         Whether the affine map has a bias.
     batch_norm : bool, default False
         Whether a BatchNorm1d sits between the affine map and the activation.
+    batch_norm_affine : bool, default True
+        Whether that BatchNorm learns a scale and shift per unit. Without them every unit's
+        pre-activation stays standardised over the batch, so all units (and the analysis) see
+        the activations under N(0, 1).
+    hinge_init : (float, float), default (-0.5, 0.5)
+        Range of the uniform initial hinges.
 
     Shapes: x (N, ..., in_features) -> (N, ..., out_features); task int or LongTensor (N,).
     """
@@ -184,6 +190,8 @@ class TALinear(_TABlock):
         num_hinges: int = 16,
         bias: bool = True,
         batch_norm: bool = False,
+        batch_norm_affine: bool = True,
+        hinge_init: tuple[float, float] = (-0.5, 0.5),
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -192,8 +200,8 @@ class TALinear(_TABlock):
         self.in_features = check_int(in_features, "in_features", minimum=1)
         self.out_features = check_int(out_features, "out_features", minimum=1)
         self.linear = nn.Linear(in_features, out_features, bias=bias, **factory)
-        self.bn = nn.BatchNorm1d(out_features, **factory) if batch_norm else None
-        self.act = TaskAdaptiveActivation(num_tasks, num_hinges, **factory)
+        self.bn = nn.BatchNorm1d(out_features, affine=batch_norm_affine, **factory) if batch_norm else None
+        self.act = TaskAdaptiveActivation(num_tasks, num_hinges, hinge_init=hinge_init, **factory)
 
     def forward(self, x: Tensor, task: Tensor | int) -> Tensor:
         """x (N, ..., in_features), task int or LongTensor (N,) -> (N, ..., out_features)."""
@@ -207,6 +215,7 @@ class TALinear(_TABlock):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, num_tasks={self.act.num_tasks}, "
             f"num_hinges={self.act.num_hinges}, bias={self.linear.bias is not None}, batch_norm={self.bn is not None}"
+            + (", batch_norm_affine=False" if self.bn is not None and not self.bn.affine else "")
         )
 
 

@@ -8,6 +8,7 @@ has the parameters of a hard-shared network plus L * (T * M + M).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,14 @@ class TAANConfig:
         Hinges M per layer.
     batch_norm : bool
         BatchNorm between each linear map and its task-adaptive activation.
+    batch_norm_affine : bool
+        Whether that BatchNorm learns a per-unit scale and shift. False keeps every unit's
+        pre-activation standardised, so the activations act on N(0, 1) in every unit.
+    hinge_range : float
+        Initial hinges are uniform on [-hinge_range, hinge_range].
+    shared_head : bool
+        One linear head for all tasks (they need equal output sizes): every weight is then
+        shared and the tasks differ only in their activations.
     dropout : float
         Dropout probability after each hidden activation.
     """
@@ -53,6 +62,9 @@ class TAANConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
     num_hinges: int = 16
     batch_norm: bool = False
+    batch_norm_affine: bool = True
+    hinge_range: float = 0.5
+    shared_head: bool = False
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -61,6 +73,15 @@ class TAANConfig:
         self.hidden = _int_list(self.hidden, "hidden")
         self.num_hinges = check_int(self.num_hinges, "num_hinges", minimum=1)
         self.batch_norm = _bool(self.batch_norm, "batch_norm")
+        self.batch_norm_affine = _bool(self.batch_norm_affine, "batch_norm_affine")
+        if isinstance(self.hinge_range, bool) or not isinstance(self.hinge_range, (int, float)):
+            raise TypeError(f"hinge_range must be a float, got {type(self.hinge_range).__name__}")
+        if not math.isfinite(self.hinge_range) or self.hinge_range < 0:
+            raise ValueError(f"hinge_range must be finite and >= 0, got {self.hinge_range}")
+        self.hinge_range = float(self.hinge_range)
+        self.shared_head = _bool(self.shared_head, "shared_head")
+        if self.shared_head and len(set(self.output_dims)) > 1:
+            raise ValueError(f"shared_head needs every task to have the same output size, got output_dims {self.output_dims}")
         self.dropout = _check_dropout(self.dropout)
 
 
@@ -68,7 +89,8 @@ class TAAN(MultiTaskModel):
     """Fully connected TAAN: ``L`` :class:`~taan_core.layers.TALinear` layers shared by all tasks
     (each with its per-task activation) and one linear head per task.
 
-    h_0 = flatten(x),  h_l = F^l_task(W_l h_{l-1} + c_l),  y = V_task h_L + d_task.
+    h_0 = flatten(x),  h_l = F^l_task(W_l h_{l-1} + c_l),  y = V_task h_L + d_task
+    (one V, d for all tasks with ``shared_head``).
 
     Parameters
     ----------
@@ -87,11 +109,14 @@ class TAAN(MultiTaskModel):
         super().__init__(config)
         widths = [config.input_dim, *config.hidden]
         self.blocks = nn.ModuleList(
-            TALinear(w_in, w_out, self.num_tasks, config.num_hinges, batch_norm=config.batch_norm)
+            TALinear(w_in, w_out, self.num_tasks, config.num_hinges, batch_norm=config.batch_norm,
+                     batch_norm_affine=config.batch_norm_affine,
+                     hinge_init=(-config.hinge_range, config.hinge_range))
             for w_in, w_out in zip(widths[:-1], widths[1:])
         )
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.heads = _linear_heads(widths[-1], config.output_dims)
+        # A shared head is heads[0]; the state_dict then holds one head instead of T.
+        self.heads = _linear_heads(widths[-1], config.output_dims[:1] if config.shared_head else config.output_dims)
 
     def _trunk(self, x: Tensor, task: int | Tensor) -> Tensor:
         h = x
@@ -100,12 +125,15 @@ class TAAN(MultiTaskModel):
         return h
 
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
-        return self.heads[task](self._trunk(x, task))
+        return self.heads[0 if self.config.shared_head else task](self._trunk(x, task))
 
     def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
         # The trunk takes per-sample task ids directly; only the heads need the grouping.
         h = self._trunk(x, task)
-        return _apply_per_task(self.heads, h, _task_index(task, self.num_tasks))
+        groups = _task_index(task, self.num_tasks)
+        if self.config.shared_head:
+            return list(self.heads[0](h.index_select(0, groups.order)).split(groups.counts))
+        return _apply_per_task(self.heads, h, groups)
 
 
 @dataclass

@@ -151,6 +151,50 @@ def test_taan_has_hard_share_parameters_plus_alpha_and_hinges(batch_norm):
     assert taan.num_parameters() == hard.num_parameters() + num_layers * (num_tasks * num_hinges + num_hinges)
 
 
+def test_shared_head_is_one_head_and_the_tasks_differ_only_in_activations():
+    torch.manual_seed(0)
+    config = TAANConfig(6, [3, 3, 3, 3], [8, 8], num_hinges=3, shared_head=True)
+    model = TAAN(config).double().eval()
+    per_task = TAAN(dataclasses.replace(config, shared_head=False))
+    assert len(model.heads) == 1
+    assert per_task.num_parameters() - model.num_parameters() == 3 * (8 * 3 + 3)
+    x = torch.randn(20, 6, dtype=torch.float64)
+    task = torch.tensor([0, 1, 2, 3] * 5)
+    # With equal coordinates all tasks are one network; differing ones make them differ.
+    with torch.no_grad():
+        for _, act in model.adaptive_layers():
+            act.alpha.zero_()
+    same = torch.stack([model(x, t) for t in range(4)])
+    torch.testing.assert_close(same, same[:1].expand_as(same), rtol=0, atol=0)
+    _randomise_adaptive(model)
+    outputs = model(x, task)
+    for t in range(4):
+        torch.testing.assert_close(outputs[t], model(x[task == t], t), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(model(x, 0), model(x, 1))
+    rebuilt = model_from_config("TAAN", dataclasses.asdict(model.config))
+    rebuilt.load_state_dict(model.state_dict())
+    assert len(rebuilt.heads) == 1
+
+
+def test_unaffine_batch_norm_and_hinge_range():
+    torch.manual_seed(0)
+    model = TAAN(TAANConfig(5, [2, 2], [64, 64], num_hinges=50, batch_norm=True, batch_norm_affine=False,
+                            hinge_range=1.5))
+    for block in model.blocks:
+        assert block.bn is not None and block.bn.weight is None and block.bn.bias is None
+        hinges = block.act.hinges.detach()
+        assert hinges.min() >= -1.5 and hinges.max() <= 1.5 and hinges.max() - hinges.min() > 2.0
+    # Every unit's pre-activation is standardised over the batch: the activations see N(0, 1).
+    seen = []
+    hook = model.blocks[1].act.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    model.train()
+    model(torch.randn(512, 5) * 3 + 1, torch.randint(0, 2, (512,)))
+    hook.remove()
+    z = seen[0]
+    torch.testing.assert_close(z.mean(0), torch.zeros(64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(64), atol=1e-3, rtol=0)
+
+
 def test_single_task_has_one_network_per_task():
     model = build_model("stl", (12,), OUTPUT_DIMS, hidden=[16, 8])
     assert model.num_parameters() == sum(_mlp_count([12, 16, 8], False) + 8 * d + d for d in OUTPUT_DIMS)
@@ -357,6 +401,11 @@ def test_model_takes_its_own_config_class():
         (lambda: TAANConfig(4, [1], dropout=1.0), ValueError, "dropout must be < 1"),
         (lambda: TAANConfig(4, [1], dropout=-0.1), ValueError, r"dropout must be in \[0, 1\]"),
         (lambda: TAANConfig(4, [1], batch_norm=1), TypeError, "batch_norm must be a bool"),
+        (lambda: TAANConfig(4, [1], batch_norm_affine="no"), TypeError, "batch_norm_affine must be a bool"),
+        (lambda: TAANConfig(4, [1], hinge_range=-1.0), ValueError, "hinge_range must be finite and >= 0"),
+        (lambda: TAANConfig(4, [1], hinge_range="wide"), TypeError, "hinge_range must be a float"),
+        (lambda: TAANConfig(4, [1, 2], shared_head=True), ValueError,
+         r"shared_head needs every task to have the same output size, got output_dims \[1, 2\]"),
         (lambda: SoftOrderConfig(4, [1], hidden=[8, 16]), ValueError, "hidden must hold one width repeated"),
         (lambda: CrossStitchConfig(4, [1], self_weight=1.5), ValueError, r"self_weight must be in \[0, 1\]"),
         (lambda: MMoEConfig(4, [1], num_experts=0), ValueError, "num_experts must be >= 1"),
