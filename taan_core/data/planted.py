@@ -2,33 +2,42 @@
 
 The teacher is a task-adaptive MLP with ``L`` hidden layers and one shared linear readout,
 
-    h_0 = x ~ N(0, I_D),   z_l = W_l h_{l-1} + c_l,   h_l = F^l_t(z_l),   y_t = s_t * (A h_L) + e_t + noise,
+    h_0 = x ~ N(0, I_D),   z_l = W_l h_{l-1} + c_l,   h_l = F^l_t(z_l),   y_t = A h_L + e + noise,
 
 where ``F^l_t(z) = relu(z) + sum_m alpha[l, t, m] relu(b_m - z)`` is applied elementwise and the
-per-task scales and shifts ``s_t, e_t`` standardise every task's outputs. Only the activation
+readout ``A, e`` standardises the outputs pooled over all tasks. Only the activation
 coordinates ``alpha[l, t]`` are task specific. The tasks form a tree: at layer 1 they fall into
 ``G_1`` groups, and each group of layer ``l`` splits into ``G_{l+1} / G_l`` groups at layer
 ``l + 1`` (default 16 tasks in 2, 4 and 8 groups). The tasks of a group share that layer's
 activation up to a small jitter.
 
-The coordinates are a branching walk down the tree. Every layer starts from a random base
-activation; every split (a group of layer ``l - 1`` parting into its children at layer ``l``)
-gives each child a centred random offset, scaled so that the two closest children are
+Every layer's groups get well-separated activations (``design="separated"``, the default): the
+``G_l`` group activations of layer ``l`` are relu plus centred offsets, picked by farthest-point
+selection from random candidates and scaled so that the two closest groups are
 ``split_distance * split_decay**(l - 1)`` apart in function space (the L2 distance under
-``z ~ N(0, 1)``), and the offset is applied at layer ``l`` and every deeper layer (with a fresh
-random direction per layer). Choices that make the tree visible to a student TAAN (docs/data.md
-gives what was tried and the measured adjusted Rand indices):
+``z ~ N(0, 1)``). Each layer's groups are drawn independently; the tree lies in the labels (the
+groups of layer ``l + 1`` refine those of layer ``l``). Choices that make the tree visible to a
+student TAAN (docs/data.md gives what was tried and the measured adjusted Rand indices):
 
-- the readout is shared: with a random readout per task a student explained task differences
-  with its own per-task heads and the planted activations were not recovered (ARI near 0);
-- coarse splits are larger than fine ones (``split_decay < 1``): a student spreads a difference
-  between two tasks over its layers, so a fine split that is as large as a coarse one blurs the
-  coarse layer's groups;
+- the readout is shared by all tasks, scales and shifts included: every task-specific effect
+  comes from the activations, and a student with one shared head cannot explain a task
+  difference anywhere else (with a random readout per task a student explained the
+  differences with its own per-task heads, ARI near 0);
+- all groups of a layer differ at that layer: in the earlier branching walk (``design="walk"``)
+  a coarse split was carried into the deeper layers, and a student moved it back to the
+  coarse layer, which left the deeper layers' groups mixed;
+- the closest groups of a coarse layer are farther apart than those of a fine one
+  (``split_decay < 1``: 0.3, 0.15, 0.075; farthest-point selection puts the typical pair of
+  groups about 0.3 apart at every layer);
+- activations stay close to relu, so the teacher is a smooth network that a student fits to
+  R^2 of about 0.97 in seconds; large offsets made non-monotone activations whose compositions
+  a student fitted poorly, and a poor fit recovered little;
 - pre-activations are calibrated to mean 0 and variance 1 over all tasks' inputs, which spreads
   them over the hinges at ``[-1.5, 1.5]``; tasks are regressions with several outputs, so every
   sample carries a continuous signal (a binary label carries far less per sample);
-- the input is low-dimensional and the teacher narrower than the student, so that a student
-  can fit it within a short training (a student as narrow as its teacher fitted it poorly).
+- the input is low-dimensional (8) and the teacher (16 units, 4 hinges) narrower than the
+  default student (32 units, 4 hinges): a student as narrow as its teacher fitted it poorly, and
+  a freer one (64 units, 8 hinges) spread task differences over its layers more often.
 
 Nothing is stored: the teacher and the data are regenerated from the config (numpy seeds).
 """
@@ -48,6 +57,9 @@ __all__ = ["PlantedTeacher", "make_teacher", "teacher_from_config", "planted_gro
 
 # Teacher hinges of every layer lie evenly in [-_HINGE_RANGE, _HINGE_RANGE] (standardised units).
 _HINGE_RANGE = 1.5
+# Random candidates from which the separated design picks each layer's group activations.
+_CANDIDATES = 256
+_DESIGNS = ("separated", "walk")
 # Inputs on which the teacher's pre-activations and outputs are standardised.
 _CALIBRATION_SAMPLES = 4096
 # Quadrature grid for function-space distances under N(0, 1).
@@ -80,13 +92,17 @@ class PlantedTeacher:
     alpha : array of shape (L, T, M)
         Activation coordinates of every task at every layer.
     heads : array of shape (T, K, H_L)
-        The shared readout, scaled per task and output to unit variance.
+        The readout of every task: one matrix for all tasks that standardises the outputs
+        pooled over tasks (``design="walk"``: scaled per task to standardise each task).
     head_biases : array of shape (T, K)
-        Centre every task's noiseless outputs.
+        The readout's bias (the same for all tasks unless ``design="walk"``).
     groups : list of L lists of T ints
         ``groups[l][t]`` is the planted group of task ``t`` at hidden layer ``l``.
     split_sizes : list of L floats
-        Function-space distance of the closest children of the splits made at each layer.
+        Function-space distance of the two closest groups of each layer (``design="walk"``:
+        of the closest children of the splits made at each layer).
+    design : str
+        "separated" or "walk", see :func:`make_teacher`.
     """
 
     weights: list[np.ndarray]
@@ -97,6 +113,7 @@ class PlantedTeacher:
     head_biases: np.ndarray
     groups: list[list[int]]
     split_sizes: list[float]
+    design: str = "separated"
 
     @property
     def num_tasks(self) -> int:
@@ -126,6 +143,48 @@ def planted_groups(num_tasks: int, groups_per_layer: Sequence[int]) -> list[list
     return [[t * g // num_tasks for t in range(num_tasks)] for g in groups_per_layer]
 
 
+def _coefficient_distances(a: np.ndarray, b: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    """Function-space distances between coefficient rows a (P, M) and b (Q, M): (P, Q)."""
+    diff = a[:, None, :] - b[None, :, :]
+    return np.sqrt(np.maximum(np.einsum("ijm,mn,ijn->ij", diff, gram, diff), 0.0))
+
+
+def _closest_pair(dist: np.ndarray) -> float:
+    return float(dist[~np.eye(dist.shape[0], dtype=bool)].min())
+
+
+def _separated_offsets(rng: np.random.Generator, groups: list[list[int]], hinges: np.ndarray,
+                       sizes: np.ndarray) -> np.ndarray:
+    """Coefficient offsets of every task's group at every layer: (L, T, M).
+
+    Layer ``l``'s ``G_l`` group offsets are chosen by farthest-point selection (in function
+    space) among random candidates, centred, and scaled so that the closest two are
+    ``sizes[l]`` apart. Candidates are drawn as N(0, gram^(1/2)) in coefficient space: a draw
+    isotropic in coefficients puts some groups along nearly flat directions of the hinge basis,
+    and scaling those to a function-space distance needs large, cancelling coefficients.
+    """
+    num_layers, m = hinges.shape
+    out = np.zeros((num_layers, len(groups[0]), m))
+    for layer in range(num_layers):
+        members = np.asarray(groups[layer])
+        count = int(members.max()) + 1
+        if count < 2:
+            continue
+        gram = _hinge_gram(hinges[layer])
+        evals, evecs = np.linalg.eigh(gram)
+        candidates = rng.standard_normal((_CANDIDATES, m)) @ (evecs * np.clip(evals, 0.0, None) ** 0.25).T
+        norms = np.sqrt(np.maximum(np.einsum("im,mn,in->i", candidates, gram, candidates), 0.0))
+        chosen = [int(np.argmin(norms))]
+        nearest = _coefficient_distances(candidates, candidates[chosen], gram)[:, 0]
+        for _ in range(count - 1):
+            chosen.append(int(np.argmax(nearest)))
+            nearest = np.minimum(nearest, _coefficient_distances(candidates, candidates[chosen[-1:]], gram)[:, 0])
+        centres = candidates[chosen] - candidates[chosen].mean(axis=0)
+        centres *= sizes[layer] / _closest_pair(_coefficient_distances(centres, centres, gram))
+        out[layer] = centres[members]
+    return out
+
+
 def _split_offsets(rng: np.random.Generator, groups: list[list[int]], hinges: np.ndarray) -> np.ndarray:
     """Unit-size coordinate offsets of every split: (L depths, L layers, T, M).
 
@@ -146,16 +205,15 @@ def _split_offsets(rng: np.random.Generator, groups: list[list[int]], hinges: np
                 gram = _hinge_gram(hinges[layer])
                 u = rng.standard_normal((children.size, m))
                 u -= u.mean(axis=0)
-                diff = u[:, None, :] - u[None, :, :]
-                dist = np.sqrt(np.einsum("ijm,mn,ijn->ij", diff, gram, diff))
-                u /= dist[~np.eye(children.size, dtype=bool)].min()
+                u /= _closest_pair(_coefficient_distances(u, u, gram))
                 for c, offset in zip(children, u):
                     out[depth, layer, members[depth] == c] = offset
     return out
 
 
-def _calibrate(x, alpha, hinges, raw_weights, raw_head):
-    """Standardise every unit's pre-activation over all tasks and every task's outputs on x (n, D).
+def _calibrate(x, alpha, hinges, raw_weights, raw_head, per_task_outputs: bool):
+    """Standardise every unit's pre-activation over all tasks, and the outputs on x (n, D):
+    pooled over tasks (one readout), or per task when ``per_task_outputs``.
 
     Returns the weights, biases, per-task heads (T, K, H_L) and head biases (T, K).
     """
@@ -170,8 +228,9 @@ def _calibrate(x, alpha, hinges, raw_weights, raw_head):
         biases.append(-mean / std)
         h = _activation((z - mean) / std, alpha[layer][:, None, :], hinges[layer])
     raw = h @ raw_head.T
-    mean = raw.mean(axis=1)
-    std = raw.std(axis=1)
+    axes = 1 if per_task_outputs else (0, 1)
+    mean = np.broadcast_to(raw.mean(axis=axes, keepdims=True), raw.shape)[:, 0]
+    std = np.broadcast_to(raw.std(axis=axes, keepdims=True), raw.shape)[:, 0]
     std = np.where(std > 1e-12, std, 1.0)
     return weights, biases, raw_head[None] / std[:, :, None], -mean / std
 
@@ -184,10 +243,11 @@ def make_teacher(
     hidden: Sequence[int] = (16, 16, 16),
     num_hinges: int = 4,
     num_outputs: int = 4,
-    split_distance: float = 1.5,
+    split_distance: float = 0.3,
     split_decay: float = 0.5,
     within_group_std: float = 0.01,
     seed: int = 0,
+    design: str = "separated",
 ) -> PlantedTeacher:
     """Build the seeded teacher of the planted benchmark (see the module docstring).
 
@@ -206,13 +266,21 @@ def make_teacher(
     num_outputs : int
         Regression outputs per task ``K``.
     split_distance, split_decay : float
-        The closest children of a split made at layer ``l + 1`` (0-based ``l``) are
+        The closest two groups of hidden layer ``l + 1`` (0-based ``l``) are
         ``split_distance * split_decay**l`` apart in function space under N(0, 1).
     within_group_std : float
         Expected function-space size of every task's jitter around its group's activation.
     seed : int
         Seed of everything random.
+    design : {"separated", "walk"}
+        "separated": every layer's groups get their own well-separated activations around relu,
+        and one readout serves all tasks. "walk": the earlier design (kept to rebuild older data
+        sets): a branching walk down the tree from a random base activation, each split carried
+        into all deeper layers (sized by ``split_distance`` 1.5 in its old default), and outputs
+        standardised per task.
     """
+    if design not in _DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(_DESIGNS)}, got {design!r}")
     groups_per_layer = [int(g) for g in groups_per_layer]
     hidden = [int(h) for h in hidden]
     num_layers = len(hidden)
@@ -221,8 +289,9 @@ def make_teacher(
     positions = np.linspace(-_HINGE_RANGE, _HINGE_RANGE, num_hinges) if num_hinges > 1 else np.zeros(1)
     hinges = np.tile(positions, (num_layers, 1))
 
-    base = rng.uniform(-0.5, 0.5, size=(num_layers, 1, num_hinges))
-    offsets = _split_offsets(rng, groups, hinges)
+    if design == "walk":
+        base = rng.uniform(-0.5, 0.5, size=(num_layers, 1, num_hinges))
+        offsets = _split_offsets(rng, groups, hinges)
     jitter = np.stack([
         within_group_std / np.sqrt(np.trace(_hinge_gram(hinges[layer])))
         * rng.standard_normal((num_tasks, num_hinges))
@@ -233,8 +302,12 @@ def make_teacher(
     raw_head = rng.standard_normal((num_outputs, hidden[-1])) / np.sqrt(hidden[-1])
     x_cal = rng.standard_normal((_CALIBRATION_SAMPLES, input_dim))
     sizes = split_distance * split_decay ** np.arange(num_layers)
-    alpha = base + np.einsum("d,dltm->ltm", sizes, offsets) + jitter
-    weights, biases, heads, head_biases = _calibrate(x_cal, alpha, hinges, raw_weights, raw_head)
+    if design == "walk":
+        alpha = base + np.einsum("d,dltm->ltm", sizes, offsets) + jitter
+    else:
+        alpha = _separated_offsets(rng, groups, hinges, sizes) + jitter
+    weights, biases, heads, head_biases = _calibrate(x_cal, alpha, hinges, raw_weights, raw_head,
+                                                     per_task_outputs=design == "walk")
     return PlantedTeacher(
         weights=weights,
         biases=biases,
@@ -244,18 +317,26 @@ def make_teacher(
         head_biases=head_biases,
         groups=groups,
         split_sizes=sizes.tolist(),
+        design=design,
     )
 
 
 _TEACHER_KEYS = (
     "num_tasks", "groups_per_layer", "input_dim", "hidden", "num_hinges", "num_outputs",
-    "split_distance", "split_decay", "within_group_std", "seed",
+    "split_distance", "split_decay", "within_group_std", "seed", "design",
 )
 
 
 def teacher_from_config(config: dict) -> PlantedTeacher:
-    """The teacher behind a planted data set, rebuilt from its ``config`` (``data.config``)."""
-    return make_teacher(**{k: config[k] for k in _TEACHER_KEYS if k in config})
+    """The teacher behind a planted data set, rebuilt from its ``config`` (``data.config``).
+
+    A config without ``design`` predates it and was made with ``design="walk"`` and the old
+    ``split_distance`` default of 1.5.
+    """
+    kwargs = {k: config[k] for k in _TEACHER_KEYS if k in config}
+    if "design" not in config:
+        kwargs = {"design": "walk", "split_distance": 1.5, **kwargs}
+    return make_teacher(**kwargs)
 
 
 def _check_sequence(seq, name: str) -> None:
@@ -285,10 +366,11 @@ def load_planted(
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     noise: float = 0.1,
-    split_distance: float = 1.5,
+    split_distance: float = 0.3,
     split_decay: float = 0.5,
     within_group_std: float = 0.01,
     seed: int = 0,
+    design: str = "separated",
 ) -> MultiTaskData:
     """Generate the planted benchmark.
 
@@ -304,8 +386,8 @@ def load_planted(
         Fractions of every task's samples held out for validation and test.
     noise : float
         Standard deviation of the Gaussian noise added to the unit-variance outputs.
-    split_distance, split_decay, within_group_std, seed
-        Tree and seed, see :func:`make_teacher`.
+    split_distance, split_decay, within_group_std, seed, design
+        Tree, seed and design, see :func:`make_teacher`.
 
     Returns
     -------
@@ -337,6 +419,8 @@ def load_planted(
     for name, value in (("noise", noise), ("within_group_std", within_group_std), ("split_decay", split_decay)):
         _check_float(value, name)
     _check_float(split_distance, "split_distance", positive=True)
+    if design not in _DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(_DESIGNS)}, got {design!r}")
 
     config = {
         "num_tasks": num_tasks,
@@ -353,11 +437,12 @@ def load_planted(
         "split_decay": float(split_decay),
         "within_group_std": float(within_group_std),
         "seed": seed,
+        "design": design,
     }
     teacher = make_teacher(
         num_tasks=num_tasks, groups_per_layer=groups_per_layer, input_dim=input_dim, hidden=hidden,
         num_hinges=num_hinges, num_outputs=num_outputs, split_distance=split_distance, split_decay=split_decay,
-        within_group_std=within_group_std, seed=seed,
+        within_group_std=within_group_std, seed=seed, design=design,
     )
     rng = np.random.default_rng([int(seed), 0xDA7A])
     n_test = max(1, int(round(samples_per_task * test_fraction))) if test_fraction > 0 else 0
@@ -380,5 +465,6 @@ def load_planted(
         "hinges": teacher.hinges.tolist(),
         "alpha": teacher.alpha.tolist(),
         "split_sizes": list(teacher.split_sizes),
+        "design": design,
     }
     return MultiTaskData("planted", config, tasks, splits, input_shape=(input_dim,), ground_truth=ground_truth)

@@ -49,8 +49,11 @@ def test_train_writes_a_loadable_run(trained):
     assert ckpt.data["name"] == "planted"
     assert len(ckpt.task_names) == len(ckpt.groups[0])
     assert [layer.num_hinges for layer in ckpt.layers] == [2] * len(ckpt.layers)
-    # the planted student defaults to 64 units per layer, one layer per planted grouping
-    assert ckpt.raw["model"]["config"]["hidden"] == [64] * len(ckpt.groups)
+    # the planted student defaults to 32 units per layer, one layer per planted grouping, and
+    # shares every weight like its teacher: one head, standardised pre-activations
+    config = ckpt.raw["model"]["config"]
+    assert config["hidden"] == [32] * len(ckpt.groups)
+    assert config["shared_head"] is True and config["batch_norm"] is True and config["batch_norm_affine"] is False
     assert len((trained / "metrics.jsonl").read_text().splitlines()) == 1
 
 

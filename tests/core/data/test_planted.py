@@ -40,7 +40,7 @@ def test_groups_nest():
 
 
 def test_config_is_plain_and_rebuilds_identical_data(small):
-    assert all(isinstance(v, (int, float, list)) for v in small.config.values())
+    assert all(isinstance(v, (int, float, str, list)) for v in small.config.values())
     again = load_dataset("planted", **small.config)
     for which in ("train", "test"):
         a, b = small.split(which), again.split(which)
@@ -73,32 +73,79 @@ def test_activation_formula():
     np.testing.assert_allclose(_activation(z, alpha, hinges), expected)
 
 
-def test_teacher_calibration():
-    teacher = make_teacher(**{k: SMALL[k] for k in ("num_tasks", "groups_per_layer", "input_dim", "hidden")}, seed=3)
-    x = np.random.default_rng(9).standard_normal((4000, 4))
-    # Pre-activations pooled over tasks are standardised, so they spread over the hinges.
+def _pooled_calibration_holds(teacher, x):
+    """Pre-activations pooled over tasks are standardised, so they spread over the hinges."""
     h = [x] * teacher.num_tasks
     for layer, (w, c) in enumerate(zip(teacher.weights, teacher.biases)):
         z = np.stack([hi @ w.T + c for hi in h])
-        # Calibrated on 512 shared inputs: allow their sampling error.
+        # Calibrated on 4096 inputs of its own: allow their sampling error.
         assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
         h = [_activation(z[t], teacher.alpha[layer, t], teacher.hinges[layer]) for t in range(teacher.num_tasks)]
-    # Every task's noiseless outputs are standardised.
-    outputs = np.stack([teacher.forward(x, t) for t in range(teacher.num_tasks)])
+    return np.stack([teacher.forward(x, t) for t in range(teacher.num_tasks)])
+
+
+def test_teacher_calibration_and_one_shared_readout():
+    teacher = make_teacher(**{k: SMALL[k] for k in ("num_tasks", "groups_per_layer", "input_dim", "hidden")}, seed=3)
+    x = np.random.default_rng(9).standard_normal((4000, 4))
+    outputs = _pooled_calibration_holds(teacher, x)
+    # One readout for every task: only the activations make the tasks differ.
+    assert teacher.design == "separated"
+    np.testing.assert_array_equal(teacher.heads, np.broadcast_to(teacher.heads[0], teacher.heads.shape))
+    np.testing.assert_array_equal(teacher.head_biases, np.broadcast_to(teacher.head_biases[0], teacher.head_biases.shape))
+    # The outputs pooled over tasks are standardised; single tasks are not.
+    assert np.abs(outputs.mean(axis=(0, 1))).max() < 0.1
+    assert np.abs(outputs.std(axis=(0, 1)) - 1).max() < 0.1
+    assert np.abs(outputs.mean(axis=1)).max() > 0.1, "task means should differ under a shared readout"
+
+
+def test_walk_design_standardises_every_task():
+    teacher = make_teacher(**{k: SMALL[k] for k in ("num_tasks", "groups_per_layer", "input_dim", "hidden")},
+                           seed=3, design="walk", split_distance=1.5)
+    x = np.random.default_rng(9).standard_normal((4000, 4))
+    outputs = _pooled_calibration_holds(teacher, x)
     assert np.abs(outputs.mean(axis=1)).max() < 0.2
     assert np.abs(outputs.std(axis=1) - 1).max() < 0.2
 
 
-def test_splits_have_the_requested_size():
-    teacher = make_teacher(seed=0)
-    np.testing.assert_allclose(teacher.split_sizes, [1.5, 0.75, 0.375])
-    gram_grid = np.linspace(-8, 8, 4001)
-    weights = np.exp(-0.5 * gram_grid**2)
-    weights /= weights.sum()
+_GRID = np.linspace(-8, 8, 4001)
+_WEIGHTS = np.exp(-0.5 * _GRID**2) / np.exp(-0.5 * _GRID**2).sum()
+
+
+def _task_distances(teacher, layer):
+    """Function-space distances (under N(0, 1), by quadrature) between the tasks at a layer."""
+    f = np.stack([_activation(_GRID, teacher.alpha[layer, t], teacher.hinges[layer]) for t in range(teacher.num_tasks)])
+    return np.sqrt((((f[:, None] - f[None]) ** 2) * _WEIGHTS).sum(axis=-1))
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_every_layer_separates_all_its_groups_by_the_planted_size(seed):
+    teacher = make_teacher(seed=seed)
+    np.testing.assert_allclose(teacher.split_sizes, [0.3, 0.15, 0.075])
     groups = np.asarray(teacher.groups)
     for layer in range(3):
-        f = np.stack([_activation(gram_grid, teacher.alpha[layer, t], teacher.hinges[layer]) for t in range(16)])
-        d = np.sqrt((((f[:, None] - f[None]) ** 2) * weights).sum(axis=-1))
+        size = teacher.split_sizes[layer]
+        d = _task_distances(teacher, layer)
+        same = np.equal.outer(groups[layer], groups[layer])
+        # Tasks jitter by about 0.01 around their group; the groups' mean activations are
+        # exactly `size` apart at the closest pair (up to the jitter's mean).
+        assert d[same].max() < 0.05, layer
+        centres = np.stack([teacher.alpha[layer, groups[layer] == g].mean(axis=0) for g in np.unique(groups[layer])])
+        f = np.stack([_activation(_GRID, c, teacher.hinges[layer]) for c in centres])
+        dc = np.sqrt((((f[:, None] - f[None]) ** 2) * _WEIGHTS).sum(axis=-1))
+        off = ~np.eye(len(centres), dtype=bool)
+        assert dc[off].min() == pytest.approx(size, abs=0.015), layer
+        assert d[~same].min() > size - 0.05, layer
+    # Candidates drawn along the well-conditioned directions of the hinge basis: no large,
+    # cancelling coefficients (the walk design reached |alpha| = 6.5 on some seeds).
+    assert np.abs(teacher.alpha).max() < 0.5
+
+
+def test_walk_splits_have_the_requested_size():
+    teacher = make_teacher(seed=0, design="walk", split_distance=1.5)
+    np.testing.assert_allclose(teacher.split_sizes, [1.5, 0.75, 0.375])
+    groups = np.asarray(teacher.groups)
+    for layer in range(3):
+        d = _task_distances(teacher, layer)
         # Siblings created at this layer: same group above, different group here.
         above = groups[layer - 1] if layer else np.zeros(16, dtype=int)
         siblings = np.equal.outer(above, above) & ~np.equal.outer(groups[layer], groups[layer])
@@ -107,14 +154,25 @@ def test_splits_have_the_requested_size():
         assert closest == pytest.approx(teacher.split_sizes[layer], abs=0.05), layer
 
 
-def test_group_activations_are_shared_within_and_distinct_between():
-    teacher = make_teacher(seed=2)
-    grid = np.linspace(-3, 3, 301)
+@pytest.mark.parametrize("design", ["separated", "walk"])
+def test_group_activations_are_shared_within_and_distinct_between(design):
+    teacher = make_teacher(seed=2, design=design)
     for layer, g in enumerate(teacher.groups):
-        f = np.stack([_activation(grid, teacher.alpha[layer, t], teacher.hinges[layer]) for t in range(16)])
-        d = np.sqrt(((f[:, None] - f[None]) ** 2).mean(axis=-1))
+        d = _task_distances(teacher, layer)
         same = np.equal.outer(g, g)
         assert d[same].max() < d[~same].min(), f"layer {layer}: a within-group pair is farther than a between-group one"
+
+
+def test_config_without_design_rebuilds_the_walk_teacher():
+    data = load_planted(**SMALL)
+    old = {k: v for k, v in data.config.items() if k != "design"}
+    old["split_distance"] = 1.5
+    teacher = teacher_from_config(old)
+    assert teacher.design == "walk"
+    walk = make_teacher(**{k: SMALL[k] for k in ("num_tasks", "groups_per_layer", "input_dim", "hidden")},
+                        design="walk", split_distance=1.5)
+    np.testing.assert_array_equal(teacher.alpha, walk.alpha)
+    assert teacher_from_config(data.config).design == "separated"
 
 
 @pytest.mark.parametrize(
@@ -128,6 +186,7 @@ def test_group_activations_are_shared_within_and_distinct_between():
         ({"noise": -0.1}, ValueError, "noise must be finite and >= 0"),
         ({"split_distance": 0.0}, ValueError, "split_distance must be finite and > 0"),
         ({"split_decay": "half"}, TypeError, "split_decay must be a float"),
+        ({"design": "tree"}, ValueError, "design must be one of separated, walk"),
         ({"samples_per_task": 2}, ValueError, "samples_per_task must be >= 3"),
         ({"val_fraction": 0.6, "test_fraction": 0.5}, ValueError, "val_fraction \\+ test_fraction must be < 1"),
         ({"num_tasks": 1.5}, TypeError, "num_tasks must be an int"),
