@@ -21,6 +21,7 @@ __all__ = [
     "SEQUENTIAL_CMAP",
     "category_color",
     "category_linestyle",
+    "measure_label",
     "paper_style",
     "readable_color",
     "save_figure",
@@ -83,6 +84,13 @@ def category_linestyle(i: int):
     """Line style of category ``i``: solid for the first 8, then dashed, dotted, dash-dotted,
     so that categories stay distinct when the 8 colours repeat."""
     return _LINESTYLES[(int(i) // len(OKABE_ITO)) % len(_LINESTYLES)]
+
+
+def measure_label(mu: float, sigma: float) -> str:
+    """``N(mu, sigma²)`` with two significant digits; a mean below 0.1 % of sigma reads as 0
+    (standardised pre-activations record means like 4e-10)."""
+    mu = 0.0 if abs(mu) < 1e-3 * abs(sigma) else mu
+    return f"N({mu:.2g}, {sigma:.2g}²)"
 
 
 def short_label(name: str, width: int = 22) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from taan_viz.analysis import METRICS, Analysis, LayerAnalysis, check_metric
 from taan_viz.clustering import Clustering
 from taan_viz.embedding import classical_mds
-from taan_viz.plots._style import category_color, paper_style, readable_color, short_label
+from taan_viz.plots._style import category_color, measure_label, paper_style, readable_color, short_label
 
 __all__ = ["clustermap", "dendrogram", "embedding", "plot_dendrograms", "plot_embeddings"]
 
@@ -255,7 +255,7 @@ def clustermap(
         bar = fig.colorbar(ax_map.images[0], cax=ax_bar, label=METRICS[metric][0])
         bar.outline.set_visible(False)
         ax_top.set_title(f"layer {la.index + 1} · {la.name}: {analysis.method}-linkage clustering, "
-                         f"x ~ N({la.geometry.mu:.2g}, {la.geometry.sigma:.2g}²)", fontsize=8)
+                         "x ~ " + measure_label(la.geometry.mu, la.geometry.sigma), fontsize=8)
     return fig
 
 

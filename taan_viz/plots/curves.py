@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from taan_viz.analysis import Analysis
-from taan_viz.plots._style import category_color, category_linestyle, paper_style, short_label
+from taan_viz.plots._style import category_color, category_linestyle, measure_label, paper_style, short_label
 
 __all__ = ["activation_curves", "activation_values", "curve_range", "plot_curve_grid", "plot_curves"]
 
@@ -176,7 +176,7 @@ def activation_curves(
         pdf = _gauss(x, mu, sigma)
         ax.fill_between(x, 0.0, 0.22 * pdf / pdf.max(), transform=ax.get_xaxis_transform(),
                         color="0.88", linewidth=0, zorder=0)
-        handles.append(Patch(color="0.85", label=density_label or f"N({mu:.2g}, {sigma:.2g}²)"))
+        handles.append(Patch(color="0.85", label=density_label or measure_label(mu, sigma)))
     if show_hinges:
         inside = b[(b >= lo) & (b <= hi)]
         ax.plot(inside, np.full(inside.shape, 0.0), transform=ax.get_xaxis_transform(), linestyle="none",
@@ -261,7 +261,7 @@ def plot_curves(
             activation_curves(g.alpha, g.hinges, ax=axes[0, k], **common,
                               legend=False if residual else "clusters", legend_kws=below)
             axes[0, k].set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
-                                 f"x ~ N({g.mu:.2g}, {g.sigma:.2g}²)")
+                                 "x ~ " + measure_label(g.mu, g.sigma))
             if residual:
                 activation_curves(g.alpha, g.hinges, ax=axes[1, k], residual=True, **common,
                                   legend="clusters", legend_kws=below)
@@ -351,7 +351,7 @@ def plot_curve_grid(
                 "shaded: the task's recorded pre-activation density"
                 if la.preact_mean is not None else
                 f"layer {la.index + 1} · {la.name}: each task in colour (by cluster) over all others in grey; "
-                f"shaded: N({g.mu:.2g}, {g.sigma:.2g}²)")
+                "shaded: " + measure_label(g.mu, g.sigma))
         if analysis.num_tasks > n:
             note += f"; first {n} of {analysis.num_tasks} tasks in clustered order"
         fig.suptitle(note, fontsize=7)

@@ -17,6 +17,7 @@ from taan_viz.plots._style import (
     DIVERGING_CMAP,
     SEQUENTIAL_CMAP,
     category_color,
+    measure_label,
     paper_style,
     short_label,
     text_color_for,
@@ -291,7 +292,7 @@ def plot_heatmaps(
             heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot,
                     groups=strip, cbar=scale == "layer", yticklabels=(k == 0 and t <= _TICKS_MAX))
             ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
-                         f"x ~ N({la.geometry.mu:.2g}, {la.geometry.sigma:.2g}²)",
+                         "x ~ " + measure_label(la.geometry.mu, la.geometry.sigma),
                          pad=10 if strip is not None else 4)
         if scale == "shared":
             bar = fig.colorbar(axes[-1].images[0], ax=list(axes), shrink=0.85, aspect=25,

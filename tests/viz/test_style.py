@@ -11,6 +11,7 @@ from taan_viz.plots._style import (
     OKABE_ITO,
     category_color,
     category_linestyle,
+    measure_label,
     paper_style,
     save_figure,
     short_label,
@@ -79,3 +80,11 @@ def test_paper_style_restores_rc():
         assert matplotlib.rcParams["svg.fonttype"] == "none"
     assert matplotlib.rcParams["font.size"] == before
     assert np.isfinite(before)
+
+
+@pytest.mark.parametrize(
+    ("mu", "sigma", "label"),
+    [(4e-10, 1.0, "N(0, 1²)"), (-0.5, 1.3, "N(-0.5, 1.3²)"), (1e-4, 1e-3, "N(0.0001, 0.001²)"), (2e-7, 1e-3, "N(0, 0.001²)")],
+)
+def test_measure_label_rounds_only_negligible_means(mu, sigma, label):
+    assert measure_label(mu, sigma) == label
