@@ -22,7 +22,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +38,7 @@ from taan_core._distributed import (
     _World,
     _wrap_ddp,
 )
+from taan_core._train_config import TrainConfig, TrainResult
 from taan_core._training import (
     RUN_FILES,
     _per_sample_loss,
@@ -53,146 +53,6 @@ from taan_core._training import (
 from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
 
 __all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "Trainer", "prepare_run_dir", "resolve_device"]
-
-_OPTIMIZERS = ("adam", "adamw")
-_SCHEDULES = ("none", "cosine", "step")
-_SAMPLERS = ("balanced", "proportional")
-_MEASURES = ("standard", "data")
-_REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run (plain types; stored in the checkpoint).
-
-    Attributes
-    ----------
-    epochs : int
-        Maximum number of epochs (an epoch is one pass of the batch sampler).
-    batch_size : int
-        Samples per task per batch in balanced mode (a batch holds T * batch_size samples), the
-        whole batch size in proportional mode. Under torchrun this is the global batch.
-    sampler : {"balanced", "proportional"}
-    optimizer : {"adam", "adamw"}
-    lr, weight_decay : float
-    schedule : {"none", "cosine", "step"}
-        Learning-rate schedule: cosine annealing per step, reaching 0 at the end of epoch
-        ``epochs``, or a factor ``lr_gamma`` every ``lr_step`` epochs.
-    lr_step : int
-    lr_gamma : float
-    task_weights : list of float or None
-        Weight of every task's loss (T values); None weighs all tasks 1.
-    reg : {"none", "tracenorm", "rownorm", "cosine", "distance"}
-        Regulariser of the adaptive layers (``taan_core.regularizers``), with coefficient ``c``.
-    c : float
-    measure : {"standard", "data"}
-        Gaussian measure of the functional regularisers: N(0, 1) or the running statistics.
-    patience : int
-        Stop after this many epochs without improvement of the validation ``main`` metric
-        (by more than ``min_delta``); 0 never stops early.
-    min_delta : float
-    eval_batch_size : int
-    device : str
-        "auto" (cuda, then mps, then cpu), or a torch device string.
-    amp : bool
-        bf16 autocast on CUDA (ignored on other devices).
-    compile : bool
-        Run the training forward through ``torch.compile``.
-    seed : int
-        Seeds torch, numpy, python and the batch sampler.
-    deterministic : bool
-        ``torch.use_deterministic_algorithms`` and deterministic cuDNN.
-    threads : int
-        CPU threads of torch's intra-op pool for the run; 0 leaves torch's setting. Small models
-        train fastest on one thread (a pool costs more than it gains on tiny matrices and
-        collapses when the cores are shared).
-    out : str
-        Run folder for last.pt, checkpoint.pt and metrics.jsonl.
-    quiet : bool
-        No progress bar and no per-epoch lines.
-    """
-
-    epochs: int = 20
-    batch_size: int = 32
-    sampler: str = "balanced"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    lr_step: int = 10
-    lr_gamma: float = 0.1
-    task_weights: list[float] | None = None
-    reg: str = "none"
-    c: float = 0.0
-    measure: str = "standard"
-    patience: int = 0
-    min_delta: float = 0.0
-    eval_batch_size: int = 1024
-    device: str = "auto"
-    amp: bool = True
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    threads: int = 0
-    out: str = "runs/train"
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("lr_step", 1), ("patience", 0),
-                              ("eval_batch_size", 1), ("seed", 0), ("threads", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {value}")
-        for name in ("lr", "weight_decay", "lr_gamma", "c", "min_delta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be finite and >= 0, got {value}")
-            setattr(self, name, float(value))
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name, choices in (("sampler", _SAMPLERS), ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES),
-                              ("reg", _REGS), ("measure", _MEASURES)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        for name in ("amp", "compile", "deterministic", "quiet"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
-        if not isinstance(self.device, str):
-            raise TypeError(f"device must be a str, got {type(self.device).__name__}")
-        self.out = os.fspath(self.out)
-        if self.task_weights is not None:
-            weights = list(self.task_weights)
-            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
-                       for w in weights):
-                raise ValueError(f"task_weights must be finite floats >= 0, got {weights}")
-            self.task_weights = [float(w) for w in weights]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What ``Trainer.fit`` did: epochs completed, the best epoch and where the files are."""
-
-    out: Path
-    epochs: int
-    steps: int
-    best_epoch: int
-    best_main: float
-    stopped_early: bool
-    seconds: float
-    metrics: list[dict] = field(default_factory=list)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.out / "checkpoint.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.out / "last.pt"
-
 
 # ------------------------------------------------------------------------------ the trainer
 
