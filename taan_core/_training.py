@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from taan_core._atomic import atomic_write
+
 __all__ = ["RUN_FILES", "prepare_run_dir", "resolve_device"]
 
 RUN_FILES = ("last.pt", "checkpoint.pt", "metrics.jsonl")
@@ -142,10 +144,5 @@ def _plain(value: Any) -> Any:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        for record in records:
-            fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    atomic_write(path, lambda fh: fh.write(text.encode()))

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -29,8 +27,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from taan_core._atomic import atomic_write
+from taan_core._checkpoint_export import export_safetensors
 from taan_core._checkpoint_schema import (
-    _SAFETENSORS_KEY,
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -247,21 +246,6 @@ def _plain_copy(obj: Any) -> Any:
     return obj
 
 
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the directory entry is on disk; not every platform
-    # lets a directory be opened, and then there is nothing more to do.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate: bool = True) -> Path:
     """Write a checkpoint dictionary atomically.
 
@@ -288,20 +272,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate
     obj = _plain_copy(obj)
     if validate:
         _parse_v1(obj, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,78 +378,7 @@ def validate_checkpoint(obj: Mapping[str, Any], name: str = "<checkpoint>") -> N
 
 
 # ----------------------------------------------------------------------------------------------
-# exports and model rebuilding
-
-
-def export_safetensors(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write the analysis part of a checkpoint as ``.safetensors`` (no pickle at all).
-
-    Tensors are stored as ``layers.{i}.alpha``, ``layers.{i}.hinges``, ``layers.{i}.preact_mean``,
-    ``layers.{i}.preact_std``, ``history.{k}.alphas.{i}`` and ``history.{k}.hinges.{i}``; task and
-    layer names, running statistics, metrics and data (planted groups) travel as JSON in the
-    metadata entry ``"taan"``. ``load_checkpoint`` reads the file back. The write is atomic.
-
-    Parameters
-    ----------
-    checkpoint : Checkpoint
-        A loaded checkpoint.
-    path : path-like
-        Destination file (``.safetensors``).
-    """
-    from safetensors.torch import save_file
-
-    if not isinstance(checkpoint, Checkpoint):
-        raise TypeError(f"checkpoint must be a Checkpoint, got {type(checkpoint).__name__}")
-    path = Path(path)
-    tensors: dict[str, Tensor] = {}
-    layers_meta = []
-    for i, layer in enumerate(checkpoint.layers):
-        tensors[f"layers.{i}.alpha"] = layer.alpha.contiguous()
-        tensors[f"layers.{i}.hinges"] = layer.hinges.contiguous()
-        if layer.preact_mean is not None:
-            tensors[f"layers.{i}.preact_mean"] = layer.preact_mean.contiguous()
-        if layer.preact_std is not None:
-            tensors[f"layers.{i}.preact_std"] = layer.preact_std.contiguous()
-        layers_meta.append({"name": layer.name, "preact_mean_overall": layer.mu, "preact_std_overall": layer.sigma})
-    history_meta = []
-    for k, entry in enumerate(checkpoint.history):
-        for i, (a, b) in enumerate(zip(entry["alphas"], entry["hinges"])):
-            tensors[f"history.{k}.alphas.{i}"] = a.contiguous()
-            tensors[f"history.{k}.hinges.{i}"] = b.contiguous()
-        history_meta.append({key: v for key, v in entry.items() if key not in ("alphas", "hinges")})
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "task_names": checkpoint.task_names,
-        "layer_names": checkpoint.layer_names,
-        "layers": layers_meta,
-        "history": history_meta,
-        "metrics": checkpoint.metrics,
-        "data": checkpoint.data,
-        "source_sha256": checkpoint.sha256,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        save_file(tensors, str(tmp), metadata={_SAFETENSORS_KEY: json.dumps(meta, default=_json_default),
-                                                "format": CHECKPOINT_FORMAT})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot store {type(value).__name__} in safetensors metadata")
+# model rebuilding
 
 
 def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
