@@ -56,8 +56,9 @@ class TrainConfig:
         "auto" (cuda, then mps, then cpu), or a torch device string.
     amp : bool
         bf16 autocast on CUDA (ignored on other devices).
-    compile : bool
-        Run the training forward through ``torch.compile``.
+    compile : bool or str
+        Run the training forward through ``torch.compile``: True with its default backend
+        (inductor), a str with that backend (e.g. "aot_eager", which compiles in seconds).
     seed : int
         Seeds torch, numpy, python and the batch sampler.
     deterministic : bool
@@ -90,7 +91,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     device: str = "auto"
     amp: bool = True
-    compile: bool = False
+    compile: bool | str = False
     seed: int = 0
     deterministic: bool = False
     threads: int = 0
@@ -118,7 +119,9 @@ class TrainConfig:
                               ("reg", _REGS), ("measure", _MEASURES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        for name in ("amp", "compile", "deterministic", "quiet"):
+        if not isinstance(self.compile, (bool, str)) or self.compile == "":
+            raise TypeError(f"compile must be a bool or a backend name, got {self.compile!r}")
+        for name in ("amp", "deterministic", "quiet"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.device, str):

@@ -152,7 +152,8 @@ class Trainer:
         even = cfg.sampler == "balanced" and cfg.batch_size % world.size == 0
         self._forward = _wrap_ddp(self.model, world, device, find_unused=not even)
         if cfg.compile:
-            self._forward = torch.compile(self._forward)
+            backend = {} if cfg.compile is True else {"backend": cfg.compile}
+            self._forward = torch.compile(self._forward, **backend)
         self._weights = torch.tensor(cfg.task_weights or [1.0] * len(self.tasks), dtype=torch.float32)
 
     def _data_record(self) -> dict:

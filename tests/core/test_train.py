@@ -161,6 +161,8 @@ def test_per_sample_loss_unknown_kind():
     ({"amp": "yes"}, TypeError, "amp must be a bool"),
     ({"task_weights": [1.0, -1.0]}, ValueError, "task_weights must be finite floats >= 0"),
     ({"device": 0}, TypeError, "device must be a str"),
+    ({"compile": 1}, TypeError, "compile must be a bool or a backend name, got 1"),
+    ({"compile": ""}, TypeError, "compile must be a bool or a backend name"),
 ])
 def test_config_checks(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -246,3 +248,21 @@ def test_learning_rate_schedules(data, tmp_path, schedule):
     else:
         expected = [0.1, 0.1, 0.1]
     assert lrs == pytest.approx(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared_head", [False, True])
+def test_compiled_training_matches_eager(data, tmp_path, shared_head):
+    # aot_eager traces through dynamo and AOT autograd (the task-adaptive activation runs as its
+    # custom op) without inductor's C++ compilation, so the run takes seconds.
+    from torch._dynamo.utils import counters
+
+    eager = _model(data, shared_head=shared_head)
+    Trainer(eager, data, _config(tmp_path / "eager")).fit()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = _model(data, shared_head=shared_head)
+    Trainer(compiled, data, _config(tmp_path / "compiled", compile="aot_eager")).fit()
+    assert counters["stats"]["unique_graphs"] >= 1
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
