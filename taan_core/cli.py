@@ -16,6 +16,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from taan_core.reproduce.budgets import PLANTED_STUDENT_TAAN
+
 __all__ = ["app", "main"]
 
 DATASETS = ("planted", "digits", "exam", "youtube8m", "omniglot", "npz")
@@ -24,12 +26,11 @@ REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 
 # Per-data-set defaults of the options the user did not give. planted is sized to train in about
 # a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
-# "taan" holds TAANConfig fields for --model taan: the planted teacher shares every weight and
-# standardises its pre-activations, and so does its student (docs/data.md).
+# "taan" holds TAANConfig fields for --model taan.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "planted": {"model": "taan", "hidden": [32, 32, 32], "hinges": 4, "epochs": 45, "batch_size": 16,
                 "lr": 1e-2, "weight_decay": 0.0, "patience": 0, "schedule": "cosine", "threads": 1,
-                "taan": {"shared_head": True, "batch_norm": True, "batch_norm_affine": False, "hinge_range": 1.5}},
+                "taan": PLANTED_STUDENT_TAAN},
     "digits": {"model": "taan", "hidden": [64, 64], "hinges": 8, "epochs": 30, "batch_size": 16, "lr": 1e-3,
                "weight_decay": 0.0, "patience": 5, "schedule": "none"},
     "exam": {"model": "taan", "hidden": [32, 32], "hinges": 8, "epochs": 50, "batch_size": 8, "lr": 1e-3,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS"]
+__all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "PLANTED_STUDENT_TAAN", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS"]
 
 # Display name -> (model registry name, regulariser), in table order.
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -26,15 +26,20 @@ BRANCHED_VARIANTS = ("Branched (TAAN tree)", "Branched (random)")
 DEFAULT_GRID = (0.01, 0.1, 1.0)
 QUICK_GRID = (0.01, 0.1)
 
+# TAANConfig fields of the planted benchmark's student, here and in `taan-core train`: like its
+# teacher it shares every weight and standardises its pre-activations (docs/data.md).
+PLANTED_STUDENT_TAAN: dict[str, Any] = {"shared_head": True, "batch_norm": True, "batch_norm_affine": False,
+                                        "hinge_range": 1.5}
+
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "patience", "eval_batch_size")
 # The training budget and model size of each data set. Every model of a data set gets the same
 # one; nothing here was chosen by looking at test results.
 BUDGETS: dict[str, dict[str, Any]] = {
     # The planted benchmark's documented student setting (docs/data.md); "taan" holds the
-    # TAANConfig fields of the TAAN variants (one shared head, standardised pre-activations).
+    # TAANConfig fields of the TAAN variants.
     "planted": {"data_config": {}, "hidden": [32, 32, 32], "num_hinges": 4, "epochs": 45, "batch_size": 16,
                 "lr": 1e-2, "weight_decay": 0.0, "schedule": "cosine", "patience": 10, "eval_batch_size": 1024,
-                "taan": {"shared_head": True, "batch_norm": True, "batch_norm_affine": False, "hinge_range": 1.5}},
+                "taan": PLANTED_STUDENT_TAAN},
     "digits": {"data_config": {}, "hidden": [64, 64], "num_hinges": 8, "epochs": 30, "batch_size": 16,
                "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
     "exam": {"data_config": {}, "hidden": [32, 32], "num_hinges": 8, "epochs": 30, "batch_size": 8,
@@ -52,7 +57,7 @@ QUICK_BUDGETS: dict[str, dict[str, Any]] = {
     "planted": {"data_config": {"samples_per_task": 100}, "hidden": [16, 16, 16], "num_hinges": 4, "epochs": 2,
                 "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0,
                 "eval_batch_size": 1024,
-                "taan": {"shared_head": True, "batch_norm": True, "batch_norm_affine": False, "hinge_range": 1.5}},
+                "taan": PLANTED_STUDENT_TAAN},
     "digits": {"data_config": {}, "hidden": [16, 16], "num_hinges": 4, "epochs": 2, "batch_size": 32,
                "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0, "eval_batch_size": 1024},
     "exam": {"data_config": {}, "hidden": [8, 8], "num_hinges": 4, "epochs": 2, "batch_size": 16,
