@@ -173,7 +173,7 @@ def _separated_offsets(rng: np.random.Generator, groups: list[list[int]], hinges
         gram = _hinge_gram(hinges[layer])
         evals, evecs = np.linalg.eigh(gram)
         candidates = rng.standard_normal((_CANDIDATES, m)) @ (evecs * np.clip(evals, 0.0, None) ** 0.25).T
-        norms = np.sqrt(np.maximum(np.einsum("im,mn,in->i", candidates, gram, candidates), 0.0))
+        norms = _coefficient_distances(candidates, np.zeros((1, m)), gram)[:, 0]
         chosen = [int(np.argmin(norms))]
         nearest = _coefficient_distances(candidates, candidates[chosen], gram)[:, 0]
         for _ in range(count - 1):
@@ -279,8 +279,7 @@ def make_teacher(
         into all deeper layers (sized by ``split_distance`` 1.5 in its old default), and outputs
         standardised per task.
     """
-    if design not in _DESIGNS:
-        raise ValueError(f"design must be one of {', '.join(_DESIGNS)}, got {design!r}")
+    _check_design(design)
     groups_per_layer = [int(g) for g in groups_per_layer]
     hidden = [int(h) for h in hidden]
     num_layers = len(hidden)
@@ -337,6 +336,11 @@ def teacher_from_config(config: dict) -> PlantedTeacher:
     if "design" not in config:
         kwargs = {"design": "walk", "split_distance": 1.5, **kwargs}
     return make_teacher(**kwargs)
+
+
+def _check_design(design) -> None:
+    if design not in _DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(_DESIGNS)}, got {design!r}")
 
 
 def _check_sequence(seq, name: str) -> None:
@@ -419,8 +423,7 @@ def load_planted(
     for name, value in (("noise", noise), ("within_group_std", within_group_std), ("split_decay", split_decay)):
         _check_float(value, name)
     _check_float(split_distance, "split_distance", positive=True)
-    if design not in _DESIGNS:
-        raise ValueError(f"design must be one of {', '.join(_DESIGNS)}, got {design!r}")
+    _check_design(design)
 
     config = {
         "num_tasks": num_tasks,
