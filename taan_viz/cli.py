@@ -397,3 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     code = rv if isinstance(rv, int) else 0
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
