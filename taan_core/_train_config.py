@@ -47,6 +47,13 @@ class TrainConfig:
     c : float
     measure : {"standard", "data"}
         Gaussian measure of the functional regularisers: N(0, 1) or the running statistics.
+    shared_warmup : float
+        Fraction of ``epochs`` (rounded to the nearest epoch, halves up, and at most
+        ``epochs - 1``) at the start of training during which the
+        task-adaptive coefficients ``alpha`` and the hinges stay at their initial values, so every
+        task starts with the same activation and the shared weights learn the common function
+        first (hard sharing); 0 adapts from the first step. Without it a run can commit, in its
+        first epoch, to task differences carried by the wrong layer (docs/training.md).
     patience : int
         Stop after this many epochs without improvement of the validation ``main`` metric
         (by more than ``min_delta``); 0 never stops early.
@@ -86,6 +93,7 @@ class TrainConfig:
     reg: str = "none"
     c: float = 0.0
     measure: str = "standard"
+    shared_warmup: float = 0.1
     patience: int = 0
     min_delta: float = 0.0
     eval_batch_size: int = 1024
@@ -97,6 +105,11 @@ class TrainConfig:
     threads: int = 0
     out: str = "runs/train"
     quiet: bool = False
+
+    @property
+    def warmup_epochs(self) -> int:
+        """Epochs of the shared warm-up: ``shared_warmup * epochs`` rounded, at most ``epochs - 1``."""
+        return min(math.floor(self.shared_warmup * self.epochs + 0.5), self.epochs - 1)
 
     def __post_init__(self) -> None:
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("lr_step", 1), ("patience", 0),
@@ -115,6 +128,11 @@ class TrainConfig:
             setattr(self, name, float(value))
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if isinstance(self.shared_warmup, bool) or not isinstance(self.shared_warmup, (int, float)):
+            raise TypeError(f"shared_warmup must be a float, got {type(self.shared_warmup).__name__}")
+        if not 0.0 <= self.shared_warmup < 1.0:
+            raise ValueError(f"shared_warmup must be a fraction of the epochs in [0, 1), got {self.shared_warmup}")
+        self.shared_warmup = float(self.shared_warmup)
         for name, choices in (("sampler", _SAMPLERS), ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES),
                               ("reg", _REGS), ("measure", _MEASURES)):
             if getattr(self, name) not in choices:

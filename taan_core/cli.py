@@ -104,6 +104,8 @@ def train(
     schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: none|cosine|step.")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="Batch sampling: balanced|proportional (default balanced).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs (0: off).")] = None,
+    shared_warmup: Annotated[Optional[float], typer.Option(
+        help="Fraction of the epochs trained as hard sharing before the task activations adapt (default 0.1).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto|cpu|cuda|cuda:N|mps (default auto).")] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (default on).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile", help="Compile the model with torch.compile.")] = None,
@@ -146,7 +148,8 @@ def train(
         epochs=pick(epochs, "epochs"), batch_size=pick(batch_size, "batch_size"), sampler=sampler or "balanced",
         optimizer=optimizer or "adam", lr=pick(lr, "lr"), weight_decay=pick(weight_decay, "weight_decay"),
         schedule=pick(schedule, "schedule"), reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0,
-        measure=measure or "standard", patience=pick(patience, "patience"), device=device or "auto",
+        measure=measure or "standard", patience=pick(patience, "patience"),
+        shared_warmup=0.1 if shared_warmup is None else shared_warmup, device=device or "auto",
         amp=True if amp is None else amp, compile=bool(compile), deterministic=bool(deterministic),
         threads=threads if threads is not None else defaults.get("threads", 0),
         seed=0 if seed is None else seed, out=str(out), quiet=quiet,

@@ -128,6 +128,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         self.model.to(device)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self._adaptive_params = [p for _, act in self.model.adaptive_layers() for p in (act.alpha, act.hinges)]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         from taan_core.data import MultiTaskBatchSampler
@@ -313,6 +314,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; the data term is a sum over ranks, hence * size.
             (loss * world.size + reg).backward()
+            if epoch <= cfg.warmup_epochs:
+                # No gradient (rather than a zero one) leaves Adam's moments of the coefficients
+                # untouched, so they start fresh when adaptation begins.
+                for p in self._adaptive_params:
+                    p.grad = None
             self.optimizer.step()
             if self.config.schedule == "cosine":
                 self.scheduler.step()
@@ -335,7 +341,8 @@ class Trainer:
         improved = math.isfinite(main) and main > self.best_main + cfg.min_delta
         if improved:
             self.best_main, self.best_epoch, self.bad_epochs = main, epoch, 0
-        else:
+        elif epoch > cfg.warmup_epochs:
+            # The warm-up's plateau is not a reason to stop: patience counts adaptive epochs.
             self.bad_epochs += 1
         if self.config.schedule == "step":
             self.scheduler.step()
