@@ -79,6 +79,12 @@ def load_dataset(name: str = DEFAULT_DATASET, data_path: str | None = None, **co
     Returns
     -------
     MultiTaskData
+
+    Raises
+    ------
+    ValueError
+        For bad options or files (see each source), and when the data do not fit in memory: a
+        ``MemoryError`` becomes a ValueError naming the data set, which the CLIs print as one line.
     """
     if not isinstance(name, str):
         raise TypeError(f"data set name must be a str, got {type(name).__name__}")
@@ -86,4 +92,8 @@ def load_dataset(name: str = DEFAULT_DATASET, data_path: str | None = None, **co
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if data_path is not None:
         data_path = str(data_path)
-    return DATASETS[name](data_path, **config)
+    try:
+        return DATASETS[name](data_path, **config)
+    except MemoryError as err:
+        where = f" from {data_path}" if data_path is not None else ""
+        raise ValueError(f"not enough memory to load the {name} data set{where} ({err or 'MemoryError'})") from err

@@ -20,13 +20,16 @@ split          (N,) int or str  optional; 0/"train", 1/"val", 2/"test"; without 
                                 task is split at random (seeded) by the fractions
 ============== ================ =====================================================
 
-Without ``kinds`` every task gets one kind inferred from ``labels``: integer 1-D labels are
-binary if they are all 0 or 1 and multiclass otherwise; 2-D labels of only 0 and 1 are
-multilabel; anything else is regression. The file is read with ``allow_pickle=False``.
+Without ``kinds`` every task gets one kind inferred from ``labels``: boolean labels are binary
+(1-D or one column) or multilabel (several columns); integer 1-D labels are binary if they are
+all 0 or 1 and multiclass otherwise; 2-D labels of only 0 and 1 are multilabel; anything else
+is regression. The file is read with ``allow_pickle=False``, and every array's declared shape
+is checked against the bytes the file holds before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from typing import Sequence
@@ -48,6 +51,8 @@ from taan_core.data.base import (
 __all__ = ["load_npz", "save_npz"]
 
 _REQUIRED = ("features", "task_ids", "labels")
+# The largest ratio of uncompressed to compressed size that deflate can reach.
+_DEFLATE_MAX_RATIO = 1032
 
 
 def save_npz(
@@ -94,16 +99,66 @@ def _read(path: str) -> dict[str, np.ndarray]:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a readable .npz file (not a zip archive of .npy arrays)")
     try:
+        _check_declared_sizes(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+    try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+    except MemoryError as err:
+        raise ValueError(f"{path}: the arrays do not fit in memory ({err or 'MemoryError'})") from err
     except ValueError as err:
         # numpy refuses object arrays without pickle; say which format is expected.
         raise ValueError(f"{path}: cannot read without pickle ({err}); store strings as unicode arrays") from err
 
 
+def _check_declared_sizes(path: str) -> None:
+    """Refuse arrays whose headers declare more bytes than the file can hold, before allocating.
+
+    numpy allocates an array from its header's shape and then fills it, so a small file that
+    declares shape (1e12, 1e6) would ask for exabytes. Every member's declared size must fit in
+    its uncompressed size in the zip directory, which must itself be reachable from the bytes on
+    disk (equal for stored members, at most deflate's 1032:1 for compressed ones).
+    """
+    on_disk = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[: -len(".npy")]
+            stored = info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size
+            inflated = (info.compress_type == zipfile.ZIP_DEFLATED
+                        and info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 64)
+            if info.compress_size > on_disk or stored or inflated:
+                raise ValueError(
+                    f"{path}: {name} claims {info.file_size} bytes from {info.compress_size} stored bytes "
+                    f"in a file of {on_disk} bytes; the archive is damaged"
+                )
+            with archive.open(info) as fh:
+                try:
+                    version = np.lib.format.read_magic(fh)
+                    # Version 3 differs from 2 only in the header's text encoding (utf-8).
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(fh)
+                except ValueError as err:
+                    raise ValueError(f"{path}: {name} is not a readable .npy array ({err})") from err
+                header = fh.tell()
+            if dtype.hasobject:
+                continue  # refused by np.load without pickle
+            declared = math.prod(shape) * dtype.itemsize
+            if header + declared > info.file_size:
+                raise ValueError(
+                    f"{path}: {name} declares shape {tuple(shape)} of {dtype} ({declared} bytes), "
+                    f"but the file holds {info.file_size - header} bytes of it"
+                )
+
+
 def _infer_kind(labels: np.ndarray) -> str:
+    if labels.dtype == bool:
+        # True/False are the two classes; a regression on them would be a silent surprise.
+        return "binary" if labels.ndim == 1 or labels.shape[1] == 1 else "multilabel"
     if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
         return "binary" if np.isin(labels, (0, 1)).all() else "multiclass"
     if labels.ndim == 2 and labels.shape[1] > 1 and np.isin(labels, (0, 1)).all():
@@ -159,9 +214,10 @@ def load_npz(
     Raises
     ------
     ValueError
-        Naming the file and the row or task: a missing array, features of fewer than 2
-        dimensions, a non-finite feature, a task id or label out of range, a task without
-        samples, or arrays of disagreeing lengths.
+        Naming the file and the row or task: a missing array, no samples, features of fewer
+        than 2 dimensions, a non-finite feature, a task id or label out of range, a task
+        without samples, arrays of disagreeing lengths, an array declaring more bytes than the
+        file holds, or arrays too large for memory.
     """
     if data_path is None:
         raise ValueError("the npz data set needs data_path, the .npz file to read")
@@ -179,10 +235,16 @@ def load_npz(
     if not (np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer)):
         raise ValueError(f"{path}: features must be numeric, got dtype {features.dtype}")
     n = features.shape[0]
+    if n == 0:
+        raise ValueError(f"{path}: the file holds no samples (features has shape {features.shape})")
+    if 0 in features.shape[1:]:
+        raise ValueError(f"{path}: features must hold at least one value per sample, got shape {features.shape}")
     if task_ids.shape != (n,) or not np.issubdtype(task_ids.dtype, np.integer):
         raise ValueError(f"{path}: task_ids must be an int array of shape ({n},), got {task_ids.dtype} {task_ids.shape}")
     if labels.ndim not in (1, 2) or labels.shape[0] != n:
         raise ValueError(f"{path}: labels must have shape ({n},) or ({n}, K), got {labels.shape}")
+    if labels.ndim == 2 and labels.shape[1] == 0:
+        raise ValueError(f"{path}: labels must have at least one column, got shape {labels.shape}")
     if not (np.issubdtype(labels.dtype, np.floating) or np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise ValueError(f"{path}: labels must be numeric, got dtype {labels.dtype}")
     finite = np.isfinite(features.reshape(n, -1)).all(axis=1)
@@ -202,10 +264,20 @@ def load_npz(
         num_tasks = names.shape[0]
         names = [str(s) for s in names]
     else:
-        num_tasks = int(task_ids.max()) + 1 if n else 0
+        if int(task_ids.min()) < 0:
+            row = int(np.flatnonzero(task_ids < 0)[0])
+            raise ValueError(f"{path}: row {row}: task id {task_ids[row]} must be >= 0")
+        # T = max id + 1 needs every id below it to have rows; find a gap before allocating
+        # anything of size T (one stray id of 2**40 must not ask for 2**40 names).
+        present = np.unique(task_ids)
+        gaps = np.flatnonzero(present != np.arange(present.size))
+        if gaps.size:
+            t, largest = int(gaps[0]), int(present[-1])
+            row = int(np.flatnonzero(task_ids == largest)[0])
+            raise ValueError(f"{path}: task {t} ('task_{t}') has no samples; task ids must number the tasks "
+                             f"0 .. T-1 (row {row} has task id {largest})")
+        num_tasks = present.size
         names = [f"task_{t}" for t in range(num_tasks)]
-    if num_tasks == 0:
-        raise ValueError(f"{path}: the file holds no samples")
     bad = np.flatnonzero((task_ids < 0) | (task_ids >= num_tasks))
     if bad.size:
         raise ValueError(f"{path}: row {bad[0]}: task id {task_ids[bad[0]]} out of range [0, {num_tasks})")

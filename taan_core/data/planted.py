@@ -66,6 +66,9 @@ _CALIBRATION_SAMPLES = 4096
 _GRID = np.linspace(-6.0, 6.0, 1201)
 _GRID_WEIGHTS = np.exp(-0.5 * _GRID**2)
 _GRID_WEIGHTS /= _GRID_WEIGHTS.sum()
+# Most values (float64) that one generated array may hold, 8 GiB: a config from a damaged or
+# hostile checkpoint (samples_per_task = 1e11, say) is refused before anything is allocated.
+_MAX_VALUES = 2**30
 
 
 def _activation(z: np.ndarray, alpha: np.ndarray, hinges: np.ndarray) -> np.ndarray:
@@ -282,6 +285,7 @@ def make_teacher(
     _check_design(design)
     groups_per_layer = [int(g) for g in groups_per_layer]
     hidden = [int(h) for h in hidden]
+    _check_sizes(int(num_tasks), int(input_dim), hidden, int(num_hinges), int(num_outputs))
     num_layers = len(hidden)
     rng = np.random.default_rng([int(seed), 0x7A4A])
     groups = planted_groups(num_tasks, groups_per_layer)
@@ -336,6 +340,27 @@ def teacher_from_config(config: dict) -> PlantedTeacher:
     if "design" not in config:
         kwargs = {"design": "walk", "split_distance": 1.5, **kwargs}
     return make_teacher(**kwargs)
+
+
+def _check_sizes(num_tasks: int, input_dim: int, hidden: Sequence[int], num_hinges: int, num_outputs: int,
+                 samples_per_task: int = 0) -> None:
+    """Raise ValueError if the teacher or the data would need an array of more than ``_MAX_VALUES``."""
+    widest = max(hidden, default=0)
+    fans = [input_dim, *hidden]
+    arrays = {
+        # One task's samples: inputs, outputs and the teacher's hinge terms on them.
+        "samples_per_task * (input_dim + num_outputs + max(hidden) * num_hinges)":
+            samples_per_task * (input_dim + num_outputs + widest * num_hinges),
+        # All tasks' samples, kept in memory.
+        "num_tasks * samples_per_task * (input_dim + num_outputs)": num_tasks * samples_per_task * (input_dim + num_outputs),
+        # Calibration of the teacher: every task's hinge terms on its calibration inputs.
+        f"num_tasks * {_CALIBRATION_SAMPLES} * max(hidden) * num_hinges": num_tasks * _CALIBRATION_SAMPLES * widest * num_hinges,
+        "the teacher's weights (max fan-in * fan-out)": max(a * b for a, b in zip(fans, fans[1:] + [num_outputs])),
+    }
+    for what, count in arrays.items():
+        if count > _MAX_VALUES:
+            raise ValueError(f"the planted data set is too large: {what} = {count:.3g} values, "
+                             f"more than the limit of 2**30")
 
 
 def _check_design(design) -> None:
@@ -424,6 +449,7 @@ def load_planted(
         _check_float(value, name)
     _check_float(split_distance, "split_distance", positive=True)
     _check_design(design)
+    _check_sizes(num_tasks, input_dim, hidden, num_hinges, num_outputs, samples_per_task)
 
     config = {
         "num_tasks": num_tasks,

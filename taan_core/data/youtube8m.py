@@ -16,10 +16,12 @@ domain are not in that task. ``domains`` restricts the tasks to a chosen list.
 
 A video's split is decided by a seeded hash of its id (``test_fraction`` to test,
 ``val_fraction`` to val, the rest to train), so any subset of files can be used and a video
-never crosses splits. The TFRecords are read once with the ``tfrecord`` package (no
-TensorFlow) and converted into one HDF5 file per split and task in ``cache_dir``; later loads
-with the same files and options reuse it. Training reads features from HDF5 on demand (only the
-small label index arrays are held in memory), so a data set larger than memory trains.
+never crosses splits. The TFRecords are read once (records parsed with the ``tfrecord``
+package's protobuf classes, no TensorFlow; both masked crc32c checksums of every record checked
+with the ``crc32c`` package) and converted into one HDF5 file per split and task in
+``cache_dir``; later loads with the same files and options reuse it. Training reads features
+from HDF5 on demand (only the small label index arrays are held in memory), so a data set
+larger than memory trains.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import struct
 from typing import Sequence
 
@@ -46,6 +50,11 @@ RGB_DIM = 1024
 AUDIO_DIM = 128
 _CACHE_VERSION = 1
 _FLUSH_ROWS = 4096
+# Conversion in progress: youtube8m-<key>.tmp-<pid>@<host> of the converting process (without
+# @<host> when written by an earlier version).
+_TMP_NAME = re.compile(r"youtube8m-[0-9a-f]{16}\.tmp-([0-9]+)(?:@(.*))?")
+# Largest entity Index accepted (the 2018 vocabulary has 3862 entities).
+_MAX_ENTITIES = 2**24
 
 
 def _require(module: str):
@@ -53,7 +62,7 @@ def _require(module: str):
         return __import__(module)
     except ImportError as err:
         raise ImportError(
-            f"the youtube8m data set needs the {module} package: pip install tfrecord h5py"
+            f"the youtube8m data set needs the {module} package: pip install tfrecord h5py crc32c"
         ) from err
 
 
@@ -61,25 +70,12 @@ def _read_vocabulary(path: str, domains: Sequence[str] | None) -> tuple[list[str
     """Return (domain names, entity label indices per domain, one past the largest index)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file (the YouTube-8M vocabulary.csv)")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        for column in ("Index", "Vertical1"):
-            if column not in columns:
-                raise ValueError(f"{path}: expected a column {column!r}, found columns {columns}")
-        members: dict[str, list[int]] = {}
-        largest = -1
-        for row_number, row in enumerate(reader, start=2):
-            try:
-                index = int(row["Index"])
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{path}: row {row_number}: Index must be an int, got {row['Index']!r}") from err
-            if index < 0:
-                raise ValueError(f"{path}: row {row_number}: Index must be >= 0, got {index}")
-            largest = max(largest, index)
-            domain = (row["Vertical1"] or "").strip()
-            if domain:
-                members.setdefault(domain, []).append(index)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            members, largest = _vocabulary_rows(path, csv.DictReader(fh))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: line {_first_non_utf8_line(path)} is not UTF-8 text ({err.reason}); "
+                         f"the vocabulary.csv must be UTF-8") from err
     names = sorted(members)
     if domains is not None:
         unknown = [d for d in domains if d not in members]
@@ -89,6 +85,48 @@ def _read_vocabulary(path: str, domains: Sequence[str] | None) -> tuple[list[str
     if not names:
         raise ValueError(f"{path}: no entity has a Vertical1 domain")
     return names, [sorted(members[d]) for d in names], largest + 1
+
+
+def _first_non_utf8_line(path: str) -> int:
+    number = 0
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return number
+
+
+def _vocabulary_rows(path: str, reader: csv.DictReader) -> tuple[dict[str, list[int]], int]:
+    columns = reader.fieldnames or []
+    for column in ("Index", "Vertical1"):
+        if column not in columns:
+            raise ValueError(f"{path}: expected a column {column!r}, found columns {columns}")
+    members: dict[str, list[int]] = {}
+    seen: dict[int, tuple[int, str]] = {}  # Index -> (row, domain) where it was first listed
+    largest = -1
+    for row_number, row in enumerate(reader, start=2):
+        try:
+            index = int(row["Index"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: row {row_number}: Index must be an int, got {row['Index']!r}") from err
+        if not 0 <= index < _MAX_ENTITIES:
+            # The label tables are dense in Index, so an absurd Index would allocate absurdly.
+            raise ValueError(f"{path}: row {row_number}: Index must be in [0, {_MAX_ENTITIES}), got {index}")
+        domain = (row["Vertical1"] or "").strip()
+        if index in seen:
+            first_row, first_domain = seen[index]
+            # One entity in two places would leave one task a label column that is never positive.
+            raise ValueError(
+                f"{path}: row {row_number}: Index {index} (Vertical1 {domain!r}) is already listed in row "
+                f"{first_row} (Vertical1 {first_domain!r}); every entity must appear once"
+            )
+        seen[index] = (row_number, domain)
+        largest = max(largest, index)
+        if domain:
+            members.setdefault(domain, []).append(index)
+    return members, largest
 
 
 def _split_of(video_id: bytes, seed: int, val_fraction: float, test_fraction: float) -> int:
@@ -101,24 +139,64 @@ def _split_of(video_id: bytes, seed: int, val_fraction: float, test_fraction: fl
     return 0
 
 
+# TFRecord framing: u64 length, masked crc32c of those 8 bytes, the data, masked crc32c of the data.
+_HEADER = struct.Struct("<QI")
+_CRC = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+
+
+def _mask(crc: int) -> int:
+    """TFRecord's masking of a crc32c: rotated right by 15 bits plus a constant, mod 2**32."""
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def _record_payloads(path: str):
+    """Yield (record number, bytes) of one uncompressed TFRecord file, checking both CRCs.
+
+    A length field is trusted only once its own CRC matches and it fits in what is left of the
+    file, so a damaged header can neither allocate a huge buffer nor be read as data.
+    """
+    from crc32c import crc32c
+
+    def corrupt(detail: str) -> ValueError:
+        return ValueError(f"{path}: record {number}: truncated or corrupt TFRecord ({detail})")
+
+    size = os.path.getsize(path)
+    number, offset = 0, 0
+    with open(path, "rb") as fh:
+        while offset < size:
+            header = fh.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                raise corrupt(f"the file ends inside the header at byte {offset}")
+            length, length_crc = _HEADER.unpack(header)
+            if _mask(crc32c(header[:8])) != length_crc:
+                raise corrupt(f"the length field at byte {offset} fails its CRC")
+            left = size - offset - _HEADER.size - _CRC.size
+            if length > left:
+                raise corrupt(f"the record at byte {offset} declares {length} bytes, but only {max(left, 0)} are left")
+            payload = fh.read(length)
+            footer = fh.read(_CRC.size)
+            if len(payload) != length or len(footer) != _CRC.size:
+                raise corrupt(f"the file ends inside the record at byte {offset}")
+            if _mask(crc32c(payload)) != _CRC.unpack(footer)[0]:
+                raise corrupt(f"the data of the record at byte {offset} fail their CRC")
+            yield number, payload
+            offset += _HEADER.size + length + _CRC.size
+            number += 1
+
+
 def _records(path: str):
     """Yield (record number, parsed Example) of one TFRecord file; errors name file and record."""
+    from google.protobuf.message import DecodeError
     from tfrecord import example_pb2
-    from tfrecord.reader import tfrecord_iterator
 
-    number = 0  # the record being read when an error occurs
-    try:
-        for raw in tfrecord_iterator(path):
-            example = example_pb2.Example()
-            example.ParseFromString(bytes(raw))
-            yield number, example
-            number += 1
-    except (RuntimeError, struct.error) as err:
-        raise ValueError(f"{path}: record {number}: truncated or corrupt TFRecord ({err})") from err
-    except Exception as err:  # protobuf's DecodeError has no stable import path
-        if type(err).__name__ == "DecodeError":
+    for number, payload in _record_payloads(path):
+        example = example_pb2.Example()
+        try:
+            example.ParseFromString(payload)
+        except DecodeError as err:
             raise ValueError(f"{path}: record {number}: not a tf.train.Example ({err})") from err
-        raise
+        yield number, example
 
 
 def _parse(example, path: str, number: int, num_entities: int):
@@ -300,6 +378,40 @@ class HDF5Split(MultiTaskSplit):
         return state
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process, or not a pid we can test: leave its files alone
+    return True
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _remove_stale_conversions(cache_root: str) -> None:
+    """Remove ``youtube8m-<key>.tmp-<pid>@<host>`` folders whose converting process no longer runs.
+
+    A conversion killed by SIGKILL (or a power cut) cannot clean up after itself; the next start
+    does. A folder of a running conversion (its pid alive) is left alone, and so is one written
+    from another host (a cache on a shared file system), whose pid means nothing here.
+    """
+    try:
+        entries = os.listdir(cache_root)
+    except OSError:
+        return
+    for entry in entries:
+        match = _TMP_NAME.fullmatch(entry)
+        if match is None or match.group(2) not in (None, _host()):
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(os.path.join(cache_root, entry), ignore_errors=True)
+
+
 def _fingerprint(files: list[str], vocabulary: str, options: dict) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"version": _CACHE_VERSION, **options}, sort_keys=True).encode())
@@ -344,12 +456,14 @@ def load_youtube8m(
     Raises
     ------
     ValueError
-        Naming the file and record (or row) for a vocabulary without ``Index`` or ``Vertical1``,
-        a record with a missing feature, wrong feature lengths, NaN/inf features, a label out
-        of the vocabulary's range, or a corrupt file; naming the task when a domain has no
-        training videos.
+        Naming the file and record (or row or line) for a vocabulary without ``Index`` or
+        ``Vertical1``, not in UTF-8, or listing an Index twice; a record whose length or data
+        fail their CRC, whose length runs past the end of the file, or that is not a
+        ``tf.train.Example``; a record with a missing feature, wrong feature lengths, NaN/inf
+        features, or a label out of the vocabulary's range; naming the task when a domain has
+        no training videos.
     ImportError
-        If ``tfrecord`` or ``h5py`` is missing.
+        If ``tfrecord``, ``h5py`` or ``crc32c`` is missing.
     """
     if data_path is None:
         raise ValueError("the youtube8m data set needs data_path, the folder with the *.tfrecord files")
@@ -357,6 +471,7 @@ def load_youtube8m(
     check_int(seed, "seed", minimum=0)
     _require("h5py")
     _require("tfrecord")
+    _require("crc32c")
     root = str(data_path)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such folder")
@@ -375,9 +490,10 @@ def load_youtube8m(
     key = _fingerprint(files, vocabulary, options)
     folder = os.path.join(cache_root, f"youtube8m-{key}")
     manifest_path = os.path.join(folder, "manifest.json")
+    _remove_stale_conversions(cache_root)
     if not os.path.isfile(manifest_path):
         os.makedirs(cache_root, exist_ok=True)
-        tmp = f"{folder}.tmp-{os.getpid()}"
+        tmp = f"{folder}.tmp-{os.getpid()}@{_host()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             counts = _convert(files, names, members, num_entities, tmp, seed, val_fraction, test_fraction)

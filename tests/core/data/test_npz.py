@@ -132,3 +132,136 @@ def test_unreadable_and_missing_files(tmp_path):
         load_npz(str(pickled))
     with pytest.raises(ValueError, match="needs data_path"):
         load_npz(None)
+
+
+# --- Sizes bounded before allocation, empty files, boolean labels ---
+
+
+def test_task_id_of_2_40_is_refused_without_allocating(tmp_path):
+    import tracemalloc
+
+    features, task_ids, labels = _arrays()
+    task_ids = task_ids.astype(np.int64)
+    task_ids[11] = 2**40
+    path = _write(tmp_path, features=features, task_ids=task_ids, labels=labels)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"bad\.npz: task 3 \('task_3'\) has no samples; task ids must number the tasks 0 \.\. T-1 \(row 11 has task id 1099511627776\)"):
+            load_npz(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"refusing the file allocated {peak} bytes"
+
+
+def test_negative_task_id_without_names(tmp_path):
+    features, task_ids, labels = _arrays()
+    path = _write(tmp_path, features=features, task_ids=np.where(np.arange(30) == 4, -2, task_ids), labels=labels)
+    with pytest.raises(ValueError, match=r"bad\.npz: row 4: task id -2 must be >= 0"):
+        load_npz(path)
+
+
+def _npy_bytes(shape, dtype, payload: bytes) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": shape})
+    return out.getvalue() + payload
+
+
+def _zip(path, members: dict[str, bytes], compression):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name + ".npy", data)
+    return str(path)
+
+
+@pytest.mark.parametrize("compression", ["stored", "deflated"])
+def test_declared_shape_beyond_the_file_is_refused_before_loading(tmp_path, compression):
+    import zipfile
+
+    features, task_ids, labels = _arrays()
+    members = {
+        "features": _npy_bytes((10**12, 10**6), np.float32, features.tobytes()[:16]),
+        "task_ids": _npy_bytes(task_ids.shape, task_ids.dtype, task_ids.tobytes()),
+        "labels": _npy_bytes(labels.shape, labels.dtype, labels.tobytes()),
+    }
+    path = _zip(tmp_path / "huge.npz", members, zipfile.ZIP_STORED if compression == "stored" else zipfile.ZIP_DEFLATED)
+    with pytest.raises(ValueError, match=r"huge\.npz: features declares shape \(1000000000000, 1000000\) of float32 "
+                                         r"\(4000000000000000000 bytes\), but the file holds 16 bytes of it"):
+        load_npz(path)
+
+
+def test_zip_directory_claiming_more_than_the_file_holds_is_refused(tmp_path):
+    import zipfile
+
+    features, task_ids, labels = _arrays()
+    path = _zip(tmp_path / "lying.npz", {"features": _npy_bytes((2**30, 4), np.float32, features.tobytes()),
+                                         "task_ids": _npy_bytes(task_ids.shape, task_ids.dtype, task_ids.tobytes()),
+                                         "labels": _npy_bytes(labels.shape, labels.dtype, labels.tobytes())},
+                zipfile.ZIP_STORED)
+    data = bytearray(open(path, "rb").read())
+    central = data.index(b"PK\x01\x02")  # the directory entry of features.npy: uncompressed size at +24
+    data[central + 24:central + 28] = (2**31).to_bytes(4, "little")
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(ValueError, match=r"lying\.npz: features claims 2147483648 bytes from \d+ stored bytes in a file of \d+ bytes; the archive is damaged"):
+        load_npz(path)
+
+
+def test_memory_error_while_loading_becomes_one_value_error(tmp_path, monkeypatch):
+    from taan_core import data as data_module
+    from taan_core.data import npz as npz_module
+
+    features, task_ids, labels = _arrays()
+    path = tmp_path / "d.npz"
+    save_npz(path, features, task_ids, labels)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(npz_module.np, "load", no_memory)
+    with pytest.raises(ValueError, match=r"d\.npz: the arrays do not fit in memory"):
+        load_npz(str(path))
+    monkeypatch.setitem(data_module.DATASETS, "digits", no_memory)
+    with pytest.raises(ValueError, match=r"not enough memory to load the digits data set"):
+        load_dataset("digits")
+
+
+@pytest.mark.parametrize("names", [None, np.array(["a"])])
+def test_file_without_samples_is_named(tmp_path, names):
+    arrays = {"features": np.zeros((0, 4), np.float32), "task_ids": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64)}
+    if names is not None:
+        arrays["task_names"] = names
+    path = _write(tmp_path, **arrays)
+    with pytest.raises(ValueError, match=r"bad\.npz: the file holds no samples \(features has shape \(0, 4\)\)"):
+        load_npz(path)
+
+
+def test_zero_width_features_or_labels_are_named(tmp_path):
+    _, task_ids, labels = _arrays()
+    path = _write(tmp_path, features=np.zeros((30, 0), np.float32), task_ids=task_ids, labels=labels)
+    with pytest.raises(ValueError, match=r"bad\.npz: features must hold at least one value per sample, got shape \(30, 0\)"):
+        load_npz(path)
+    path = _write(tmp_path, features=np.zeros((30, 2), np.float32), task_ids=task_ids, labels=np.zeros((30, 0)))
+    with pytest.raises(ValueError, match=r"bad\.npz: labels must have at least one column, got shape \(30, 0\)"):
+        load_npz(path)
+
+
+@pytest.mark.parametrize(("shape", "kind", "width"), [((30,), "binary", 1), ((30, 1), "binary", 1), ((30, 3), "multilabel", 3)])
+def test_boolean_labels_are_binary(tmp_path, shape, kind, width):
+    features, task_ids, _ = _arrays()
+    labels = np.random.default_rng(6).random(shape) < 0.5
+    path = tmp_path / "bool.npz"
+    save_npz(path, features, task_ids, labels)
+    data = load_npz(str(path))
+    assert [(t.kind, t.num_outputs) for t in data.tasks] == [(kind, width)] * 3
+    split = data.split("train")
+    _, y = split.get(0, torch.arange(split.num_samples(0)))
+    assert y.dtype == torch.float32 and set(y.unique().tolist()) <= {0.0, 1.0}
+    rows = np.flatnonzero(task_ids == 0)
+    expected = labels.reshape(30, -1)[rows, :width].astype(np.float32)
+    # Every training row's label is one of task 0's rows, True as 1.
+    assert all(any(np.array_equal(row, e) for e in expected) for row in y.numpy())

@@ -200,3 +200,46 @@ def test_config_errors(overrides, error, match):
 def test_data_path_is_refused():
     with pytest.raises(ValueError, match="reads no files"):
         load_dataset("planted", data_path="x.npz")
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"samples_per_task": 10**11}, r"samples_per_task \* \(input_dim \+ num_outputs \+ max\(hidden\) \* num_hinges\) = 7\.6e\+12 values"),
+    ({"num_tasks": 10**6, "samples_per_task": 1000, "groups_per_layer": [2, 4, 8]}, r"num_tasks \* samples_per_task \* \(input_dim \+ num_outputs\) = 1\.2e\+10"),
+    ({"num_hinges": 10**5, "samples_per_task": 3}, r"num_tasks \* 4096 \* max\(hidden\) \* num_hinges = 1\.05e\+11"),
+    ({"input_dim": 10**6, "hidden": [2000] * 3, "samples_per_task": 3}, r"the teacher's weights \(max fan-in \* fan-out\) = 2e\+09"),
+])
+def test_sizes_are_bounded_before_generation(overrides, match):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="the planted data set is too large: " + match):
+            load_dataset("planted", **overrides)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"refusing the config allocated {peak} bytes"
+
+
+def test_teacher_from_an_untrusted_config_is_bounded():
+    with pytest.raises(ValueError, match="the planted data set is too large"):
+        teacher_from_config({"design": "separated", "hidden": [10**6] * 3, "groups_per_layer": [2, 4, 8]})
+
+
+def test_eval_of_a_checkpoint_with_a_huge_data_config_is_one_line(tmp_path, capsys):
+    from taan_core.checkpoint import build_checkpoint, save_checkpoint
+    from taan_core.cli import main
+    from taan_core.models import build_model
+
+    model = build_model("taan", (8,), [4] * 16, hidden=[4], num_hinges=2)
+    config = {**load_planted(**SMALL).config, "num_tasks": 16, "groups_per_layer": [2], "hidden": [16],
+              "samples_per_task": 10**11}
+    ckpt = build_checkpoint(model, task_names=[f"task_{t:02d}" for t in range(16)],
+                            data={"name": "planted", "config": config, "groups": None})
+    save_checkpoint(ckpt, tmp_path / "checkpoint.pt")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", str(tmp_path / "checkpoint.pt")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "the planted data set is too large" in err

@@ -213,3 +213,167 @@ def test_folder_errors(tmp_path):
         load_youtube8m(str(tmp_path / "absent"))
     with pytest.raises(ValueError, match=r"no \*\.tfrecord files"):
         load_youtube8m(str(tmp_path))
+
+
+# --- Integrity of the TFRecords (CRCs, lengths, garbage), the vocabulary and the cache folder ---
+
+
+def _three_records(tmp_path, name="bad.tfrecord"):
+    rng = np.random.default_rng(4)
+    path = tmp_path / name
+    _write_records(path, [_video(i, [i % 3, 3], rng) for i in range(3)])
+    _write_vocabulary(tmp_path / "vocabulary.csv")
+    return path
+
+
+def _record_offsets(data: bytes) -> list[int]:
+    offsets, at = [], 0
+    while at < len(data):
+        offsets.append(at)
+        at += 16 + int.from_bytes(data[at:at + 8], "little")
+    return offsets
+
+
+def test_masked_crc_matches_the_tfrecord_writer():
+    from crc32c import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720)
+    for payload in (b"", b"\x00" * 8, bytes(range(256)) * 5):
+        assert yt._mask(crc32c(payload)).to_bytes(4, "little") == TFRecordWriter.masked_crc(payload)
+
+
+def test_flipped_feature_bit_fails_the_data_crc(tmp_path):
+    path = _three_records(tmp_path)
+    data = bytearray(path.read_bytes())
+    start = _record_offsets(bytes(data))[1]
+    example = bytes(data[start + 12:start + 12 + int.from_bytes(data[start:start + 8], "little")])
+    # The first float of record 1's mean_rgb, found by its value; its exponent bit flips.
+    rgb = yt._records(str(path))
+    next(rgb)
+    _, second = next(rgb)
+    first_float = np.float32(second.features.feature["mean_rgb"].float_list.value[0]).tobytes()
+    at = start + 12 + example.index(first_float)
+    data[at + 3] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"bad\.tfrecord: record 1: truncated or corrupt TFRecord \(the data of the record at byte {start} fail their CRC\)"):
+        load_youtube8m(str(tmp_path))
+    assert os.listdir(tmp_path / "taan-cache") == [], "a refused file leaves no cache behind"
+
+
+@pytest.mark.parametrize(("field", "match"), [
+    ("length_crc", r"record 2: truncated or corrupt TFRecord \(the length field at byte \d+ fails its CRC\)"),
+    ("data_crc", r"record 2: truncated or corrupt TFRecord \(the data of the record at byte \d+ fail their CRC\)"),
+    ("length", r"record 2: truncated or corrupt TFRecord \(the length field at byte \d+ fails its CRC\)"),
+])
+def test_stale_length_or_data_crc_is_refused(tmp_path, field, match):
+    path = _three_records(tmp_path)
+    data = bytearray(path.read_bytes())
+    start = _record_offsets(bytes(data))[2]
+    length = int.from_bytes(data[start:start + 8], "little")
+    where = {"length": start, "length_crc": start + 8, "data_crc": start + 12 + length}[field]
+    data[where] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=match):
+        load_youtube8m(str(tmp_path))
+
+
+def _garbage(kind: str) -> bytes:
+    from crc32c import crc32c
+
+    huge = (2**40).to_bytes(8, "little")
+    if kind == "huge length, valid CRC":
+        return huge + yt._mask(crc32c(huge)).to_bytes(4, "little") + bytes(100)
+    if kind == "huge length, stale CRC":
+        return huge + bytes(4) + bytes(100)
+    return np.random.default_rng(5).bytes(5000)  # random bytes
+
+
+@pytest.mark.parametrize(("kind", "match"), [
+    ("huge length, valid CRC", r"record 0: truncated or corrupt TFRecord \(the record at byte 0 declares 1099511627776 bytes, but only 96 are left\)"),
+    ("huge length, stale CRC", r"record 0: truncated or corrupt TFRecord \(the length field at byte 0 fails its CRC\)"),
+    ("random bytes", r"record 0: truncated or corrupt TFRecord"),
+])
+def test_garbage_tfrecord_gives_one_clear_error(tmp_path, kind, match):
+    (tmp_path / "junk.tfrecord").write_bytes(_garbage(kind))
+    _write_vocabulary(tmp_path / "vocabulary.csv")
+    with pytest.raises(ValueError, match=r"junk\.tfrecord: " + match):
+        load_youtube8m(str(tmp_path))
+
+
+def test_garbage_tfrecord_is_one_line_from_the_cli(tmp_path, capsys):
+    from taan_core.cli import main
+
+    (tmp_path / "junk.tfrecord").write_bytes(_garbage("huge length, valid CRC"))
+    _write_vocabulary(tmp_path / "vocabulary.csv")
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--dataset", "youtube8m", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "Traceback" not in err and "SystemError" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "junk.tfrecord: record 0: truncated or corrupt TFRecord" in err
+
+
+def test_non_utf8_vocabulary_names_the_file_and_line(tmp_path):
+    _three_records(tmp_path)
+    (tmp_path / "vocabulary.csv").write_bytes("Index,Vertical1\n0,Games\n1,Música\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"vocabulary\.csv: line 3 is not UTF-8 text"):
+        load_youtube8m(str(tmp_path))
+
+
+def test_index_listed_under_two_domains_is_refused(tmp_path):
+    _three_records(tmp_path)
+    _write_vocabulary(tmp_path / "vocabulary.csv", rows=[*VOCAB, (3, "Games")])
+    with pytest.raises(ValueError, match=r"vocabulary\.csv: row 9: Index 3 \(Vertical1 'Games'\) is already listed in row 5 \(Vertical1 'Music'\)"):
+        load_youtube8m(str(tmp_path))
+
+
+def test_vocabulary_index_is_bounded_before_the_label_tables(tmp_path):
+    _three_records(tmp_path)
+    _write_vocabulary(tmp_path / "vocabulary.csv", rows=[*VOCAB, (2**40, "Games")])
+    with pytest.raises(ValueError, match=r"row 9: Index must be in \[0, 16777216\), got 1099511627776"):
+        load_youtube8m(str(tmp_path))
+
+
+_KILLED_CONVERSION = """
+import os, sys, time
+from taan_core.data import youtube8m as yt
+
+def convert(files, names, members, num_entities, out, *args):
+    os.makedirs(os.path.join(out, "train"))
+    with open(os.path.join(out, "train", "000.h5"), "wb") as fh:
+        fh.write(b"half a shard")
+    print("converting", flush=True)
+    time.sleep(60)
+
+yt._convert = convert
+yt.load_youtube8m(sys.argv[1], cache_dir=sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_conversion_killed_by_sigkill_is_cleaned_at_the_next_start(folder, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    root, _ = folder
+    cache = tmp_path / "cache"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CONVERSION, str(root), str(cache)], stdout=subprocess.PIPE,
+                             text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        assert child.stdout.readline().strip() == "converting"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    stale = os.listdir(cache)
+    assert len(stale) == 1 and f".tmp-{child.pid}@{yt._host()}" in stale[0], "SIGKILL leaves the folder"
+    final = stale[0].split(".tmp-")[0]
+    # Folders of a process still running here (this test's parent) and of another host stay; a
+    # folder named the earlier way (pid only) of a dead process goes.
+    keep = [f"{final}.tmp-{os.getppid()}@{yt._host()}", f"{final}.tmp-{child.pid}@another-host"]
+    for name in [*keep, f"{final}.tmp-{child.pid}"]:
+        (cache / name).mkdir()
+    data = load_youtube8m(str(root), cache_dir=str(cache))
+    assert data.num_tasks == 3
+    assert sorted(os.listdir(cache)) == sorted([final, *keep])
