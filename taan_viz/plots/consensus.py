@@ -168,8 +168,9 @@ def plot_distance_spread(cons: Consensus, *, annot: bool | None = None):
                 _annotate(ax, std, cmap_s, norm_s, "{:.2g}", ~lower)
             _ticks(ax, cons.task_names, order)
             ax.set_title(f"layer {la.index + 1}: {short_label(la.name, 18)}")
-        fig.colorbar(im_m, ax=axes, shrink=0.8, aspect=30, pad=0.01).set_label("mean d(Fₛ, Fₜ) (lower triangle)")
+        # The mean's bar next to the panels, the spread's beyond it (the title's order).
         fig.colorbar(im_s, ax=axes, shrink=0.8, aspect=30, pad=0.01).set_label("std over runs (upper triangle)")
+        fig.colorbar(im_m, ax=axes, shrink=0.8, aspect=30, pad=0.01).set_label("mean d(Fₛ, Fₜ) (lower triangle)")
         fig.suptitle(f"Functional distance over {cons.num_runs} runs: mean (lower) and spread (upper)")
     return fig
 
@@ -227,7 +228,7 @@ def plot_support_tree(cons: Consensus, *, names: bool | None = None):
                 ax.add_patch(FancyBboxPatch((x - width / 2, lo - pad), width, hi - lo + 2 * pad,
                                             boxstyle="round,pad=0,rounding_size=0.06", facecolor=color,
                                             edgecolor="0.25", linewidth=0.3, zorder=3))
-                label = f"{s:.2f}".lstrip("0") if s < 1 else "1"
+                label = "1" if s >= 1 else "0" if s <= 0 else f"{s:.2f}".lstrip("0")
                 tall = hi - lo + 2 * pad >= 1.4
                 if tall or t <= _NAMES_MAX:
                     ax.text(x, centre, label, ha="center", va="center", fontsize=5.5 if tall else 4.5,
