@@ -144,6 +144,7 @@ def test_single_run_commands_draw_each_run(runs_dir, tmp_path, capsys):
     assert captured.out.strip() == str(out / "one" / "tree.png") and "note" not in captured.err
 
 
+@pytest.mark.slow
 def test_report_of_several_runs_includes_the_consensus(runs_dir, capsys):
     assert run("report", runs_dir, "--dpi", "40") == 0
     out = runs_dir / "report"
@@ -192,6 +193,7 @@ def test_no_warning_without_a_training_configuration(checkpoint):
     assert regularizer_measure(checkpoint) is None and measure_mismatch(checkpoint, analyze(checkpoint)) is None
 
 
+@pytest.mark.slow
 def test_commands_warn_in_one_line_and_record_it(tmp_path, capsys):
     ckpt = _regularised(tmp_path, "distance", "standard")
     assert run("tree", ckpt.path, "-o", tmp_path / "t", "--dpi", "40") == 0
