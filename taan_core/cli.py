@@ -86,6 +86,7 @@ def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit
 
 @app.command()
 def train(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Data set: " + "|".join(DATASETS))] = "planted",
     data: Annotated[Optional[Path], typer.Option(help="File or folder of the data set (digits, exam and planted need none).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: " + "|".join(MODELS) + " (default: taan, taan-conv for omniglot).")] = None,
@@ -116,9 +117,18 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or per-epoch lines.")] = False,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Train one run per seed into OUT/seed-K/ (e.g. 0,1,2,3,4 or 0-4); taan-viz consensus OUT combines them.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="With --seeds: seeds trained side by side, as separate processes sharing the CPU cores (default 1).")] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
-    options = {k: v for k, v in locals().items() if v is not None and k not in ("resume", "overwrite", "quiet")}
+    if seeds is not None or workers is not None:
+        from taan_core._multiseed import train_many
+
+        return train_many(ctx, seeds, workers, seed=seed, out=out, dataset=dataset, model=model)
+    options = {k: v for k, v in locals().items()
+               if v is not None and k not in ("resume", "overwrite", "quiet", "ctx", "seeds", "workers")}
     dataset = _choice(dataset, DATASETS, "--dataset")
     defaults = _DEFAULTS[dataset]
     model = _choice(model or defaults["model"], MODELS, "--model")

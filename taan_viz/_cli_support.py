@@ -4,15 +4,16 @@ list of commands)."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
 __all__ = [
-    "Checkpoint", "Clusters", "Dpi", "Format", "Layers", "Measure", "Method", "Metric", "Out", "Overwrite",
-    "TaskNames", "Threshold", "check_format", "check_threshold", "claim_paths", "default_out",
-    "figure_metadata", "load_analysis", "metric_suffix", "parse_order_by", "save_and_echo", "tool_version",
+    "Checkpoint", "Checkpoints", "Clusters", "Run", "Dpi", "Format", "Layers", "Measure", "Method", "Metric", "Out", "Overwrite",
+    "TaskNames", "Threshold", "check_format", "check_threshold", "claim_paths", "common_out", "default_out",
+    "figure_metadata", "load_analysis", "load_runs", "metric_suffix", "note_per_run", "parse_order_by", "save_and_echo", "tool_version",
     "user_errors",
 ]
 
@@ -22,6 +23,9 @@ __all__ = [
 Checkpoint = Annotated[Path, typer.Argument(
     help="A taan checkpoint (.pt), a .safetensors export, a reference TAAN state_dict, or a run folder.",
     show_default=False)]
+Checkpoints = Annotated[list[Path], typer.Argument(
+    help="One or more runs: checkpoints (.pt, .safetensors, reference state_dicts), run folders, or folders "
+    "of runs (seed-*/checkpoint.pt or */checkpoint.pt, as taan-core train --seeds writes).", show_default=False)]
 Layers = Annotated[Optional[str], typer.Option(
     "--layers", help="Comma-separated layer names or 1-based positions, e.g. 1,3 (default: all layers).",
     show_default=False)]
@@ -101,12 +105,90 @@ def load_analysis(checkpoint: Path, measure: str, layers: str | None, task_names
     return ckpt, analyze(ckpt, measure=m, layers=layers, task_names=names, method=method)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run as a command handles it.
+
+    Attributes
+    ----------
+    ckpt : Checkpoint
+    analysis : Analysis
+    out : Path or None
+        The output folder the user asked for: ``--out`` itself for a single run, ``--out/<label>``
+        when there are several (None: next to the checkpoint, see :func:`default_out`).
+    label : str
+        Short name of the run (``seed-3``).
+    note : str or None
+        The measure warning of the run (:mod:`taan_viz.measure_check`), for figure metadata.
+    """
+
+    ckpt: Any
+    analysis: Any
+    out: Optional[Path]
+    label: str
+    note: Optional[str] = None
+
+
+def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: Path | None,
+              method: str = "average", out: Path | None = None) -> list[Run]:
+    """Read and analyse every run named by ``paths`` (see :func:`taan_viz.runs.expand_runs`).
+
+    Every checkpoint is read and checked before any output is written; several runs must have
+    the same tasks and layers. A run whose figures are drawn under another measure than its
+    functional regulariser used gets one warning line on stderr.
+    """
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze, parse_measure
+    from taan_viz.consensus import check_same_runs
+    from taan_viz.inputs import read_task_names
+    from taan_viz.measure_check import measure_mismatch
+    from taan_viz.runs import expand_runs, run_labels
+
+    m = parse_measure(measure)
+    files = expand_runs(paths)
+    ckpts = [load_checkpoint(f) for f in files]
+    check_same_runs(ckpts)
+    names = None if task_names is None else read_task_names(task_names, ckpts[0].num_tasks)
+    labels = run_labels(files)
+    several = len(ckpts) > 1
+    runs = []
+    for ckpt, label in zip(ckpts, labels):
+        analysis = analyze(ckpt, measure=m, layers=layers, task_names=names, method=method)
+        mismatch = measure_mismatch(ckpt, analysis)
+        note = None if mismatch is None else mismatch.message()
+        if note:
+            typer.echo(f"taan-viz: warning: {ckpt.path}: {note}", err=True)
+        run_out = out / label if (out is not None and several) else out
+        runs.append(Run(ckpt=ckpt, analysis=analysis, out=run_out, label=label, note=note))
+    return runs
+
+
+def note_per_run(runs: list[Run], command: str) -> None:
+    """After a single-run command drew several runs one by one: say where, and how to combine them."""
+    if len(runs) > 1:
+        typer.echo(f"taan-viz: note: {command} drew {len(runs)} runs one by one (one folder each); "
+                   "taan-viz consensus combines them into one picture with its confidence", err=True)
+
+
 def default_out(ckpt, out: Path | None, sub: str | None = None) -> Path:
     """``out``, or ``<checkpoint stem>-viz[/sub]`` next to the checkpoint."""
     if out is not None:
         return out
     base = ckpt.path.parent / f"{ckpt.path.stem}-viz"
     return base / sub if sub else base
+
+
+def common_out(runs: list[Run], sub: str) -> Path:
+    """``<folder holding the runs>/sub``: ``runs/NAME/consensus`` for ``runs/NAME/seed-*/checkpoint.pt``."""
+    import os
+
+    folders = {str(r.ckpt.path.resolve().parent) for r in runs}
+    base = Path(os.path.commonpath(sorted(folders)))
+    if len(folders) == 1:
+        return base / sub
+    # Keep the path as the user wrote it when the runs share a written parent.
+    written = {str(r.ckpt.path.parent.parent) for r in runs}
+    return (Path(written.pop()) if len(written) == 1 else base) / sub
 
 
 def claim_paths(out: Path, names: list[str], overwrite: bool) -> list[Path]:
@@ -122,10 +204,14 @@ def claim_paths(out: Path, names: list[str], overwrite: bool) -> list[Path]:
     return paths
 
 
-def figure_metadata(ckpt, title: str) -> dict[str, str]:
-    """What every figure file records about its origin: tool version and checkpoint hash."""
+def figure_metadata(ckpt, title: str, note: str | None = None) -> dict[str, str]:
+    """What every figure file records about its origin: tool version and checkpoint hash, and
+    the measure warning of the run when there is one."""
+    description = f"taan-viz {title} of {ckpt.path.name}."
+    if note:
+        description += f" Warning: {note}."
     return {"version": tool_version(), "sha256": ckpt.sha256, "title": title, "source": str(ckpt.path),
-            "description": f"taan-viz {title} of {ckpt.path.name}."}
+            "description": description}
 
 
 def save_and_echo(fig, path: Path, dpi: int, meta: dict[str, str]) -> None:

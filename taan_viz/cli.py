@@ -1,22 +1,25 @@
 """The ``taan-viz`` command line: thin typer commands over taan_viz's library functions.
 
 Heavy modules (sympy, training code, the other figure families) are imported inside the commands
-that need them, so that ``taan-viz heatmap`` starts fast. Every command reads one checkpoint,
-writes only under ``--out`` (by default ``<checkpoint stem>-viz/`` next to the checkpoint) with
-fixed file names, refuses to replace files without ``--overwrite``, and reports a user error as
-one line on stderr with exit status 2.
+that need them, so that ``taan-viz heatmap`` starts fast. Every command reads one or more runs
+(checkpoints, run folders, folders of runs), writes only under ``--out`` (by default
+``<checkpoint stem>-viz/`` next to each checkpoint; ``--out/<run>/`` per run when there are
+several) with fixed file names, refuses to replace files without ``--overwrite``, and reports a
+user error as one line on stderr with exit status 2. ``consensus`` combines several runs into one
+picture with its confidence; ``report`` on several runs includes it.
 """
 
 from __future__ import annotations
 
 import sys
+from html import escape as html_escape
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from taan_viz._cli_support import (
-    Checkpoint,
+    Checkpoints,
     Clusters,
     Dpi,
     Format,
@@ -31,7 +34,9 @@ from taan_viz._cli_support import (
     check_format,
     check_threshold,
     claim_paths,
-    load_analysis,
+    common_out,
+    load_runs,
+    note_per_run,
     figure_metadata,
     parse_order_by,
     default_out,
@@ -68,7 +73,7 @@ def _root(
 
 @app.command("heatmap")
 def heatmap_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     metric: Metric = "distance",
     measure: Measure = "data",
@@ -99,25 +104,28 @@ def heatmap_command(
         from taan_viz.analysis import check_metric
 
         check_metric(metric)
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
-        order = parse_order_by(order_by)
-        if order not in (None, "tree"):
-            from taan_viz.inputs import select_layers
+        runs = load_runs(checkpoints, measure, layers, task_names, method, out=out)
+        for run in runs:
+            ckpt, analysis = run.ckpt, run.analysis
+            order = parse_order_by(order_by)
+            if order not in (None, "tree"):
+                from taan_viz.inputs import select_layers
 
-            pos = select_layers(ckpt.layer_names, order)[0]
-            if pos not in [la.index for la in analysis.layers]:
-                raise ValueError(f"--order-by layer {order!r} must be one of the selected --layers")
-            order = ckpt.layer_names[pos]
-        (path,) = claim_paths(default_out(ckpt, out), [f"heatmap{metric_suffix(metric)}.{fmt}"], overwrite)
-        from taan_viz.plots.heatmap import plot_heatmaps
+                pos = select_layers(ckpt.layer_names, order)[0]
+                if pos not in [la.index for la in analysis.layers]:
+                    raise ValueError(f"--order-by layer {order!r} must be one of the selected --layers")
+                order = ckpt.layer_names[pos]
+            (path,) = claim_paths(default_out(ckpt, run.out), [f"heatmap{metric_suffix(metric)}.{fmt}"], overwrite)
+            from taan_viz.plots.heatmap import plot_heatmaps
 
-        fig = plot_heatmaps(analysis, metric=metric, order_by=order, scale=scale, annot=annotate, threshold=threshold)
-        save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"{metric} heatmap"))
+            fig = plot_heatmaps(analysis, metric=metric, order_by=order, scale=scale, annot=annotate, threshold=threshold)
+            save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"{metric} heatmap", run.note))
+        note_per_run(runs, "heatmap")
 
 
 @app.command("curves")
 def curves_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     measure: Measure = "data",
     out: Out = None,
@@ -142,27 +150,30 @@ def curves_command(
     with user_errors():
         fmt = check_format(fmt, dpi)
         check_threshold(threshold, clusters)
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
-        from taan_viz.export import layer_slug
+        runs = load_runs(checkpoints, measure, layers, task_names, method, out=out)
+        for run in runs:
+            ckpt, analysis = run.ckpt, run.analysis
+            from taan_viz.export import layer_slug
 
-        grid = analysis.num_tasks > 8 if grid is None else grid
-        names = [f"curves.{fmt}"]
-        if grid:
-            names += [f"curves-tasks-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
-        paths = claim_paths(default_out(ckpt, out), names, overwrite)
-        from taan_viz.plots.curves import plot_curve_grid, plot_curves
+            grid = analysis.num_tasks > 8 if grid is None else grid
+            names = [f"curves.{fmt}"]
+            if grid:
+                names += [f"curves-tasks-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
+            paths = claim_paths(default_out(ckpt, run.out), names, overwrite)
+            from taan_viz.plots.curves import plot_curve_grid, plot_curves
 
-        fig = plot_curves(analysis, n_clusters=clusters, threshold=threshold, residual=residual, relu=relu)
-        save_and_echo(fig, paths[0], dpi, figure_metadata(ckpt, "activation curves"))
-        for k, path in enumerate(paths[1:]):
-            fig = plot_curve_grid(analysis, k, n_clusters=clusters, threshold=threshold)
-            title = f"activation curves per task, layer {analysis.layers[k].name}"
-            save_and_echo(fig, path, dpi, figure_metadata(ckpt, title))
+            fig = plot_curves(analysis, n_clusters=clusters, threshold=threshold, residual=residual, relu=relu)
+            save_and_echo(fig, paths[0], dpi, figure_metadata(ckpt, "activation curves", run.note))
+            for k, path in enumerate(paths[1:]):
+                fig = plot_curve_grid(analysis, k, n_clusters=clusters, threshold=threshold)
+                title = f"activation curves per task, layer {analysis.layers[k].name}"
+                save_and_echo(fig, path, dpi, figure_metadata(ckpt, title, run.note))
+        note_per_run(runs, "curves")
 
 
 @app.command("cluster")
 def cluster_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     metric: Metric = "distance",
     measure: Measure = "data",
@@ -186,27 +197,30 @@ def cluster_command(
         from taan_viz.analysis import check_metric
 
         check_metric(metric)
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
-        from taan_viz.export import layer_slug
+        runs = load_runs(checkpoints, measure, layers, task_names, method, out=out)
+        for run in runs:
+            ckpt, analysis = run.ckpt, run.analysis
+            from taan_viz.export import layer_slug
 
-        names = [f"cluster.{fmt}"]
-        names += [f"clustermap{metric_suffix(metric)}-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
-        names.append(f"mds.{fmt}")
-        paths = claim_paths(default_out(ckpt, out), names, overwrite)
-        from taan_viz.plots.cluster import clustermap, plot_dendrograms, plot_embeddings
+            names = [f"cluster.{fmt}"]
+            names += [f"clustermap{metric_suffix(metric)}-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
+            names.append(f"mds.{fmt}")
+            paths = claim_paths(default_out(ckpt, run.out), names, overwrite)
+            from taan_viz.plots.cluster import clustermap, plot_dendrograms, plot_embeddings
 
-        save_and_echo(plot_dendrograms(analysis, n_clusters=clusters, threshold=threshold), paths[0], dpi,
-              figure_metadata(ckpt, "dendrograms"))
-        for k, la in enumerate(analysis.layers):
-            fig = clustermap(analysis, k, metric=metric, n_clusters=clusters, threshold=threshold)
-            save_and_echo(fig, paths[1 + k], dpi, figure_metadata(ckpt, f"clustermap of layer {la.name}"))
-        save_and_echo(plot_embeddings(analysis, n_clusters=clusters, threshold=threshold), paths[-1], dpi,
-              figure_metadata(ckpt, "classical MDS of the tasks"))
+            save_and_echo(plot_dendrograms(analysis, n_clusters=clusters, threshold=threshold), paths[0], dpi,
+                  figure_metadata(ckpt, "dendrograms", run.note))
+            for k, la in enumerate(analysis.layers):
+                fig = clustermap(analysis, k, metric=metric, n_clusters=clusters, threshold=threshold)
+                save_and_echo(fig, paths[1 + k], dpi, figure_metadata(ckpt, f"clustermap of layer {la.name}", run.note))
+            save_and_echo(plot_embeddings(analysis, n_clusters=clusters, threshold=threshold), paths[-1], dpi,
+                  figure_metadata(ckpt, "classical MDS of the tasks", run.note))
+        note_per_run(runs, "cluster")
 
 
 @app.command("tree")
 def tree_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     measure: Measure = "data",
     out: Out = None,
@@ -225,17 +239,20 @@ def tree_command(
     with user_errors():
         fmt = check_format(fmt, dpi)
         check_threshold(threshold, None)
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names)
-        (path,) = claim_paths(default_out(ckpt, out), [f"tree.{fmt}"], overwrite)
-        from taan_viz.plots.tree import plot_sharing_tree
+        runs = load_runs(checkpoints, measure, layers, task_names, out=out)
+        for run in runs:
+            ckpt, analysis = run.ckpt, run.analysis
+            (path,) = claim_paths(default_out(ckpt, run.out), [f"tree.{fmt}"], overwrite)
+            from taan_viz.plots.tree import plot_sharing_tree
 
-        ax = plot_sharing_tree(analysis.sharing_tree(threshold, relative=not absolute))
-        save_and_echo(ax.figure, path, dpi, figure_metadata(ckpt, "sharing tree"))
+            ax = plot_sharing_tree(analysis.sharing_tree(threshold, relative=not absolute))
+            save_and_echo(ax.figure, path, dpi, figure_metadata(ckpt, "sharing tree", run.note))
+        note_per_run(runs, "tree")
 
 
 @app.command("evolution")
 def evolution_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     metric: Metric = "distance",
     measure: Measure = "data",
@@ -265,30 +282,34 @@ def evolution_command(
             raise ValueError(f"--columns must be >= 1, got {columns}")
         if not fps > 0:
             raise ValueError(f"--fps must be > 0, got {fps:g}")
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names)
-        snapshots = history_geometry(ckpt, measure=analysis.measure, layers=[la.index + 1 for la in analysis.layers])
-        names = [f"evolution{metric_suffix(metric)}.{fmt}", f"evolution-curves.{fmt}"]
-        if gif:
-            names.append(f"evolution{metric_suffix(metric)}.gif")
-        paths = claim_paths(default_out(ckpt, out), names, overwrite)
-        from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
+        runs = load_runs(checkpoints, measure, layers, task_names, out=out)
+        for run in runs:
+            ckpt, analysis = run.ckpt, run.analysis
+            snapshots = history_geometry(ckpt, measure=analysis.measure, layers=[la.index + 1 for la in analysis.layers])
+            names = [f"evolution{metric_suffix(metric)}.{fmt}", f"evolution-curves.{fmt}"]
+            if gif:
+                names.append(f"evolution{metric_suffix(metric)}.gif")
+            paths = claim_paths(default_out(ckpt, run.out), names, overwrite)
+            from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
 
-        save_and_echo(plot_evolution(snapshots, analysis, metric=metric, max_columns=columns), paths[0], dpi,
-              figure_metadata(ckpt, f"evolution of the {metric}"))
-        fig = plot_curves_evolution(snapshots, analysis, max_columns=columns, threshold=threshold)
-        save_and_echo(fig, paths[1], dpi, figure_metadata(ckpt, "evolution of the activation curves"))
-        if gif:
-            animate_evolution(snapshots, analysis, paths[2], metric=metric, fps=fps, threshold=threshold)
-            typer.echo(str(paths[2]))
+            save_and_echo(plot_evolution(snapshots, analysis, metric=metric, max_columns=columns), paths[0], dpi,
+                  figure_metadata(ckpt, f"evolution of the {metric}", run.note))
+            fig = plot_curves_evolution(snapshots, analysis, max_columns=columns, threshold=threshold)
+            save_and_echo(fig, paths[1], dpi, figure_metadata(ckpt, "evolution of the activation curves", run.note))
+            if gif:
+                animate_evolution(snapshots, analysis, paths[2], metric=metric, fps=fps, threshold=threshold)
+                typer.echo(str(paths[2]))
+        note_per_run(runs, "evolution")
 
 
 @app.command("report")
 def report_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     measure: Measure = "data",
     out: Annotated[Optional[Path], typer.Option(
-        "-o", "--out", help="Report folder (default: <checkpoint stem>-viz/report next to the checkpoint).",
+        "-o", "--out", help="Report folder (default: <checkpoint stem>-viz/report next to the checkpoint; "
+        "report/ in the folder holding the runs when there are several).",
         show_default=False)] = None,
     dpi: Annotated[int, typer.Option("--dpi", help="Resolution of the embedded images.")] = 150,
     task_names: TaskNames = None,
@@ -299,15 +320,35 @@ def report_command(
 ) -> None:
     """A self-contained offline HTML report: every figure, the tables, training metrics, the math.
 
-    Writes index.html (images embedded) and manifest.json (versions, checkpoint hash, arguments).
+    With several runs the report opens with their consensus (as taan-viz consensus draws it) and
+    shows the run that agrees most with the others. Writes index.html (images embedded) and manifest.json (versions, checkpoint hash, arguments).
     """
     with user_errors():
         check_format("png", dpi)
         check_threshold(threshold, clusters)
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
+        runs = load_runs(checkpoints, measure, layers, task_names, method)
         from taan_viz.report import REPORT_FILES, build_report
 
-        out_dir = default_out(ckpt, out, "report")
+        sections, extra = [], {}
+        if len(runs) > 1:
+            # Several runs: the consensus first, then the run that agrees most with the others.
+            from taan_viz._consensus_report import consensus_section
+            from taan_viz.consensus import consensus
+
+            cons = consensus([r.analysis for r in runs], runs=[r.label for r in runs], threshold=threshold,
+                             n_clusters=clusters)
+            run = runs[cons.representative]
+            out_dir = out if out is not None else common_out(runs, "report")
+            sections.append(consensus_section(cons, dpi))
+            extra["consensus"] = {"runs": list(cons.runs), "representative": run.label,
+                                  "stability": {la.name: la.stability for la in cons.layers}}
+        else:
+            run = runs[0]
+            out_dir = default_out(run.ckpt, out, "report")
+        ckpt, analysis = run.ckpt, run.analysis
+        if run.note:
+            sections.append(("measure-warning", "Measure warning", f'<p class="note">{html_escape(run.note)}</p>'))
+            extra["measure_warning"] = run.note
         claim_paths(out_dir, list(REPORT_FILES), overwrite)
         snapshots = None
         if ckpt.history:
@@ -318,18 +359,69 @@ def report_command(
         info = {"path": str(ckpt.path), "sha256": ckpt.sha256, "format_version": ckpt.format_version,
                 "data_name": (ckpt.data or {}).get("name", ""),
                 "epoch": (ckpt.raw or {}).get("epoch", ckpt.history[-1]["epoch"] if ckpt.history else "")}
-        arguments = {"checkpoint": str(checkpoint), "layers": layers, "measure": measure, "out": str(out_dir),
-                     "dpi": dpi, "task_names": None if task_names is None else str(task_names),
+        arguments = {"checkpoint": str(checkpoints[0]) if len(checkpoints) == 1 else [str(c) for c in checkpoints], "layers": layers, "measure": measure,
+                     "out": str(out_dir), "dpi": dpi, "task_names": None if task_names is None else str(task_names),
                      "clusters": clusters, "threshold": threshold, "method": method}
         paths = build_report(analysis, out_dir, checkpoint=info, snapshots=snapshots, threshold=threshold,
-                             n_clusters=clusters, dpi=dpi, arguments=arguments, overwrite=True)
+                             n_clusters=clusters, dpi=dpi, arguments=arguments, overwrite=True,
+                             sections=sections, manifest_extra=extra)
         for path in paths:
             typer.echo(str(path))
 
 
+@app.command("consensus")
+def consensus_command(
+    checkpoints: Checkpoints,
+    layers: Layers = None,
+    measure: Measure = "data",
+    out: Annotated[Optional[Path], typer.Option(
+        "-o", "--out", help="Output folder (default: consensus/ in the folder holding the runs).",
+        show_default=False)] = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    clusters: Clusters = None,
+    threshold: Threshold = 0.1,
+    method: Method = "average",
+) -> None:
+    """Several runs, one picture with its confidence: co-clustering, stability, distance spread, support.
+
+    Writes coclustering.<format> (per layer, the fraction of runs in which two tasks share a cluster),
+    distance.<format> (mean distance over runs and its standard deviation), support-tree.<format>
+    (the sharing tree of the mean distances, each group with the fraction of runs that hold it) and
+    consensus.json (each layer's stability = mean ARI between runs, the co-clustering matrix, ...).
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        check_threshold(threshold, clusters)
+        runs = load_runs(checkpoints, measure, layers, task_names, method)
+        from taan_viz._consensus_report import CONSENSUS_FILES, consensus_figures, write_consensus_json
+        from taan_viz.consensus import consensus
+
+        cons = consensus([r.analysis for r in runs], runs=[r.label for r in runs], threshold=threshold,
+                         n_clusters=clusters)
+        out_dir = out if out is not None else common_out(runs, "consensus")
+        paths = claim_paths(out_dir, [f"{k}.{fmt}" for k in CONSENSUS_FILES] + ["consensus.json"], overwrite)
+        notes = {r.label: r.note for r in runs if r.note}
+        meta = {"version": tool_version(), "source": "; ".join(str(r.ckpt.path) for r in runs)}
+        for path, (title, fig) in zip(paths, consensus_figures(cons).values()):
+            description = f"taan-viz {title} of {len(runs)} runs."
+            if notes:
+                description += f" Warning: {len(notes)} run(s) drawn under another measure than their regulariser."
+            save_and_echo(fig, path, dpi, {**meta, "title": title, "description": description})
+        extra = {"version": tool_version(), "sha256": {r.label: r.ckpt.sha256 for r in runs}}
+        if notes:
+            extra["measure_warnings"] = notes
+        write_consensus_json(cons, paths[-1], extra)
+        typer.echo(str(paths[-1]))
+        for la in cons.layers:
+            typer.echo(f"layer {la.index + 1} {la.name}: stability {la.stability:.3f}", err=True)
+
+
 @app.command("inspect")
 def inspect_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     measure: Measure = "data",
     task_names: TaskNames = None,
@@ -337,15 +429,18 @@ def inspect_command(
 ) -> None:
     """Summarise a checkpoint: tasks, layers, hinges, measure, norms, nearest tasks per layer, metrics."""
     with user_errors():
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names)
+        runs = load_runs(checkpoints, measure, layers, task_names)
         from taan_viz._inspect import render_inspect
 
-        render_inspect(ckpt, analysis, all_tasks=all_tasks)
+        for k, run in enumerate(runs):
+            if len(runs) > 1:
+                typer.echo(("\n" if k else "") + f"== run {run.label} ({k + 1} of {len(runs)}) ==")
+            render_inspect(run.ckpt, run.analysis, all_tasks=all_tasks)
 
 
 @app.command("export")
 def export_command(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
     layers: Layers = None,
     metric: Metric = "distance",
     measure: Measure = "data",
@@ -366,14 +461,17 @@ def export_command(
         from taan_viz.analysis import check_metric
 
         check_metric(metric)
-        ckpt, analysis = load_analysis(checkpoint, measure, layers, task_names, method)
-        from taan_viz.export import export_analysis, export_names
+        runs = load_runs(checkpoints, measure, layers, task_names, method, out=out)
+        for run in runs:
+            ckpt, analysis = run.ckpt, run.analysis
+            from taan_viz.export import export_analysis, export_names
 
-        out_dir = default_out(ckpt, out)
-        claim_paths(out_dir, export_names(analysis, metric), overwrite)
-        for path in export_analysis(analysis, out_dir, metric=metric, threshold=threshold, n_clusters=clusters,
-                                    overwrite=True, metadata={"version": tool_version()}):
-            typer.echo(str(path))
+            out_dir = default_out(ckpt, run.out)
+            claim_paths(out_dir, export_names(analysis, metric), overwrite)
+            for path in export_analysis(analysis, out_dir, metric=metric, threshold=threshold, n_clusters=clusters,
+                                        overwrite=True, metadata={"version": tool_version()}):
+                typer.echo(str(path))
+        note_per_run(runs, "export")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,6 +168,7 @@ def render_report(
     dpi: int = 150,
     version: str = "",
     progress: Callable[[str], None] | None = None,
+    sections: Sequence[tuple[str, str, str]] = (),
 ) -> tuple[str, list[str]]:
     """Build the report page.
 
@@ -186,6 +187,9 @@ def render_report(
         taan-viz version shown in the footer.
     progress : callable, optional
         Called with the name of each figure as it is drawn.
+    sections : sequence of (id, title, html)
+        Further sections, placed before the layers (e.g. the consensus of several runs); the
+        html is inserted as given.
 
     Returns
     -------
@@ -264,8 +268,11 @@ def render_report(
     ]
     parts.append('<table class="meta">' + "".join(f"<tr><td>{_esc(k)}</td><td class=\"mono\">{_esc(v)}</td></tr>"
                                                   for k, v in meta) + "</table>")
-    parts.append("<nav><a href=\"#layers\">Layers</a><a href=\"#figures\">Figures</a>"
+    parts.append("<nav>" + "".join(f'<a href="#{_esc(a)}">{_esc(title)}</a>' for a, title, _ in sections)
+                 + "<a href=\"#layers\">Layers</a><a href=\"#figures\">Figures</a>"
                  "<a href=\"#tasks\">Tasks</a><a href=\"#training\">Training</a><a href=\"#math\">Math</a></nav>")
+    for anchor, title, body in sections:
+        parts.append(f'<h2 id="{_esc(anchor)}">{_esc(title)}</h2>\n{body}')
     parts.append('<h2 id="layers">Layers</h2>')
     header = ["#", "layer", "M", "μ", "σ", "mean ‖Fₜ‖", "mean d", "max d", "clusters", "sharing groups",
               "cophenetic r", "ARI vs planted"]
@@ -317,12 +324,14 @@ def build_report(
     arguments: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    sections: Sequence[tuple[str, str, str]] = (),
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``index.html`` and ``manifest.json`` into ``out``.
 
     Parameters
     ----------
-    analysis, checkpoint, snapshots, threshold, n_clusters, dpi, progress
+    analysis, checkpoint, snapshots, threshold, n_clusters, dpi, progress, sections
         See :func:`render_report`.
     out : path-like
         Folder, created when missing.
@@ -330,6 +339,8 @@ def build_report(
         The options that made the report, recorded in the manifest.
     overwrite : bool, default False
         Replace existing files; otherwise existing files are an error and nothing is written.
+    manifest_extra : mapping, optional
+        Further entries of ``manifest.json`` (e.g. the consensus summary, a measure warning).
 
     Returns
     -------
@@ -346,7 +357,8 @@ def build_report(
             raise FileExistsError(f"{out / existing[0]} exists; pass --overwrite to replace it")
     versions = tool_versions()
     page, keys = render_report(analysis, checkpoint=checkpoint, snapshots=snapshots, threshold=threshold,
-                               n_clusters=n_clusters, dpi=dpi, version=versions.get("taan", ""), progress=progress)
+                               n_clusters=n_clusters, dpi=dpi, version=versions.get("taan", ""), progress=progress,
+                               sections=sections)
     data = page.encode("utf-8")
     manifest = {
         "tool": "taan-viz",
@@ -361,6 +373,7 @@ def build_report(
         "metrics": {k: v[1] for k, v in METRICS.items()},
         "figures": keys,
         "files": {"index.html": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
+        **dict(manifest_extra or {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.html").write_bytes(data)

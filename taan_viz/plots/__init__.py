@@ -4,6 +4,7 @@ ones build and return their own Figure (``plot_*``, ``clustermap``). They only d
 
 from taan_viz.plots._style import OKABE_ITO, paper_style, save_figure
 from taan_viz.plots.cluster import clustermap, dendrogram, embedding, plot_dendrograms, plot_embeddings
+from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread, plot_support_tree
 from taan_viz.plots.curves import activation_curves, activation_values, plot_curve_grid, plot_curves
 from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
 from taan_viz.plots.heatmap import heatmap, plot_heatmaps
@@ -20,14 +21,17 @@ __all__ = [
     "embedding",
     "heatmap",
     "paper_style",
+    "plot_coclustering",
     "plot_curve_grid",
     "plot_curves",
     "plot_curves_evolution",
     "plot_dendrograms",
+    "plot_distance_spread",
     "plot_embeddings",
     "plot_evolution",
     "plot_heatmaps",
     "plot_sharing_tree",
+    "plot_support_tree",
     "plot_training",
     "save_figure",
 ]

@@ -1,0 +1,199 @@
+"""``taan-core train --seeds 0,1,2 --out runs/NAME``: one run per seed, into runs/NAME/seed-K/.
+
+Each seed is a separate ``taan-core train`` process with the same options plus ``--seed K
+--out runs/NAME/seed-K``, so every seed folder is a normal run (resumable, readable by
+``taan-viz``) and a seed that fails leaves the others running. ``--workers N`` runs N seeds side
+by side; their output goes to ``runs/NAME/logs/seed-K.log`` and, unless ``--threads`` is given,
+each gets an equal share of the CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
+
+# Options of `train` that the parent consumes; every other option given is passed to each seed.
+_PARENT_ONLY = ("seeds", "workers", "seed", "out")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from ``"0,1,2"`` or a range ``"0-4"`` (or a mix, ``"0-2,7"``); ValueError otherwise."""
+    seeds: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise ValueError
+                seeds.extend(range(lo_i, hi_i + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated ints or ranges like 0,1,2 or 0-4, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds must name at least one seed, each >= 0, got {text!r}")
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dupes:
+        raise ValueError(f"--seeds names seed {dupes[0]} twice")
+    return seeds
+
+
+def child_arguments(ctx: Any) -> list[str]:
+    """The command-line options the user gave to ``train`` (a click context), minus the parent's.
+
+    Only options given on the command line are repeated, so each seed resolves its defaults
+    exactly as a single ``taan-core train`` would.
+    """
+    args: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if name in _PARENT_ONLY or not getattr(param, "opts", None):
+            continue
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[name]
+        if getattr(param, "is_flag", False):
+            if value:
+                args.append(param.opts[0])
+            elif param.secondary_opts:
+                args.append(param.secondary_opts[0])
+            continue
+        args += [param.opts[0], str(value)]
+    return args
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """How one seed's training ended: ``code`` 0 on success; ``log`` holds its output when it
+    ran side by side with others; ``message`` is its last line of error output."""
+
+    seed: int
+    code: int
+    seconds: float
+    out: Path
+    log: Path | None
+    message: str
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def train_seeds(
+    seeds: Sequence[int],
+    out: Path,
+    args: Sequence[str],
+    *,
+    workers: int = 1,
+    threads_given: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[SeedResult]:
+    """Train one run per seed into ``out/seed-K`` and report each as it ends.
+
+    Parameters
+    ----------
+    seeds : sequence of int
+    out : Path
+        Folder of the runs.
+    args : sequence of str
+        Options for every seed's ``taan-core train`` (without ``--seed`` and ``--out``).
+    workers : int, default 1
+        Seeds trained at the same time (separate processes).
+    threads_given : bool
+        The user chose ``--threads`` (or the data set's default is a fixed count); otherwise,
+        with several workers, each gets ``cpu_count // workers`` threads.
+    echo : callable
+        Receives one line per finished seed.
+
+    Returns
+    -------
+    list of SeedResult, in the order of ``seeds``
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be an int >= 1, got {workers!r}")
+    workers = min(workers, len(seeds))
+    parallel = workers > 1
+    extra: list[str] = []
+    env = dict(os.environ)
+    if parallel and not threads_given:
+        n = _threads_per_worker(workers)
+        extra = ["--threads", str(n)]
+        # Also the BLAS/OpenMP pools the children start before torch reads --threads.
+        env.update(OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+    out.mkdir(parents=True, exist_ok=True)
+    if parallel:
+        (out / "logs").mkdir(exist_ok=True)
+
+    def one(seed: int) -> SeedResult:
+        run_out = out / f"seed-{seed}"
+        cmd = [sys.executable, "-m", "taan_core.cli", "train", *args, *extra, "--seed", str(seed),
+               "--out", str(run_out)]
+        start = time.perf_counter()
+        log = out / "logs" / f"seed-{seed}.log" if parallel else None
+        if log is not None:
+            with open(log, "w", encoding="utf-8") as fh:
+                code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+            lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+            message = lines[-1] if code and lines else ""
+        else:
+            # One at a time: the seed's progress bar and errors go straight to the terminal.
+            code = subprocess.run(cmd, env=env).returncode
+            message = "its error is printed above" if code else ""
+        result = SeedResult(seed, code, time.perf_counter() - start, run_out, log, message)
+        if code == 0:
+            echo(f"seed {seed}: done in {result.seconds:.1f}s -> {run_out}")
+        else:
+            where = f" (log: {log})" if log is not None else ""
+            echo(f"seed {seed}: failed with exit status {code}{where}: {message or 'no error output'}")
+        return result
+
+    if not parallel:
+        return [one(s) for s in seeds]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, seeds))
+
+
+def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | None, out: Path | None,
+               dataset: str, model: str | None) -> None:
+    """The ``--seeds`` branch of ``taan-core train``: check the options, train, summarise.
+
+    Raises ValueError for option errors; exits with status 1 when any seed failed.
+    """
+    import typer
+
+    if seeds is None:
+        raise ValueError("--workers applies only with --seeds")
+    if seed is not None:
+        raise ValueError("--seed and --seeds exclude each other")
+    from taan_core.cli import DATASETS
+
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    chosen = parse_seeds(seeds)
+    if out is None:
+        out = Path("runs") / f"{dataset}-{model or ('taan-conv' if dataset == 'omniglot' else 'taan')}"
+    from taan_core.cli import _DEFAULTS  # noqa: F811 - the per-data-set defaults, read at call time
+
+    # planted trains on one thread by default (its model is too small to gain from more).
+    fixed_threads = ctx.params.get("threads") is not None or _DEFAULTS.get(dataset, {}).get("threads", 0) > 0
+    results = train_seeds(chosen, out, child_arguments(ctx), workers=1 if workers is None else workers,
+                          threads_given=fixed_threads,
+                          echo=lambda line: typer.echo(line, err=True))
+    failed = [r.seed for r in results if r.code != 0]
+    typer.echo(f"{len(results) - len(failed)} of {len(results)} seeds trained into {out}"
+               + (f"; failed: {', '.join(map(str, failed))}" if failed else f"; taan-viz consensus {out} combines them"),
+               err=True)
+    if failed:
+        raise typer.Exit(1)

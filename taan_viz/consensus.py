@@ -1,0 +1,388 @@
+"""Several runs, one picture with its confidence: consensus clustering across training runs.
+
+Training a TAAN from different seeds can land in different places; one run's clustering says
+nothing about how sure it is. Following consensus clustering (Monti et al., 2003) and bootstrap
+support on phylogenetic trees (Felsenstein, 1985), :func:`consensus` combines the analyses of R
+runs of the same network and data (same tasks, same layers):
+
+co-clustering
+    ``C[s, t]``: the fraction of runs in which tasks s and t fall in the same flat cluster of
+    the layer, cut by the rule of ``taan-viz cluster`` (:meth:`LayerAnalysis.flat`). 1 or 0
+    everywhere means every run agrees; values in between are pairs the runs disagree on.
+stability
+    The mean adjusted Rand index over all pairs of runs of the layer's flat clusters (1: every
+    run finds the same partition; about 0: no more agreement than chance).
+mean distance and spread
+    Mean and standard deviation over runs of ``d(F_s, F_t)``.
+sharing tree with support
+    Every run has its sharing tree (the rule of ``taan-viz tree``, :meth:`Analysis.sharing_tree`).
+    The consensus tree follows the majority rule of phylogenetic consensus trees: at each layer
+    two tasks share when more than half of the runs' trees put them together there (groups are
+    the connected components of that relation, nested across depth like every sharing tree).
+    The support of one of its groups is the fraction of runs whose own tree holds exactly that
+    group of tasks at that layer, as a clade's bootstrap support is the fraction of replicate
+    trees that contain it.
+
+Everything here returns arrays and small dataclasses; :mod:`taan_viz.plots.consensus` draws them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from taan_viz.clustering import adjusted_rand_index
+from taan_viz.sharing import SharingTree, sharing_tree
+
+# Pairs apart in fewer than half of the runs (1 - fraction together < 0.5) are joined; the margin
+# keeps a pair together in exactly half of the runs apart despite rounding of k / R.
+_MAJORITY = 0.5 - 1e-9
+
+__all__ = [
+    "Consensus",
+    "LayerConsensus",
+    "check_same_runs",
+    "coclustering",
+    "consensus",
+    "group_support",
+    "pairwise_ari",
+]
+
+
+def coclustering(labels) -> np.ndarray:
+    """Fraction of runs in which each pair of tasks shares a cluster.
+
+    Parameters
+    ----------
+    labels : array-like of shape (R, T)
+        Flat cluster ids of the T tasks in each of R runs; ids need not match across runs.
+
+    Returns
+    -------
+    ndarray of shape (T, T), float64
+        Symmetric, unit diagonal, values in {0, 1/R, ..., 1}.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or lab.shape[0] < 1:
+        raise ValueError(f"labels must have shape (R, T) with R >= 1 runs, got shape {lab.shape}")
+    same = lab[:, :, None] == lab[:, None, :]
+    return same.mean(axis=0)
+
+
+def pairwise_ari(labels) -> np.ndarray:
+    """Adjusted Rand index between the flat clusters of every pair of runs.
+
+    Parameters
+    ----------
+    labels : array-like of shape (R, T)
+
+    Returns
+    -------
+    ndarray of shape (R, R), float64
+        Symmetric with a unit diagonal.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ValueError(f"labels must have shape (R, T), got shape {lab.shape}")
+    r = lab.shape[0]
+    out = np.eye(r)
+    for i in range(r):
+        for j in range(i + 1, r):
+            out[i, j] = out[j, i] = adjusted_rand_index(lab[i], lab[j])
+    return out
+
+
+def _groups_of(row: np.ndarray) -> set[frozenset[int]]:
+    return {frozenset(np.flatnonzero(row == g).tolist()) for g in np.unique(row)}
+
+
+def group_support(reference: SharingTree, trees: Sequence[SharingTree]) -> list[np.ndarray]:
+    """Support of every group of ``reference``: the fraction of ``trees`` that hold it.
+
+    A tree holds a group at layer l when one of its groups at layer l has exactly the same
+    tasks (membership is compared, not group ids).
+
+    Parameters
+    ----------
+    reference : SharingTree
+    trees : sequence of SharingTree
+        The runs' trees, with the same tasks and layers as ``reference``.
+
+    Returns
+    -------
+    list of L ndarrays
+        ``support[l][g]``: support of group g at layer l (ids as in ``reference.groups[l]``).
+    """
+    if not trees:
+        raise ValueError("trees must hold at least one sharing tree")
+    shape = reference.groups.shape
+    for k, tree in enumerate(trees):
+        if tree.groups.shape != shape:
+            raise ValueError(f"trees[{k}] must have groups of shape {shape} like the reference, "
+                             f"got {tree.groups.shape}")
+    held = [[_groups_of(tree.groups[l]) for l in range(shape[0])] for tree in trees]
+    out = []
+    for l, row in enumerate(reference.groups):
+        support = np.zeros(int(row.max()) + 1 if row.size else 0)
+        for g in range(support.size):
+            members = frozenset(np.flatnonzero(row == g).tolist())
+            support[g] = np.mean([members in h[l] for h in held])
+        out.append(support)
+    return out
+
+
+@dataclass(frozen=True)
+class LayerConsensus:
+    """The agreement of R runs at one layer.
+
+    Attributes
+    ----------
+    name : str
+    index : int
+        Position of the layer in the checkpoints (0-based).
+    labels : ndarray of shape (R, T)
+        Each run's flat clusters (the ``taan-viz cluster`` cut).
+    coclustering : ndarray of shape (T, T)
+        Fraction of runs in which two tasks share a flat cluster.
+    pairwise_ari : ndarray of shape (R, R)
+        Adjusted Rand index between the runs' flat clusters.
+    mean_distance, std_distance : ndarray of shape (T, T)
+        Mean and standard deviation (ddof 0) over runs of d(F_s, F_t).
+    rms_norm : ndarray of shape (R,)
+        Each run's RMS activation norm at this layer (the scale of relative thresholds).
+    planted_ari : ndarray of shape (R,) or None
+        Each run's ARI against the planted groups, when the checkpoints carry them.
+    """
+
+    name: str
+    index: int
+    labels: np.ndarray
+    coclustering: np.ndarray
+    pairwise_ari: np.ndarray
+    mean_distance: np.ndarray
+    std_distance: np.ndarray
+    rms_norm: np.ndarray
+    planted_ari: np.ndarray | None = None
+
+    @property
+    def stability(self) -> float:
+        """Mean ARI over the pairs of distinct runs (1: every run finds the same clusters)."""
+        r = self.pairwise_ari.shape[0]
+        return float(self.pairwise_ari[np.triu_indices(r, 1)].mean())
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """The consensus of R runs' analyses.
+
+    Attributes
+    ----------
+    runs : tuple of str
+        A label per run (e.g. ``seed-0``), in input order.
+    sources : tuple of str
+        The checkpoint file of each run.
+    task_names : tuple of str
+    layers : list of LayerConsensus
+        In the order analysed.
+    tree : SharingTree
+        Majority-rule consensus of the runs' sharing trees (layers in depth order).
+    support : list of ndarray
+        ``support[l][g]``: fraction of runs whose sharing tree holds group g of ``tree`` at layer l.
+    run_trees : list of SharingTree
+        Each run's own sharing tree.
+    threshold : float
+    n_clusters : int or None
+        The flat cut: ``n_clusters`` clusters per layer, or (None) ``threshold`` times the RMS norm.
+    measure : str
+        Description of the Gaussian measure of the distances.
+    method : str
+        Linkage of the flat clusters.
+    """
+
+    runs: tuple[str, ...]
+    sources: tuple[str, ...]
+    task_names: tuple[str, ...]
+    layers: list[LayerConsensus]
+    tree: SharingTree
+    support: list[np.ndarray]
+    run_trees: list[SharingTree]
+    threshold: float
+    n_clusters: int | None
+    measure: str
+    method: str
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.runs)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Task order of the figures: the consensus tree's, where every group is contiguous."""
+        return self.tree.order
+
+    @property
+    def representative(self) -> int:
+        """The run that agrees most with the others: the highest ARI to the other runs, summed
+        over the layers (the medoid); the first such run on ties."""
+        total = sum(la.pairwise_ari.sum(axis=1) for la in self.layers)
+        return int(np.argmax(total))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``consensus.json`` (lists, floats, strings)."""
+        depth = {la.index: l for l, la in enumerate(sorted(self.layers, key=lambda la: la.index))}
+        layers = []
+        for la in self.layers:
+            l = depth[la.index]
+            row = self.tree.groups[l]
+            groups = [{"tasks": [self.task_names[t] for t in self.tree.members(l, g)],
+                       "support": float(self.support[l][g])} for g in range(int(row.max()) + 1)]
+            layers.append({
+                "position": la.index + 1, "name": la.name,
+                "stability": la.stability,
+                "pairwise_ari": la.pairwise_ari.tolist(),
+                "coclustering": la.coclustering.tolist(),
+                "mean_distance": la.mean_distance.tolist(),
+                "std_distance": la.std_distance.tolist(),
+                "clusters": {run: lab.tolist() for run, lab in zip(self.runs, la.labels)},
+                "planted_ari": None if la.planted_ari is None else dict(zip(self.runs, la.planted_ari.tolist())),
+                "tree_groups": groups,
+            })
+        cut = (f"{self.n_clusters} flat clusters per layer" if self.n_clusters is not None
+               else f"flat clusters cut at {self.threshold:g} x the layer's RMS activation norm")
+        return {
+            "runs": [{"label": r, "checkpoint": s} for r, s in zip(self.runs, self.sources)],
+            "task_names": list(self.task_names),
+            "measure": self.measure,
+            "method": self.method,
+            "threshold": self.threshold,
+            "n_clusters": self.n_clusters,
+            "definitions": {
+                "coclustering": f"fraction of runs in which two tasks share a cluster ({cut}, {self.method} linkage)",
+                "stability": "mean adjusted Rand index between the flat clusters of every pair of runs",
+                "support": "fraction of runs whose sharing tree holds the group at that layer "
+                           "(majority-rule consensus of the runs' sharing trees)",
+            },
+            "representative": self.runs[self.representative],
+            "layers": layers,
+            "tree_newick": self.tree.to_newick(),
+        }
+
+
+def check_same_runs(checkpoints: Sequence[Any]) -> None:
+    """ValueError, naming the file, unless every checkpoint has the first one's tasks and layers.
+
+    Parameters
+    ----------
+    checkpoints : sequence of taan_core.checkpoint.Checkpoint
+    """
+    if not checkpoints:
+        raise ValueError("no runs given")
+    first = checkpoints[0]
+    for ckpt in checkpoints[1:]:
+        if list(ckpt.task_names) != list(first.task_names):
+            if len(ckpt.task_names) != len(first.task_names):
+                why = f"{len(ckpt.task_names)} tasks, {first.path} has {len(first.task_names)}"
+            else:
+                k = next(i for i, (a, b) in enumerate(zip(ckpt.task_names, first.task_names)) if a != b)
+                why = f"task {k + 1} is {ckpt.task_names[k]!r}, in {first.path} {first.task_names[k]!r}"
+            raise ValueError(f"{ckpt.path}: runs must have the same tasks to be combined; {why}")
+        if list(ckpt.layer_names) != list(first.layer_names):
+            raise ValueError(f"{ckpt.path}: runs must have the same layers to be combined; layers "
+                             f"{', '.join(ckpt.layer_names)}, in {first.path} {', '.join(first.layer_names)}")
+
+
+def consensus(
+    analyses: Sequence[Any],
+    *,
+    runs: Sequence[str] | None = None,
+    threshold: float = 0.1,
+    n_clusters: int | None = None,
+) -> Consensus:
+    """Combine the analyses of several runs of one network into co-clustering, stability,
+    distance spread and a sharing tree with support.
+
+    Parameters
+    ----------
+    analyses : sequence of Analysis
+        From :func:`taan_viz.analysis.analyze`, one per run, with the same task names, the same
+        analysed layers, measure kind and linkage method.
+    runs : sequence of str, optional
+        A label per run; ``run-1, run-2, ...`` by default.
+    threshold : float, default 0.1
+        Flat clusters and sharing groups: tasks closer than this fraction of the layer's RMS
+        activation norm (as in ``taan-viz cluster`` and ``tree``).
+    n_clusters : int, optional
+        Cut every layer's clustering into this many clusters instead (co-clustering only; the
+        sharing tree always uses ``threshold``).
+
+    Returns
+    -------
+    Consensus
+
+    Raises
+    ------
+    ValueError
+        Fewer than two runs, or runs that differ in tasks, layers, measure or method.
+    """
+    analyses = list(analyses)
+    r = len(analyses)
+    if r < 2:
+        raise ValueError(f"consensus needs at least 2 runs, got {r}")
+    labels_ = tuple(f"run-{k + 1}" for k in range(r)) if runs is None else tuple(str(x) for x in runs)
+    if len(labels_) != r:
+        raise ValueError(f"runs must have {r} labels (one per analysis), got {len(labels_)}")
+    first = analyses[0]
+    for k, a in enumerate(analyses[1:], start=1):
+        where = a.source or labels_[k]
+        if a.task_names != first.task_names:
+            raise ValueError(f"{where}: runs must have the same tasks to be combined")
+        if [(la.index, la.name) for la in a.layers] != [(la.index, la.name) for la in first.layers]:
+            raise ValueError(f"{where}: runs must analyse the same layers to be combined")
+        if a.measure.kind != first.measure.kind or a.method != first.method:
+            raise ValueError(f"{where}: runs must be analysed under the same measure and linkage method")
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+
+    layers = []
+    for k, la0 in enumerate(first.layers):
+        per_run = [a.layers[k] for a in analyses]
+        lab = np.stack([la.flat(n_clusters=n_clusters, threshold=threshold) for la in per_run])
+        dist = np.stack([la.geometry.distance for la in per_run])
+        planted = None
+        if all(la.planted is not None for la in per_run):
+            planted = np.array([la.ari for la in per_run], dtype=np.float64)
+        layers.append(LayerConsensus(
+            name=la0.name, index=la0.index, labels=lab, coclustering=coclustering(lab),
+            pairwise_ari=pairwise_ari(lab), mean_distance=dist.mean(axis=0), std_distance=dist.std(axis=0),
+            rms_norm=np.array([la.geometry.rms_norm for la in per_run]), planted_ari=planted))
+
+    by_depth = sorted(layers, key=lambda la: la.index)
+    run_trees = [a.sharing_tree(threshold) for a in analyses]
+    # Majority rule, as for phylogenetic consensus trees: two tasks share a layer when more than
+    # half of the runs' sharing trees put them together there (a pair together in exactly half
+    # of the runs is split).
+    together = [coclustering(np.stack([tr.groups[l] for tr in run_trees])) for l in range(len(by_depth))]
+    base = _order_from(by_depth[-1].coclustering, first.method)
+    tree = sharing_tree([1.0 - c for c in together], task_names=first.task_names,
+                        layer_names=[la.name for la in by_depth], threshold=_MAJORITY, relative=False,
+                        base_order=base)
+    return Consensus(runs=labels_, sources=tuple(a.source for a in analyses), task_names=first.task_names,
+                     layers=layers, tree=tree, support=group_support(tree, run_trees), run_trees=run_trees,
+                     threshold=float(threshold), n_clusters=n_clusters, measure=first.measure.describe(),
+                     method=first.method)
+
+
+def _order_from(cocluster: np.ndarray, method: str) -> np.ndarray:
+    """Leaf order of the clustering of 1 - co-clustering: tasks often together end up adjacent."""
+    from taan_viz.clustering import cluster_tasks
+
+    # ward/centroid/median need Euclidean input; 1 - C need not be, and average is the usual
+    # choice for consensus matrices (Monti et al.).
+    return cluster_tasks(1.0 - cocluster, method="average" if method in ("ward", "centroid", "median") else method,
+                         optimal_ordering="auto").order
