@@ -70,7 +70,8 @@ _forward_path = _check_path(os.environ.get("TAAN_KERNEL_PATH", "auto"), "TAAN_KE
 
 def _source() -> str:
     """The C source shipped with the package."""
-    return importlib.resources.files("taan_core").joinpath("_kernels.c").read_text(encoding="utf-8")
+    # next to this module, wherever the package puts it
+    return importlib.resources.files(__package__).joinpath("_kernels.c").read_text(encoding="utf-8")
 
 
 def _cache_dir() -> Path:
