@@ -7,6 +7,8 @@ variant alike:
 - ``relu``: ``nn.Linear`` + ReLU, the yardstick every ratio is divided by;
 - ``lookup``: ``TALinear`` in training mode (segment lookup, running statistics included), on
   whatever path ``task_adaptive_activation`` takes here (fused C kernel on CPU when it compiled);
+- ``lookup_portable``: the same with the kernel's portable C forward path forced (only where
+  the AVX-512 forward path exists, which ``lookup`` then takes);
 - ``lookup_torch``: the same with the fused kernel switched off (plain torch operations);
 - ``reference``: ``nn.Linear`` + ``task_adaptive_activation_reference``, the naive form that
   materialises (N, H, M); fewer repeats, since it is slow.
@@ -28,6 +30,7 @@ prints JSON. ``--quick`` uses small sizes (a smoke test, not a measurement).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -39,7 +42,7 @@ from taan_core import _kernels
 from taan_core.functional import task_adaptive_activation_reference
 from taan_core.layers import TALinear
 
-VARIANTS = ("relu", "lookup", "lookup_torch", "reference")
+VARIANTS = ("relu", "lookup", "lookup_portable", "lookup_torch", "reference")
 
 
 @dataclass
@@ -78,16 +81,24 @@ class _Case:
                 return task_adaptive_activation_reference(z, self.task, self.layer.alpha, self.layer.hinges)
             return self.layer(self.x, self.task)
 
+    @contextlib.contextmanager
+    def _kernel_setting(self):
+        """The fused kernel off for ``lookup_torch``, its portable forward path for ``lookup_portable``."""
+        enabled, path = _kernels.enabled(), _kernels.forward_path()
+        _kernels.set_enabled(enabled and self.variant != "lookup_torch")
+        _kernels.set_forward_path("portable" if self.variant == "lookup_portable" else path)
+        try:
+            yield
+        finally:
+            _kernels.set_enabled(enabled)
+            _kernels.set_forward_path(path)
+
     def step(self) -> None:
         for p in self.layer.parameters():
             p.grad = None
-        previous = _kernels.enabled()
-        _kernels.set_enabled(previous and self.variant != "lookup_torch")
-        try:
+        with self._kernel_setting():
             out = self.forward()
             out.backward(self.grad.to(out.dtype))
-        finally:
-            _kernels.set_enabled(previous)
 
     def saved_bytes(self) -> int:
         params = {p.data_ptr() for p in self.layer.parameters()}
@@ -99,13 +110,8 @@ class _Case:
                 seen[ptr] = t.untyped_storage().nbytes()
             return t
 
-        previous = _kernels.enabled()
-        _kernels.set_enabled(previous and self.variant != "lookup_torch")
-        try:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                out = self.forward()
-        finally:
-            _kernels.set_enabled(previous)
+        with self._kernel_setting(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = self.forward()
         del out
         return sum(seen.values())
 
@@ -173,12 +179,17 @@ def run(cfg: BenchConfig, device: torch.device, repeats: int, reference_repeats:
     variants = [v for v in VARIANTS if v != "relu"]
     if device.type == "cuda" or not _kernels.available():
         variants.remove("lookup_torch")  # the same path as "lookup" there
+    if device.type == "cuda" or not _kernels.has_avx512():
+        variants.remove("lookup_portable")  # the same path as "lookup" there
     # One yardstick for every M, and every (variant, M) timed in the same interleaved loop, so
     # that times compare across M as well as across variants.
     cases = {("relu", None): _Case("relu", cfg, cfg.hinges[0], device, bf16)}
     cases.update({(v, m): _Case(v, cfg, m, device, bf16) for m in cfg.hinges for v in variants})
-    for case in cases.values():
+    forward_path = {}
+    for key, case in cases.items():
+        _kernels.last_forward_path = "none"
         case.step()  # warm-up: first-call costs, allocator growth
+        forward_path[key] = _kernels.last_forward_path
     times: dict[tuple, list[float]] = {key: [] for key in cases}
     for r in range(repeats):
         for key, case in cases.items():
@@ -199,6 +210,7 @@ def run(cfg: BenchConfig, device: torch.device, repeats: int, reference_repeats:
             "ratio_to_relu": {k[0]: round(median[k] / median[relu], 3) for k in keys[1:]},
             "min_ratio_to_relu": {k[0]: round(minimum[k] / minimum[relu], 3) for k in keys[1:]},
             "saved_bytes": {k[0]: cases[k].saved_bytes() for k in keys},
+            "kernel_forward_path": {k[0]: forward_path[k] for k in keys[1:]},
         }
         if memory:
             peak = _cuda_peak if device.type == "cuda" else _cpu_peak
@@ -218,7 +230,7 @@ def run(cfg: BenchConfig, device: torch.device, repeats: int, reference_repeats:
         "threads": torch.get_num_threads(),
         "bf16_autocast": bf16,
         "kernel": _kernels.status if device.type == "cpu" else "plain torch path (CUDA)",
-        "kernel_forward_path": _kernels.last_forward_path if device.type == "cpu" else None,
+        "kernel_forward_path": forward_path[("lookup", cfg.hinges[0])] if device.type == "cpu" else None,
         "config": asdict(cfg),
         "results": results,
         "summary": summary,

@@ -6,18 +6,25 @@ product it follows. These kernels do the forward pass (search, lookup, output, o
 index and per-row sums for the running statistics) in one pass, and the backward pass (gradient
 of z and the per-(task, segment) sums of grad and grad * z) in another.
 
-The C source (:mod:`taan_core._kernels_source`) is compiled once per machine into a small shared library (cached under
-``$TAAN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/taan`` or ``~/.cache/taan``) and called through
-ctypes, so nothing beyond a C compiler is needed and nothing is built at install time. It uses
-OpenMP; torch's own libgomp is already loaded under the same soname, so the kernels share torch's
-thread pool. When no compiler is found, compilation fails, or ``TAAN_NO_KERNELS=1`` is set,
-:func:`usable` answers False and the plain torch path runs instead.
+The C source, ``taan_core/_kernels.c`` (package data), is compiled once per machine into a small
+shared library (cached under ``$TAAN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/taan`` or
+``~/.cache/taan``, under a name keyed by the source text, compiler, flags and CPU) and called
+through ctypes, so nothing beyond a C compiler is needed and nothing is built at install time. It
+uses OpenMP; torch's own libgomp is already loaded under the same soname, so the kernels share
+torch's thread pool. When no compiler is found, compilation fails, or ``TAAN_NO_KERNELS=1`` is
+set, :func:`usable` answers False and the plain torch path runs instead.
+
+The forward pass has two paths in C: AVX-512 (float32 and bfloat16 inputs, at most 94 hinges, on
+a CPU with AVX-512F) and portable C (everything else). :func:`set_forward_path` (or
+``TAAN_KERNEL_PATH`` = ``auto``, ``portable`` or ``avx512`` at import) chooses between them, so
+that tests and benchmarks run each one; :data:`last_forward_path` says which one ran last.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.resources
 import os
 import platform
 import shutil
@@ -28,8 +35,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-
-from taan_core._kernels_source import SOURCE as _SOURCE
 
 __all__: list[str] = []
 
@@ -43,7 +48,30 @@ _lib: ctypes.CDLL | None = None
 _tried = False
 _enabled = os.environ.get("TAAN_NO_KERNELS", "") not in ("1", "true", "yes")
 status = "not loaded yet"
-last_forward_path = "none"  # which C forward ran last: "avx512" or "portable" (for benchmarks)
+last_forward_path = "none"  # which C forward ran last: "avx512" or "portable" (tests, benchmarks)
+
+FORWARD_PATHS = ("auto", "portable", "avx512")
+# The AVX-512 forward covers these input dtypes up to this many hinges (its tables fill at most
+# six vector registers); the C code applies the same rule.
+_AVX512_DTYPES = (torch.float32, torch.bfloat16)
+_AVX512_MAX_HINGES = 94
+
+
+def _check_path(mode: object, name: str) -> str:
+    if not isinstance(mode, str):
+        raise TypeError(f"{name} must be a str, got {type(mode).__name__}")
+    if mode not in FORWARD_PATHS:
+        raise ValueError(f"{name} must be one of {', '.join(FORWARD_PATHS)}, got {mode!r}")
+    return mode
+
+
+_forward_path = _check_path(os.environ.get("TAAN_KERNEL_PATH", "auto"), "TAAN_KERNEL_PATH")
+
+
+def _source() -> str:
+    """The C source shipped with the package."""
+    # next to this module, wherever the package puts it
+    return importlib.resources.files(__package__).joinpath("_kernels.c").read_text(encoding="utf-8")
 
 
 def _cache_dir() -> Path:
@@ -63,12 +91,22 @@ def _machine_key() -> str:
     return platform.machine() + flags
 
 
+def _find_compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
+
+
+def _library_path(source: str, compiler: str) -> Path:
+    """Where the library built from ``source`` is cached: a new source text gives a new file."""
+    digest = hashlib.sha256("\0".join([source, compiler, *_FLAGS, _machine_key()]).encode()).hexdigest()[:16]
+    return _cache_dir() / f"taan_lookup_{digest}.so"
+
+
 def _compile() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
+    compiler = _find_compiler()
     if compiler is None:
         raise RuntimeError("no C compiler found (gcc, cc or clang)")
-    digest = hashlib.sha256("\0".join([_SOURCE, compiler, *_FLAGS, _machine_key()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"taan_lookup_{digest}.so"
+    source = _source()
+    target = _library_path(source, compiler)
     if not target.exists():
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,22 +116,25 @@ def _compile() -> ctypes.CDLL:
             target = workdir / target.name
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
             src = Path(tmp) / "lookup.c"
-            src.write_text(_SOURCE)
+            src.write_text(source, encoding="utf-8")
             built = Path(tmp) / "lookup.so"
             proc = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(built)], capture_output=True, text=True)
             if proc.returncode != 0:
-                raise RuntimeError(f"{compiler} failed: {proc.stderr.strip()[:500]}")
+                detail = proc.stderr.strip()[:500] or f"exit status {proc.returncode}"
+                raise RuntimeError(f"{compiler} failed: {detail}")
             os.replace(built, target)  # atomic: concurrent processes never load a partial file
     lib = ctypes.CDLL(str(target))
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for tag, _ in _TAGS.values():
         fwd = getattr(lib, f"taan_fwd_{tag}")
         fwd.argtypes = [ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                        ctypes.c_double, cint]
+                        ctypes.c_double, cint, cint]
         fwd.restype = cint
         bwd = getattr(lib, f"taan_bwd_{tag}")
         bwd.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, cint]
         bwd.restype = cint
+    lib.taan_has_avx512.argtypes = []
+    lib.taan_has_avx512.restype = cint
     return lib
 
 
@@ -127,6 +168,29 @@ def set_enabled(flag: bool) -> None:
     _enabled = bool(flag)
 
 
+def has_avx512() -> bool:
+    """Whether the compiled library holds the AVX-512 forward path (False without a library)."""
+    lib = _load()
+    return lib is not None and bool(lib.taan_has_avx512())
+
+
+def forward_path() -> str:
+    """The forward path in force: "auto", "portable" or "avx512" (see :func:`set_forward_path`)."""
+    return _forward_path
+
+
+def set_forward_path(mode: str) -> None:
+    """Choose the C forward path for this process.
+
+    "auto" takes AVX-512 where the library has it and the call fits it (float32 or bfloat16
+    input, at most 94 hinges), else portable C; "portable" always takes portable C; "avx512"
+    takes AVX-512 and raises RuntimeError for a call it cannot take, so that a test asking for
+    it never runs the other path unnoticed.
+    """
+    global _forward_path
+    _forward_path = _check_path(mode, "forward path")
+
+
 def usable(z: Tensor, alpha: Tensor) -> bool:
     """Whether the fused kernel handles this call: CPU, float32/float64/bfloat16 z, alpha in its table dtype."""
     if not _enabled or z.device.type != "cpu" or z.dtype not in _TAGS:
@@ -155,6 +219,8 @@ def forward(z: Tensor, task: Tensor, alpha: Tensor, hinges: Tensor, with_stats: 
     CPU buffers, which the kernel updates in place from the row sums.
     """
     global last_forward_path
+    if _forward_path == "avx512":
+        _check_avx512_fits(z, alpha)
     z = z.contiguous()
     alpha, hinges = alpha.detach().contiguous(), hinges.detach().contiguous()
     task = task.to(torch.int64).contiguous()
@@ -170,11 +236,24 @@ def forward(z: Tensor, task: Tensor, alpha: Tensor, hinges: Tensor, with_stats: 
         _ptr(z), _ptr(task), n, per_row, _ptr(alpha), _ptr(hinges), alpha.shape[0], alpha.shape[1], _ptr(out),
         _ptr(segment) if small else None, None if small else _ptr(segment),
         _ptr(stats) if with_stats else None, *(_ptr(b) for b in buffers), float(momentum), _threads(z.numel()),
+        int(_forward_path != "portable"),
     )
     if path < 0:
         raise MemoryError("taan forward kernel: could not allocate its tables")
     last_forward_path = "avx512" if path else "portable"
+    # the checks above mirror the C rule; a disagreement is a bug, never a user error
+    assert _forward_path != "avx512" or path == 1, "AVX-512 forward path forced but not taken"
     return out, segment, stats
+
+
+def _check_avx512_fits(z: Tensor, alpha: Tensor) -> None:
+    if not has_avx512():
+        raise RuntimeError("forward path 'avx512' forced, but the kernel library was built without AVX-512 "
+                           "(the CPU or the compiler lacks AVX-512F)")
+    if z.dtype not in _AVX512_DTYPES or alpha.shape[1] > _AVX512_MAX_HINGES:
+        dtype = str(z.dtype).removeprefix("torch.")
+        raise RuntimeError(f"forward path 'avx512' forced, but it takes float32 or bfloat16 inputs with at most "
+                           f"{_AVX512_MAX_HINGES} hinges, got {dtype} with {alpha.shape[1]} hinges")
 
 
 def backward(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, alpha: Tensor,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,22 +9,10 @@ from hypothesis import strategies as st
 
 from taan_core import _kernels
 from taan_core.functional import task_adaptive_activation, task_adaptive_activation_reference
+from tests.core.kernel_helpers import BACKENDS, PATHS
+from tests.core.kernel_helpers import backend as _backend
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@contextlib.contextmanager
-def _backend(name: str):
-    """Run with the fused kernel ("kernel") or the plain torch path ("torch")."""
-    previous = _kernels.enabled()
-    _kernels.set_enabled(name == "kernel")
-    try:
-        yield
-    finally:
-        _kernels.set_enabled(previous)
-
-
-BACKENDS = ["torch"] + (["kernel"] if _kernels.available() else [])
 
 
 def _problem(shape, num_tasks, num_hinges, per_sample, *, device="cpu", dtype=torch.float64, seed=0):
@@ -159,15 +145,21 @@ def test_gradcheck_and_gradgradcheck(backend, device):
         assert torch.autograd.gradcheck(fn_int, (z, alpha, hinges))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("num_hinges", [0, 1, 5, 8, 16, 24, 31, 32, 63, 64, 94, 95, 200])
 def test_float32_paths_at_every_search_depth(backend, num_hinges):
     # The vectorised CPU search changes shape with the padded breakpoint count (1 to 128) and
     # the table size (32, 64, 96 segments); rows of 37 elements exercise full vectors and tails.
     z, task, alpha, hinges = _problem((6, 37), 4, num_hinges, True, dtype=torch.float32, seed=num_hinges)
     z[0, :2] = torch.tensor([float("inf"), -float("inf")])
+    if backend == "avx512" and num_hinges > 94:
+        with _backend(backend), pytest.raises(RuntimeError, match=f"at most 94 hinges, got float32 with {num_hinges}"):
+            task_adaptive_activation(z, task, alpha, hinges)
+        return
     with _backend(backend):
         fast = _value_and_grads(task_adaptive_activation, z, task, alpha, hinges)
+        # the forced C forward path is the one that ran
+        assert _kernels.last_forward_path == {"torch": "none"}.get(backend, backend)
     exact = _value_and_grads(task_adaptive_activation_reference, z.double(), task, alpha.double(), hinges.double())
     scale = 1.0 + float(alpha.abs().sum(1).max())
     # at z = +inf every task is relu (slope 1); at -inf the limit of the first segment
@@ -183,7 +175,7 @@ def test_float32_paths_at_every_search_depth(backend, num_hinges):
     torch.testing.assert_close(fast[3].double(), exact[3], rtol=1e-4, atol=1e-4 * scale)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 4e-3)])
 def test_low_precision_inputs(backend, device, dtype, tol):
@@ -191,6 +183,9 @@ def test_low_precision_inputs(backend, device, dtype, tol):
     z_low, alpha32, hinges32 = z.to(dtype), alpha.float(), hinges.float()
     with _backend(backend):
         fast = _value_and_grads(task_adaptive_activation, z_low, task, alpha32, hinges32)
+        # the C kernels take float32 and bfloat16 on CPU; float16 and CUDA run plain torch
+        kernel_path = device == "cpu" and dtype != torch.float16 and backend != "torch"
+        assert _kernels.last_forward_path == (backend if kernel_path else "none")
     # the reference in float64 on the same rounded inputs: what remains is the rounding of the
     # output and of dz to the input dtype, and float32 tables
     exact = _value_and_grads(task_adaptive_activation_reference, z_low.double(), task, alpha32.double(),
@@ -201,7 +196,7 @@ def test_low_precision_inputs(backend, device, dtype, tol):
         assert (a.double() - b).abs().max() <= tol * (1.0 + b.abs().max()), name
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", PATHS)
 def test_gradients_are_bitwise_reproducible(backend):
     # large enough for the kernel to split the rows across threads; a resumed run must repeat
     # an uninterrupted one exactly

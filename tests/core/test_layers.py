@@ -10,9 +10,9 @@ import torch
 from taan_core import _kernels
 from taan_core.functional import task_adaptive_activation_reference
 from taan_core.layers import TaskAdaptiveActivation, TAConv2d, TALinear
+from tests.core.kernel_helpers import PATHS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-BACKENDS = ["torch"] + (["kernel"] if _kernels.available() else [])
 
 
 def _tasks(n, num_tasks, seed=0, device="cpu"):
@@ -56,10 +56,11 @@ def test_activation_forward_equals_reference():
     torch.testing.assert_close(act(z, task), task_adaptive_activation_reference(z, task, act.alpha, act.hinges))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", PATHS)
 def test_running_statistics_per_task_and_overall(backend, monkeypatch):
-    # the row sums come from the fused forward pass or from plain torch; both must agree
-    monkeypatch.setattr(_kernels, "_enabled", backend == "kernel")
+    # the row sums come from either fused forward path or from plain torch; all must agree
+    monkeypatch.setattr(_kernels, "_enabled", backend != "torch")
+    monkeypatch.setattr(_kernels, "_forward_path", "auto" if backend == "torch" else backend)
     act = TaskAdaptiveActivation(3, num_hinges=2, momentum=0.5)
     z = torch.randn(8, 5, 3)
     task = torch.tensor([0, 0, 0, 1, 1, 0, 1, 1])  # task 2 absent

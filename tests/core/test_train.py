@@ -120,10 +120,57 @@ def test_binary_tasks_train_on_digits(tmp_path):
     assert 0.0 <= result.metrics[0]["val"]["main"] <= 1.0
 
 
+class _FirstBatchDone(Exception):
+    pass
+
+
+def _first_batch_grads(data, tmp_path, task_weights, *, whole_epoch=False):
+    """The gradients of the first batch of a proportional epoch from the same start (the same batch
+    in every run, drawn from the seed), and the result when ``whole_epoch``, else the run stops there."""
+    grads = {}
+
+    def record(trainer, epoch, batch):
+        if (epoch, batch) == (1, 0):
+            grads.update({name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None})
+            if not whole_epoch:
+                raise _FirstBatchDone
+
+    name = "none" if task_weights is None else "-".join(map(str, task_weights))
+    config = _config(tmp_path / name, epochs=1, batch_size=32, sampler="proportional", task_weights=task_weights)
+    trainer = Trainer(_model(data), data, config, on_step=record)
+    if whole_epoch:
+        return trainer.fit(), grads
+    with pytest.raises(_FirstBatchDone):
+        trainer.fit()
+    return None, grads
+
+
 def test_proportional_and_task_weights(data, tmp_path):
-    config = _config(tmp_path, epochs=1, sampler="proportional", task_weights=[1.0, 0.0, 2.0, 1.0])
-    result = Trainer(_model(data), data, config).fit()
+    result, weighted = _first_batch_grads(data, tmp_path, [1.0, 0.0, 2.0, 1.0], whole_epoch=True)
     assert math.isfinite(result.metrics[0]["train_loss"])
+    # The loss is sum_t w_t * (mean loss of task t), so the gradient is linear in the weights:
+    # g(1, 0, 2, 1) = g(1, 1, 1, 1) - g(0, 1, 0, 0) + g(0, 0, 1, 0).
+    _, plain = _first_batch_grads(data, tmp_path, None)
+    _, only_1 = _first_batch_grads(data, tmp_path, [0.0, 1.0, 0.0, 0.0])
+    _, only_2 = _first_batch_grads(data, tmp_path, [0.0, 0.0, 1.0, 0.0])
+    assert weighted.keys() == plain.keys() == only_1.keys() == only_2.keys()
+    for name in plain:
+        torch.testing.assert_close(weighted[name], plain[name] - only_1[name] + only_2[name], rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    # Each head sees its own task only: weight 0 silences task 1's head, weight 2 doubles task 2's,
+    # weight 1 leaves tasks 0 and 3 as they were.
+    for t in range(4):
+        assert plain[f"heads.{t}.weight"].abs().sum() > 0
+    assert torch.equal(weighted["heads.1.weight"], torch.zeros_like(plain["heads.1.weight"]))
+    torch.testing.assert_close(weighted["heads.2.weight"], 2 * plain["heads.2.weight"], rtol=1e-6, atol=0)
+    for t in (0, 3):
+        torch.testing.assert_close(weighted[f"heads.{t}.weight"], plain[f"heads.{t}.weight"], rtol=1e-6, atol=0)
+    # The shared layers see every task, so their gradient changes; task 1's row of alpha gets none.
+    assert not torch.allclose(weighted["blocks.0.linear.weight"], plain["blocks.0.linear.weight"])
+    for block in (0, 1):
+        alpha = f"blocks.{block}.act.alpha"
+        assert plain[alpha][1].abs().sum() > 0
+        assert torch.equal(weighted[alpha][1], torch.zeros_like(plain[alpha][1]))
 
 
 @pytest.mark.parametrize("kind,out,target,reference", [

@@ -1,23 +1,22 @@
-"""C source of the fused segment-lookup kernels (compiled by :mod:`taan_core._kernels`).
+/* Fused CPU kernels of the segment lookup (taan_core/_kernels.py compiles this file at first use
+   with the system C compiler and calls it through ctypes).
 
-Forward, per element v of z with per-row task t:
-    k = number of breakpoints (sorted hinges) <= v;  s = k + [v > 0]
-    out = slope[t, s] * v + intercept[t, s];  segment = s;  row sums of v and v^2 (float64)
-Backward, per element: dz = g * slope[t, s]; per (t, s): sum g and sum g * v (float64).
+   Forward, per element v of z with per-row task t:
+       k = number of breakpoints (sorted hinges) <= v;  s = k + [v > 0]
+       out = slope[t, s] * v + intercept[t, s];  segment = s;  row sums of v and v^2 (float64)
+   Backward, per element: dz = g * slope[t, s]; per (t, s): sum g and sum g * v (float64).
 
-Two forward paths:
-- AVX-512 (compiled when the machine has it, M <= 94): the padded breakpoints and the task's
-  tables sit in vector registers; the search is a branch-free binary search whose pivots come
-  from in-register permutes (log2 of the padded size in steps, so the cost hardly moves with M),
-  and the table lookups are permutes too. Gathers are avoided: on many x86 parts they cost tens
-  of cycles.
-- Portable C for everything else: a vectorisable count of breakpoints <= v and gathers.
-Both count with ``<=`` (a hinge equal to v is inactive) and ``v > 0`` (relu off at 0); NaN
-compares false everywhere, so NaN inputs give NaN outputs; a segment with slope exactly 0 gives
-its intercept, also at z = +-inf.
-"""
+   Two forward paths; taan_fwd_* returns which one ran, and the caller may forbid the first:
+   - AVX-512 (compiled when the compiler targets it; float32 and bfloat16 inputs, M <= 94): the
+     padded breakpoints and the task's tables sit in vector registers; the search is a
+     branch-free binary search whose pivots come from in-register permutes (log2 of the padded
+     size in steps, so the cost hardly moves with M), and the table lookups are permutes too.
+     Gathers are avoided: on many x86 parts they cost tens of cycles.
+   - Portable C for everything else: a vectorisable count of breakpoints <= v and gathers.
+   Both count with <= (a hinge equal to v is inactive) and v > 0 (relu off at 0); NaN compares
+   false everywhere, so NaN inputs give NaN outputs; a segment with slope exactly 0 gives its
+   intercept, also at z = +-inf. */
 
-SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,12 +295,13 @@ static void TAG##_fwd_block(const TIN *z, const int64_t *task, int64_t n0, int64
 }                                                                                                  \
                                                                                                    \
 /* Forward: builds the tables from alpha (T, M) and hinges (M) (tables in TACC), then one pass
-   over z; with run_mean != NULL (needs stats) also updates the running statistics. Returns 1     \
-   if the AVX-512 path ran, 0 for the portable one, -1 if out of memory. */      \
+   over z; with run_mean != NULL (needs stats) also updates the running statistics. allow_avx = 0 \
+   forces the portable path. Returns 1 if the AVX-512 path ran, 0 for the portable one, -1 if out \
+   of memory. */                                                                                  \
 int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D, const TACC *alpha,     \
         const TACC *hinges, int64_t T, int64_t M, TIN *out, uint8_t *seg8, int32_t *seg32,         \
         double *stats, float *run_mean, float *run_var, float *run_mean_all, float *run_var_all,   \
-        double momentum, int nthreads) {                                                           \
+        double momentum, int nthreads, int allow_avx) {                                            \
     int64_t S = M + 2;                                                                             \
     char *mem = (char *)malloc(sizeof(TT##_keyed) * (size_t)(M + 1) + sizeof(int64_t) * (size_t)(M + 1)\
                                + sizeof(TACC) * (size_t)(3 * M + 3 + 2 * T * S));                  \
@@ -311,7 +311,7 @@ int taan_fwd_##TAG(const TIN *z, const int64_t *task, int64_t N, int64_t D, cons
     TACC *bp = (TACC *)(order + M + 1), *tmp = bp + M + 1, *slope = tmp + 2 * (M + 1), *icpt = slope + T * S;\
     TT##_tables(alpha, hinges, T, M, keys, bp, order, slope, icpt, tmp);                           \
     int logp = 0; while ((1LL << logp) < M + 1) logp++;                                            \
-    int use_avx = AVX_OK && seg8 != 0 && M <= 94;                                                  \
+    int use_avx = AVX_OK && allow_avx && seg8 != 0 && M <= 94;                                     \
     float pad[128];                                                                                \
     if (use_avx) for (int i = 0; i < 128; i++) pad[i] = i < M ? (float)bp[i] : __builtin_nanf(""); \
     /* one thread runs without an OpenMP region: resizing torch's team for a tiny input costs      \
@@ -400,7 +400,9 @@ int taan_bwd_##TAG(const TIN *g, const TIN *z, const uint8_t *seg8, const int32_
 #endif
 #define AVX_CALL_f64(...) ((void)0)
 
+/* Whether this build holds the AVX-512 forward path (the compiler targeted AVX-512F). */
+int taan_has_avx512(void) { return AVX_F32; }
+
 DEFINE_KERNELS(f32, float, float, AVX_F32, f32)
 DEFINE_KERNELS(f64, double, double, 0, f64)
 DEFINE_KERNELS(bf16, bf16_t, float, AVX_F32, f32)
-"""
