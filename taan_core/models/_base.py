@@ -85,10 +85,6 @@ class MLPConfig:
 
 # --------------------------------------------------------------------------- task handling
 
-# torch.compiler.is_compiling is torch >= 2.3; before it the range check simply stays in.
-_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
-
-
 def _check_task(task: Any, num_samples: int, num_tasks: int, device: torch.device) -> Task:
     """Return ``task`` as an int or a LongTensor (N,) of ids in [0, T), or raise."""
     if isinstance(task, Tensor):
@@ -102,7 +98,7 @@ def _check_task(task: Any, num_samples: int, num_tasks: int, device: torch.devic
             )
         # Reading the range back is a host sync and, under torch.compile, a graph break; compiled
         # code leaves the check to the activation op and the per-task indexing, which also fail.
-        if task.numel() and not _is_compiling():
+        if task.numel() and not torch.compiler.is_compiling():
             low, high = int(task.min()), int(task.max())
             if low < 0 or high >= num_tasks:
                 bad = low if low < 0 else high
