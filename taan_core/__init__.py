@@ -25,6 +25,12 @@ _EXPORTS: dict[str, str] = {
     "TaskAdaptiveActivation": "layers",
     "TALinear": "layers",
     "TAConv2d": "layers",
+    "adaptive_layers": "layers",
+    # TAAN-ify an existing network
+    "taanify": "adapt",
+    "tasks": "adapt",
+    "set_tasks": "adapt",
+    "ContextTaskActivation": "adapt",
     # models
     "TAAN": "models",
     "TAANConv": "models",
@@ -50,6 +56,9 @@ _EXPORTS: dict[str, str] = {
     "CheckpointError": "checkpoint",
     "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
+    "build_checkpoint": "checkpoint",
+    "model_from_checkpoint": "checkpoint",
+    "save": "checkpoint",
 }
 
 __all__ = ["__version__", *_EXPORTS]

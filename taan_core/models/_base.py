@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._validation import check_int, check_probability
-from taan_core.layers import TaskAdaptiveActivation
+from taan_core.layers import TaskAdaptiveActivation, adaptive_layers
 
 __all__: list[str] = []
 
@@ -274,7 +274,7 @@ class MultiTaskModel(nn.Module):
     def adaptive_layers(self) -> list[tuple[str, TaskAdaptiveActivation]]:
         """The task-adaptive activations in depth order, with their qualified module names
         (e.g. ``"blocks.0.act"``); empty for models without them."""
-        return [(name, m) for name, m in self.named_modules() if isinstance(m, TaskAdaptiveActivation)]
+        return adaptive_layers(self)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, output_dims={self.output_dims}"
