@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "tasks": "adapt",
     "set_tasks": "adapt",
     "ContextTaskActivation": "adapt",
+    "record_statistics": "adapt",
     # models
     "TAAN": "models",
     "TAANConv": "models",

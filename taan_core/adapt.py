@@ -1,5 +1,8 @@
 """TAAN-ify an existing network: its activations become task-adaptive, its forward stays as is.
 
+Also :func:`record_statistics`, which measures the layers' pre-activation statistics (the data
+measure of the analysis) of a model that was trained elsewhere, e.g. an imported reference file.
+
 :func:`taanify` replaces every activation module of a chosen type (``nn.ReLU`` by default) in
 any ``nn.Module`` (an MLP, a torchvision-style CNN) by a :class:`ContextTaskActivation`, a
 :class:`~taan_core.layers.TaskAdaptiveActivation` that takes its task ids from the model rather
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 from taan_core._validation import check_int
 from taan_core.layers import TaskAdaptiveActivation, _unwrap
 
-__all__ = ["ContextTaskActivation", "set_tasks", "taanify", "tasks"]
+__all__ = ["ContextTaskActivation", "record_statistics", "set_tasks", "taanify", "tasks"]
 
 
 class ContextTaskActivation(TaskAdaptiveActivation):
@@ -179,3 +182,89 @@ def tasks(model: nn.Module, task: Tensor | int) -> Iterator[nn.Module]:
         yield model
     finally:
         set_tasks(model, None)
+
+
+class _Moments:
+    """Float64 count, sum and sum of squares of one layer's inputs, per task and overall."""
+
+    def __init__(self, num_tasks: int) -> None:
+        self.per_task = torch.zeros(num_tasks, 3, dtype=torch.float64)
+
+    def add(self, z: Tensor, task: Tensor | int) -> None:
+        flat = z.detach().reshape(z.shape[0], -1).double().cpu()
+        rows = torch.stack([torch.full((flat.shape[0],), float(flat.shape[1]), dtype=torch.float64),
+                            flat.sum(1), flat.square().sum(1)], 1)
+        if isinstance(task, Tensor):
+            self.per_task.index_add_(0, task.detach().long().cpu(), rows)
+        else:
+            self.per_task[task] += rows.sum(0)
+
+    def write(self, act: TaskAdaptiveActivation) -> None:
+        def mean_var(count: Tensor, total: Tensor, total_sq: Tensor) -> tuple[Tensor, Tensor]:
+            mean = total / count.clamp(min=1.0)
+            var = (total_sq - count * mean.square()).clamp(min=0.0) / (count - 1.0).clamp(min=1.0)
+            return mean, var
+
+        count, total, total_sq = self.per_task.unbind(1)
+        mean, var = mean_var(count, total, total_sq)
+        seen = count > 0
+        with torch.no_grad():
+            # Tasks without samples keep what they had (the layer's defaults: mean 0, variance 1).
+            act.preact_mean.copy_(torch.where(seen, mean, act.preact_mean.double().cpu()))
+            act.preact_var.copy_(torch.where(count > 1, var, act.preact_var.double().cpu()))
+            if bool(seen.any()):
+                mean_all, var_all = mean_var(*self.per_task.sum(0).unbind(0))
+                act.preact_mean_overall.fill_(float(mean_all))
+                act.preact_var_overall.fill_(float(var_all))
+
+
+@contextlib.contextmanager
+def record_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Measure the pre-activation statistics of every task-adaptive layer over the forward
+    passes run inside the block; on exit they replace the layers' running statistics.
+
+    The running statistics are what the analysis takes as each layer's data measure
+    (``taan-viz --measure data``). Training updates them as moving averages; this measures
+    them exactly (float64 sums: the mean and unbiased variance of all elements of the samples
+    of each task, and of all samples) for a model trained elsewhere, such as a reference
+    state_dict rebuilt by ``model_from_checkpoint``::
+
+        with taan_core.record_statistics(model):
+            for x, task in batches:
+                model(x, task)
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module with task-adaptive activations; its mode is left alone (use eval mode, so
+        BatchNorm and dropout act as at test time).
+
+    Yields
+    ------
+    nn.Module
+        ``model``.
+    """
+    from taan_core.layers import adaptive_layers
+
+    layers = [act for _, act in adaptive_layers(model)]
+    if not layers:
+        raise ValueError(f"{type(_unwrap(model)).__name__} holds no task-adaptive activation to measure")
+    moments = [_Moments(act.num_tasks) for act in layers]
+
+    def hook_for(acc: _Moments):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            z = args[0] if args else kwargs["z"]
+            task = args[1] if len(args) > 1 else kwargs.get("task")
+            task = getattr(module, "task", None) if task is None else task
+            if task is not None:
+                acc.add(z, task)
+        return hook
+
+    handles = [act.register_forward_pre_hook(hook_for(acc), with_kwargs=True) for act, acc in zip(layers, moments)]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+    for act, acc in zip(layers, moments):
+        acc.write(act)

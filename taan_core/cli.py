@@ -222,6 +222,11 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 1024,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N|mps")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Data set, for a checkpoint that names none (an imported state_dict): " + "|".join(DATASETS))] = None,
+    save: Annotated[Optional[Path], typer.Option(
+        help="Also write a taan checkpoint of the model with its pre-activation statistics measured on this split "
+             "(the data measure of taan-viz; for imported state_dicts).")] = None,
 ) -> None:
     """Print the per-task metrics of a checkpoint's model on a split of its data set."""
     from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
@@ -235,13 +240,37 @@ def evaluate_command(
     data_config = dict(ckpt.data.get("config") or {})
     if data is not None:
         data_config["data_path"] = str(data)
-    data_set = load_dataset(ckpt.data["name"], **data_config)
+    name = _choice(dataset, DATASETS, "--dataset") if dataset is not None else ckpt.data["name"]
+    if name not in DATASETS:
+        raise _UserError(f"{ckpt.path}: the checkpoint names no data set; pass --dataset ({'|'.join(DATASETS)})")
+    data_set = load_dataset(name, **data_config)
+    _check_tasks(ckpt, data_set)
     dev = resolve_device(device)
-    result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+    if save is None:
+        result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+    else:
+        from taan_core.adapt import record_statistics
+        from taan_core.checkpoint import save as save_model
+
+        with record_statistics(net):
+            result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+        save_model(net, save, task_names=ckpt.task_names, epoch=int((ckpt.raw or {}).get("epoch", 0)),
+                   metrics=list(ckpt.metrics), data={"name": data_set.name, "config": dict(data_set.config)})
+        print(f"wrote {save}", file=sys.stderr)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     _print_table(result, ckpt, split)
+
+
+def _check_tasks(ckpt, data_set) -> None:
+    # An imported file may hold another number of tasks, or named heads in another order.
+    names = list(data_set.task_names)
+    generic = ckpt.task_names == [f"task_{t}" for t in range(len(ckpt.task_names))]
+    if len(ckpt.task_names) != len(names) or not generic and ckpt.task_names != names:
+        raise _UserError(f"{ckpt.path}: the checkpoint's {len(ckpt.task_names)} tasks "
+                         f"({', '.join(ckpt.task_names[:4])}{', ...' if len(ckpt.task_names) > 4 else ''}) are not "
+                         f"the {len(names)} tasks of the data set ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
 
 
 def _print_table(result: dict, ckpt, split: str) -> None:

@@ -159,3 +159,28 @@ def test_errors():
 def test_top_level_names():
     assert taan_core.taanify is taanify and taan_core.tasks is tasks
     assert callable(taan_core.adaptive_layers) and callable(taan_core.save)
+
+
+def test_record_statistics_measures_exact_per_task_moments():
+    from taan_core import record_statistics
+
+    model = taanify(_MLP(), num_tasks=T).eval()
+    x = torch.randn(40, 5)
+    task = torch.arange(40) % T
+    with record_statistics(model):
+        for rows in (slice(0, 16), slice(16, 40)):  # batches of different sizes
+            with tasks(model, task[rows]):
+                model(x[rows])
+    # The shared activation sees both linear maps' outputs.
+    with torch.no_grad():
+        h1 = model.body[0](x)
+        h2 = model.body[1](model.act(h1, task))
+    z = torch.cat([h1, h2], 1).double()
+    for t in range(T):
+        rows = z[task == t].reshape(-1)
+        assert model.act.preact_mean[t].item() == pytest.approx(rows.mean().item(), rel=1e-5)
+        assert model.act.preact_var[t].item() == pytest.approx(rows.var().item(), rel=1e-5)
+    assert model.act.preact_var_overall.item() == pytest.approx(z.reshape(-1).var().item(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"Linear holds no task-adaptive activation to measure"):
+        with record_statistics(nn.Linear(2, 2)):
+            pass
