@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "data",
     "Trainer": "train",
     "TrainConfig": "train",
+    "TensorBoardLogger": "_tensorboard",
     "Checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "load_checkpoint": "checkpoint",

@@ -23,6 +23,7 @@ __all__ = ["app", "main"]
 DATASETS = ("planted", "digits", "exam", "youtube8m", "omniglot", "npz")
 MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched")
 REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
+LOGS = ("none", "tensorboard")
 
 # Per-data-set defaults of the options the user did not give. planted is sized to train in about
 # a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
@@ -43,7 +44,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
             "weight_decay": 0.0, "patience": 5, "schedule": "none"},
 }
 # Options that may accompany --resume: they extend or move a run without changing what it is.
-_RESUMABLE = {"epochs", "device", "threads", "out", "dataset", "model"}
+_RESUMABLE = {"epochs", "device", "threads", "out", "dataset", "model", "log"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Train Task Adaptive Activation Networks and evaluate their checkpoints.")
@@ -114,6 +115,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or per-epoch lines.")] = False,
+    log: Annotated[Optional[str], typer.Option(
+        help="Also log to: none|tensorboard (OUT/tensorboard; metrics.jsonl stays the record).")] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
     options = {k: v for k, v in locals().items() if v is not None and k not in ("resume", "overwrite", "quiet")}
@@ -128,7 +131,8 @@ def train(
         if changed:
             raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device, "
                              f"--threads and --quiet may change, got --{changed[0].replace('_', '-')}")
-        return _resume(out, epochs=epochs, device=device or "auto", threads=threads, quiet=quiet)
+        return _resume(out, epochs=epochs, device=device or "auto", threads=threads, quiet=quiet,
+                       log=_choice(log or "none", LOGS, "--log"))
 
     import torch
 
@@ -137,6 +141,11 @@ def train(
     from taan_core.train import TrainConfig, Trainer, resolve_device
 
     reg = _choice(reg or "none", REGS, "--reg")
+    log = _choice(log or "none", LOGS, "--log")
+    if log == "tensorboard":
+        from taan_core._tensorboard import _writer_class
+
+        _writer_class()  # a missing package is an error now, not after loading the data
     if (model == "branched") != (tree_from is not None):
         raise _UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
     if hinges is not None and model == "branched":
@@ -169,11 +178,26 @@ def train(
             overrides.update(defaults.get("taan", {}))
     torch.manual_seed(config.seed)
     net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
-    result = Trainer(net, data_set, config).fit(overwrite=overwrite)
+    result = _fit(Trainer, net, data_set, config, log, overwrite=overwrite)
     _report(result, quiet)
 
 
-def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, quiet: bool) -> None:
+def _fit(trainer_class, net, data_set, config, log: str, **fit_options):
+    if log != "tensorboard":
+        return trainer_class(net, data_set, config).fit(**fit_options)
+    from taan_core._tensorboard import TensorBoardLogger
+
+    logger = TensorBoardLogger(Path(config.out) / "tensorboard")
+    if fit_options.get("overwrite"):
+        logger.clear()
+    try:
+        return trainer_class(net, data_set, config, on_epoch=logger.on_epoch).fit(**fit_options)
+    finally:
+        logger.close()
+
+
+def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, quiet: bool,
+            log: str = "none") -> None:
     import dataclasses
 
     from taan_core.checkpoint import CheckpointError, load_checkpoint
@@ -200,7 +224,7 @@ def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, 
     data_config = dict(ckpt.data.get("config") or {})
     data_set = load_dataset(ckpt.data["name"], **data_config)
     net = model_from_config(raw["model"]["class"], dict(raw["model"]["config"]))
-    result = Trainer(net, data_set, config).fit(resume=True)
+    result = _fit(Trainer, net, data_set, config, log, resume=True)
     _report(result, quiet)
 
 
