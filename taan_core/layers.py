@@ -170,7 +170,8 @@ def _layers_of(module: nn.Module) -> list[tuple[str, nn.Module]]:
     with activations of its own type), else :func:`adaptive_layers`."""
     inner = _unwrap(module) if isinstance(module, nn.Module) else module
     method = getattr(inner, "adaptive_layers", None)
-    if callable(method):
+    # A submodule that happens to be called adaptive_layers is not the method.
+    if callable(method) and not isinstance(method, nn.Module):
         return list(method())
     return adaptive_layers(module)
 

@@ -169,3 +169,16 @@ def test_build_checkpoint_names_tasks_when_not_given():
         obj = build_checkpoint(MyNet())
     assert obj["task_names"] == ["task_0", "task_1", "task_2"]
     assert obj["model"]["module"] == __name__
+
+
+def test_a_submodule_named_adaptive_layers_is_not_taken_for_the_method(tmp_path):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.adaptive_layers = nn.ModuleList([TALinear(3, 4, num_tasks=2, num_hinges=2)])
+
+    model = Net()
+    assert functional_penalty(model, "tracenorm", 1.0).item() > 0
+    assert layer_snapshot(model)[0][0].shape == (2, 2)
+    with pytest.warns(UserWarning):
+        assert load_checkpoint(taan_core.save(model, tmp_path / "n.pt")).layer_names == ["adaptive_layers.0.act"]
