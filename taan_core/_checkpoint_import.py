@@ -7,7 +7,8 @@ writes, and the reference TAAN code writes nothing else. ``load_checkpoint`` rea
   the running statistics ``<layer>.preact_mean``, ``preact_var`` (T,), ``preact_mean_overall``,
   ``preact_var_overall`` (the data measure), where ``<layer>`` is the activation's qualified name
   (``l1.act`` for a ``TALinear`` named ``l1``);
-- the reference code's, ``<layer>.alpha`` (T, M) with ``<layer>.basis`` (1, M).
+- the reference code's, ``<layer>.alpha`` (T, M) with ``<layer>.basis`` (1, M) (``<layer>.b`` in
+  its Omniglot network, whose layers are otherwise not in the repository: read for analysis).
 
 When the whole file is a reference model (:func:`_reference_model`) it is also rebuilt as a
 :class:`~taan_core.models.TAAN` or :class:`~taan_core.models.TAANConv` with its weights, so that
@@ -69,16 +70,17 @@ def _hinges(state: Mapping[str, Any], name: str, m: int, path: Path) -> Tensor:
         if hinges.shape[0] != m:
             raise _fail(path, f"{name}.hinges", f"expected shape (M,) with M = alpha.shape[1] = {m}, got {_shape(hinges)}")
         return hinges
-    if f"{name}.basis" not in state:
+    # The reference Omniglot code names its hinges '<layer>.b' (its TAAN.py passes them as the basis).
+    key = f"{name}.basis" if f"{name}.basis" in state or f"{name}.b" not in state else f"{name}.b"
+    if key not in state:
         raise _fail(path, f"{name}.basis", "missing key (every '<layer>.alpha' needs the reference code's "
                     "'<layer>.basis' (1, M) or taan's '<layer>.hinges' (M,))")
-    basis = state[f"{name}.basis"]
+    basis = state[key]
     if isinstance(basis, Tensor) and basis.ndim == 2 and basis.shape[0] == 1:
         basis = basis[0]
-    hinges = _tensor(basis, path, f"{name}.basis", 1, "(1, M)")
+    hinges = _tensor(basis, path, key, 1, "(1, M)")
     if hinges.shape[0] != m:
-        raise _fail(path, f"{name}.basis",
-                    f"expected shape (1, M) with M = alpha.shape[1] = {m}, got {_shape(state[f'{name}.basis'])}")
+        raise _fail(path, key, f"expected shape (1, M) with M = alpha.shape[1] = {m}, got {_shape(state[key])}")
     return hinges
 
 

@@ -190,3 +190,11 @@ def test_eval_errors_for_reference_files(tmp_path, capsys):
     data = _npz(tmp_path / "d.npz", np.zeros((12, 1, 14, 14), dtype=np.float32), [3, 2, 4])
     code, _, err = _cli(capsys, "eval", tmp_path / "o.pt", "--dataset", "npz", "--data", data)
     assert code == 2 and "tasks (Armenian, Greek, Latin) are not the 3 tasks of the data set (task_0" in err
+
+
+def test_omniglot_b_keys_are_the_hinges(tmp_path):
+    state = {"conv1.alpha": torch.randn(T, M), "conv1.b": torch.rand(1, M), "conv1.conv.weight": torch.randn(2, 1, 3, 3)}
+    torch.save(state, tmp_path / "o.pt")
+    ckpt = load_checkpoint(tmp_path / "o.pt")
+    assert ckpt.layer_names == ["conv1"] and ckpt.raw is None
+    torch.testing.assert_close(ckpt.layers[0].hinges, state["conv1.b"][0].double())
