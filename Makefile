@@ -1,7 +1,7 @@
 # The torch requirement is a variable so that a CPU-only machine can ask for a CPU build
 # (e.g. `make test TORCH=torch==2.13.0`) while a GPU user gets the default CUDA build.
 PYTHON ?= python3
-TORCH ?= torch>=2.2
+TORCH ?= torch>=2.4
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

@@ -25,6 +25,13 @@ _EXPORTS: dict[str, str] = {
     "TaskAdaptiveActivation": "layers",
     "TALinear": "layers",
     "TAConv2d": "layers",
+    "adaptive_layers": "layers",
+    # TAAN-ify an existing network
+    "taanify": "adapt",
+    "tasks": "adapt",
+    "set_tasks": "adapt",
+    "ContextTaskActivation": "adapt",
+    "record_statistics": "adapt",
     # models
     "TAAN": "models",
     "TAANConv": "models",
@@ -46,10 +53,14 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "data",
     "Trainer": "train",
     "TrainConfig": "train",
+    "TensorBoardLogger": "_tensorboard",
     "Checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
+    "build_checkpoint": "checkpoint",
+    "model_from_checkpoint": "checkpoint",
+    "save": "checkpoint",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -268,35 +268,9 @@ def _parse_v1(raw: Any, path: Path) -> _Parsed:
     return _Parsed(CHECKPOINT_VERSION, task_names, layers, history, [dict(m) for m in metrics], data)
 
 
-def _import_reference(state: Mapping[str, Any], path: Path) -> _Parsed:
-    """Bare state_dict of the reference TAAN code: ``<layer>.alpha`` (T, M), ``<layer>.basis`` (1, M)."""
-    prefixes = [k[: -len(".alpha")] for k in state if isinstance(k, str) and k.endswith(".alpha")]
-    if not prefixes:
-        raise _fail(path, "", "expected a taan checkpoint (key 'format') or a reference state_dict "
-                    "with '<layer>.alpha' keys, found neither")
-    layers = []
-    num_tasks = None
-    for name in prefixes:
-        if f"{name}.basis" not in state:
-            raise _fail(path, f"{name}.basis", "missing key (every '<layer>.alpha' needs its '<layer>.basis' (1, M))")
-        alpha = _tensor(state[f"{name}.alpha"], path, f"{name}.alpha", 2, "(T, M)")
-        basis = state[f"{name}.basis"]
-        if isinstance(basis, Tensor) and basis.ndim == 2 and basis.shape[0] == 1:
-            basis = basis[0]
-        hinges = _tensor(basis, path, f"{name}.basis", 1, "(1, M)")
-        if hinges.shape[0] != alpha.shape[1]:
-            raise _fail(path, f"{name}.basis",
-                        f"expected shape (1, M) with M = alpha.shape[1] = {alpha.shape[1]}, got {_shape(state[f'{name}.basis'])}")
-        if num_tasks is None:
-            num_tasks = alpha.shape[0]
-        elif alpha.shape[0] != num_tasks:
-            raise _fail(path, f"{name}.alpha", f"expected shape (T, M) with T = {num_tasks} like the first layer, got {_shape(alpha)}")
-        layers.append(LayerRecord(name=name, alpha=alpha, hinges=hinges))
-    task_names = [f"task_{t}" for t in range(num_tasks)]
-    return _Parsed(0, task_names, layers, [], [], {"name": "unknown", "config": {}, "groups": None})
-
-
-def _load_safetensors(path: Path) -> _Parsed:
+def _load_safetensors(path: Path) -> tuple[_Parsed, dict | None]:
+    """The checked content of a .safetensors file, and the schema-v1 dictionary of a reference
+    model it holds (None for taan's own exports, which carry no model)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -306,8 +280,10 @@ def _load_safetensors(path: Path) -> _Parsed:
     except (SafetensorError, OSError, ValueError) as err:
         raise _fail(path, "", f"expected a readable .safetensors file ({_first_line(err)})") from err
     if _SAFETENSORS_KEY not in metadata:
-        # A safetensors file without our metadata may still be a reference state_dict.
-        return _import_reference(tensors, path)
+        # A safetensors file without our metadata may still be a bare state_dict.
+        from taan_core._checkpoint_import import import_state_dict
+
+        return import_state_dict(tensors, path)
     try:
         meta = json.loads(metadata[_SAFETENSORS_KEY])
     except json.JSONDecodeError as err:
@@ -335,8 +311,7 @@ def _load_safetensors(path: Path) -> _Parsed:
         history.append(entry)
     raw.update(layers=layers, history=history, model={"class": "", "config": {}, "state_dict": {}},
                epoch=meta.get("epoch", 0), step=meta.get("step", 0))
-    return _parse_v1(raw, path)
-
+    return _parse_v1(raw, path), None
 
 
 # Both are part of taan_core.checkpoint's public API; show them under that name.

@@ -15,6 +15,12 @@ from taan_core import _kernels
 
 __all__: list[str] = []
 
+if not hasattr(torch.library, "custom_op"):
+    # The op below needs torch.library.custom_op and register_fake (torch 2.4); without them the
+    # import would fail later with an AttributeError that names neither taan nor the fix.
+    raise ImportError(f"taan needs torch >= 2.4 (torch.library.custom_op), found torch {torch.__version__}; "
+                      "upgrade torch")
+
 Running = tuple[Tensor, Tensor, Tensor, Tensor]  # mean (T,), var (T,), mean overall (), var overall ()
 
 

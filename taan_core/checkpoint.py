@@ -36,7 +36,6 @@ from taan_core._checkpoint_schema import (
     LayerRecord,
     _fail,
     _first_line,
-    _import_reference,
     _load_safetensors,
     _parse_v1,
     _Parsed,
@@ -53,6 +52,7 @@ __all__ = [
     "layer_snapshot",
     "load_checkpoint",
     "model_from_checkpoint",
+    "save",
     "save_checkpoint",
     "validate_checkpoint",
 ]
@@ -124,8 +124,13 @@ def _cpu(t: Tensor) -> Tensor:
 
 
 def layer_snapshot(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
-    """Copies of every adaptive layer's alpha (T, M) and hinges (M,), on CPU, in depth order."""
-    layers = model.adaptive_layers()
+    """Copies of every adaptive layer's alpha (T, M) and hinges (M,), on CPU, in depth order.
+
+    ``model`` is any module holding task-adaptive activations (:func:`adaptive_layers`).
+    """
+    from taan_core.layers import _layers_of
+
+    layers = _layers_of(model)
     return [_cpu(act.alpha) for _, act in layers], [_cpu(act.hinges) for _, act in layers]
 
 
@@ -143,10 +148,29 @@ def _layer_dict(name: str, act: nn.Module) -> dict:
     return record
 
 
+def _model_record(model: nn.Module) -> tuple[dict, str | None]:
+    """``{"class", "module", "config", "state_dict"}`` of a model, and why it cannot be rebuilt
+    (None when ``model_from_checkpoint`` can rebuild it)."""
+    from taan_core.models import MODELS
+
+    cls = type(model)
+    config = getattr(model, "config", None)
+    is_config = dataclasses.is_dataclass(config) and not isinstance(config, type)
+    record = {"class": cls.__name__, "module": cls.__module__,
+              "config": dataclasses.asdict(config) if is_config else {},
+              "state_dict": {k: _cpu(v) for k, v in model.state_dict().items()}}
+    why = None
+    if cls not in MODELS.values():
+        why = f"{cls.__module__}.{cls.__qualname__} is not a model of taan_core.models"
+    elif not is_config:
+        why = f"{cls.__name__} has no dataclass config"
+    return record, why
+
+
 def build_checkpoint(
     model: nn.Module,
     *,
-    task_names: Sequence[str],
+    task_names: Sequence[str] | None = None,
     data: Mapping[str, Any] | None = None,
     history: Sequence[Mapping[str, Any]] = (),
     metrics: Sequence[Mapping[str, Any]] = (),
@@ -158,15 +182,19 @@ def build_checkpoint(
     sampler: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Gather a schema-v1 checkpoint dictionary from a model of ``taan_core.models``.
+    """Gather a schema-v1 checkpoint dictionary from any module with task-adaptive activations.
 
     Parameters
     ----------
     model : nn.Module
-        A model with ``.config`` (a dataclass), ``adaptive_layers()`` and ``state_dict()``; an
-        unwrapped module (not the DDP or compiled wrapper).
-    task_names : sequence of str
-        T task names; must match the number of tasks of every adaptive layer.
+        Any module; its task-adaptive activations are found by type (:func:`adaptive_layers`)
+        and its ``state_dict()`` is stored whole. A model of :mod:`taan_core.models` (with its
+        dataclass ``config``) can be rebuilt from the file by ``model_from_checkpoint``; for any
+        other module a ``UserWarning`` says that only the weights and the activations are kept.
+        A ``torch.compile`` or DDP wrapper is looked through.
+    task_names : sequence of str, optional
+        T task names; must match the number of tasks of every adaptive layer. Default
+        ``task_0``, ``task_1``, ... after the layers' T.
     data : mapping, optional
         ``{"name": str, "config": dict, "groups": list of lists of int or None}``.
     history, metrics : sequences of dicts
@@ -183,12 +211,33 @@ def build_checkpoint(
     dict
         Only tensors and plain types; pass it to ``save_checkpoint``.
     """
-    if not hasattr(model, "adaptive_layers"):
-        raise TypeError(f"model must provide adaptive_layers(), got {type(model).__name__}")
-    config = getattr(model, "config", None)
-    if config is None or not dataclasses.is_dataclass(config):
-        raise TypeError(f"model.config must be a dataclass instance, got {type(config).__name__}")
-    layers = [_layer_dict(name, act) for name, act in model.adaptive_layers()]
+    return _build(model, task_names=task_names, data=data, history=history, metrics=metrics, epoch=epoch,
+                  step=step, optimizer=optimizer, scheduler=scheduler, rng=rng, sampler=sampler, extra=extra,
+                  stacklevel=3)
+
+
+def _build(model: nn.Module, *, task_names, data, history, metrics, epoch, step, optimizer, scheduler, rng,
+           sampler, extra, stacklevel: int) -> dict:
+    from taan_core.layers import _layers_of, _unwrap
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    acts = _layers_of(model)
+    model = _unwrap(model)
+    layers = [_layer_dict(name, act) for name, act in acts]
+    model_record, why = _model_record(model)
+    if why is not None and not layers:
+        raise ValueError(f"{type(model).__name__} holds no task-adaptive activation (TaskAdaptiveActivation, "
+                         "TALinear, TAConv2d or taan_core.taanify), so there is nothing for taan-viz to read")
+    if task_names is None:
+        if not layers:
+            raise ValueError(f"task_names is needed: {type(model).__name__} has no task-adaptive activations "
+                             "to count the tasks from")
+        task_names = [f"task_{t}" for t in range(int(layers[0]["alpha"].shape[0]))]
+    if why is not None:
+        warnings.warn(f"{why}: the checkpoint keeps its weights and task-adaptive activations (taan-viz reads "
+                      "them), but taan-core eval and model_from_checkpoint cannot rebuild it; rebuild it in your "
+                      "code and load checkpoint.raw['model']['state_dict']", UserWarning, stacklevel=stacklevel)
     data = dict(data) if data is not None else {"name": "unknown", "config": {}, "groups": None}
     data.setdefault("config", {})
     data.setdefault("groups", None)
@@ -199,8 +248,7 @@ def build_checkpoint(
         "layer_names": [layer["name"] for layer in layers],
         "layers": layers,
         "history": [dict(h) for h in history],
-        "model": {"class": type(model).__name__, "config": dataclasses.asdict(config),
-                  "state_dict": {k: _cpu(v) for k, v in model.state_dict().items()}},
+        "model": model_record,
         "optimizer": optimizer,
         "scheduler": scheduler,
         "rng": rng,
@@ -275,6 +323,88 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def _plain_metrics(value: Any, where: str) -> Any:
+    """Metrics as plain values: 0-d tensors and numpy scalars become Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain_metrics(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_metrics(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, _PLAIN_SCALARS):
+        return value
+    raise TypeError(f"{where} must hold numbers, strings, lists and dicts, got {type(value).__name__}")
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    task_names: Sequence[str] | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save a checkpoint of any module with task-adaptive activations, in one call.
+
+    Meant for a training loop of your own: ``taan_core.save(model, "run/checkpoint.pt",
+    task_names=names, epoch=epoch, metrics={"val_loss": 0.31})``; then ``taan-viz heatmap
+    run/checkpoint.pt`` draws its layers. The file is a schema-v1 checkpoint written atomically
+    (``build_checkpoint`` then ``save_checkpoint``); the module's whole ``state_dict()`` is in it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module holding task-adaptive activations (``TALinear``, ``TAConv2d``,
+        ``TaskAdaptiveActivation`` or a network changed by :func:`taan_core.taanify`); a
+        ``torch.compile`` or DDP wrapper is looked through. For a module that is not a model of
+        :mod:`taan_core.models` a ``UserWarning`` says that ``taan-core eval`` cannot rebuild it.
+    path : path-like
+        Destination ``.pt`` file; its folder is created if missing.
+    task_names : sequence of str, optional
+        T task names (default ``task_0``, ``task_1``, ...).
+    epoch, step : int
+        Completed epochs and optimiser steps.
+    metrics : mapping or sequence of mappings, optional
+        This epoch's metrics (a dict, stored as ``{"epoch": epoch, **metrics}``) or the list of
+        every epoch's; numbers, strings, lists and dicts (tensors of one element and numpy
+        scalars become numbers).
+    data : mapping, optional
+        ``{"name": str, "config": dict}`` of the data set, when it is one of ``taan_core.data``.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    ValueError
+        If the module holds no task-adaptive activation, or task_names does not fit its layers.
+    """
+    if metrics is None:
+        records = []
+    elif isinstance(metrics, Mapping):
+        records = [{"epoch": int(epoch), **_plain_metrics(metrics, "metrics")}]
+    elif isinstance(metrics, (list, tuple)) and all(isinstance(m, Mapping) for m in metrics):
+        records = _plain_metrics(metrics, "metrics")
+    else:
+        raise TypeError(f"metrics must be a dict or a list of dicts, got {type(metrics).__name__}")
+    from taan_core.layers import _layers_of, _unwrap
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not _layers_of(model):
+        raise ValueError(f"{type(_unwrap(model)).__name__} holds no task-adaptive activation (TaskAdaptiveActivation, "
+                         "TALinear, TAConv2d or taan_core.taanify), so there is nothing for taan-viz to read")
+    obj = _build(model, task_names=task_names, data=data, history=(), metrics=records, epoch=epoch, step=step,
+                 optimizer=None, scheduler=None, rng=None, sampler=None, extra=None, stacklevel=3)
+    return save_checkpoint(obj, path)
+
+
 # ----------------------------------------------------------------------------------------------
 # loading
 
@@ -295,7 +425,7 @@ def _unsafe_reason(err: BaseException) -> str:
     return _first_line(err, 100)
 
 
-def _checkpoint(parsed: _Parsed, path: Path, sha: str, raw: dict | None) -> Checkpoint:
+def _checkpoint(parsed: _Parsed, raw: dict | None, path: Path, sha: str) -> Checkpoint:
     return Checkpoint(path=path, sha256=sha, format_version=parsed.format_version, task_names=parsed.task_names,
                       layers=parsed.layers, history=parsed.history, metrics=parsed.metrics, data=parsed.data, raw=raw)
 
@@ -339,7 +469,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if head.lstrip()[:1] in (b"{", b"["):
         raise _fail(path, "", "expected a torch checkpoint (.pt) or .safetensors file, got a JSON/text file")
     if not head.startswith(_ZIP_MAGIC) and _looks_like_safetensors(head, path):
-        return _checkpoint(_load_safetensors(path), path, sha, None)
+        return _checkpoint(*_load_safetensors(path), path, sha)
     if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
         raise _fail(path, "", "expected a complete torch checkpoint, got a truncated or damaged zip archive")
     if not head.startswith(_ZIP_MAGIC) and head[:1] != _PICKLE_MAGIC:
@@ -358,9 +488,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise _fail(path, "", f"expected a torch checkpoint, could not read it ({type(err).__name__}: "
                     f"{_first_line(err, 100)})") from err
     if isinstance(raw, Mapping) and "format" in raw:
-        return _checkpoint(_parse_v1(raw, path), path, sha, dict(raw))
+        return _checkpoint(_parse_v1(raw, path), dict(raw), path, sha)
     if isinstance(raw, Mapping):
-        return _checkpoint(_import_reference(raw, path), path, sha, None)
+        from taan_core._checkpoint_import import import_state_dict
+
+        return _checkpoint(*import_state_dict(raw, path), path, sha)
     raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")
 
 
@@ -382,12 +514,17 @@ def validate_checkpoint(obj: Mapping[str, Any], name: str = "<checkpoint>") -> N
 
 
 def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
-    """Rebuild the trained model of a schema-v1 checkpoint (CPU, eval mode).
+    """Rebuild the trained model of a checkpoint (CPU, eval mode).
+
+    Works for checkpoints of :mod:`taan_core.models` models and for imported state_dicts of the
+    reference TAAN code whose layout is a whole model (see ``docs/checkpoint-format.md``).
 
     Raises
     ------
     CheckpointError
-        For imports and exports, which carry no model, or when the model cannot be rebuilt.
+        One line: for exports and imports that carry no model, for a module that is not a model
+        of :mod:`taan_core.models` (saved from a user's own network), or when the stored config
+        or weights do not fit.
     """
     from taan_core.models import model_from_config
 
@@ -396,6 +533,11 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
         raise _fail(checkpoint.path, "model", "expected a full taan checkpoint with a model; imports and "
                     ".safetensors exports hold only the activation coordinates")
     info = raw["model"]
+    # Files written before "module" was stored hold taan_core models only.
+    module = info.get("module", "taan_core.models")
+    if not (isinstance(module, str) and module.startswith("taan_core.")):
+        raise _fail(checkpoint.path, "model.class", f"cannot rebuild {module}.{info['class']}, which is not a model "
+                    "of taan_core.models; build it in your code and load checkpoint.raw['model']['state_dict']")
     try:
         model = model_from_config(info["class"], dict(info["config"]))
     except (KeyError, TypeError, ValueError) as err:

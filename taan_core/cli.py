@@ -23,6 +23,7 @@ __all__ = ["app", "main"]
 DATASETS = ("planted", "digits", "exam", "youtube8m", "omniglot", "npz")
 MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched")
 REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
+LOGS = ("none", "tensorboard")
 
 # Per-data-set defaults of the options the user did not give. planted is sized to train in about
 # a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
@@ -43,7 +44,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
             "weight_decay": 0.0, "patience": 5, "schedule": "none"},
 }
 # Options that may accompany --resume: they extend or move a run without changing what it is.
-_RESUMABLE = {"epochs", "device", "threads", "out", "dataset", "model"}
+_RESUMABLE = {"epochs", "device", "threads", "out", "dataset", "model", "log"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Train Task Adaptive Activation Networks and evaluate their checkpoints.")
@@ -121,6 +122,8 @@ def train(
         help="Train one run per seed into OUT/seed-K/ (e.g. 0,1,2,3,4 or 0-4); taan-viz consensus OUT combines them.")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help="With --seeds: seeds trained side by side, as separate processes sharing the CPU cores (default 1).")] = None,
+    log: Annotated[Optional[str], typer.Option(
+        help="Also log to: none|tensorboard (OUT/tensorboard; metrics.jsonl stays the record).")] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
     if seeds is not None or workers is not None:
@@ -140,7 +143,8 @@ def train(
         if changed:
             raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device, "
                              f"--threads and --quiet may change, got --{changed[0].replace('_', '-')}")
-        return _resume(out, epochs=epochs, device=device or "auto", threads=threads, quiet=quiet)
+        return _resume(out, epochs=epochs, device=device or "auto", threads=threads, quiet=quiet,
+                       log=_choice(log or "none", LOGS, "--log"))
 
     import torch
 
@@ -149,6 +153,11 @@ def train(
     from taan_core.train import TrainConfig, Trainer, resolve_device
 
     reg = _choice(reg or "none", REGS, "--reg")
+    log = _choice(log or "none", LOGS, "--log")
+    if log == "tensorboard":
+        from taan_core._tensorboard import _writer_class
+
+        _writer_class()  # a missing package is an error now, not after loading the data
     if (model == "branched") != (tree_from is not None):
         raise _UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
     if hinges is not None and model == "branched":
@@ -182,11 +191,26 @@ def train(
             overrides.update(defaults.get("taan", {}))
     torch.manual_seed(config.seed)
     net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
-    result = Trainer(net, data_set, config).fit(overwrite=overwrite)
+    result = _fit(Trainer, net, data_set, config, log, overwrite=overwrite)
     _report(result, quiet)
 
 
-def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, quiet: bool) -> None:
+def _fit(trainer_class, net, data_set, config, log: str, **fit_options):
+    if log != "tensorboard":
+        return trainer_class(net, data_set, config).fit(**fit_options)
+    from taan_core._tensorboard import TensorBoardLogger
+
+    logger = TensorBoardLogger(Path(config.out) / "tensorboard")
+    if fit_options.get("overwrite"):
+        logger.clear()
+    try:
+        return trainer_class(net, data_set, config, on_epoch=logger.on_epoch).fit(**fit_options)
+    finally:
+        logger.close()
+
+
+def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, quiet: bool,
+            log: str = "none") -> None:
     import dataclasses
 
     from taan_core.checkpoint import CheckpointError, load_checkpoint
@@ -213,7 +237,7 @@ def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, 
     data_config = dict(ckpt.data.get("config") or {})
     data_set = load_dataset(ckpt.data["name"], **data_config)
     net = model_from_config(raw["model"]["class"], dict(raw["model"]["config"]))
-    result = Trainer(net, data_set, config).fit(resume=True)
+    result = _fit(Trainer, net, data_set, config, log, resume=True)
     _report(result, quiet)
 
 
@@ -235,6 +259,11 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 1024,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N|mps")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Data set, for a checkpoint that names none (an imported state_dict): " + "|".join(DATASETS))] = None,
+    save: Annotated[Optional[Path], typer.Option(
+        help="Also write a taan checkpoint of the model with its pre-activation statistics measured on this split "
+             "(the data measure of taan-viz; for imported state_dicts).")] = None,
 ) -> None:
     """Print the per-task metrics of a checkpoint's model on a split of its data set."""
     from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
@@ -248,13 +277,37 @@ def evaluate_command(
     data_config = dict(ckpt.data.get("config") or {})
     if data is not None:
         data_config["data_path"] = str(data)
-    data_set = load_dataset(ckpt.data["name"], **data_config)
+    name = _choice(dataset, DATASETS, "--dataset") if dataset is not None else ckpt.data["name"]
+    if name not in DATASETS:
+        raise _UserError(f"{ckpt.path}: the checkpoint names no data set; pass --dataset ({'|'.join(DATASETS)})")
+    data_set = load_dataset(name, **data_config)
+    _check_tasks(ckpt, data_set)
     dev = resolve_device(device)
-    result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+    if save is None:
+        result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+    else:
+        from taan_core.adapt import record_statistics
+        from taan_core.checkpoint import save as save_model
+
+        with record_statistics(net):
+            result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+        save_model(net, save, task_names=ckpt.task_names, epoch=int((ckpt.raw or {}).get("epoch", 0)),
+                   metrics=list(ckpt.metrics), data={"name": data_set.name, "config": dict(data_set.config)})
+        print(f"wrote {save}", file=sys.stderr)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     _print_table(result, ckpt, split)
+
+
+def _check_tasks(ckpt, data_set) -> None:
+    # An imported file may hold another number of tasks, or named heads in another order.
+    names = list(data_set.task_names)
+    generic = ckpt.task_names == [f"task_{t}" for t in range(len(ckpt.task_names))]
+    if len(ckpt.task_names) != len(names) or not generic and ckpt.task_names != names:
+        raise _UserError(f"{ckpt.path}: the checkpoint's {len(ckpt.task_names)} tasks "
+                         f"({', '.join(ckpt.task_names[:4])}{', ...' if len(ckpt.task_names) > 4 else ''}) are not "
+                         f"the {len(names)} tasks of the data set ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
 
 
 def _print_table(result: dict, ckpt, split: str) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from taan_core import functional as TF
 from taan_core._validation import check_int
 
-__all__ = ["TaskAdaptiveActivation", "TALinear", "TAConv2d"]
+__all__ = ["TaskAdaptiveActivation", "TALinear", "TAConv2d", "adaptive_layers"]
 
 
 class TaskAdaptiveActivation(nn.Module):
@@ -126,6 +126,54 @@ class TaskAdaptiveActivation(nn.Module):
             f"num_tasks={self.num_tasks}, num_hinges={self.num_hinges}, hinge_init={self.hinge_init}, "
             f"alpha_std={self.alpha_std}, momentum={self.momentum}"
         )
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The user's module inside a ``torch.compile`` or (Distributed)DataParallel wrapper."""
+    while True:
+        inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if inner is None and isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            inner = module.module
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
+
+
+def adaptive_layers(module: nn.Module) -> list[tuple[str, TaskAdaptiveActivation]]:
+    """The task-adaptive activations of any module, with their qualified names, in depth order.
+
+    Found by type (:class:`TaskAdaptiveActivation` and its subclasses) in ``named_modules()``
+    order, which is the order the submodules were assigned, so a network written top to bottom
+    lists its layers from the input up. A module used at several places counts once.
+
+    Parameters
+    ----------
+    module : nn.Module
+        Any module; a ``torch.compile`` or DataParallel wrapper is looked through, so names
+        match ``module.state_dict()`` of the unwrapped module.
+
+    Returns
+    -------
+    list of (str, TaskAdaptiveActivation)
+        E.g. ``[("l1.act", ...), ("l2.act", ...)]`` for a network with ``TALinear`` layers
+        ``l1`` and ``l2``; empty when there are none.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    module = _unwrap(module)
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, TaskAdaptiveActivation)]
+
+
+def _layers_of(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The adaptive layers a checkpoint or a regulariser uses: the module's own
+    ``adaptive_layers()`` method where it has one (the models of taan_core, or a user's module
+    with activations of its own type), else :func:`adaptive_layers`."""
+    inner = _unwrap(module) if isinstance(module, nn.Module) else module
+    method = getattr(inner, "adaptive_layers", None)
+    # A submodule that happens to be called adaptive_layers is not the method.
+    if callable(method) and not isinstance(method, nn.Module):
+        return list(method())
+    return adaptive_layers(module)
 
 
 class _TABlock(nn.Module):

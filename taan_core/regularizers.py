@@ -138,8 +138,9 @@ def functional_penalty(model: torch.nn.Module, name: str, c: float, measure: str
 
     Parameters
     ----------
-    model : nn.Module with ``adaptive_layers()``
-        A :mod:`taan_core.models` model.
+    model : nn.Module
+        Any module; its task-adaptive activations are found by type
+        (:func:`taan_core.layers.adaptive_layers`).
     name : str
         "none" or a key of :data:`REGULARIZERS`.
     c : float
@@ -163,10 +164,11 @@ def functional_penalty(model: torch.nn.Module, name: str, c: float, measure: str
         raise ValueError(f"c must be finite and >= 0, got {c}")
     if measure not in _MEASURES:
         raise ValueError(f"measure must be one of {', '.join(_MEASURES)}, got {measure!r}")
-    if not hasattr(model, "adaptive_layers"):
-        raise TypeError(f"model must have adaptive_layers() (a taan_core.models model), got {type(model).__name__}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from taan_core.layers import _layers_of
 
-    layers = [act for _, act in model.adaptive_layers()]
+    layers = [act for _, act in _layers_of(model)]
     first = next(iter(model.parameters()), None)
     zero = torch.zeros((), device=first.device if first is not None else None,
                        dtype=first.dtype if first is not None and first.is_floating_point() else None)

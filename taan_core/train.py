@@ -69,7 +69,15 @@ class Trainer:
         The data set (``taan_core.data.load_dataset``); its tasks must match the model's heads.
     config : TrainConfig
     on_step : callable, optional
-        ``on_step(trainer, epoch, batch)`` after every optimiser step (progress hooks, tests).
+        ``on_step(trainer, epoch, batch)`` after every optimiser step, on every process
+        (``epoch`` counts from 1, ``batch`` from 0 within the epoch; ``trainer.step`` is the
+        global step count). For progress hooks and tests; keep it cheap.
+    on_epoch : callable, optional
+        ``on_epoch(trainer, record)`` after every epoch, on the main process, once the epoch's
+        files are written: ``record`` is the line appended to ``metrics.jsonl`` (``epoch``,
+        ``step``, ``lr``, ``train_loss``, ``train_task_loss``, ``train_reg``, ``val``, ``best``,
+        ``seconds``) and ``trainer.model``, ``trainer.history`` are current. Loggers hook in
+        here (``taan_core.TensorBoardLogger.on_epoch``).
 
     Attributes
     ----------
@@ -80,7 +88,8 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, data: Any, config: TrainConfig | None = None, *,
-                 on_step: Callable[["Trainer", int, int], None] | None = None) -> None:
+                 on_step: Callable[["Trainer", int, int], None] | None = None,
+                 on_epoch: Callable[["Trainer", dict], None] | None = None) -> None:
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -91,6 +100,7 @@ class Trainer:
         self.data = data
         self.config = config
         self.on_step = on_step
+        self.on_epoch = on_epoch
         self.tasks = list(data.tasks)
         num_tasks = len(self.tasks)
         dims = list(getattr(model.config, "output_dims", [t.num_outputs for t in self.tasks]))
@@ -360,6 +370,8 @@ class Trainer:
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
                 fh.flush()
+            if self.on_epoch is not None:
+                self.on_epoch(self, record)
         _barrier(world)
 
     @torch.no_grad()

@@ -36,7 +36,7 @@ def render_inspect(ckpt, analysis: Analysis, *, all_tasks: bool = False, console
     head.add_column()
     head.add_row("checkpoint", str(ckpt.path))
     head.add_row("sha256", ckpt.sha256)
-    kind = f"schema v{ckpt.format_version}" if ckpt.format_version else "reference state_dict (imported)"
+    kind = f"schema v{ckpt.format_version}" if ckpt.format_version else "state_dict (imported)"
     head.add_row("format", kind)
     head.add_row("data set", str((ckpt.data or {}).get("name", "")))
     head.add_row("tasks", f"{t}")

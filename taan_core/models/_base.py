@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._validation import check_int, check_probability
-from taan_core.layers import TaskAdaptiveActivation
+from taan_core.layers import TaskAdaptiveActivation, adaptive_layers
 
 __all__: list[str] = []
 
@@ -85,10 +85,6 @@ class MLPConfig:
 
 # --------------------------------------------------------------------------- task handling
 
-# torch.compiler.is_compiling is torch >= 2.3; before it the range check simply stays in.
-_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
-
-
 def _check_task(task: Any, num_samples: int, num_tasks: int, device: torch.device) -> Task:
     """Return ``task`` as an int or a LongTensor (N,) of ids in [0, T), or raise."""
     if isinstance(task, Tensor):
@@ -102,7 +98,7 @@ def _check_task(task: Any, num_samples: int, num_tasks: int, device: torch.devic
             )
         # Reading the range back is a host sync and, under torch.compile, a graph break; compiled
         # code leaves the check to the activation op and the per-task indexing, which also fail.
-        if task.numel() and not _is_compiling():
+        if task.numel() and not torch.compiler.is_compiling():
             low, high = int(task.min()), int(task.max())
             if low < 0 or high >= num_tasks:
                 bad = low if low < 0 else high
@@ -278,7 +274,7 @@ class MultiTaskModel(nn.Module):
     def adaptive_layers(self) -> list[tuple[str, TaskAdaptiveActivation]]:
         """The task-adaptive activations in depth order, with their qualified module names
         (e.g. ``"blocks.0.act"``); empty for models without them."""
-        return [(name, m) for name, m in self.named_modules() if isinstance(m, TaskAdaptiveActivation)]
+        return adaptive_layers(self)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, output_dims={self.output_dims}"

@@ -24,6 +24,8 @@ from taan_core.checkpoint import (
 )
 
 T = 4
+# The stand-in model below is not one of taan_core.models; build_checkpoint says so, as it should.
+pytestmark = pytest.mark.filterwarnings("ignore:.*is not a model of taan_core.models:UserWarning")
 
 
 @dataclasses.dataclass
@@ -325,13 +327,17 @@ def test_validate_checkpoint_in_memory():
         validate_checkpoint(obj)
 
 
-def test_build_checkpoint_rejects_models_without_layers_or_config():
-    with pytest.raises(TypeError, match=r"adaptive_layers"):
-        build_checkpoint(nn.Linear(2, 2), task_names=["a"])
+def test_build_checkpoint_takes_any_module_but_refuses_one_without_layers():
+    # A config is optional: a module without one is saved (with a warning that it cannot be rebuilt).
     model = _Model()
     model.config = {"widths": [1]}
-    with pytest.raises(TypeError, match=r"model\.config must be a dataclass"):
-        build_checkpoint(model, task_names=["a"])
+    with pytest.warns(UserWarning, match=r"_Model is not a model of taan_core\.models"):
+        obj = build_checkpoint(model, task_names=[f"t{i}" for i in range(T)])
+    assert obj["model"]["config"] == {} and obj["model"]["class"] == "_Model"
+    with pytest.raises(ValueError, match=r"Linear holds no task-adaptive activation"):
+        build_checkpoint(nn.Linear(2, 2), task_names=["a"])
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got dict"):
+        build_checkpoint({}, task_names=["a"])
 
 
 def test_written_file_loads_with_plain_weights_only(saved):

@@ -254,8 +254,8 @@ def test_penalty_errors():
         functional_penalty(model, "cosine", "0.1")
     with pytest.raises(ValueError, match="measure must be one of standard, data, got 'empirical'"):
         functional_penalty(model, "cosine", 0.1, measure="empirical")
-    with pytest.raises(TypeError, match="model must have adaptive_layers"):
-        functional_penalty(torch.nn.Linear(2, 2), "cosine", 0.1)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got list"):
+        functional_penalty([], "cosine", 0.1)
     with pytest.raises(TypeError, match="name must be a str"):
         functional_penalty(model, None, 0.1)
 

@@ -82,7 +82,7 @@ def test_reference_state_dict_and_safetensors(reference_path, checkpoint, tmp_pa
     assert run("heatmap", reference_path, "-o", tmp_path, "--dpi", "50") == 0
     assert run("inspect", reference_path) == 0
     text = capsys.readouterr().out
-    assert "fc1" in text and "task_4" in text and "reference state_dict" in text
+    assert "fc1" in text and "task_4" in text and "state_dict (imported)" in text
     from taan_core.checkpoint import export_safetensors
 
     st = export_safetensors(checkpoint, tmp_path / "c.safetensors")

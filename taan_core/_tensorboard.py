@@ -1,0 +1,129 @@
+"""TensorBoard logging of a training run, as an ``on_epoch`` hook of the Trainer.
+
+``metrics.jsonl`` and the checkpoints stay the record of a run; this mirrors them where many
+users look while training. Every epoch: the losses and learning rate, every task's validation
+metrics and their means, and each adaptive layer's ``||alpha||_F``; every ``image_every`` epochs,
+each layer's task distance matrix d(F_s, F_t) under the layer's data measure (its running
+pre-activation statistics), as an image. ``tensorboard`` is an optional dependency
+(``pip install 'taan[tensorboard]'``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from taan_core._validation import check_int
+
+__all__ = ["TensorBoardLogger"]
+
+_MISSING = "--log tensorboard needs the tensorboard package: pip install 'taan[tensorboard]' (or pip install tensorboard)"
+
+
+def _writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:  # torch raises this when the tensorboard package is absent
+        raise ImportError(_MISSING) from err
+    return SummaryWriter
+
+
+def _distance_image(distances: torch.Tensor, pixels: int = 192) -> torch.Tensor:
+    """(T, T) distances -> (3, H, W) uint8 image in viridis, 0 dark, the layer's largest bright."""
+    from matplotlib import colormaps
+
+    scale = float(distances.max())
+    values = (distances / scale if scale > 0 else torch.zeros_like(distances)).clamp(0, 1).numpy()
+    rgb = torch.from_numpy(colormaps["viridis"](values)[..., :3]).permute(2, 0, 1)
+    repeat = max(1, pixels // distances.shape[0])  # a task is a block of pixels, not one
+    rgb = rgb.repeat_interleave(repeat, 1).repeat_interleave(repeat, 2)
+    return (rgb * 255).round().to(torch.uint8)
+
+
+class TensorBoardLogger:
+    """Write a run's scalars and distance images for TensorBoard.
+
+    Use it as the Trainer's ``on_epoch`` hook (``taan-core train --log tensorboard`` does)::
+
+        logger = TensorBoardLogger("runs/demo/tensorboard")
+        Trainer(model, data, config, on_epoch=logger.on_epoch).fit()
+        logger.close()
+
+    Parameters
+    ----------
+    log_dir : path-like
+        Folder of the event files (``tensorboard --logdir`` it).
+    image_every : int, default 5
+        Epochs between distance-matrix images (the first and every ``image_every``-th epoch).
+
+    Raises
+    ------
+    ImportError
+        With a one-line install hint, when the tensorboard package is missing.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike, *, image_every: int = 5) -> None:
+        self.image_every = check_int(image_every, "image_every", minimum=1)
+        self.log_dir = Path(log_dir)
+        self._writer_class = _writer_class()
+        self._open = None
+
+    @property
+    def _writer(self):
+        # Opened on first use, so a run that fails to start (an existing run folder) leaves nothing.
+        if self._open is None:
+            self._open = self._writer_class(log_dir=str(self.log_dir))
+        return self._open
+
+    def clear(self) -> None:
+        """Delete the event files of an earlier run in ``log_dir`` (for an overwritten run)."""
+        if self.log_dir.is_dir():
+            for path in self.log_dir.glob("events.out.tfevents.*"):
+                path.unlink()
+
+    def on_epoch(self, trainer: Any, record: Mapping[str, Any]) -> None:
+        """Log one epoch: ``record`` is the line the Trainer appended to ``metrics.jsonl``."""
+        epoch = int(record["epoch"])
+        self.log_scalars(record, epoch)
+        self.log_layers(trainer.model, epoch, images=epoch == 1 or epoch % self.image_every == 0)
+        self._writer.flush()
+
+    def log_scalars(self, record: Mapping[str, Any], step: int) -> None:
+        """Losses, learning rate and validation metrics of a metrics.jsonl record."""
+        add = self._writer.add_scalar
+        for key, tag in (("train_loss", "loss/train"), ("train_task_loss", "loss/train_task"),
+                         ("train_reg", "loss/train_reg"), ("lr", "lr")):
+            if isinstance(record.get(key), (int, float)):
+                add(tag, float(record[key]), step)
+        val = record.get("val") or {}
+        if isinstance(val.get("main"), (int, float)):
+            add("val/main", float(val["main"]), step)
+        for name, value in (val.get("mean") or {}).items():
+            add(f"val_mean/{name}", float(value), step)
+        for task, metrics in (val.get("per_task") or {}).items():
+            for name, value in metrics.items():
+                add(f"val_{name}/{task}", float(value), step)
+
+    @torch.no_grad()
+    def log_layers(self, model: nn.Module, step: int, *, images: bool = True) -> None:
+        """Each adaptive layer's ||alpha||_F and, with ``images``, its task distance matrix."""
+        from taan_core.gaussian import distance_matrix
+        from taan_core.layers import _layers_of
+
+        for i, (name, act) in enumerate(_layers_of(model), start=1):
+            alpha = act.alpha.detach().double().cpu()
+            self._writer.add_scalar(f"alpha_norm/L{i}-{name}", float(alpha.norm()), step)
+            if images:
+                mu, sigma = act.measure(None) if hasattr(act, "measure") else (0.0, 1.0)
+                distances = distance_matrix(alpha, act.hinges.detach().double().cpu(), mu, max(sigma, 1e-6))
+                self._writer.add_image(f"distance/L{i}-{name}", _distance_image(distances), step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        if self._open is not None:
+            self._open.close()
+            self._open = None
