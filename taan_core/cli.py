@@ -2,8 +2,14 @@
 
 ``taan-core train`` with no options trains a TAAN on the planted benchmark (about a minute on
 two CPU cores) into ``runs/planted-taan``; ``taan-core eval CHECKPOINT`` prints per-task metrics.
-User errors (bad options, unreadable files or checkpoints, data errors) print one line on
-stderr and exit with status 2; set ``TAAN_DEBUG=1`` to see the traceback instead.
+User errors (bad options, unreadable files or checkpoints, data errors, failed writes, a run
+folder locked by another training) print one line on stderr and exit with status 2; a training
+that diverged prints one line naming the epoch and the step and exits with status 1; Ctrl-C
+prints "interrupted" (with "continue with --resume" once an epoch is saved) and exits with
+status 130, at any moment. Set ``TAAN_DEBUG=1`` to see the traceback instead.
+
+``train`` prints the settings it resolved before it starts, one line per epoch, and at the end
+whether it stopped early, the best epoch and the files it wrote (only those that exist).
 """
 
 from __future__ import annotations

@@ -587,3 +587,14 @@ def test_val_and_test_fractions_reach_the_data(npz, tmp_path, capsys):
     assert code == 0, err
     config = load_checkpoint(out).data["config"]
     assert (config["val_fraction"], config["test_fraction"]) == (0.25, 0.25)
+
+
+def test_a_memory_error_is_one_line(capsys, monkeypatch, tmp_path):
+    import taan_core.data
+
+    def too_big(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(taan_core.data, "load_dataset", too_big)
+    line = _one_line(*_cli(capsys, "train", "--out", str(tmp_path / "run"))[::2])
+    assert line.startswith("taan-core: error: out of memory")
