@@ -70,7 +70,8 @@ def child_arguments(ctx: Any) -> list[str]:
             elif param.secondary_opts:
                 args.append(param.secondary_opts[0])
             continue
-        args += [param.opts[0], str(value)]
+        # Choice options arrive as Enum members; the child wants their plain value.
+        args += [param.opts[0], str(getattr(value, "value", value))]
     return args
 
 

@@ -19,6 +19,11 @@ _SCHEDULES = ("none", "cosine", "step")
 _SAMPLERS = ("balanced", "proportional")
 _MEASURES = ("standard", "data")
 _REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
+# Upper bounds far beyond any useful value and far below where the optimiser overflows: Adam's
+# first step is lr / (1 - beta1) = 10 lr in float32 (max 3.4e38), and c scales a penalty that
+# can itself be large. torch seeds are 64-bit signed integers.
+_MAXIMA = {"lr": 1e6, "weight_decay": 1e6, "c": 1e6}
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -35,6 +40,7 @@ class TrainConfig:
     sampler : {"balanced", "proportional"}
     optimizer : {"adam", "adamw"}
     lr, weight_decay : float
+        lr in (0, 1e6], weight_decay in [0, 1e6].
     schedule : {"none", "cosine", "step"}
         Learning-rate schedule: cosine annealing per step, reaching 0 at the end of epoch
         ``epochs``, or a factor ``lr_gamma`` every ``lr_step`` epochs.
@@ -45,6 +51,7 @@ class TrainConfig:
     reg : {"none", "tracenorm", "rownorm", "cosine", "distance"}
         Regulariser of the adaptive layers (``taan_core.regularizers``), with coefficient ``c``.
     c : float
+        In [0, 1e6].
     measure : {"standard", "data"}
         Gaussian measure of the functional regularisers: N(0, 1) or the running statistics.
     shared_warmup : float
@@ -67,7 +74,7 @@ class TrainConfig:
         Run the training forward through ``torch.compile``: True with its default backend
         (inductor), a str with that backend (e.g. "aot_eager", which compiles in seconds).
     seed : int
-        Seeds torch, numpy, python and the batch sampler.
+        Seeds torch, numpy, python and the batch sampler; in [0, 2**63 - 1].
     deterministic : bool
         ``torch.use_deterministic_algorithms`` and deterministic cuDNN.
     threads : int
@@ -125,7 +132,11 @@ class TrainConfig:
                 raise TypeError(f"{name} must be a float, got {type(value).__name__}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
+            if name in _MAXIMA and value > _MAXIMA[name]:
+                raise ValueError(f"{name} must be <= {_MAXIMA[name]:g}, got {value:g}")
             setattr(self, name, float(value))
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed must be <= 2**63 - 1, got {self.seed}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if isinstance(self.shared_warmup, bool) or not isinstance(self.shared_warmup, (int, float)):
@@ -169,6 +180,11 @@ class TrainResult:
     @property
     def checkpoint(self) -> Path:
         return self.out / "checkpoint.pt"
+
+    @property
+    def files(self) -> list[Path]:
+        """The run files now in ``out``; checkpoint.pt is missing when validation was never finite."""
+        return [self.out / name for name in ("checkpoint.pt", "last.pt", "metrics.jsonl") if (self.out / name).is_file()]
 
     @property
     def last(self) -> Path:

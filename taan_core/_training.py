@@ -1,12 +1,15 @@
-"""Pieces of a training run that are not the loop: devices, run folders, losses, random states.
+"""Pieces of a training run that are not the loop: devices, run folders and their lock, losses,
+random states, the data fingerprint.
 
 ``taan_core.train`` re-exports the public ones (``resolve_device``, ``prepare_run_dir``,
-``RUN_FILES``).
+``RUN_FILES``, ``RunLock``, ``RunLockedError``, ``data_fingerprint``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -17,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from taan_core._atomic import atomic_write
+from taan_core._atomic import WriteError, _reason, atomic_write
 
-__all__ = ["RUN_FILES", "prepare_run_dir", "resolve_device"]
+__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "RunLockedError", "check_run_dir", "data_fingerprint",
+           "prepare_run_dir", "resolve_device"]
 
 RUN_FILES = ("last.pt", "checkpoint.pt", "metrics.jsonl")
+LOCK_FILE = ".train.lock"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -52,6 +57,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     return device
+
+
+def check_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Raise what ``prepare_run_dir`` would raise, changing nothing (and whether another training
+    holds the folder's lock right now)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(f"{out / 'last.pt'}: no such file, nothing to resume (run without --resume)")
+    else:
+        present = [name for name in RUN_FILES if (out / name).exists()]
+        if present and not overwrite:
+            raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --overwrite to replace "
+                                  "it or --resume to continue it")
+    if (out / LOCK_FILE).exists():
+        RunLock(out).acquire().release()
+    return out
 
 
 def prepare_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
@@ -85,6 +109,94 @@ def prepare_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: 
             stale.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+class RunLockedError(OSError):
+    """Another live process trains into the run folder."""
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<folder>/.train.lock`` while a training writes there.
+
+    The lock file holds the owner's pid, for the message of a refused second training. The
+    kernel drops the lock when its process ends, however it ends, so the file a killed run
+    leaves behind never blocks. Where ``fcntl`` does not exist (Windows) the lock does nothing.
+
+    Parameters
+    ----------
+    folder : path-like
+        The run folder; it must exist.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock, or raise ``RunLockedError`` naming the holder's pid."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        while self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunLockedError(f"{self.path.parent} is in use by another training (pid {holder}); wait for "
+                                     "it to end or train into another folder") from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                # The previous holder unlinked the file between our open and our lock: the lock
+                # we hold is on a dead inode, try again on the current file.
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (unlink first, so no one locks a dead file)."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        self.path.unlink(missing_ok=True)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def data_fingerprint(data, samples: int = 64) -> str:
+    """A short hash of a data set: its tasks, split sizes and the first ``samples`` samples of
+    every task and split (all of a small in-memory data set, a cheap sample of a large one).
+
+    Stored in checkpoints (``extra.data_fingerprint``) so that ``--resume`` notices changed data,
+    and in the reproduction study's records.
+    """
+    digest = hashlib.sha256(json.dumps([data.name, list(data.task_names), list(data.input_shape)]).encode())
+    for which in ("train", "val", "test"):
+        split = data.split(which)
+        for t in range(split.num_tasks):
+            n = split.num_samples(t)
+            digest.update(f"{which}/{t}/{n}".encode())
+            if n:
+                x, y = split.get(t, torch.arange(min(n, samples)))
+                digest.update(x.contiguous().numpy().tobytes())
+                digest.update(y.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------ losses and states
@@ -143,6 +255,43 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, so that strict JSON parsers read it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(_json_safe(record), allow_nan=False) + "\n"
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    text = "".join(json.dumps(record) + "\n" for record in records)
+    text = "".join(_json_line(record) for record in records)
     atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    """Append one line; on failure cut the file back to its old end, so no torn line stays."""
+    line = memoryview(_json_line(record).encode())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {_reason(err)}") from err
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while line:
+                line = line[os.write(fd, line):]
+        except OSError as err:
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                pass
+            raise WriteError(f"cannot write {path}: {_reason(err)}; its earlier lines are intact") from err
+    finally:
+        os.close(fd)

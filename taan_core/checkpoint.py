@@ -294,6 +294,21 @@ def _plain_copy(obj: Any) -> Any:
     return obj
 
 
+def _check_finite_weights(obj: Mapping[str, Any], path: Path) -> None:
+    """Refuse NaN or inf in the model's weights and the layers' coordinates, whatever the model:
+    a diverged run must never leave a checkpoint that looks like a result."""
+    model = obj.get("model")
+    state = model.get("state_dict") if isinstance(model, Mapping) else None
+    tensors = [(f"model.state_dict.{name}", value) for name, value in (state or {}).items()]
+    layers = obj.get("layers")
+    for i, layer in enumerate(layers if isinstance(layers, (list, tuple)) else []):
+        if isinstance(layer, Mapping):
+            tensors += [(f"layers[{i}].{key}", layer.get(key)) for key in ("alpha", "hinges")]
+    for field, value in tensors:
+        if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise _fail(path, field, "refusing to write non-finite values (NaN or inf): the training diverged")
+
+
 def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate: bool = True) -> Path:
     """Write a checkpoint dictionary atomically.
 
@@ -309,6 +324,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate
         Destination; its folder is created if missing.
     validate : bool
         Check the schema before writing (default), so an invalid file is never produced.
+        Non-finite model weights or layer coordinates are refused either way.
 
     Returns
     -------
@@ -317,6 +333,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate
     """
     path = Path(path)
     _check_plain(obj, "")
+    _check_finite_weights(obj, path)
     obj = _plain_copy(obj)
     if validate:
         _parse_v1(obj, path)

@@ -2,21 +2,37 @@
 
 ``taan-core train`` with no options trains a TAAN on the planted benchmark (about a minute on
 two CPU cores) into ``runs/planted-taan``; ``taan-core eval CHECKPOINT`` prints per-task metrics.
-User errors (bad options, unreadable files or checkpoints, data errors) print one line on
-stderr and exit with status 2; set ``TAAN_DEBUG=1`` to see the traceback instead.
+User errors (bad options, unreadable files or checkpoints, data errors, failed writes, a run
+folder locked by another training) print one line on stderr and exit with status 2; a training
+that diverged prints one line naming the epoch and the step and exits with status 1; Ctrl-C
+prints "interrupted" (with "continue with --resume" once an epoch is saved) and exits with
+status 130, at any moment. Set ``TAAN_DEBUG=1`` to see the traceback instead.
+
+``train`` prints the settings it resolved before it starts, one line per epoch, and at the end
+whether it stopped early, the best epoch and the files it wrote (only those that exist).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
-from typing import Annotated, Any, Optional
 
-import typer
+try:
+    import contextlib
+    import enum
+    import json
+    import os
+    import re
+    import signal
+    from pathlib import Path
+    from typing import Annotated, Any, Optional
 
-from taan_core.reproduce.budgets import PLANTED_STUDENT_TAAN
+    import typer
+
+    from taan_core._cli_console import print_settings, print_table, report
+    from taan_core.reproduce.budgets import PLANTED_STUDENT_TAAN
+except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at any later moment
+    print("taan-core: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
 
 __all__ = ["app", "main"]
 
@@ -24,6 +40,22 @@ DATASETS = ("planted", "digits", "exam", "youtube8m", "omniglot", "npz")
 MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched")
 REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 LOGS = ("none", "tensorboard")
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+    # typer shows an Enum's values in --help as a whole list and refuses anything else.
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+Dataset = _choices("Dataset", DATASETS)
+Model = _choices("Model", MODELS)
+Reg = _choices("Reg", REGS)
+Optimizer = _choices("Optimizer", ("adam", "adamw"))
+Schedule = _choices("Schedule", ("none", "cosine", "step"))
+Sampler = _choices("Sampler", ("balanced", "proportional"))
+GaussMeasure = _choices("GaussMeasure", ("standard", "data"))
+Split = _choices("Split", ("train", "val", "test"))
+Log = _choices("Log", LOGS)
 
 # Per-data-set defaults of the options the user did not give. planted is sized to train in about
 # a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
@@ -43,8 +75,17 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "npz": {"model": "taan", "hidden": [256, 256, 256], "hinges": 16, "epochs": 20, "batch_size": 32, "lr": 1e-3,
             "weight_decay": 0.0, "patience": 5, "schedule": "none"},
 }
-# Options that may accompany --resume: they extend or move a run without changing what it is.
-_RESUMABLE = {"epochs", "device", "threads", "out", "dataset", "model", "log"}
+# Options that may accompany --resume with any value: they extend or move a run without changing
+# what it is. Every other option must repeat the run's stored value.
+_RESUMABLE = {"epochs", "device", "threads", "out", "data", "log"}
+# Settings of the stored TrainConfig that options name one to one.
+_TRAIN_OPTIONS = ("batch_size", "sampler", "optimizer", "lr", "weight_decay", "schedule", "reg", "c", "measure",
+                  "patience", "shared_warmup", "amp", "compile", "deterministic", "seed")
+# Python names in library messages, and the options that set them.
+_OPTION_NAMES = {"data_path": "--data", "num_hinges": "--hinges", "val_fraction": "--val-fraction",
+                 "test_fraction": "--test-fraction", "batch_size": "--batch-size", "weight_decay": "--weight-decay",
+                 **{name: f"--{name}" for name in ("epochs", "lr", "c", "seed", "patience", "threads", "device",
+                                                   "hidden", "sampler", "optimizer", "schedule", "reg", "measure")}}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Train Task Adaptive Activation Networks and evaluate their checkpoints.")
@@ -54,10 +95,36 @@ class _UserError(Exception):
     """An error of the user's making: printed as one line, exit status 2."""
 
 
-def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
-    if value not in choices:
-        raise _UserError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+class _Interrupted(BaseException):
+    """SIGINT, raised past typer (which turns KeyboardInterrupt into a silent exit code)."""
+
+
+def _value(option: Any) -> Any:
+    return option.value if isinstance(option, enum.Enum) else option
+
+
+def _name_options(text: str) -> str:
+    """A library message in the words of the command line: "lr must" -> "--lr must"."""
+    text = re.sub(r"\bdata_path=", "--data ", text)
+    text = re.sub(r"\b(data_path|num_hinges|val_fraction|test_fraction|batch_size|weight_decay)\b",
+                  lambda m: _OPTION_NAMES[m[1]], text)
+    return re.sub(r"^(\w+)( must| and )", lambda m: _OPTION_NAMES.get(m[1], m[1]) + m[2], text)
+
+
+@contextlib.contextmanager
+def _as_options():
+    """Re-raise the ValueError/TypeError of library calls with the options' names."""
+    from taan_core.checkpoint import CheckpointError
+
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError) as err:
+        text = _name_options(" ".join(str(err).split()))
+        if text == " ".join(str(err).split()):
+            raise
+        raise _UserError(text) from err
 
 
 def _parse_hidden(text: str) -> list[int]:
@@ -85,66 +152,102 @@ def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit
     return overrides
 
 
+def _data_config(data: Path | None, val_fraction: float | None, test_fraction: float | None) -> dict:
+    config: dict[str, Any] = {}
+    if data is not None:
+        config["data_path"] = str(data)
+    if val_fraction is not None:
+        config["val_fraction"] = val_fraction
+    if test_fraction is not None:
+        config["test_fraction"] = test_fraction
+    return config
+
+
+# Set while a training runs, for the line printed on Ctrl-C.
+_RUN_OUT: Path | None = None
+
+
 @app.command()
 def train(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Option(help="Data set: " + "|".join(DATASETS))] = "planted",
+    dataset: Annotated[Optional[Dataset], typer.Option(help="Data set (default planted).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="File or folder of the data set (digits, exam and planted need none).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model: " + "|".join(MODELS) + " (default: taan, taan-conv for omniglot).")] = None,
-    reg: Annotated[Optional[str], typer.Option(help="Regulariser of the adaptive layers: " + "|".join(REGS) + " (default none).")] = None,
-    c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient (default 0.1).")] = None,
-    measure: Annotated[Optional[str], typer.Option(help="Gaussian measure of the cosine/distance regulariser: standard|data.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(
+        "--val-fraction", help="Share of every task's samples held out for validation (default: the data set's).")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(
+        "--test-fraction", help="Share of every task's samples held out for testing (default: the data set's).")] = None,
+    model: Annotated[Optional[Model], typer.Option(help="Model (default: taan, taan-conv for omniglot).")] = None,
+    reg: Annotated[Optional[Reg], typer.Option(help="Regulariser of the adaptive layers (default none).")] = None,
+    c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient, in [0, 1e6] (default 0.1).")] = None,
+    measure: Annotated[Optional[GaussMeasure], typer.Option(
+        help="Gaussian measure of the cosine/distance regulariser (default standard).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden widths, comma-separated (e.g. 64,64,64).")] = None,
     tree_from: Annotated[Optional[Path], typer.Option(
         "--tree-from", help="With --model branched: the TAAN checkpoint whose sharing tree the branches follow.")] = None,
     hinges: Annotated[Optional[int], typer.Option(help="Hinges M per adaptive layer.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum number of epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Samples per task per batch (balanced sampling).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay.")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam|adamw (default adam).")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: none|cosine|step.")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="Batch sampling: balanced|proportional (default balanced).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Samples per task per batch (balanced sampling); at most the largest task's training samples.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate, in (0, 1e6].")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay, in [0, 1e6].")] = None,
+    optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimiser (default adam).")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule.")] = None,
+    sampler: Annotated[Optional[Sampler], typer.Option(help="Batch sampling (default balanced).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs (0: off).")] = None,
     shared_warmup: Annotated[Optional[float], typer.Option(
-        help="Fraction of the epochs trained as hard sharing before the task activations adapt (default 0.1).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto|cpu|cuda|cuda:N|mps (default auto).")] = None,
+        help="Fraction of the epochs trained as hard sharing before the task activations adapt, in [0, 1) "
+             "(default 0.1; docs/training.md).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (default auto).")] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (default on).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile", help="Compile the model with torch.compile.")] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic", help="Deterministic algorithms only.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (0: torch's default; planted uses 1).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the model initialisation and the batch order (default 0).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<dataset>-<model>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed of the model initialisation and the batch order, in [0, 2**63 - 1] (default 0).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/DATASET-MODEL).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in --out from its last.pt; other options may be repeated with their "
+        "stored values, and only --epochs, --device, --threads and --data may change.")] = False,
+    allow_data_change: Annotated[bool, typer.Option(
+        "--allow-data-change", help="With --resume: continue although the data differ from the run's.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or per-epoch lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No settings, progress bar, per-epoch lines or summary.")] = False,
     seeds: Annotated[Optional[str], typer.Option(
         help="Train one run per seed into OUT/seed-K/ (e.g. 0,1,2,3,4 or 0-4); taan-viz consensus OUT combines them.")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help="With --seeds: seeds trained side by side, as separate processes sharing the CPU cores (default 1).")] = None,
-    log: Annotated[Optional[str], typer.Option(
-        help="Also log to: none|tensorboard (OUT/tensorboard; metrics.jsonl stays the record).")] = None,
+    log: Annotated[Optional[Log], typer.Option(
+        help="Also log to tensorboard (OUT/tensorboard; metrics.jsonl stays the record). Default none.")] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
+    global _RUN_OUT
     if seeds is not None or workers is not None:
         from taan_core._multiseed import train_many
 
-        return train_many(ctx, seeds, workers, seed=seed, out=out, dataset=dataset, model=model)
-    options = {k: v for k, v in locals().items()
-               if v is not None and k not in ("resume", "overwrite", "quiet", "ctx", "seeds", "workers")}
-    dataset = _choice(dataset, DATASETS, "--dataset")
+        return train_many(ctx, seeds, workers, seed=seed, out=out, dataset=_value(dataset) or "planted",
+                          model=_value(model))
+    options = {k: _value(v) for k, v in locals().items()
+               if v is not None and k not in ("resume", "overwrite", "quiet", "allow_data_change", "ctx", "seeds",
+                                               "workers")}
+    log = _value(log) or "none"
+    dataset = _value(dataset) or "planted"
     defaults = _DEFAULTS[dataset]
-    model = _choice(model or defaults["model"], MODELS, "--model")
+    model = _value(model) or defaults["model"]
     out = out if out is not None else Path("runs") / f"{dataset}-{model}"
     if resume and overwrite:
         raise _UserError("--resume and --overwrite exclude each other")
+    if allow_data_change and not resume:
+        raise _UserError("--allow-data-change applies only with --resume")
+    _RUN_OUT = out
+    from taan_core._training import check_run_dir
+
+    check_run_dir(out, overwrite=overwrite, resume=resume)  # before the data load and the settings
+    if log == "tensorboard":
+        from taan_core._tensorboard import _writer_class
+
+        _writer_class()  # a missing package is an error now, not after loading the data
     if resume:
-        changed = sorted(set(options) - _RESUMABLE)
-        if changed:
-            raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device, "
-                             f"--threads and --quiet may change, got --{changed[0].replace('_', '-')}")
-        return _resume(out, epochs=epochs, device=device or "auto", threads=threads, quiet=quiet,
-                       log=_choice(log or "none", LOGS, "--log"))
+        return _resume(out, options, allow_data_change=allow_data_change, quiet=quiet, log=log)
 
     import torch
 
@@ -152,65 +255,94 @@ def train(
     from taan_core.models import build_model
     from taan_core.train import TrainConfig, Trainer, resolve_device
 
-    reg = _choice(reg or "none", REGS, "--reg")
-    log = _choice(log or "none", LOGS, "--log")
-    if log == "tensorboard":
-        from taan_core._tensorboard import _writer_class
-
-        _writer_class()  # a missing package is an error now, not after loading the data
+    reg = _value(reg) or "none"
     if (model == "branched") != (tree_from is not None):
         raise _UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
     if hinges is not None and model == "branched":
         raise _UserError("--hinges applies to models with task-adaptive activations (taan, taan-conv), not 'branched'")
     pick = lambda value, key: value if value is not None else defaults[key]  # noqa: E731
-    config = TrainConfig(
-        epochs=pick(epochs, "epochs"), batch_size=pick(batch_size, "batch_size"), sampler=sampler or "balanced",
-        optimizer=optimizer or "adam", lr=pick(lr, "lr"), weight_decay=pick(weight_decay, "weight_decay"),
-        schedule=pick(schedule, "schedule"), reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0,
-        measure=measure or "standard", patience=pick(patience, "patience"),
-        shared_warmup=0.1 if shared_warmup is None else shared_warmup, device=device or "auto",
-        amp=True if amp is None else amp, compile=bool(compile), deterministic=bool(deterministic),
-        threads=threads if threads is not None else defaults.get("threads", 0),
-        seed=0 if seed is None else seed, out=str(out), quiet=quiet,
-    )
-    resolve_device(config.device)
-    _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
-    data_set = load_dataset(dataset, data_path=str(data) if data is not None else None)
+    with _as_options():
+        config = TrainConfig(
+            epochs=pick(epochs, "epochs"), batch_size=pick(batch_size, "batch_size"),
+            sampler=_value(sampler) or "balanced", optimizer=_value(optimizer) or "adam", lr=pick(lr, "lr"),
+            weight_decay=pick(weight_decay, "weight_decay"), schedule=_value(schedule) or defaults["schedule"],
+            reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0, measure=_value(measure) or "standard",
+            patience=pick(patience, "patience"), shared_warmup=0.1 if shared_warmup is None else shared_warmup,
+            device=device or "auto", amp=True if amp is None else amp,
+            compile=bool(compile), deterministic=bool(deterministic),
+            threads=threads if threads is not None else defaults.get("threads", 0),
+            seed=0 if seed is None else seed, out=str(out), quiet=quiet,
+        )
+        resolve_device(config.device)
+        _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
+        data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction))
     # The planted student is twice as wide as its teacher (16 units): a narrower student fits it
     # poorly and a wider one (64) recovers its tree less often (docs/data.md).
     widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
-    if model == "branched":
-        # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
-        from taan_core.reproduce.tree import branched_overrides
+    with _as_options():
+        if model == "branched":
+            # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
+            from taan_core.reproduce.tree import branched_overrides
 
-        overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
-    else:
-        overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
-                                     explicit_hinges=hinges is not None)
-        if model == "taan":
-            overrides.update(defaults.get("taan", {}))
-    torch.manual_seed(config.seed)
-    net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
-    result = _fit(Trainer, net, data_set, config, log, overwrite=overwrite)
-    _report(result, quiet)
+            overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
+        else:
+            overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
+                                         explicit_hinges=hinges is not None)
+            if model == "taan":
+                overrides.update(defaults.get("taan", {}))
+        torch.manual_seed(config.seed)
+        net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
+        trainer = Trainer(net, data_set, config)
+    print_settings(model, net, data_set, config, quiet, resumed_from=None)
+    with _as_options():
+        result = _fit(trainer, log, overwrite=overwrite)
+    report(result, data_set, config, quiet)
 
 
-def _fit(trainer_class, net, data_set, config, log: str, **fit_options):
+def _fit(trainer, log: str, **fit_options):
     if log != "tensorboard":
-        return trainer_class(net, data_set, config).fit(**fit_options)
+        return trainer.fit(**fit_options)
     from taan_core._tensorboard import TensorBoardLogger
 
-    logger = TensorBoardLogger(Path(config.out) / "tensorboard")
+    logger = TensorBoardLogger(Path(trainer.config.out) / "tensorboard")
     if fit_options.get("overwrite"):
         logger.clear()
+    trainer.on_epoch = logger.on_epoch
     try:
-        return trainer_class(net, data_set, config, on_epoch=logger.on_epoch).fit(**fit_options)
+        return trainer.fit(**fit_options)
     finally:
         logger.close()
 
 
-def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, quiet: bool,
-            log: str = "none") -> None:
+def _stored_options(raw: dict) -> dict[str, Any]:
+    """The values the run's options had, from its checkpoint, keyed like the train() arguments."""
+    from taan_core.models import MODELS as registry
+
+    stored = dict((raw.get("extra") or {}).get("train_config") or {})
+    values: dict[str, Any] = {k: stored.get(k) for k in _TRAIN_OPTIONS}
+    model_config = raw["model"]["config"]
+    data = raw.get("data") or {}
+    names = [name for name, cls in registry.items() if cls.__name__ == raw["model"]["class"]]
+    values["model"] = names[0] if names else raw["model"]["class"]
+    values["dataset"] = data.get("name")
+    values["hidden"] = model_config.get("hidden")
+    values["hinges"] = model_config.get("num_hinges")
+    for key in ("val_fraction", "test_fraction"):
+        values[key] = (data.get("config") or {}).get(key)
+    return values
+
+
+def _same(option: str, given: Any, stored: Any) -> bool:
+    if option == "hidden":
+        return _parse_hidden(given) == list(stored or [])
+    if isinstance(given, bool) or isinstance(stored, bool):
+        return given is stored or (option == "compile" and given == bool(stored))
+    if isinstance(given, (int, float)) and isinstance(stored, (int, float)):
+        return float(given) == float(stored)
+    return given == stored
+
+
+def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet: bool, log: str = "none") -> None:
     import dataclasses
 
     from taan_core.checkpoint import CheckpointError, load_checkpoint
@@ -226,78 +358,85 @@ def _resume(out: Path, *, epochs: int | None, device: str, threads: int | None, 
     stored = (raw or {}).get("extra", {}).get("train_config")
     if raw is None or not isinstance(stored, dict):
         raise CheckpointError(f"{last}: extra.train_config: expected the training configuration of the run")
+    if "tree_from" in given:
+        raise _UserError("--resume continues a run with its stored settings; --tree-from cannot be given again "
+                         "(the branches are stored in the run)")
+    run = _stored_options(raw)
+    for option in sorted(set(given) - _RESUMABLE):
+        if not _same(option, given[option], run.get(option)):
+            flag = _OPTION_NAMES.get(option, "--" + option.replace("_", "-"))
+            raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device, "
+                             f"--threads and --quiet may change, got {flag} {given[option]} (the run has "
+                             f"{run.get(option)})")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in stored.items() if k in names}
-    settings.update(device=device, quiet=quiet, out=str(out))
-    if epochs is not None:
-        settings["epochs"] = epochs
-    if threads is not None:
-        settings["threads"] = threads
-    config = TrainConfig(**settings)
+    settings.update(device=given.get("device", "auto"), quiet=quiet, out=str(out))
+    for key in ("epochs", "threads"):
+        if key in given:
+            settings[key] = given[key]
     data_config = dict(ckpt.data.get("config") or {})
-    data_set = load_dataset(ckpt.data["name"], **data_config)
-    net = model_from_config(raw["model"]["class"], dict(raw["model"]["config"]))
-    result = _fit(Trainer, net, data_set, config, log, resume=True)
-    _report(result, quiet)
-
-
-def _report(result, quiet: bool) -> None:
-    if quiet:
-        return
-    from rich.console import Console
-
-    console = Console(stderr=True, highlight=False)
-    console.print(f"best epoch {result.best_epoch} of {result.epochs}: val main {result.best_main:.4f} "
-                  f"({result.seconds:.1f}s); wrote {result.checkpoint}")
+    if "data" in given:
+        data_config["data_path"] = str(given["data"])
+    with _as_options():
+        config = TrainConfig(**settings)
+        data_set = load_dataset(ckpt.data["name"], **data_config)
+        net = model_from_config(raw["model"]["class"], dict(raw["model"]["config"]))
+        trainer = Trainer(net, data_set, config)
+    print_settings(run["model"], net, data_set, config, quiet, resumed_from=int(raw["epoch"]))
+    with _as_options():
+        result = _fit(trainer, log, resume=True, allow_data_change=allow_data_change)
+    report(result, data_set, config, quiet)
 
 
 @app.command("eval")
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt (or a run folder).")],
-    split: Annotated[str, typer.Option(help="Split to evaluate: train|val|test.")] = "test",
+    split: Annotated[Split, typer.Option(help="Split to evaluate.")] = Split("test"),
     data: Annotated[Optional[Path], typer.Option(help="Data location, if it moved since training.")] = None,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 1024,
-    device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N|mps")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
-    dataset: Annotated[Optional[str], typer.Option(
-        help="Data set, for a checkpoint that names none (an imported state_dict): " + "|".join(DATASETS))] = None,
+    dataset: Annotated[Optional[Dataset], typer.Option(
+        help="Data set, for a checkpoint that names none (an imported state_dict).")] = None,
     save: Annotated[Optional[Path], typer.Option(
         help="Also write a taan checkpoint of the model with its pre-activation statistics measured on this split "
              "(the data measure of taan-viz; for imported state_dicts).")] = None,
 ) -> None:
     """Print the per-task metrics of a checkpoint's model on a split of its data set."""
+    from taan_core._training import _json_safe
     from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
     from taan_core.data import load_dataset
     from taan_core.metrics import evaluate
     from taan_core.train import resolve_device
 
-    split = _choice(split, ("train", "val", "test"), "--split")
+    split = _value(split)
     ckpt = load_checkpoint(checkpoint)
     net = model_from_checkpoint(ckpt)
     data_config = dict(ckpt.data.get("config") or {})
     if data is not None:
         data_config["data_path"] = str(data)
-    name = _choice(dataset, DATASETS, "--dataset") if dataset is not None else ckpt.data["name"]
+    name = _value(dataset) or ckpt.data.get("name")
     if name not in DATASETS:
-        raise _UserError(f"{ckpt.path}: the checkpoint names no data set; pass --dataset ({'|'.join(DATASETS)})")
-    data_set = load_dataset(name, **data_config)
-    _check_tasks(ckpt, data_set)
-    dev = resolve_device(device)
-    if save is None:
-        result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
-    else:
-        from taan_core.adapt import record_statistics
-        from taan_core.checkpoint import save as save_model
-
-        with record_statistics(net):
+        raise _UserError(f"{ckpt.path}: the checkpoint names no data set; pass --dataset ({', '.join(DATASETS)})")
+    with _as_options():
+        data_set = load_dataset(name, **data_config)
+        _check_tasks(ckpt, data_set)
+        dev = resolve_device(device)
+        if save is None:
             result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
-        save_model(net, save, task_names=ckpt.task_names, epoch=int((ckpt.raw or {}).get("epoch", 0)),
-                   metrics=list(ckpt.metrics), data={"name": data_set.name, "config": dict(data_set.config)})
-        print(f"wrote {save}", file=sys.stderr)
+        else:
+            from taan_core.adapt import record_statistics
+            from taan_core.checkpoint import save as save_model
+
+            with record_statistics(net):
+                result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
+            save_model(net, save, task_names=ckpt.task_names, epoch=int((ckpt.raw or {}).get("epoch", 0)),
+                       metrics=list(ckpt.metrics), data={"name": data_set.name, "config": dict(data_set.config)})
+            print(f"wrote {save}", file=sys.stderr)
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(_json_safe(result), indent=2, allow_nan=False))
         return
-    _print_table(result, ckpt, split)
+    print_table(result, data_set.tasks, ckpt, split)
 
 
 def _check_tasks(ckpt, data_set) -> None:
@@ -308,25 +447,6 @@ def _check_tasks(ckpt, data_set) -> None:
         raise _UserError(f"{ckpt.path}: the checkpoint's {len(ckpt.task_names)} tasks "
                          f"({', '.join(ckpt.task_names[:4])}{', ...' if len(ckpt.task_names) > 4 else ''}) are not "
                          f"the {len(names)} tasks of the data set ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
-
-
-def _print_table(result: dict, ckpt, split: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    per_task = result["per_task"]
-    metrics = list(next(iter(per_task.values())).keys()) if per_task else []
-    table = Table(title=f"{ckpt.path} ({ckpt.data.get('name')}, {split} split, epoch {ckpt.raw.get('epoch')})")
-    table.add_column("task")
-    for name in metrics:
-        table.add_column(name, justify="right")
-    for task, values in per_task.items():
-        table.add_row(task, *(f"{values.get(name, float('nan')):.4f}" for name in metrics))
-    table.add_section()
-    table.add_row("mean", *(f"{result['mean'].get(name, float('nan')):.4f}" for name in metrics), style="bold")
-    console = Console(highlight=False)
-    console.print(table)
-    console.print(f"main: {result['main']:.4f}")
 
 
 def _one_line(err: BaseException) -> str:
@@ -346,9 +466,40 @@ def _click_exception(name: str) -> type[BaseException]:
     return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
 
 
+def _on_sigint(signum, frame) -> None:
+    raise _Interrupted
+
+
+def _interrupted() -> None:
+    resumable = _RUN_OUT is not None and (_RUN_OUT / "last.pt").is_file()
+    print("taan-core: interrupted" + (" (continue with --resume)" if resumable else ""), file=sys.stderr)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``taan-core``: runs the app, turning user errors into one line and exit 2."""
+    """Entry point of ``taan-core``: runs the app, turning user errors into one line and exit 2.
+
+    Exit status: 0 on success, 2 for a user error (one line on stderr), 1 when training diverged
+    (one line naming the epoch and the step), 130 on Ctrl-C (one line).
+    """
+    global _RUN_OUT
+    _RUN_OUT = None
+    try:
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        _run(argv)
+    except (_Interrupted, KeyboardInterrupt):
+        _interrupted()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv: list[str] | None) -> None:
     from taan_core.checkpoint import CheckpointError
+    from taan_core.train import TrainingDivergedError
 
     usage_error = _click_exception("UsageError")
     user_errors: tuple[type[BaseException], ...] = (_UserError, CheckpointError, ValueError, TypeError, OSError,
@@ -357,19 +508,29 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=args or ["--help"], prog_name="taan-core", standalone_mode=False)
     except usage_error as err:
-        print(f"taan-core: error: {_one_line(err.format_message())}", file=sys.stderr)
+        # typer words Enum refusals "Value error, 'x' is not one of ..."; the option name is enough.
+        print(f"taan-core: error: {_one_line(err.format_message()).replace('Value error, ', '')}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
-        print("taan-core: aborted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("taan-core: interrupted (continue with --resume)", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
+    except TrainingDivergedError as err:
+        if os.environ.get("TAAN_DEBUG"):
+            raise
+        print(f"taan-core: error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(1)
+    except MemoryError as err:
+        if os.environ.get("TAAN_DEBUG"):
+            raise
+        print(f"taan-core: error: out of memory ({_one_line(err) if str(err) else 'MemoryError'}); use a smaller "
+              "data set, batch or model", file=sys.stderr)
+        sys.exit(2)
     except user_errors as err:
         if os.environ.get("TAAN_DEBUG"):
             raise
         print(f"taan-core: error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
+    if code == 130:  # typer's answer to a KeyboardInterrupt it caught itself
+        _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
 
 

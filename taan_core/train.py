@@ -6,6 +6,12 @@ after every epoch evaluates the validation split, snapshots every adaptive layer
 hinges, appends a line to ``metrics.jsonl``, writes ``last.pt`` and, when the validation
 ``main`` metric improved, ``checkpoint.pt`` (see ``docs/checkpoint-format.md``).
 
+Training stops with ``TrainingDivergedError`` at the first non-finite loss or weight, naming the
+epoch and the step; nothing of that epoch is written, and ``save_checkpoint`` refuses non-finite
+weights in any case. While ``fit`` runs, the run folder is locked (``RunLock``): a second
+training into it is refused. ``last.pt`` stores a fingerprint of the data, and ``fit(resume=True)``
+refuses data that changed since (unless ``allow_data_change``).
+
 A run is reproducible: ``fit(resume=True)`` continues from ``last.pt`` with the optimiser,
 schedule, random states and sampler state, so on CPU an interrupted run (even one killed in the
 middle of an epoch) ends with exactly the coordinates of an uninterrupted one. Under torchrun
@@ -17,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -28,6 +33,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from taan_core._atomic import remove_stale_temporaries
 from taan_core._distributed import (
     _all_sum,
     _average_buffers,
@@ -41,18 +47,31 @@ from taan_core._distributed import (
 from taan_core._train_config import TrainConfig, TrainResult
 from taan_core._training import (
     RUN_FILES,
+    RunLock,
+    RunLockedError,
+    _append_jsonl,
     _per_sample_loss,
     _plain,
     _rng_state,
     _seed_everything,
     _set_rng_state,
     _write_jsonl,
+    data_fingerprint,
     prepare_run_dir,
     resolve_device,
 )
 from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
 
-__all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "Trainer", "prepare_run_dir", "resolve_device"]
+__all__ = ["RUN_FILES", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "Trainer", "TrainingDivergedError",
+           "data_fingerprint", "prepare_run_dir", "resolve_device"]
+
+# On accelerators the loss is checked for NaN every this many steps (a check waits for the
+# device); on CPU it is checked at every step, before the optimiser sees it.
+_FINITE_CHECK_EVERY = 32
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN or infinite; one line naming the epoch and the step."""
 
 # ------------------------------------------------------------------------------ the trainer
 
@@ -112,6 +131,7 @@ class Trainer:
                 raise ValueError(f"layer {name} has {act.alpha.shape[0]} tasks, the data set {num_tasks}")
         if config.task_weights is not None and len(config.task_weights) != num_tasks:
             raise ValueError(f"task_weights must have T = {num_tasks} values, got {len(config.task_weights)}")
+        _check_batch_size(data.split("train"), config.batch_size, config.sampler)
         self.out = Path(config.out)
         self.epoch = 0
         self.step = 0
@@ -121,6 +141,7 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self._best: dict | None = None
+        self._fingerprint: str | None = None
 
     # -------------------------------------------------------------------------- setup
 
@@ -180,10 +201,11 @@ class Trainer:
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
             rng=_rng_state(self.device), sampler=self.sampler.state_dict(),
             extra={"train_config": dataclasses.asdict(self.config), "best_epoch": self.best_epoch,
-                   "best_main": self.best_main, "bad_epochs": self.bad_epochs, "world_size": world.size},
+                   "best_main": self.best_main, "bad_epochs": self.bad_epochs, "world_size": world.size,
+                   "data_fingerprint": self._fingerprint},
         )
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self, path: Path, allow_data_change: bool = False) -> None:
         ckpt = load_checkpoint(path)
         raw = ckpt.raw
         if raw is None:
@@ -196,6 +218,11 @@ class Trainer:
         if ckpt.task_names != self.data.task_names or ckpt.data.get("name") != self.data.name:
             raise ValueError(f"cannot resume from {path}: it was trained on {ckpt.data.get('name')!r} with tasks "
                              f"{ckpt.task_names}, this run uses {self.data.name!r} with tasks {self.data.task_names}")
+        stored = (raw.get("extra") or {}).get("data_fingerprint")
+        if stored is not None and stored != self._fingerprint and not allow_data_change:
+            raise ValueError(f"cannot resume from {path}: the data changed since the run started (fingerprint "
+                             f"{stored}, now {self._fingerprint}); pass --allow-data-change (allow_data_change=True) "
+                             "to continue on the new data")
         for key in ("optimizer", "rng", "sampler"):
             if raw.get(key) is None:
                 raise CheckpointError(f"{path}: {key}: expected resume state, got None")
@@ -223,7 +250,8 @@ class Trainer:
 
     # -------------------------------------------------------------------------- training
 
-    def fit(self, *, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> TrainResult:
+    def fit(self, *, resume: bool = False, overwrite: bool = False, stop_after: int | None = None,
+            allow_data_change: bool = False) -> TrainResult:
         """Train until ``config.epochs`` or early stopping.
 
         Parameters
@@ -235,10 +263,23 @@ class Trainer:
         stop_after : int, optional
             Return after this many epochs of this call, as an interruption would (the run can be
             resumed later and ends as if it had not stopped).
+        allow_data_change : bool
+            With ``resume``: continue even if the data's fingerprint differs from the stored one.
 
         Returns
         -------
         TrainResult
+
+        Raises
+        ------
+        RunLockedError
+            Another live process trains into ``config.out``.
+        TrainingDivergedError
+            A non-finite loss or weight; the files of the last completed epoch stay as they were.
+
+        Notes
+        -----
+        Folders that ``fit`` created are removed again when it fails before writing anything.
         """
         cfg = self.config
         start = time.perf_counter()
@@ -246,13 +287,17 @@ class Trainer:
         threads = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        lock: RunLock | None = None
+        created: list[Path] = []
         try:
             if world.is_main:
+                created, lock = self._lock_run_dir()
                 prepare_run_dir(self.out, overwrite=overwrite, resume=resume)
             _barrier(world)
             self._setup(world)
+            self._fingerprint = data_fingerprint(self.data)
             if resume:
-                self._restore(self.out / "last.pt")
+                self._restore(self.out / "last.pt", allow_data_change=allow_data_change)
                 if world.is_main:
                     _write_jsonl(self.out / "metrics.jsonl", self.metrics)
             else:
@@ -272,10 +317,39 @@ class Trainer:
             _barrier(world)
         finally:
             torch.set_num_threads(threads)
+            if lock is not None:
+                lock.release()
+            # Only empty folders go, deepest first: a run that wrote any file keeps its folder.
+            for folder in reversed(created):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
             _teardown_world(world)
         return TrainResult(out=self.out, epochs=self.epoch, steps=self.step, best_epoch=self.best_epoch,
                            best_main=self.best_main, stopped_early=stopped, seconds=time.perf_counter() - start,
                            metrics=list(self.metrics))
+
+    def _lock_run_dir(self) -> tuple[list[Path], RunLock]:
+        """Create the run folder if needed and lock it; returns the folders created and the lock."""
+        if self.out.exists() and not self.out.is_dir():
+            raise FileExistsError(f"{self.out} exists and is not a folder")
+        created = []
+        folder = self.out.absolute()
+        while not folder.exists():
+            created.append(folder)
+            folder = folder.parent
+        created.reverse()
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = RunLock(self.out).acquire()
+        except BaseException:
+            for made in reversed(created):
+                made.rmdir()
+            raise
+        # Holding the lock, no live trainer writes here: temporaries of the run files are leftovers.
+        remove_stale_temporaries(self.out, names=RUN_FILES)
+        return created, lock
 
     def _progress(self, world: _World):
         from taan_core._progress import EpochProgress
@@ -318,12 +392,23 @@ class Trainer:
         task_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         reg_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         batches = 0
-        progress.start_epoch(epoch, cfg.epochs, len(self.sampler))
+        num_batches = len(self.sampler)
+        # The first non-finite step of the epoch and its loss terms, kept on the device so that
+        # accelerators need not wait for every step's loss.
+        first_bad = torch.zeros((), dtype=torch.long, device=self.device)
+        bad_terms = torch.zeros(2, device=self.device)
+        progress.start_epoch(epoch, cfg.epochs, num_batches)
         for b, (task, index) in enumerate(self.sampler):
             loss, reg = self._batch_loss(task, index, world)
-            self.optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; the data term is a sum over ranks, hence * size.
-            (loss * world.size + reg).backward()
+            total = loss * world.size + reg
+            new = (first_bad == 0) & ~torch.isfinite(total.detach())
+            first_bad = torch.where(new, b + 1, first_bad)
+            bad_terms = torch.where(new, torch.stack([loss.detach().float(), reg.detach().float()]), bad_terms)
+            if self.device.type == "cpu" or (b + 1) % _FINITE_CHECK_EVERY == 0 or b + 1 == num_batches:
+                self._check_finite(first_bad, bad_terms, epoch, num_batches, world)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
             if epoch <= cfg.warmup_epochs:
                 # No gradient (rather than a zero one) leaves Adam's moments of the coefficients
                 # untouched, so they start fresh when adaptation begins.
@@ -340,6 +425,7 @@ class Trainer:
             progress.advance(lambda: float(loss.detach()) * world.size + float(reg.detach()))
             if self.on_step is not None:
                 self.on_step(self, epoch, b)
+        self._check_finite(first_bad, bad_terms, epoch, num_batches, world, weights=True)
         task_total, = _all_sum([float(task_sum)], world, self.device)
         task_loss = task_total / max(batches, 1)
         reg_loss = float(reg_sum) / max(batches, 1)
@@ -367,12 +453,44 @@ class Trainer:
                 save_checkpoint(ckpt, self.out / "checkpoint.pt")
                 self._best = ckpt
             save_checkpoint(ckpt, self.out / "last.pt")
-            with open(self.out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-                fh.flush()
+            _append_jsonl(self.out / "metrics.jsonl", record)
             if self.on_epoch is not None:
                 self.on_epoch(self, record)
         _barrier(world)
+
+    def _check_finite(self, first_bad: Tensor, terms: Tensor, epoch: int, num_batches: int, world: _World,
+                      weights: bool = False) -> None:
+        """Raise TrainingDivergedError if a step of this epoch had a non-finite loss (or, with
+        ``weights``, if a weight is non-finite); every rank raises together."""
+        step = int(first_bad)
+        broken = ""
+        if weights and not step:
+            for name, value in self.model.state_dict().items():
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    broken = name
+                    break
+        # One collective on every rank, so that all ranks stop together.
+        steps, broken_ranks = _all_sum([float(step), float(bool(broken))], world, self.device)
+        step = step or int(steps)
+        broken = broken or ("a weight" if broken_ranks else "")
+        if not step and not broken:
+            return
+        kept = (f"{self.out} keeps epoch {self.epoch}" if self.epoch else "no epoch was completed, nothing was saved")
+        if broken:
+            raise TrainingDivergedError(
+                f"training diverged in epoch {epoch}: the weights ({broken}) became NaN or infinite although the "
+                f"loss stayed finite; lower the learning rate (lr {self.config.lr:g}); {kept}")
+        loss, reg = (float(v) for v in terms)
+        value = f"loss {loss:g}" + (f", regulariser {reg:g}" if self.config.reg != "none" else "")
+        if math.isfinite(loss) and not math.isfinite(reg):
+            cause = f"the regulariser overflowed: lower its coefficient (c {self.config.c:g})"
+        elif epoch == 1 and step == 1:
+            cause = "the first batch, before any update, is already non-finite: check the data for NaN or inf values"
+        else:
+            cause = (f"the learning rate (lr {self.config.lr:g}) is probably too high; lower it, or check the data "
+                     "for extreme values")
+        raise TrainingDivergedError(f"training diverged at epoch {epoch}, step {step} of {num_batches} ({value}): "
+                                    f"{cause}; {kept}")
 
     @torch.no_grad()
     def _evaluate(self) -> dict:
@@ -385,3 +503,14 @@ class Trainer:
         finally:
             self.model.train(was_training)
         return _plain(result)
+
+
+def _check_batch_size(split, batch_size: int, mode: str) -> None:
+    """Refuse a batch larger than the training data: the sampler would cycle the data to fill it
+    (a batch of 1e8 takes minutes to draw), which no one means."""
+    counts = [split.num_samples(t) for t in range(split.num_tasks)]
+    limit = max(counts, default=0) if mode == "balanced" else sum(counts)
+    if batch_size > limit:
+        what = (f"the largest task has {limit} training samples (balanced batches take batch_size samples of "
+                "every task)" if mode == "balanced" else f"the training split has {limit} samples")
+        raise ValueError(f"batch_size must be at most the size of the training data, got {batch_size}: {what}")

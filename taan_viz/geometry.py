@@ -204,6 +204,11 @@ def layer_geometry(alpha, hinges, mu: float = 0.0, sigma: float = 1.0, name: str
     Returns
     -------
     LayerGeometry
+
+    Raises
+    ------
+    ValueError
+        When the measure makes the geometry non-finite (sigma far too small for the hinges).
     """
     import torch
 
@@ -215,5 +220,10 @@ def layer_geometry(alpha, hinges, mu: float = 0.0, sigma: float = 1.0, name: str
         inner = inner_product_matrix(a, h, mu, sigma).numpy()
         sq = distance_matrix(a, h, mu, sigma, squared=True).numpy()
         cos = cosine_matrix(a, h, mu, sigma).numpy()
+    if not (np.isfinite(inner).all() and np.isfinite(sq).all()):
+        # A tiny sigma (e.g. 1e-300 in a checkpoint or --measure) overflows the standardised hinges.
+        raise ValueError(f"layer {name}: the activations' geometry under the measure N({mu:g}, {sigma:g}²) is not "
+                         f"finite: sigma is too small (or mu too far) for hinges in [{h.min().item():g}, "
+                         f"{h.max().item():g}]; choose another measure (--measure standard or MU,SIGMA)")
     return LayerGeometry(name=name, mu=float(mu), sigma=float(sigma), alpha=a.numpy(), hinges=h.numpy(),
                          inner_product=inner, distance=np.sqrt(sq), squared_distance=sq, cosine=cos)

@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from taan_core._training import data_fingerprint  # re-exported: the study's records use it
+
 __all__ = ["data_fingerprint", "load_study_data", "run_one", "time_models", "time_one"]
 
 _INFERENCE_REPEATS = 5
@@ -49,24 +51,6 @@ def _load_data(name: str, data_path: str | None, config_json: str):
 def load_study_data(spec: dict):
     """The data set of a run spec (cached per process: every run of a data set shares it)."""
     return _load_data(spec["dataset"], spec.get("data_path"), json.dumps(spec.get("data_config") or {}, sort_keys=True))
-
-
-def data_fingerprint(data, samples: int = 64) -> str:
-    """A short hash of a data set: its tasks, split sizes and the first ``samples`` samples of
-    every task and split (all of a small in-memory data set, a cheap sample of a large one)."""
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps([data.name, list(data.task_names), list(data.input_shape)]).encode())
-    for which in ("train", "val", "test"):
-        split = data.split(which)
-        for t in range(split.num_tasks):
-            n = split.num_samples(t)
-            digest.update(f"{which}/{t}/{n}".encode())
-            if n:
-                x, y = split.get(t, torch.arange(min(n, samples)))
-                digest.update(x.contiguous().numpy().tobytes())
-                digest.update(y.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _build(spec: dict, data) -> torch.nn.Module:

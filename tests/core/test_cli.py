@@ -104,9 +104,9 @@ def test_resume_through_the_cli_extends_the_run(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["train", "--dataset", "mnist"], "--dataset must be one of planted, digits"),
-    (["train", "--model", "resnet"], "--model must be one of taan, taan-conv"),
-    (["train", "--reg", "l1"], "--reg must be one of none, tracenorm"),
+    (["train", "--dataset", "mnist"], "Invalid value for '--dataset': 'mnist' is not one of 'planted', 'digits'"),
+    (["train", "--model", "resnet"], "Invalid value for '--model': 'resnet' is not one of 'taan', 'taan-conv'"),
+    (["train", "--reg", "l1"], "Invalid value for '--reg': 'l1' is not one of 'none', 'tracenorm'"),
     (["train", "--hidden", "64,x"], "--hidden must be comma-separated positive ints"),
     (["train", "--hidden", "0"], "--hidden must be comma-separated positive ints"),
     (["train", "--model", "hard", "--hinges", "4"], "--hinges applies to models with task-adaptive"),

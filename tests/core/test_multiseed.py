@@ -37,7 +37,7 @@ def test_parse_seeds_errors(text, match):
     (["--workers", "2"], "--workers applies only with --seeds"),
     (["--seeds", "0,1", "--seed", "3"], "--seed and --seeds exclude each other"),
     (["--seeds", "0,1", "--workers", "0"], "--workers must be an int >= 1, got 0"),
-    (["--seeds", "0", "--dataset", "nope"], "--dataset must be one of"),
+    (["--seeds", "0", "--dataset", "nope"], "Invalid value for '--dataset': 'nope' is not one of"),
 ])
 def test_seed_option_errors_are_one_line(capsys, tmp_path, args, match):
     code, out, err = _cli(capsys, "train", *args, "--out", str(tmp_path / "runs"))

@@ -117,4 +117,4 @@ def test_missing_tensorboard_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run").exists()
     with pytest.raises(SystemExit) as info:
         main(["train", "--quiet", "--out", str(tmp_path / "run"), "--log", "wandb"])
-    assert info.value.code == 2 and "--log must be one of none, tensorboard, got 'wandb'" in capsys.readouterr().err
+    assert info.value.code == 2 and "Invalid value for '--log': 'wandb' is not one of 'none', 'tensorboard'" in capsys.readouterr().err
