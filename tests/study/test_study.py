@@ -11,18 +11,17 @@ import torch
 
 from taan_core.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from taan_core.models import TAAN, HardShare, MLPConfig, TAANConfig
-from taan_core.reproduce import (
+from taan_core.models.branched import branched_overrides
+from taan_core.relatedness import planted_ari, sharing_groups, tree_from_checkpoint
+from taan_study import (
     BRANCHED_VARIANTS,
     VARIANTS,
-    branched_overrides,
+    StudyConfig,
     format_tables,
-    planted_ari,
     run_study,
     select_coefficients,
-    sharing_groups,
-    tree_from_checkpoint,
 )
-from taan_core.reproduce import figures as figures_module
+from taan_study import figures as figures_module
 
 # ---------------------------------------------------------------------------------- trees
 
@@ -134,8 +133,8 @@ _TINY = {"planted": {"data_config": {"samples_per_task": 40, "num_tasks": 4, "gr
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     lines: list[str] = []
-    results = run_study(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY, workers=1,
-                        timing_repeats=1, figures=False, log=lines.append)
+    results = run_study(StudyConfig(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY,
+                                    workers=1, timing_repeats=1, figures=False), log=lines.append)
     return out, results, lines
 
 
@@ -199,8 +198,8 @@ def test_study_tables(study):
 
 @pytest.mark.slow
 def test_insert_tables_into_document(study, tmp_path):
-    from taan_core.reproduce import insert_tables
-    from taan_core.reproduce.tables import BEGIN_MARK, END_MARK
+    from taan_study import insert_tables
+    from taan_study.tables import BEGIN_MARK, END_MARK
 
     _, results, _ = study
     doc = tmp_path / "results.md"
@@ -221,8 +220,8 @@ def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
     out, results, _ = study
     source = out / "runs/planted/taan-cosine-c0.1-s0/checkpoint.pt"
     lines: list[str] = []
-    again = run_study(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY, workers=1,
-                      timing_repeats=0, figures=False, tree_from=source, log=lines.append)
+    again = run_study(StudyConfig(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY,
+                                  workers=1, timing_repeats=0, figures=False, tree_from=source), log=lines.append)
     # Only the branched networks are trained again (their tree changed); the rest is reused.
     assert len(lines) == 4
     branched = [r for r in again["runs"] if r["model"].startswith("Branched")]
@@ -234,7 +233,10 @@ def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
 
 
 def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
-    monkeypatch.setattr(figures_module, "_taan_viz_command", lambda: None)
+    def no_viz(checkpoint):
+        raise ImportError("No module named 'taan_viz'")
+
+    monkeypatch.setattr(figures_module, "_analyse", no_viz)
     runs = [{"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.5, "model": "TAAN",
              "reg": "none", "c": 0.0, "seed": 0, "run_dir": "runs/planted/taan-s0"},
             {"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.7, "model": "TAAN+cosine",
@@ -249,7 +251,34 @@ def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
     assert [(e["model"], e["seed"], e["kind"]) for e in entries] == [
         ("TAAN+cosine", 2, "heatmap"), ("TAAN+cosine", 2, "tree"), ("TAAN", 0, "heatmap"), ("TAAN", 0, "tree")]
     assert entries[0]["path"] == "figures/planted/taan-cosine-s2/heatmap.png"
-    assert all(e["error"] == "taan-viz is not installed" for e in entries)
+    assert all(e["error"] == "No module named 'taan_viz'" for e in entries)
+
+
+def test_render_figures_draws_in_process(monkeypatch, tmp_path):
+    import subprocess
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("the study must not start a process to draw its figures")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    a, b = [0.0, 0.0, 0.0], [2.0, -1.0, 1.5]
+    run_dir = tmp_path / "runs/planted/taan-s0"
+    run_dir.mkdir(parents=True)
+    _taan_checkpoint(run_dir, [[a, a, b, b], [a, b, b, b]]).rename(run_dir / "checkpoint.pt")
+    runs = [{"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.5, "model": "TAAN",
+             "reg": "none", "c": 0.0, "seed": 0, "run_dir": "runs/planted/taan-s0"},
+            {"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.9, "model": "TAAN+cosine",
+             "reg": "cosine", "c": 0.1, "seed": 0, "run_dir": "runs/planted/missing-s0"}]
+    results = {"settings": {"datasets": ["planted"], "tree_threshold": 0.1}, "runs": runs}
+    entries = figures_module.render_figures(results, tmp_path)
+    drawn = [e for e in entries if e["model"] == "TAAN"]
+    assert [e["kind"] for e in drawn] == ["heatmap", "tree"] and not any("error" in e for e in drawn)
+    for entry in drawn:
+        assert (tmp_path / entry["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A checkpoint that cannot be read is one line in its entries, not a failed study.
+    missing = [e for e in entries if e["model"] == "TAAN+cosine"]
+    assert len(missing) == 2 and all("checkpoint.pt" in e["error"] and "\n" not in e["error"] for e in missing)
 
 
 @pytest.mark.parametrize(
@@ -270,17 +299,17 @@ def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
         ({"budgets": {"planted": {"epoch": 3}}}, ValueError, r"unknown budget entries \['epoch'\]"),
     ],
 )
-def test_run_study_errors(tmp_path, kwargs, error, match):
+def test_study_config_errors(tmp_path, kwargs, error, match):
     kwargs = {"datasets": ["planted"], **kwargs}
     with pytest.raises(error, match=match):
-        run_study(out=tmp_path, **kwargs)
+        StudyConfig(out=tmp_path, **kwargs)
 
 
 def test_reproduce_command_parses_and_reports_errors(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from taan_core.reproduce import reproduce_command
+    from taan_study import reproduce_command
 
     app = typer.Typer()
     app.command()(reproduce_command)
@@ -295,7 +324,7 @@ def test_reproduce_command_parses_and_reports_errors(tmp_path):
 
 def test_data_fingerprint_tells_data_apart():
     from taan_core.data import load_dataset
-    from taan_core.reproduce.runner import data_fingerprint
+    from taan_study.runner import data_fingerprint
 
     config = {"samples_per_task": 20, "num_tasks": 2, "groups_per_layer": [1, 2], "hidden": [4, 4]}
     first = data_fingerprint(load_dataset("planted", **config))
@@ -305,12 +334,14 @@ def test_data_fingerprint_tells_data_apart():
 
 @pytest.mark.slow
 def test_runs_on_other_data_are_not_reused(study):
-    from taan_core.reproduce.study import _check_data, _reuse
+    from taan_study import RunSpec
+    from taan_study.study import _check_data, _reuse
 
     out, results, _ = study
     record = next(r for r in results["runs"] if r["model"] == "HardShare")
     fingerprints = {"planted": record["data_fingerprint"]}
-    assert _reuse(record["spec"], out, fingerprints)["test_main"] == record["test_main"]
-    assert _reuse(record["spec"], out, {"planted": "0" * 16}) is None
+    spec = RunSpec.from_dict(record["spec"])
+    assert _reuse(spec, out, fingerprints)["test_main"] == record["test_main"]
+    assert _reuse(spec, out, {"planted": "0" * 16}) is None
     with pytest.raises(RuntimeError, match="differ from the data the study started with"):
         _check_data([record], {"planted": "0" * 16})
