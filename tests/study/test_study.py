@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from taan_core.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
-from taan_core.models import TAAN, HardShare, MLPConfig, TAANConfig
-from taan_core.models.branched import branched_overrides
-from taan_core.relatedness import planted_ari, sharing_groups, tree_from_checkpoint
+from taan_core.relatedness import tree_from_checkpoint
 from taan_study import (
     BRANCHED_VARIANTS,
     VARIANTS,
@@ -22,85 +19,7 @@ from taan_study import (
     select_coefficients,
 )
 from taan_study import figures as figures_module
-
-# ---------------------------------------------------------------------------------- trees
-
-
-def _blocks(labels, far=1.0, near=0.01):
-    labels = np.asarray(labels)
-    d = np.where(labels[:, None] == labels[None, :], near, far)
-    np.fill_diagonal(d, 0.0)
-    return d
-
-
-def test_sharing_groups_thresholds_and_nests():
-    shallow = _blocks([0, 0, 0, 0, 1, 1])
-    deep = _blocks([0, 0, 1, 1, 1, 1])  # tasks 2, 3 join 4, 5 here, but split off at layer 0
-    groups = sharing_groups([shallow, deep], threshold=0.1)
-    assert groups == [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2]]
-    # Relative thresholds scale with each layer.
-    assert sharing_groups([shallow], threshold=0.1, scales=[0.05]) == [[0, 1, 2, 3, 4, 5]]
-    assert sharing_groups([shallow], threshold=2.0) == [[0] * 6]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"distances": []}, ValueError, "at least one layer"),
-        ({"distances": [np.zeros((2, 2)), np.zeros((3, 3))]}, ValueError, r"distances\[1\] must have shape"),
-        ({"distances": [np.zeros((2, 2))], "threshold": -1.0}, ValueError, "threshold must be finite and >= 0"),
-        ({"distances": [np.zeros((2, 2))], "threshold": "a"}, TypeError, "threshold must be a float"),
-        ({"distances": [np.zeros((2, 2))], "scales": [1.0, 2.0]}, ValueError, "one value per layer"),
-    ],
-)
-def test_sharing_groups_errors(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        sharing_groups(**kwargs)
-
-
-def _taan_checkpoint(tmp_path, alphas, hidden=(6, 5)):
-    """A TAAN checkpoint whose layers have the given (T, M) alpha."""
-    t, m = np.asarray(alphas[0]).shape
-    model = TAAN(TAANConfig(input_dim=3, output_dims=[1] * t, hidden=list(hidden), num_hinges=m))
-    with torch.no_grad():
-        for (_, act), alpha in zip(model.adaptive_layers(), alphas):
-            act.alpha.copy_(torch.as_tensor(alpha, dtype=torch.float32))
-    ckpt = build_checkpoint(model, task_names=[f"t{k}" for k in range(t)],
-                            data={"name": "planted", "config": {}, "groups": None})
-    return save_checkpoint(ckpt, tmp_path / "taan.pt")
-
-
-def test_tree_from_checkpoint_and_overrides(tmp_path):
-    a, b = [0.0, 0.0, 0.0], [2.0, -1.0, 1.5]
-    path = _taan_checkpoint(tmp_path, [[a, a, b, b], [a, b, b, b]])
-    expected = [[0, 0, 1, 1], [0, 1, 2, 2]]
-    assert tree_from_checkpoint(path) == expected
-    assert tree_from_checkpoint(load_checkpoint(path), measure="standard") == expected
-    assert branched_overrides(path) == {"groups": expected, "hidden": [6, 5]}
-    assert branched_overrides(path, hidden=[3, 3])["hidden"] == [3, 3]
-    with pytest.raises(ValueError, match=r"one width per task-adaptive layer \(2\)"):
-        branched_overrides(path, hidden=[3])
-    with pytest.raises(ValueError, match="measure must be one of data, standard"):
-        tree_from_checkpoint(path, measure="other")
-    with pytest.raises(TypeError, match="checkpoint must be a path or a Checkpoint"):
-        tree_from_checkpoint(3)
-
-
-def test_tree_needs_adaptive_layers(tmp_path):
-    model = HardShare(MLPConfig(input_dim=3, output_dims=[1, 1], hidden=[4]))
-    path = save_checkpoint(build_checkpoint(model, task_names=["a", "b"]), tmp_path / "hard.pt")
-    with pytest.raises(ValueError, match="no task-adaptive layers"):
-        tree_from_checkpoint(path)
-
-
-def test_planted_ari():
-    truth = [[0, 0, 1, 1], [0, 1, 2, 3]]
-    assert planted_ari([_blocks(truth[0]), _blocks(truth[1])], truth) == [1.0, 1.0]
-    wrong = planted_ari([_blocks([0, 1, 0, 1])], [truth[0]])
-    assert wrong[0] < 0.5
-    with pytest.raises(ValueError, match="planted groups describe 2 layers, the model has 1"):
-        planted_ari([_blocks(truth[0])], truth)
-
+from tests.core.test_relatedness import _taan_checkpoint
 
 # ---------------------------------------------------------------------------------- selection
 
@@ -345,3 +264,64 @@ def test_runs_on_other_data_are_not_reused(study):
     assert _reuse(spec, out, {"planted": "0" * 16}) is None
     with pytest.raises(RuntimeError, match="differ from the data the study started with"):
         _check_data([record], {"planted": "0" * 16})
+
+
+# ---------------------------------------------------------------------------------- one tree
+
+def _partition(groups) -> list[list[int]]:
+    """Each layer's groups numbered by first appearance in task order (names of groups differ)."""
+    out = []
+    for row in np.asarray(groups).tolist():
+        ids: dict[int, int] = {}
+        out.append([ids.setdefault(g, len(ids)) for g in row])
+    return out
+
+
+def _viz_tree(checkpoint, threshold):
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz import analyze
+
+    return analyze(load_checkpoint(checkpoint), measure="data").sharing_tree(threshold).groups
+
+
+def test_study_tree_equals_taan_viz_tree_at_every_threshold(tmp_path):
+    from tests.viz.viz_helpers import make_checkpoint_dict
+
+    # Planted groups blurred by per-task jitter: the distances spread, so every threshold of the
+    # sweep cuts the graph differently and any difference between the two rules shows.
+    raw = make_checkpoint_dict(groups=[[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 2, 2, 3, 3], list(range(8))],
+                               task_names=[f"t{k}" for k in range(8)], layer_names=["l1", "l2", "l3"])
+    gen = torch.Generator().manual_seed(3)
+    for layer in raw["layers"]:
+        layer["alpha"] = layer["alpha"] + 0.15 * torch.randn(layer["alpha"].shape, generator=gen)
+    path = tmp_path / "checkpoint.pt"
+    torch.save(raw, path)
+    seen = set()
+    for threshold in np.linspace(0.0, 1.5, 31):
+        core = tree_from_checkpoint(path, float(threshold))
+        assert _partition(core) == _partition(_viz_tree(path, float(threshold))), threshold
+        seen.add(tuple(map(tuple, core)))
+    assert len(seen) >= 5, "the sweep must cut the tree in several ways"
+
+
+@pytest.mark.slow
+def test_recorded_trees_equal_taan_viz_trees(study):
+    out, results, _ = study
+    threshold = results["settings"]["tree_threshold"]
+    taan = [r for r in results["runs"] if r["registry"] == "taan"]
+    assert taan
+    for run in taan:
+        checkpoint = out / run["run_dir"] / "checkpoint.pt"
+        assert run["tree"] == tree_from_checkpoint(checkpoint, threshold)
+        assert _partition(run["tree"]) == _partition(_viz_tree(checkpoint, threshold)), run["run_dir"]
+
+
+@pytest.mark.slow
+def test_recorded_ari_equals_taan_viz_ari(study):
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz import analyze
+
+    out, results, _ = study
+    for run in (r for r in results["runs"] if r["registry"] == "taan"):
+        analysis = analyze(load_checkpoint(out / run["run_dir"] / "checkpoint.pt"), measure="data")
+        assert run["ari"] == pytest.approx([la.ari for la in analysis.layers]), run["run_dir"]
