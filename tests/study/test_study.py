@@ -325,3 +325,27 @@ def test_recorded_ari_equals_taan_viz_ari(study):
     for run in (r for r in results["runs"] if r["registry"] == "taan"):
         analysis = analyze(load_checkpoint(out / run["run_dir"] / "checkpoint.pt"), measure="data")
         assert run["ari"] == pytest.approx([la.ari for la in analysis.layers]), run["run_dir"]
+
+
+# ---------------------------------------------------------------------------------- typed settings
+
+def test_study_config_normalises_and_run_study_takes_only_a_config(tmp_path):
+    config = StudyConfig("planted,digits", [2, 0], quick=True, out=str(tmp_path), budgets={"planted": {"epochs": 1}})
+    assert config.datasets == ("planted", "digits") and config.seeds == (2, 0) and config.out == tmp_path
+    assert config.grid == (0.01, 0.1) and config.grid_seeds == 2 and config.timing_repeats == 1
+    assert config.budget("planted")["epochs"] == 1 and config.budget("digits")["epochs"] == 2
+    config.budget("planted")["epochs"] = 99  # a copy: the config does not change
+    assert config.budget("planted")["epochs"] == 1
+    with pytest.raises(TypeError, match="config must be a StudyConfig, got dict"):
+        run_study({"datasets": ["planted"]})
+
+
+def test_run_spec_round_trips_through_its_stored_form():
+    from taan_study import RunSpec
+
+    spec = RunSpec(dataset="planted", variant="TAAN", registry="taan", model_config={"hidden": [4]}, reg="none",
+                   c=0.0, seed=1, train={"epochs": 2}, run_dir="runs/planted/taan-s1")
+    stored = json.loads(json.dumps(spec.to_dict()))
+    assert RunSpec.from_dict(stored) == spec
+    with pytest.raises(ValueError, match=r"unknown run spec fields \['nope'\]"):
+        RunSpec.from_dict({**stored, "nope": 1})
