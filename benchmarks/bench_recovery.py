@@ -61,7 +61,7 @@ def _score(run: dict) -> dict:
     from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
     from taan_core.data import load_dataset
     from taan_core.metrics import evaluate
-    from taan_core.reproduce.tree import layer_distances, planted_ari
+    from taan_core.relatedness import layer_distances, planted_ari
 
     ckpt = load_checkpoint(run.pop("checkpoint"))
     groups = ckpt.data["groups"]

@@ -49,6 +49,11 @@ _EXPORTS: dict[str, str] = {
     "cosine_regularizer": "regularizers",
     "distance_regularizer": "regularizers",
     "functional_penalty": "regularizers",
+    # how related the tasks are: the sharing tree, clusters, ARI
+    "tree_from_checkpoint": "relatedness",
+    "sharing_groups": "relatedness",
+    "planted_ari": "relatedness",
+    "adjusted_rand_index": "relatedness",
     # data, training, checkpoints
     "load_dataset": "data",
     "Trainer": "train",

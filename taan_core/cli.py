@@ -29,7 +29,6 @@ try:
     import typer
 
     from taan_core._cli_console import print_settings, print_table, report
-    from taan_core.reproduce.budgets import PLANTED_STUDENT_TAAN
 except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at any later moment
     print("taan-core: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
@@ -59,11 +58,10 @@ Log = _choices("Log", LOGS)
 
 # Per-data-set defaults of the options the user did not give. planted is sized to train in about
 # a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
-# "taan" holds TAANConfig fields for --model taan.
+# --model taan on planted also takes the benchmark's student fields (taan_core.data.planted).
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "planted": {"model": "taan", "hidden": [32, 32, 32], "hinges": 4, "epochs": 45, "batch_size": 16,
-                "lr": 1e-2, "weight_decay": 0.0, "patience": 0, "schedule": "cosine", "threads": 1,
-                "taan": PLANTED_STUDENT_TAAN},
+                "lr": 1e-2, "weight_decay": 0.0, "patience": 0, "schedule": "cosine", "threads": 1},
     "digits": {"model": "taan", "hidden": [64, 64], "hinges": 8, "epochs": 30, "batch_size": 16, "lr": 1e-3,
                "weight_decay": 0.0, "patience": 5, "schedule": "none"},
     "exam": {"model": "taan", "hidden": [32, 32], "hinges": 8, "epochs": 50, "batch_size": 8, "lr": 1e-3,
@@ -282,14 +280,16 @@ def train(
     with _as_options():
         if model == "branched":
             # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
-            from taan_core.reproduce.tree import branched_overrides
+            from taan_core.models.branched import branched_overrides
 
             overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
         else:
             overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
                                          explicit_hinges=hinges is not None)
-            if model == "taan":
-                overrides.update(defaults.get("taan", {}))
+            if model == "taan" and dataset == "planted":
+                from taan_core.data.planted import PLANTED_STUDENT_TAAN
+
+                overrides.update(PLANTED_STUDENT_TAAN)
         torch.manual_seed(config.seed)
         net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
         trainer = Trainer(net, data_set, config)
@@ -452,12 +452,6 @@ def _check_tasks(ckpt, data_set) -> None:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
-
-
-# The reproduction study lives in its own package; its command module imports only typer.
-from taan_core.reproduce.command import reproduce_command  # noqa: E402
-
-app.command("reproduce")(reproduce_command)
 
 
 def _click_exception(name: str) -> type[BaseException]:

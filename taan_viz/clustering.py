@@ -13,6 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+# One ARI for the whole project (a hand-written one: importing scikit-learn costs about a second).
+from taan_core.relatedness import adjusted_rand_index
+
 __all__ = [
     "LINKAGE_METHODS",
     "OPTIMAL_ORDERING_MAX",
@@ -281,36 +284,3 @@ def match_labels(reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
             mapping[int(lab)] = next_id
             next_id += 1
     return np.array([mapping[int(v)] for v in labels], dtype=np.int64)
-
-
-def adjusted_rand_index(labels_true, labels_pred) -> float:
-    """Adjusted Rand index between two partitions of the same tasks (1 = identical, ~0 = chance).
-
-    Hubert and Arabie's pair-counting form, as :func:`sklearn.metrics.adjusted_rand_score`
-    computes it (the tests compare the two); written out here because importing scikit-learn
-    takes about a second, a large share of a command's time. Two partitions that agree on
-    every pair (e.g. both a single cluster) score 1.
-    """
-    a = np.asarray(labels_true)
-    b = np.asarray(labels_pred)
-    if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"labels_true and labels_pred must be 1-D of equal length, got {a.shape} and {b.shape}")
-    n = a.shape[0]
-    _, ia = np.unique(a, return_inverse=True)
-    _, ib = np.unique(b, return_inverse=True)
-    table = np.zeros((ia.max(initial=-1) + 1, ib.max(initial=-1) + 1), dtype=np.int64)
-    np.add.at(table, (ia.reshape(-1), ib.reshape(-1)), 1)
-
-    def pairs(x):
-        x = np.asarray(x, dtype=np.float64)
-        return float((x * (x - 1) / 2).sum())
-
-    both = pairs(table)
-    rows, cols = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
-    total = n * (n - 1) / 2
-    expected = rows * cols / total if total else 0.0
-    top = 0.5 * (rows + cols)
-    if top == expected:
-        # Both partitions are trivial the same way (all singletons or one cluster): identical.
-        return 1.0
-    return (both - expected) / (top - expected)

@@ -45,7 +45,7 @@ Nothing is stored: the teacher and the data are regenerated from the config (num
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -53,10 +53,16 @@ import torch
 from taan_core._validation import check_int
 from taan_core.data.base import MultiTaskData, TaskSpec, TensorSplit, _check_fractions
 
-__all__ = ["PlantedTeacher", "make_teacher", "teacher_from_config", "planted_groups", "load_planted"]
+__all__ = ["PLANTED_STUDENT_TAAN", "PlantedTeacher", "make_teacher", "teacher_from_config", "planted_groups",
+           "load_planted"]
 
 # Teacher hinges of every layer lie evenly in [-_HINGE_RANGE, _HINGE_RANGE] (standardised units).
 _HINGE_RANGE = 1.5
+# TAANConfig fields of the benchmark's documented student (docs/data.md), used by `taan-core train`
+# and the reproduction study: like its teacher it shares every weight and standardises its
+# pre-activations, and its hinges span the teacher's range.
+PLANTED_STUDENT_TAAN: dict[str, Any] = {"shared_head": True, "batch_norm": True, "batch_norm_affine": False,
+                                        "hinge_range": _HINGE_RANGE}
 # Random candidates from which the separated design picks each layer's group activations.
 _CANDIDATES = 256
 _DESIGNS = ("separated", "walk")

@@ -6,7 +6,8 @@ reads its head from the branch of its group at the last layer. With one group pe
 :class:`~taan_core.models.HardShare`; with every task alone from the first layer on it is
 :class:`~taan_core.models.SingleTask`. The tree is plain data (``groups[l][t]``, the group of task
 t at hidden layer l), so a checkpoint stores it in the config, and it can come from anywhere: the
-sharing tree a trained TAAN implies (``taan_core.reproduce.tree_from_checkpoint``), the planted
+sharing tree a trained TAAN implies (:func:`branched_overrides`, from
+:func:`taan_core.relatedness.tree_from_checkpoint`), the planted
 ground truth of the planted benchmark, or :func:`random_assignment` of the same shape.
 """
 
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from taan_core._validation import check_int
 from taan_core.models._base import MultiTaskModel, _bool, _check_dropout, _int_list, _linear_heads
 
-__all__ = ["Branched", "BranchedConfig", "check_groups", "random_assignment"]
+__all__ = ["Branched", "BranchedConfig", "branched_overrides", "check_groups", "random_assignment"]
 
 
 def check_groups(groups: Any, num_tasks: int | None = None) -> list[list[int]]:
@@ -245,3 +246,50 @@ class Branched(MultiTaskModel):
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, num_groups={self.config.num_groups}, hidden={self.config.hidden}"
+
+
+def branched_overrides(
+    checkpoint: Any,
+    threshold: float = 0.1,
+    measure: str = "data",
+    hidden: Sequence[int] | None = None,
+) -> dict[str, list]:
+    """Config fields of a :class:`Branched` network shaped like a trained TAAN.
+
+    ``build_model("branched", shape, dims, **branched_overrides(path))`` builds the hard-sharing
+    network whose branches follow the checkpoint's sharing tree, with the TAAN's layer widths.
+
+    Parameters
+    ----------
+    checkpoint : str, PathLike or Checkpoint
+    threshold, measure
+        See :func:`taan_core.relatedness.tree_from_checkpoint`.
+    hidden : sequence of int, optional
+        Layer widths; by default those of the checkpoint's fully connected TAAN.
+
+    Returns
+    -------
+    dict
+        ``{"groups": [[...], ...], "hidden": [...]}``.
+
+    Raises
+    ------
+    ValueError
+        When the checkpoint holds no fully connected TAAN (a conv TAAN or an imported state_dict)
+        and ``hidden`` is not given, or ``hidden`` has the wrong length.
+    """
+    from taan_core.relatedness import _as_checkpoint, tree_from_checkpoint
+
+    ckpt = _as_checkpoint(checkpoint)
+    groups = tree_from_checkpoint(ckpt, threshold, measure)
+    if hidden is None:
+        model = (ckpt.raw or {}).get("model") or {}
+        config = model.get("config") or {}
+        if model.get("class") != "TAAN" or "hidden" not in config:
+            raise ValueError(f"{ckpt.path}: a branched network copies the layer widths of a fully connected TAAN, "
+                             f"this checkpoint holds {model.get('class', 'no model')}; pass hidden explicitly")
+        hidden = config["hidden"]
+    hidden = [int(h) for h in hidden]
+    if len(hidden) != len(groups):
+        raise ValueError(f"hidden must give one width per task-adaptive layer ({len(groups)}), got {hidden}")
+    return {"groups": groups, "hidden": hidden}

@@ -206,7 +206,7 @@ def test_eval_of_a_reference_import_needs_a_model(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_branched_follows_the_sharing_tree_of_a_taan(trained, tmp_path, capsys):
-    from taan_core.reproduce.tree import branched_overrides
+    from taan_core.models.branched import branched_overrides
 
     out = tmp_path / "branched"
     code, _, err = _cli(capsys, "train", "--model", "branched", "--tree-from", str(trained / "checkpoint.pt"),
@@ -229,9 +229,3 @@ def test_branched_follows_the_sharing_tree_of_a_taan(trained, tmp_path, capsys):
 def test_branched_option_errors(args, match, tmp_path, capsys):
     code, out, err = _cli(capsys, "train", *args, "--out", str(tmp_path / "run"))
     _assert_user_error(code, out, err, match)
-
-
-def test_reproduce_is_a_command(capsys):
-    code, out, _ = _cli(capsys, "reproduce", "--help")
-    assert code == 0
-    assert "--quick" in out and "--datasets" in out

@@ -6,7 +6,7 @@ import pytest
 
 from taan_core.checkpoint import load_checkpoint
 from taan_core.cli import main
-from taan_core.reproduce.tree import layer_distances, planted_ari
+from taan_core.relatedness import layer_distances, planted_ari
 
 
 @pytest.mark.slow

@@ -9,99 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from taan_core.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
-from taan_core.models import TAAN, HardShare, MLPConfig, TAANConfig
-from taan_core.reproduce import (
+from taan_core.relatedness import tree_from_checkpoint
+from taan_study import (
     BRANCHED_VARIANTS,
     VARIANTS,
-    branched_overrides,
+    StudyConfig,
     format_tables,
-    planted_ari,
     run_study,
     select_coefficients,
-    sharing_groups,
-    tree_from_checkpoint,
 )
-from taan_core.reproduce import figures as figures_module
-
-# ---------------------------------------------------------------------------------- trees
-
-
-def _blocks(labels, far=1.0, near=0.01):
-    labels = np.asarray(labels)
-    d = np.where(labels[:, None] == labels[None, :], near, far)
-    np.fill_diagonal(d, 0.0)
-    return d
-
-
-def test_sharing_groups_thresholds_and_nests():
-    shallow = _blocks([0, 0, 0, 0, 1, 1])
-    deep = _blocks([0, 0, 1, 1, 1, 1])  # tasks 2, 3 join 4, 5 here, but split off at layer 0
-    groups = sharing_groups([shallow, deep], threshold=0.1)
-    assert groups == [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2]]
-    # Relative thresholds scale with each layer.
-    assert sharing_groups([shallow], threshold=0.1, scales=[0.05]) == [[0, 1, 2, 3, 4, 5]]
-    assert sharing_groups([shallow], threshold=2.0) == [[0] * 6]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"distances": []}, ValueError, "at least one layer"),
-        ({"distances": [np.zeros((2, 2)), np.zeros((3, 3))]}, ValueError, r"distances\[1\] must have shape"),
-        ({"distances": [np.zeros((2, 2))], "threshold": -1.0}, ValueError, "threshold must be finite and >= 0"),
-        ({"distances": [np.zeros((2, 2))], "threshold": "a"}, TypeError, "threshold must be a float"),
-        ({"distances": [np.zeros((2, 2))], "scales": [1.0, 2.0]}, ValueError, "one value per layer"),
-    ],
-)
-def test_sharing_groups_errors(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        sharing_groups(**kwargs)
-
-
-def _taan_checkpoint(tmp_path, alphas, hidden=(6, 5)):
-    """A TAAN checkpoint whose layers have the given (T, M) alpha."""
-    t, m = np.asarray(alphas[0]).shape
-    model = TAAN(TAANConfig(input_dim=3, output_dims=[1] * t, hidden=list(hidden), num_hinges=m))
-    with torch.no_grad():
-        for (_, act), alpha in zip(model.adaptive_layers(), alphas):
-            act.alpha.copy_(torch.as_tensor(alpha, dtype=torch.float32))
-    ckpt = build_checkpoint(model, task_names=[f"t{k}" for k in range(t)],
-                            data={"name": "planted", "config": {}, "groups": None})
-    return save_checkpoint(ckpt, tmp_path / "taan.pt")
-
-
-def test_tree_from_checkpoint_and_overrides(tmp_path):
-    a, b = [0.0, 0.0, 0.0], [2.0, -1.0, 1.5]
-    path = _taan_checkpoint(tmp_path, [[a, a, b, b], [a, b, b, b]])
-    expected = [[0, 0, 1, 1], [0, 1, 2, 2]]
-    assert tree_from_checkpoint(path) == expected
-    assert tree_from_checkpoint(load_checkpoint(path), measure="standard") == expected
-    assert branched_overrides(path) == {"groups": expected, "hidden": [6, 5]}
-    assert branched_overrides(path, hidden=[3, 3])["hidden"] == [3, 3]
-    with pytest.raises(ValueError, match=r"one width per task-adaptive layer \(2\)"):
-        branched_overrides(path, hidden=[3])
-    with pytest.raises(ValueError, match="measure must be one of data, standard"):
-        tree_from_checkpoint(path, measure="other")
-    with pytest.raises(TypeError, match="checkpoint must be a path or a Checkpoint"):
-        tree_from_checkpoint(3)
-
-
-def test_tree_needs_adaptive_layers(tmp_path):
-    model = HardShare(MLPConfig(input_dim=3, output_dims=[1, 1], hidden=[4]))
-    path = save_checkpoint(build_checkpoint(model, task_names=["a", "b"]), tmp_path / "hard.pt")
-    with pytest.raises(ValueError, match="no task-adaptive layers"):
-        tree_from_checkpoint(path)
-
-
-def test_planted_ari():
-    truth = [[0, 0, 1, 1], [0, 1, 2, 3]]
-    assert planted_ari([_blocks(truth[0]), _blocks(truth[1])], truth) == [1.0, 1.0]
-    wrong = planted_ari([_blocks([0, 1, 0, 1])], [truth[0]])
-    assert wrong[0] < 0.5
-    with pytest.raises(ValueError, match="planted groups describe 2 layers, the model has 1"):
-        planted_ari([_blocks(truth[0])], truth)
-
+from taan_study import figures as figures_module
+from tests.core.test_relatedness import _taan_checkpoint
 
 # ---------------------------------------------------------------------------------- selection
 
@@ -134,8 +52,8 @@ _TINY = {"planted": {"data_config": {"samples_per_task": 40, "num_tasks": 4, "gr
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     lines: list[str] = []
-    results = run_study(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY, workers=1,
-                        timing_repeats=1, figures=False, log=lines.append)
+    results = run_study(StudyConfig(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY,
+                                    workers=1, timing_repeats=1, figures=False), log=lines.append)
     return out, results, lines
 
 
@@ -199,8 +117,8 @@ def test_study_tables(study):
 
 @pytest.mark.slow
 def test_insert_tables_into_document(study, tmp_path):
-    from taan_core.reproduce import insert_tables
-    from taan_core.reproduce.tables import BEGIN_MARK, END_MARK
+    from taan_study import insert_tables
+    from taan_study.tables import BEGIN_MARK, END_MARK
 
     _, results, _ = study
     doc = tmp_path / "results.md"
@@ -221,8 +139,8 @@ def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
     out, results, _ = study
     source = out / "runs/planted/taan-cosine-c0.1-s0/checkpoint.pt"
     lines: list[str] = []
-    again = run_study(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY, workers=1,
-                      timing_repeats=0, figures=False, tree_from=source, log=lines.append)
+    again = run_study(StudyConfig(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY,
+                                  workers=1, timing_repeats=0, figures=False, tree_from=source), log=lines.append)
     # Only the branched networks are trained again (their tree changed); the rest is reused.
     assert len(lines) == 4
     branched = [r for r in again["runs"] if r["model"].startswith("Branched")]
@@ -234,7 +152,10 @@ def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
 
 
 def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
-    monkeypatch.setattr(figures_module, "_taan_viz_command", lambda: None)
+    def no_viz(checkpoint):
+        raise ImportError("No module named 'taan_viz'")
+
+    monkeypatch.setattr(figures_module, "_analyse", no_viz)
     runs = [{"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.5, "model": "TAAN",
              "reg": "none", "c": 0.0, "seed": 0, "run_dir": "runs/planted/taan-s0"},
             {"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.7, "model": "TAAN+cosine",
@@ -249,7 +170,34 @@ def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
     assert [(e["model"], e["seed"], e["kind"]) for e in entries] == [
         ("TAAN+cosine", 2, "heatmap"), ("TAAN+cosine", 2, "tree"), ("TAAN", 0, "heatmap"), ("TAAN", 0, "tree")]
     assert entries[0]["path"] == "figures/planted/taan-cosine-s2/heatmap.png"
-    assert all(e["error"] == "taan-viz is not installed" for e in entries)
+    assert all(e["error"] == "No module named 'taan_viz'" for e in entries)
+
+
+def test_render_figures_draws_in_process(monkeypatch, tmp_path):
+    import subprocess
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("the study must not start a process to draw its figures")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    a, b = [0.0, 0.0, 0.0], [2.0, -1.0, 1.5]
+    run_dir = tmp_path / "runs/planted/taan-s0"
+    run_dir.mkdir(parents=True)
+    _taan_checkpoint(run_dir, [[a, a, b, b], [a, b, b, b]]).rename(run_dir / "checkpoint.pt")
+    runs = [{"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.5, "model": "TAAN",
+             "reg": "none", "c": 0.0, "seed": 0, "run_dir": "runs/planted/taan-s0"},
+            {"dataset": "planted", "registry": "taan", "selected": True, "val_main": 0.9, "model": "TAAN+cosine",
+             "reg": "cosine", "c": 0.1, "seed": 0, "run_dir": "runs/planted/missing-s0"}]
+    results = {"settings": {"datasets": ["planted"], "tree_threshold": 0.1}, "runs": runs}
+    entries = figures_module.render_figures(results, tmp_path)
+    drawn = [e for e in entries if e["model"] == "TAAN"]
+    assert [e["kind"] for e in drawn] == ["heatmap", "tree"] and not any("error" in e for e in drawn)
+    for entry in drawn:
+        assert (tmp_path / entry["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A checkpoint that cannot be read is one line in its entries, not a failed study.
+    missing = [e for e in entries if e["model"] == "TAAN+cosine"]
+    assert len(missing) == 2 and all("checkpoint.pt" in e["error"] and "\n" not in e["error"] for e in missing)
 
 
 @pytest.mark.parametrize(
@@ -270,17 +218,17 @@ def test_render_figures_without_taan_viz(monkeypatch, tmp_path):
         ({"budgets": {"planted": {"epoch": 3}}}, ValueError, r"unknown budget entries \['epoch'\]"),
     ],
 )
-def test_run_study_errors(tmp_path, kwargs, error, match):
+def test_study_config_errors(tmp_path, kwargs, error, match):
     kwargs = {"datasets": ["planted"], **kwargs}
     with pytest.raises(error, match=match):
-        run_study(out=tmp_path, **kwargs)
+        StudyConfig(out=tmp_path, **kwargs)
 
 
 def test_reproduce_command_parses_and_reports_errors(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from taan_core.reproduce import reproduce_command
+    from taan_study import reproduce_command
 
     app = typer.Typer()
     app.command()(reproduce_command)
@@ -295,7 +243,7 @@ def test_reproduce_command_parses_and_reports_errors(tmp_path):
 
 def test_data_fingerprint_tells_data_apart():
     from taan_core.data import load_dataset
-    from taan_core.reproduce.runner import data_fingerprint
+    from taan_study.runner import data_fingerprint
 
     config = {"samples_per_task": 20, "num_tasks": 2, "groups_per_layer": [1, 2], "hidden": [4, 4]}
     first = data_fingerprint(load_dataset("planted", **config))
@@ -305,12 +253,99 @@ def test_data_fingerprint_tells_data_apart():
 
 @pytest.mark.slow
 def test_runs_on_other_data_are_not_reused(study):
-    from taan_core.reproduce.study import _check_data, _reuse
+    from taan_study import RunSpec
+    from taan_study.study import _check_data, _reuse
 
     out, results, _ = study
     record = next(r for r in results["runs"] if r["model"] == "HardShare")
     fingerprints = {"planted": record["data_fingerprint"]}
-    assert _reuse(record["spec"], out, fingerprints)["test_main"] == record["test_main"]
-    assert _reuse(record["spec"], out, {"planted": "0" * 16}) is None
+    spec = RunSpec.from_dict(record["spec"])
+    assert _reuse(spec, out, fingerprints)["test_main"] == record["test_main"]
+    assert _reuse(spec, out, {"planted": "0" * 16}) is None
     with pytest.raises(RuntimeError, match="differ from the data the study started with"):
         _check_data([record], {"planted": "0" * 16})
+
+
+# ---------------------------------------------------------------------------------- one tree
+
+def _partition(groups) -> list[list[int]]:
+    """Each layer's groups numbered by first appearance in task order (names of groups differ)."""
+    out = []
+    for row in np.asarray(groups).tolist():
+        ids: dict[int, int] = {}
+        out.append([ids.setdefault(g, len(ids)) for g in row])
+    return out
+
+
+def _viz_tree(checkpoint, threshold):
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz import analyze
+
+    return analyze(load_checkpoint(checkpoint), measure="data").sharing_tree(threshold).groups
+
+
+def test_study_tree_equals_taan_viz_tree_at_every_threshold(tmp_path):
+    from tests.viz.viz_helpers import make_checkpoint_dict
+
+    # Planted groups blurred by per-task jitter: the distances spread, so every threshold of the
+    # sweep cuts the graph differently and any difference between the two rules shows.
+    raw = make_checkpoint_dict(groups=[[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 2, 2, 3, 3], list(range(8))],
+                               task_names=[f"t{k}" for k in range(8)], layer_names=["l1", "l2", "l3"])
+    gen = torch.Generator().manual_seed(3)
+    for layer in raw["layers"]:
+        layer["alpha"] = layer["alpha"] + 0.15 * torch.randn(layer["alpha"].shape, generator=gen)
+    path = tmp_path / "checkpoint.pt"
+    torch.save(raw, path)
+    seen = set()
+    for threshold in np.linspace(0.0, 1.5, 31):
+        core = tree_from_checkpoint(path, float(threshold))
+        assert _partition(core) == _partition(_viz_tree(path, float(threshold))), threshold
+        seen.add(tuple(map(tuple, core)))
+    assert len(seen) >= 5, "the sweep must cut the tree in several ways"
+
+
+@pytest.mark.slow
+def test_recorded_trees_equal_taan_viz_trees(study):
+    out, results, _ = study
+    threshold = results["settings"]["tree_threshold"]
+    taan = [r for r in results["runs"] if r["registry"] == "taan"]
+    assert taan
+    for run in taan:
+        checkpoint = out / run["run_dir"] / "checkpoint.pt"
+        assert run["tree"] == tree_from_checkpoint(checkpoint, threshold)
+        assert _partition(run["tree"]) == _partition(_viz_tree(checkpoint, threshold)), run["run_dir"]
+
+
+@pytest.mark.slow
+def test_recorded_ari_equals_taan_viz_ari(study):
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz import analyze
+
+    out, results, _ = study
+    for run in (r for r in results["runs"] if r["registry"] == "taan"):
+        analysis = analyze(load_checkpoint(out / run["run_dir"] / "checkpoint.pt"), measure="data")
+        assert run["ari"] == pytest.approx([la.ari for la in analysis.layers]), run["run_dir"]
+
+
+# ---------------------------------------------------------------------------------- typed settings
+
+def test_study_config_normalises_and_run_study_takes_only_a_config(tmp_path):
+    config = StudyConfig("planted,digits", [2, 0], quick=True, out=str(tmp_path), budgets={"planted": {"epochs": 1}})
+    assert config.datasets == ("planted", "digits") and config.seeds == (2, 0) and config.out == tmp_path
+    assert config.grid == (0.01, 0.1) and config.grid_seeds == 2 and config.timing_repeats == 1
+    assert config.budget("planted")["epochs"] == 1 and config.budget("digits")["epochs"] == 2
+    config.budget("planted")["epochs"] = 99  # a copy: the config does not change
+    assert config.budget("planted")["epochs"] == 1
+    with pytest.raises(TypeError, match="config must be a StudyConfig, got dict"):
+        run_study({"datasets": ["planted"]})
+
+
+def test_run_spec_round_trips_through_its_stored_form():
+    from taan_study import RunSpec
+
+    spec = RunSpec(dataset="planted", variant="TAAN", registry="taan", model_config={"hidden": [4]}, reg="none",
+                   c=0.0, seed=1, train={"epochs": 2}, run_dir="runs/planted/taan-s1")
+    stored = json.loads(json.dumps(spec.to_dict()))
+    assert RunSpec.from_dict(stored) == spec
+    with pytest.raises(ValueError, match=r"unknown run spec fields \['nope'\]"):
+        RunSpec.from_dict({**stored, "nope": 1})

@@ -25,7 +25,7 @@ _METRIC_NAMES = {"r2": "R²", "accuracy": "accuracy", "rmse": "RMSE", "main": "m
 
 
 def _order(results: dict) -> list[str]:
-    from taan_core.reproduce.budgets import BRANCHED_VARIANTS, VARIANTS
+    from taan_study.budgets import BRANCHED_VARIANTS, VARIANTS
 
     present = {r["model"] for r in results["runs"]}
     return [m for m in (*VARIANTS, *BRANCHED_VARIANTS) if m in present]

@@ -1,14 +1,20 @@
-"""``taan-core reproduce``: the reproduction study as one command (registered by taan_core.cli)."""
+"""``taan-study``: the reproduction study as one command.
+
+User errors (bad options, unknown data sets, unreadable files or checkpoints) print one line on
+stderr and exit with status 2; set ``TAAN_DEBUG=1`` to see the traceback instead. The module
+imports only typer, so that ``taan-study --help`` answers at once.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["reproduce_command"]
+__all__ = ["app", "main", "reproduce_command"]
 
 
 def _parse_floats(text: str, option: str) -> list[float]:
@@ -42,24 +48,26 @@ def reproduce_command(
     threads: Annotated[int, typer.Option("--threads", help="Torch threads per run.")] = 1,
     device: Annotated[str, typer.Option("--device", help="cpu|cuda|auto|...")] = "cpu",
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished identical runs in --out.")] = True,
-    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw heatmaps and trees with taan-viz.")] = True,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw heatmaps and trees with taan_viz.")] = True,
     doc: Annotated[Optional[Path], typer.Option(
         "--doc", help="Markdown file whose generated-tables block is refreshed (e.g. docs/results.md).")] = None,
 ) -> None:
     """Train every model on every data set with one budget, select c on validation, write results.json and tables."""
-    from taan_core.reproduce.study import run_study
+    from taan_study.config import StudyConfig
+    from taan_study.study import run_study
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results = run_study(
+    config = StudyConfig(
         datasets, seeds, quick, out, data,
         grid=_parse_floats(grid, "--grid") if grid is not None else None, tree_from=tree_from,
         grid_seeds=grid_seeds, tree_threshold=threshold, workers=workers, threads=threads, device=device, resume=resume,
-        figures=figures, log=log,
+        figures=figures,
     )
+    results = run_study(config, log=log)
     if doc is not None:
-        from taan_core.reproduce.tables import insert_tables
+        from taan_study.tables import insert_tables
 
         insert_tables(doc, results)
     failed = [f for f in results["figures"] if "error" in f]
@@ -67,3 +75,42 @@ def reproduce_command(
         log(f"figure {entry['path']} not drawn: {entry['error']}")
     log(f"{len(results['runs'])} runs in {results['wall_seconds']:.0f}s; wrote {Path(out) / 'results.json'} "
         f"and {Path(out) / 'tables.md'}")
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
+                  help="The reproduction study of Task Adaptive Activation Networks.")
+app.command()(reproduce_command)
+
+
+def _click_exception(name: str) -> type[BaseException]:
+    # typer raises click's exceptions (vendored in newer typer, the click package in older).
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``taan-study``: runs the study, turning user errors into one line and exit 2."""
+    usage_error = _click_exception("UsageError")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = app(args=args, prog_name="taan-study", standalone_mode=False)
+    except usage_error as err:
+        print(f"taan-study: error: {_one_line(err.format_message())}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("taan-study: interrupted (rerun the same command to continue: finished runs are reused)",
+              file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        if os.environ.get("TAAN_DEBUG"):
+            raise
+        print(f"taan-study: error: {_one_line(err) or type(err).__name__}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

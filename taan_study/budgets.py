@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "PLANTED_STUDENT_TAAN", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS"]
+from taan_core.data.planted import PLANTED_STUDENT_TAAN
+
+__all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS"]
 
 # Display name -> (model registry name, regulariser), in table order.
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -26,17 +28,12 @@ BRANCHED_VARIANTS = ("Branched (TAAN tree)", "Branched (random)")
 DEFAULT_GRID = (0.01, 0.1, 1.0)
 QUICK_GRID = (0.01, 0.1)
 
-# TAANConfig fields of the planted benchmark's student, here and in `taan-core train`: like its
-# teacher it shares every weight and standardises its pre-activations (docs/data.md).
-PLANTED_STUDENT_TAAN: dict[str, Any] = {"shared_head": True, "batch_norm": True, "batch_norm_affine": False,
-                                        "hinge_range": 1.5}
-
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "patience", "eval_batch_size")
 # The training budget and model size of each data set. Every model of a data set gets the same
 # one; nothing here was chosen by looking at test results.
 BUDGETS: dict[str, dict[str, Any]] = {
-    # The planted benchmark's documented student setting (docs/data.md); "taan" holds the
-    # TAANConfig fields of the TAAN variants.
+    # The planted benchmark's documented student setting (docs/data.md), the same as
+    # `taan-core train`'s; "taan" holds the TAANConfig fields of the TAAN variants.
     "planted": {"data_config": {}, "hidden": [32, 32, 32], "num_hinges": 4, "epochs": 45, "batch_size": 16,
                 "lr": 1e-2, "weight_decay": 0.0, "schedule": "cosine", "patience": 10, "eval_batch_size": 1024,
                 "taan": PLANTED_STUDENT_TAAN},

@@ -1,8 +1,9 @@
 """One run of the study: train a model, pick its best validation epoch, test it, time it.
 
-A run is described by a plain dict (``spec``) so that it can be shipped to a worker process and
-stored beside its result; :func:`run_one` trains it with :class:`~taan_core.train.Trainer` into
-its own folder and returns the run record that ``results.json`` collects.
+A run is described by a :class:`~taan_study.config.RunSpec` (plain data, so that it can be
+shipped to a worker process and stored beside its result); :func:`run_one` trains it with
+:class:`~taan_core.train.Trainer` into its own folder and returns the run record that
+``results.json`` collects.
 
 Timing: the training time of an epoch is measured from the optimiser steps alone (the time
 between the first and the last step of the epoch, scaled to the number of steps), so the
@@ -25,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from taan_core._training import data_fingerprint  # re-exported: the study's records use it
+from taan_study.config import RunSpec
 
 __all__ = ["data_fingerprint", "load_study_data", "run_one", "time_models", "time_one"]
 
@@ -48,16 +50,16 @@ def _load_data(name: str, data_path: str | None, config_json: str):
     return load_dataset(name, data_path=data_path, **json.loads(config_json))
 
 
-def load_study_data(spec: dict):
-    """The data set of a run spec (cached per process: every run of a data set shares it)."""
-    return _load_data(spec["dataset"], spec.get("data_path"), json.dumps(spec.get("data_config") or {}, sort_keys=True))
+def load_study_data(dataset: str, data_path: str | None = None, data_config: dict | None = None):
+    """A data set of the study (cached per process: every run of a data set shares it)."""
+    return _load_data(dataset, data_path, json.dumps(data_config or {}, sort_keys=True))
 
 
-def _build(spec: dict, data) -> torch.nn.Module:
+def _build(spec: RunSpec, data) -> torch.nn.Module:
     from taan_core.models import build_model
 
     dims = [t.num_outputs for t in data.tasks]
-    return build_model(spec["registry"], data.input_shape, dims, **spec["model_config"])
+    return build_model(spec.registry, data.input_shape, dims, **spec.model_config)
 
 
 def _test_batch(split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,38 +104,36 @@ def _epoch_train_seconds(stamps: dict[int, list[float]], metrics: list[dict]) ->
     return statistics.median(per_epoch) if per_epoch else float("nan")
 
 
-def _geometry(ckpt, spec: dict, planted) -> dict:
+def _geometry(ckpt, spec: RunSpec, planted) -> dict:
     """Sharing tree and planted ARI of a checkpoint with task-adaptive layers."""
-    from taan_core.reproduce.tree import layer_distances, planted_ari, sharing_groups
+    from taan_core.relatedness import adjusted_rand_index, layer_distances, planted_ari, sharing_groups
 
     geometry = layer_distances(ckpt.layers, "data")
     dists = [d for d, _ in geometry]
-    tree = sharing_groups(dists, spec["tree_threshold"], scales=[s for _, s in geometry])
+    tree = sharing_groups(dists, spec.tree_threshold, scales=[s for _, s in geometry])
     out: dict[str, Any] = {"tree": tree, "num_groups": [max(row) + 1 for row in tree], "ari": None,
                            "ari_standard": None, "tree_ari": None}
     if planted is not None and len(planted) == len(dists):
-        from sklearn.metrics import adjusted_rand_score
-
         # Under the recorded pre-activation measure (taan-viz's default) and under N(0, 1).
         out["ari"] = planted_ari(dists, planted)
         out["ari_standard"] = planted_ari([d for d, _ in layer_distances(ckpt.layers, "standard")], planted)
-        out["tree_ari"] = [float(adjusted_rand_score(p, g)) for p, g in zip(planted, tree)]
+        out["tree_ari"] = [float(adjusted_rand_index(p, g)) for p, g in zip(planted, tree)]
     return out
 
 
-def _fit(spec: dict, out: str | Path, **train_overrides: Any):
+def _fit(spec: RunSpec, out: str | Path, **train_overrides: Any):
     """Build the run's model and train it into its folder; returns what evaluation needs."""
     from taan_core.train import TrainConfig, Trainer, resolve_device
 
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
-    run_dir = Path(out) / spec["run_dir"]
-    data = load_study_data(spec)
-    torch.manual_seed(int(spec["seed"]))
+    if spec.threads:
+        torch.set_num_threads(int(spec.threads))
+    run_dir = Path(out) / spec.run_dir
+    data = load_study_data(spec.dataset, spec.data_path, spec.data_config)
+    torch.manual_seed(int(spec.seed))
     model = _build(spec, data)
-    device = resolve_device(spec.get("device", "cpu"))
-    config = TrainConfig(**{**spec["train"], **train_overrides}, reg=spec["reg"], c=float(spec["c"]),
-                         seed=int(spec["seed"]), device=str(device), out=str(run_dir), quiet=True)
+    device = resolve_device(spec.device)
+    config = TrainConfig(**{**spec.train, **train_overrides}, reg=spec.reg, c=float(spec.c),
+                         seed=int(spec.seed), device=str(device), out=str(run_dir), quiet=True)
     stamps: dict[int, list[float]] = {}
 
     def on_step(trainer, epoch: int, batch: int) -> None:
@@ -143,7 +143,7 @@ def _fit(spec: dict, out: str | Path, **train_overrides: Any):
     return model, data, config, device, result, stamps
 
 
-def time_one(spec: dict, out: str | Path) -> dict:
+def time_one(spec: RunSpec, out: str | Path) -> dict:
     """Train the run's model for one epoch and time it: ``{"train_seconds_per_epoch",
     "inference_seconds", "inference_samples"}`` (used by the study's dedicated timing pass)."""
     model, data, config, device, result, stamps = _fit(spec, out, epochs=1, patience=0)
@@ -152,16 +152,13 @@ def time_one(spec: dict, out: str | Path) -> dict:
             "inference_seconds": seconds, "inference_samples": samples}
 
 
-def run_one(spec: dict, out: str | Path) -> dict:
+def run_one(spec: RunSpec, out: str | Path) -> dict:
     """Train, select, test and time one run of the study.
 
     Parameters
     ----------
-    spec : dict
-        ``dataset``, ``data_path``, ``data_config``, ``variant``, ``registry`` (model name),
-        ``model_config``, ``reg``, ``c``, ``seed``, ``train`` (``TrainConfig`` fields), ``threads``,
-        ``device``, ``tree_threshold``, ``run_dir`` (relative to ``out``) and, for branched
-        networks, ``tree_source``.
+    spec : RunSpec
+        The run (its ``run_dir`` is relative to ``out``).
     out : str or Path
         The study folder.
 
@@ -176,7 +173,7 @@ def run_one(spec: dict, out: str | Path) -> dict:
 
     tic = time.perf_counter()
     model, data, config, device, result, stamps = _fit(spec, out)
-    run_dir = Path(out) / spec["run_dir"]
+    run_dir = Path(out) / spec.run_dir
     ckpt = load_checkpoint(result.checkpoint)
     model.load_state_dict(ckpt.raw["model"]["state_dict"])
     model.to(device)
@@ -185,8 +182,8 @@ def run_one(spec: dict, out: str | Path) -> dict:
     kinds = {headline_metric(t.kind) for t in tasks}
     seconds, samples = _inference_seconds(model, data.split("test"), config.eval_batch_size, device)
     record: dict[str, Any] = {
-        "dataset": spec["dataset"], "model": spec["variant"], "registry": spec["registry"], "reg": spec["reg"],
-        "c": float(spec["c"]), "seed": int(spec["seed"]), "selected": None,
+        "dataset": spec.dataset, "model": spec.variant, "registry": spec.registry, "reg": spec.reg,
+        "c": float(spec.c), "seed": int(spec.seed), "selected": None,
         "metric": kinds.pop() if len(kinds) == 1 else "main",
         "val_main": float(result.best_main), "test_main": float(test["main"]),
         "test": {"per_task": test["per_task"], "mean": test["mean"], "main": float(test["main"])},
@@ -196,14 +193,14 @@ def run_one(spec: dict, out: str | Path) -> dict:
         "inference_seconds": seconds, "inference_samples": samples,
         "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs),
         "stopped_early": bool(result.stopped_early), "wall_seconds": time.perf_counter() - tic,
-        "run_dir": spec["run_dir"], "tree": None, "num_groups": None, "ari": None, "ari_standard": None,
+        "run_dir": spec.run_dir, "tree": None, "num_groups": None, "ari": None, "ari_standard": None,
         "tree_ari": None,
-        "tree_source": spec.get("tree_source"), "data_fingerprint": data_fingerprint(data), "spec": spec,
+        "tree_source": spec.tree_source, "data_fingerprint": data_fingerprint(data), "spec": spec.to_dict(),
     }
     if ckpt.layers:
         record.update(_geometry(ckpt, spec, (data.ground_truth or {}).get("groups")))
-    elif "groups" in spec["model_config"]:
-        tree = spec["model_config"]["groups"]
+    elif "groups" in spec.model_config:
+        tree = spec.model_config["groups"]
         record.update(tree=tree, num_groups=[max(row) + 1 for row in tree])
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
     return record
@@ -231,7 +228,7 @@ def time_models(runs: list[dict], out: str | os.PathLike, repeats: int = 3,
     timing: dict[str, dict[str, dict[str, list[float]]]] = {}
     for round_ in range(repeats):
         for (dataset, model), run in first.items():
-            spec = dict(run["spec"], run_dir=f"timing/{dataset}/{_slug(model)}")
+            spec = RunSpec.from_dict({**run["spec"], "run_dir": f"timing/{dataset}/{_slug(model)}"})
             measured = time_one(spec, out)
             entry = timing.setdefault(dataset, {}).setdefault(model, {"train_seconds_per_epoch": [],
                                                                        "inference_seconds": []})

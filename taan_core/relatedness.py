@@ -1,0 +1,366 @@
+"""How related the tasks of a trained TAAN are: distances, the sharing tree, flat clusters, ARI.
+
+The primitives that every reader of a checkpoint's task relations uses, in one place:
+
+- :func:`check_distance_matrix`: the checks on a distance matrix (square, finite, symmetric,
+  zero diagonal, >= 0) before any clustering sees it;
+- :func:`layer_distances`: each layer's function-space distance matrix and RMS activation norm;
+- :func:`share_components` and :func:`sharing_groups`: the sharing tree. At every task-adaptive
+  layer two tasks *share* an activation when the distance of their activations is at most
+  ``threshold`` times the layer's RMS activation norm ``sqrt(mean_t |F_t|^2)``; a layer's groups
+  are the connected components of that graph, refined by the groups of the layer before (a
+  hard-sharing network cannot re-join branches). :func:`tree_from_checkpoint` applies it to a
+  checkpoint; the result ``groups[l][t]`` is what :class:`~taan_core.models.branched.Branched`
+  takes;
+- :func:`flat_cut`: average-linkage clusters of one layer cut into a number of clusters;
+- :func:`adjusted_rand_index` and :func:`planted_ari`: agreement of two partitions, and of every
+  layer's clusters with planted groups.
+
+``taan-viz tree`` draws the same tree (it adds a display order) and the study records it; the
+tests check that the two agree on the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "MEASURES",
+    "adjusted_rand_index",
+    "check_distance_matrix",
+    "flat_cut",
+    "layer_distances",
+    "planted_ari",
+    "share_components",
+    "sharing_groups",
+    "tree_from_checkpoint",
+]
+
+# The Gaussian measures the distances are taken under: each layer's recorded pre-activation
+# statistics, or N(0, 1) as in the paper.
+MEASURES = ("data", "standard")
+
+
+def check_distance_matrix(
+    distance, name: str = "distance", *, squared: bool = False, rtol: float = 1e-6, atol: float = 1e-10
+) -> np.ndarray:
+    """Validate a (squared) distance matrix and return the cleaned distances (not squared).
+
+    scipy's ``linkage`` silently accepts a matrix that is not a distance and returns a
+    meaningless tree, so the input is checked first.
+
+    Parameters
+    ----------
+    distance : array-like of shape (T, T)
+    name : str
+        Used in error messages.
+    squared : bool, default False
+        The input holds squared distances; the square root is taken after the checks.
+    rtol, atol : float
+        Asymmetry, diagonal entries and negative entries up to ``atol + rtol * max|D|`` are
+        rounding and get repaired; anything larger is an error.
+
+    Returns
+    -------
+    ndarray of shape (T, T), float64
+        Exactly symmetric, zero diagonal, >= 0.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric input.
+    ValueError
+        Not square, non-finite, asymmetric, non-zero diagonal or clearly negative entries.
+
+    Warns
+    -----
+    RuntimeWarning
+        When negative entries within tolerance are clipped to 0.
+    """
+    try:
+        d = np.array(distance, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a numeric (T, T) array, got {type(distance).__name__}") from err
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"{name} must be a square matrix of shape (T, T), got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError(f"{name} must be finite, got {int((~np.isfinite(d)).sum())} non-finite value(s)")
+    if d.size == 0:
+        return d
+    tol = atol + rtol * float(np.abs(d).max())
+    asym = float(np.abs(d - d.T).max())
+    if asym > tol:
+        raise ValueError(f"{name} must be symmetric, got max |D - D^T| = {asym:.3g} (tolerance {tol:.3g})")
+    diag = float(np.abs(np.diag(d)).max())
+    if diag > tol:
+        raise ValueError(f"{name} must have a zero diagonal, got max |D_tt| = {diag:.3g} (tolerance {tol:.3g})")
+    d = 0.5 * (d + d.T)
+    np.fill_diagonal(d, 0.0)
+    low = float(d.min())
+    if low < -tol:
+        raise ValueError(f"{name} must be >= 0, got min {low:.3g} (tolerance {tol:.3g})")
+    if low < 0:
+        count = int((d < 0).sum())
+        warnings.warn(f"{name}: clipped {count} tiny negative entries (min {low:.3g}) to 0; "
+                      "they are rounding in the Gram quadratic form", RuntimeWarning, stacklevel=2)
+        d = np.clip(d, 0.0, None)
+    return np.sqrt(d) if squared else d
+
+
+def _measure(layer: Any, measure: str) -> tuple[float, float]:
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    if measure == "standard":
+        return 0.0, 1.0
+    mu, sigma = float(layer.mu), float(layer.sigma)
+    if not (math.isfinite(mu) and math.isfinite(sigma)) or sigma <= 0:
+        raise ValueError(f"layer {layer.name}: recorded pre-activation statistics must be finite with std > 0, "
+                         f"got mean {mu:g}, std {sigma:g}; use measure='standard'")
+    return mu, sigma
+
+
+def layer_distances(layers: Sequence[Any], measure: str = "data") -> list[tuple[np.ndarray, float]]:
+    """Distance matrix and RMS activation norm of every layer.
+
+    Parameters
+    ----------
+    layers : sequence of LayerRecord
+        ``Checkpoint.layers`` (each with ``alpha`` (T, M), ``hinges`` (M,), ``mu``, ``sigma``).
+    measure : {"data", "standard"}
+        N(mu, sigma^2) from each layer's recorded pre-activation statistics, or N(0, 1).
+
+    Returns
+    -------
+    list of (ndarray of shape (T, T), float)
+        ``d(F_s, F_t)`` and ``sqrt(mean_t |F_t|^2)`` per layer, in depth order.
+    """
+    import torch
+
+    from taan_core.gaussian import distance_matrix, inner_product_matrix
+
+    out = []
+    for layer in layers:
+        mu, sigma = _measure(layer, measure)
+        alpha = torch.as_tensor(layer.alpha, dtype=torch.float64)
+        hinges = torch.as_tensor(layer.hinges, dtype=torch.float64)
+        with torch.no_grad():
+            dist = distance_matrix(alpha, hinges, mu, sigma).numpy()
+            norms = torch.diagonal(inner_product_matrix(alpha, hinges, mu, sigma)).clamp_min(0.0)
+        out.append((dist, float(norms.mean().sqrt())))
+    return out
+
+
+def share_components(distance, threshold: float) -> np.ndarray:
+    """Connected components of the graph joining tasks with ``distance <= threshold``.
+
+    Parameters
+    ----------
+    distance : array-like of shape (T, T)
+    threshold : float
+        Absolute distance threshold, >= 0.
+
+    Returns
+    -------
+    ndarray of shape (T,), int64
+        Component id of each task, numbered by first appearance in task order.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    d = np.asarray(distance, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"distance must be a square matrix (T, T), got shape {d.shape}")
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+    _, labels = connected_components(d <= threshold, directed=False)
+    return labels.astype(np.int64)
+
+
+def _first_appearance(labels: np.ndarray) -> np.ndarray:
+    """Relabel ids 0, 1, ... by first appearance in task order (so equal partitions compare equal)."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def sharing_groups(
+    distances: Sequence[np.ndarray],
+    threshold: float = 0.1,
+    *,
+    scales: Sequence[float] | None = None,
+) -> list[list[int]]:
+    """Nested task groups per layer from per-layer distance matrices: the sharing tree.
+
+    Parameters
+    ----------
+    distances : sequence of L arrays of shape (T, T)
+        Distances between the tasks' activations, input side first.
+    threshold : float
+        Tasks at distance <= ``threshold * scales[l]`` share layer l (``threshold`` itself
+        when ``scales`` is None).
+    scales : sequence of L floats, optional
+        Each layer's scale, e.g. its RMS activation norm.
+
+    Returns
+    -------
+    list of L lists of T ints
+        ``groups[l][t]``, numbered 0, 1, ... by first appearance in task order, nested across
+        layers (tasks that share layer l share every layer before it).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be finite and >= 0, got {threshold}")
+    mats = [np.asarray(d, dtype=np.float64) for d in distances]
+    if not mats:
+        raise ValueError("distances must hold at least one layer")
+    t = mats[0].shape[0] if mats[0].ndim == 2 else -1
+    for l, d in enumerate(mats):
+        if d.shape != (t, t):
+            raise ValueError(f"distances[{l}] must have shape (T, T) = ({t}, {t}), got {d.shape}")
+    if scales is not None and len(scales) != len(mats):
+        raise ValueError(f"scales must give one value per layer ({len(mats)}), got {len(scales)}")
+    keys = np.zeros(t, dtype=np.int64)
+    groups = []
+    for l, d in enumerate(mats):
+        limit = threshold * (float(scales[l]) if scales is not None else 1.0)
+        comp = share_components(d, limit)
+        # Refine by the previous layer: a pair keeps sharing only if it shared before.
+        _, keys = np.unique(np.stack([keys, comp]), axis=1, return_inverse=True)
+        keys = keys.reshape(-1)
+        groups.append(_first_appearance(keys).tolist())
+    return groups
+
+
+def _as_checkpoint(checkpoint: Any):
+    from taan_core.checkpoint import Checkpoint, load_checkpoint
+
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return load_checkpoint(checkpoint)
+    raise TypeError(f"checkpoint must be a path or a Checkpoint, got {type(checkpoint).__name__}")
+
+
+def tree_from_checkpoint(checkpoint: Any, threshold: float = 0.1, measure: str = "data") -> list[list[int]]:
+    """The sharing tree of a trained TAAN's checkpoint, as ``groups[l][t]``.
+
+    Parameters
+    ----------
+    checkpoint : str, PathLike or Checkpoint
+        A checkpoint with task-adaptive layers (``load_checkpoint`` reads it).
+    threshold : float
+        Relative threshold (fraction of each layer's RMS activation norm), as ``taan-viz tree``.
+    measure : {"data", "standard"}
+
+    Returns
+    -------
+    list of L lists of T ints
+
+    Raises
+    ------
+    ValueError
+        When the checkpoint has no task-adaptive layers.
+    """
+    ckpt = _as_checkpoint(checkpoint)
+    if not ckpt.layers:
+        raise ValueError(f"{ckpt.path}: the checkpoint has no task-adaptive layers to read a sharing tree from")
+    geometry = layer_distances(ckpt.layers, measure)
+    return sharing_groups([d for d, _ in geometry], threshold, scales=[s for _, s in geometry])
+
+
+def flat_cut(distance, n_clusters: int, method: str = "average") -> np.ndarray:
+    """Hierarchical clusters of the tasks on a checked distance matrix, cut into ``n_clusters``.
+
+    Parameters
+    ----------
+    distance : array-like of shape (T, T)
+        Checked with :func:`check_distance_matrix`.
+    n_clusters : int
+        At most this many clusters (fewer when merge heights tie).
+    method : str, default "average"
+        scipy linkage method.
+
+    Returns
+    -------
+    ndarray of shape (T,), int64
+        Cluster ids numbered 0, 1, ... by first appearance in task order.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
+        raise ValueError(f"n_clusters must be an int >= 1, got {n_clusters!r}")
+    d = check_distance_matrix(distance)
+    t = d.shape[0]
+    if t < 2:
+        return np.zeros(t, dtype=np.int64)
+    z = linkage(squareform(d, checks=False), method=method)
+    return _first_appearance(fcluster(z, t=min(int(n_clusters), t), criterion="maxclust"))
+
+
+def adjusted_rand_index(labels_true, labels_pred) -> float:
+    """Adjusted Rand index between two partitions of the same tasks (1 = identical, ~0 = chance).
+
+    Hubert and Arabie's pair-counting form, as :func:`sklearn.metrics.adjusted_rand_score`
+    computes it (the tests compare the two); written out here because importing scikit-learn
+    takes about a second, a large share of a ``taan-viz`` command's time. Two partitions that
+    agree on every pair (e.g. both a single cluster) score 1.
+    """
+    a = np.asarray(labels_true)
+    b = np.asarray(labels_pred)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"labels_true and labels_pred must be 1-D of equal length, got {a.shape} and {b.shape}")
+    n = a.shape[0]
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    table = np.zeros((ia.max(initial=-1) + 1, ib.max(initial=-1) + 1), dtype=np.int64)
+    np.add.at(table, (ia.reshape(-1), ib.reshape(-1)), 1)
+
+    def pairs(x):
+        x = np.asarray(x, dtype=np.float64)
+        return float((x * (x - 1) / 2).sum())
+
+    both = pairs(table)
+    rows, cols = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    total = n * (n - 1) / 2
+    expected = rows * cols / total if total else 0.0
+    top = 0.5 * (rows + cols)
+    if top == expected:
+        # Both partitions are trivial the same way (all singletons or one cluster): identical.
+        return 1.0
+    return (both - expected) / (top - expected)
+
+
+def planted_ari(distances: Sequence[np.ndarray], planted: Sequence[Sequence[int]]) -> list[float]:
+    """Per-layer adjusted Rand index of the learned task clustering against planted groups.
+
+    Layer l's tasks are clustered hierarchically (average linkage) on ``distances[l]`` and cut
+    into as many clusters as layer l has planted groups, as ``taan-viz`` does.
+
+    Parameters
+    ----------
+    distances : sequence of L arrays of shape (T, T)
+    planted : sequence of L sequences of T ints
+
+    Returns
+    -------
+    list of L floats
+        1 for a perfect recovery, about 0 for chance.
+    """
+    if len(distances) != len(planted):
+        raise ValueError(f"planted groups describe {len(planted)} layers, the model has {len(distances)}; "
+                         "the ARI compares layers one to one")
+    out = []
+    for d, truth in zip(distances, planted):
+        d = np.asarray(d, dtype=np.float64)
+        truth = np.asarray(truth, dtype=np.int64)
+        if d.shape != (truth.size, truth.size):
+            raise ValueError(f"distance matrix of shape {d.shape} does not fit {truth.size} planted tasks")
+        out.append(adjusted_rand_index(truth, flat_cut(d, len(np.unique(truth)))))
+    return out
