@@ -61,6 +61,14 @@ class TrainConfig:
         task starts with the same activation and the shared weights learn the common function
         first (hard sharing); 0 adapts from the first step. Without it a run can commit, in its
         first epoch, to task differences carried by the wrong layer (docs/training.md).
+    starts : int
+        Candidate starts: differently initialised copies of the model trained for the first
+        ``start_epochs`` of the run, of which the one with the best validation metric continues
+        (start 0 is the model as given; 1 trains it alone). A run's outcome can be decided by its
+        initial weights (docs/training.md); this makes it depend on the best of several.
+    start_epochs : float
+        Fraction of ``epochs`` (rounded, at least 1, at most ``epochs``) each candidate trains
+        before the choice.
     patience : int
         Stop after this many epochs without improvement of the validation ``main`` metric
         (by more than ``min_delta``); 0 never stops early.
@@ -101,6 +109,8 @@ class TrainConfig:
     c: float = 0.0
     measure: str = "standard"
     shared_warmup: float = 0.1
+    starts: int = 3
+    start_epochs: float = 0.2
     patience: int = 0
     min_delta: float = 0.0
     eval_batch_size: int = 1024
@@ -118,8 +128,15 @@ class TrainConfig:
         """Epochs of the shared warm-up: ``shared_warmup * epochs`` rounded, at most ``epochs - 1``."""
         return min(math.floor(self.shared_warmup * self.epochs + 0.5), self.epochs - 1)
 
+    @property
+    def trial_epochs(self) -> int:
+        """Epochs each candidate start trains before the choice (0 with a single start)."""
+        if self.starts == 1:
+            return 0
+        return max(1, min(math.floor(self.start_epochs * self.epochs + 0.5), self.epochs))
+
     def __post_init__(self) -> None:
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("lr_step", 1), ("patience", 0),
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("lr_step", 1), ("patience", 0), ("starts", 1),
                               ("eval_batch_size", 1), ("seed", 0), ("threads", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -144,6 +161,11 @@ class TrainConfig:
         if not 0.0 <= self.shared_warmup < 1.0:
             raise ValueError(f"shared_warmup must be a fraction of the epochs in [0, 1), got {self.shared_warmup}")
         self.shared_warmup = float(self.shared_warmup)
+        if isinstance(self.start_epochs, bool) or not isinstance(self.start_epochs, (int, float)):
+            raise TypeError(f"start_epochs must be a float, got {type(self.start_epochs).__name__}")
+        if not 0.0 < self.start_epochs <= 1.0:
+            raise ValueError(f"start_epochs must be a fraction of the epochs in (0, 1], got {self.start_epochs}")
+        self.start_epochs = float(self.start_epochs)
         for name, choices in (("sampler", _SAMPLERS), ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES),
                               ("reg", _REGS), ("measure", _MEASURES)):
             if getattr(self, name) not in choices:

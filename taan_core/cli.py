@@ -78,10 +78,11 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 _RESUMABLE = {"epochs", "device", "threads", "out", "data", "log"}
 # Settings of the stored TrainConfig that options name one to one.
 _TRAIN_OPTIONS = ("batch_size", "sampler", "optimizer", "lr", "weight_decay", "schedule", "reg", "c", "measure",
-                  "patience", "shared_warmup", "amp", "compile", "deterministic", "seed")
+                  "patience", "shared_warmup", "starts", "start_epochs", "amp", "compile", "deterministic", "seed")
 # Python names in library messages, and the options that set them.
 _OPTION_NAMES = {"data_path": "--data", "num_hinges": "--hinges", "val_fraction": "--val-fraction",
                  "test_fraction": "--test-fraction", "batch_size": "--batch-size", "weight_decay": "--weight-decay",
+                 "shared_warmup": "--shared-warmup", "start_epochs": "--start-epochs", "starts": "--starts",
                  **{name: f"--{name}" for name in ("epochs", "lr", "c", "seed", "patience", "threads", "device",
                                                    "hidden", "sampler", "optimizer", "schedule", "reg", "measure")}}
 
@@ -195,6 +196,11 @@ def train(
     shared_warmup: Annotated[Optional[float], typer.Option(
         help="Fraction of the epochs trained as hard sharing before the task activations adapt, in [0, 1) "
              "(default 0.1; docs/training.md).")] = None,
+    starts: Annotated[Optional[int], typer.Option(
+        help="Candidate starts: differently initialised copies trained for --start-epochs, the best on validation "
+             "continues (default 3; 1 trains one start).")] = None,
+    start_epochs: Annotated[Optional[float], typer.Option(
+        help="Fraction of the epochs each candidate start trains before the choice, in (0, 1] (default 0.2).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (default auto).")] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (default on).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile", help="Compile the model with torch.compile.")] = None,
@@ -266,6 +272,7 @@ def train(
             weight_decay=pick(weight_decay, "weight_decay"), schedule=_value(schedule) or defaults["schedule"],
             reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0, measure=_value(measure) or "standard",
             patience=pick(patience, "patience"), shared_warmup=0.1 if shared_warmup is None else shared_warmup,
+            starts=3 if starts is None else starts, start_epochs=0.2 if start_epochs is None else start_epochs,
             device=device or "auto", amp=True if amp is None else amp,
             compile=bool(compile), deterministic=bool(deterministic),
             threads=threads if threads is not None else defaults.get("threads", 0),

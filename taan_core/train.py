@@ -22,6 +22,7 @@ on CUDA); rank 0 writes the files.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -141,6 +142,8 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self._best: dict | None = None
+        self._starts: list[dict] = []
+        self._trial = False
         self._fingerprint: str | None = None
 
     # -------------------------------------------------------------------------- setup
@@ -202,7 +205,7 @@ class Trainer:
             rng=_rng_state(self.device), sampler=self.sampler.state_dict(),
             extra={"train_config": dataclasses.asdict(self.config), "best_epoch": self.best_epoch,
                    "best_main": self.best_main, "bad_epochs": self.bad_epochs, "world_size": world.size,
-                   "data_fingerprint": self._fingerprint},
+                   "data_fingerprint": self._fingerprint, "starts": self._starts},
         )
 
     def _restore(self, path: Path, allow_data_change: bool = False) -> None:
@@ -226,7 +229,20 @@ class Trainer:
         for key in ("optimizer", "rng", "sampler"):
             if raw.get(key) is None:
                 raise CheckpointError(f"{path}: {key}: expected resume state, got None")
-        self.model.load_state_dict(model_info["state_dict"])
+        self._load_state(raw)
+        # checkpoint.pt is written before last.pt, so a run killed between the two has a best
+        # file one epoch ahead of last.pt; keep it only if it is the best epoch last.pt knows.
+        best_path = path.parent / "checkpoint.pt"
+        best = load_checkpoint(best_path).raw if best_path.is_file() else None
+        if best is not None and best["epoch"] == self.best_epoch:
+            self._best = best
+        elif self.best_epoch == self.epoch:
+            self._best = dict(raw)
+
+    def _load_state(self, raw: dict) -> None:
+        """Put the model, optimiser, schedule, sampler, counters and random state of ``raw``
+        (a checkpoint dict of this run) in place."""
+        self.model.load_state_dict(raw["model"]["state_dict"])
         self.optimizer.load_state_dict(raw["optimizer"])
         if self.scheduler is not None and raw.get("scheduler") is not None:
             self.scheduler.load_state_dict(raw["scheduler"])
@@ -238,14 +254,7 @@ class Trainer:
         self.best_epoch = int(extra.get("best_epoch", 0))
         self.best_main = float(extra.get("best_main", -math.inf))
         self.bad_epochs = int(extra.get("bad_epochs", 0))
-        # checkpoint.pt is written before last.pt, so a run killed between the two has a best
-        # file one epoch ahead of last.pt; keep it only if it is the best epoch last.pt knows.
-        best_path = path.parent / "checkpoint.pt"
-        best = load_checkpoint(best_path).raw if best_path.is_file() else None
-        if best is not None and best["epoch"] == self.best_epoch:
-            self._best = best
-        elif self.best_epoch == self.epoch:
-            self._best = dict(raw)
+        self._starts = list(extra.get("starts") or [])
         _set_rng_state(raw["rng"], self.device)
 
     # -------------------------------------------------------------------------- training
@@ -305,6 +314,9 @@ class Trainer:
             stopped = cfg.patience > 0 and self.bad_epochs >= cfg.patience
             ran = 0
             with self._progress(world) as progress:
+                if not resume and cfg.starts > 1:
+                    ran = self._choose_start(world, progress)
+                    stopped = cfg.patience > 0 and self.bad_epochs >= cfg.patience
                 while not stopped and self.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
                     self._run_epoch(world, progress)
                     ran += 1
@@ -447,7 +459,11 @@ class Trainer:
                   "seconds": time.perf_counter() - tic}
         self.metrics.append(record)
         progress.end_epoch(record)
-        if world.is_main:
+        if self._trial:
+            # A candidate start writes nothing; it keeps its best epoch for the choice.
+            if improved:
+                self._best = copy.deepcopy(self._checkpoint(world))
+        elif world.is_main:
             ckpt = self._checkpoint(world)
             if improved:
                 save_checkpoint(ckpt, self.out / "checkpoint.pt")
@@ -457,6 +473,55 @@ class Trainer:
             if self.on_epoch is not None:
                 self.on_epoch(self, record)
         _barrier(world)
+
+    def _choose_start(self, world: _World, progress) -> int:
+        """Train every candidate start for ``trial_epochs`` and continue from the best one.
+
+        The candidates see the same batches and differ only in their initial weights. Nothing
+        is written while they train; afterwards the chosen candidate's epochs are written as
+        if it had been the only run. Returns the number of epochs the chosen candidate ran.
+        """
+        from taan_core._starts import fresh_state, start_seed
+
+        cfg = self.config
+        initial = copy.deepcopy(self._checkpoint(world))
+        given = copy.deepcopy(initial["model"]["state_dict"])
+        ends: list[tuple[float, dict, dict | None]] = []
+        self._trial = True
+        try:
+            for k in range(cfg.starts):
+                self._load_state(initial)
+                self.history, self.metrics, self._best = [], [], None
+                if k:
+                    self.model.load_state_dict(fresh_state(self.model, start_seed(cfg.seed, k)))
+                else:
+                    self.model.load_state_dict(given)
+                while self.epoch < cfg.trial_epochs and not (cfg.patience > 0 and self.bad_epochs >= cfg.patience):
+                    self._run_epoch(world, progress)
+                last = float(self.metrics[-1]["val"]["main"]) if self.metrics else -math.inf
+                score = last if math.isfinite(last) else -math.inf
+                ends.append((score, copy.deepcopy(self._checkpoint(world)), copy.deepcopy(self._best)))
+        finally:
+            self._trial = False
+        chosen = max(range(len(ends)), key=lambda k: ends[k][0])
+        _, state, best = ends[chosen]
+        self._load_state(state)
+        self._best = best
+        self._starts = [{"start": k, "seed": cfg.seed if k == 0 else start_seed(cfg.seed, k),
+                         "val_main": score if math.isfinite(score) else None, "chosen": k == chosen}
+                        for k, (score, _, _) in enumerate(ends)]
+        if self._best is not None:
+            self._best["extra"] = dict(self._best.get("extra") or {}, starts=self._starts)
+        if world.is_main:
+            if self._best is not None:
+                save_checkpoint(self._best, self.out / "checkpoint.pt")
+            save_checkpoint(self._checkpoint(world), self.out / "last.pt")
+            for record in self.metrics:
+                _append_jsonl(self.out / "metrics.jsonl", record)
+                if self.on_epoch is not None:
+                    self.on_epoch(self, record)
+        _barrier(world)
+        return self.epoch
 
     def _check_finite(self, first_bad: Tensor, terms: Tensor, epoch: int, num_batches: int, world: _World,
                       weights: bool = False) -> None:
