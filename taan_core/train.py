@@ -435,7 +435,7 @@ class Trainer:
             task_sum += loss.detach().double()
             reg_sum += reg.detach().double()
             progress.advance(lambda: float(loss.detach()) * world.size + float(reg.detach()))
-            if self.on_step is not None:
+            if self.on_step is not None and not self._trial:
                 self.on_step(self, epoch, b)
         self._check_finite(first_bad, bad_terms, epoch, num_batches, world, weights=True)
         task_total, = _all_sum([float(task_sum)], world, self.device)
