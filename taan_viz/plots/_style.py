@@ -16,15 +16,20 @@ import numpy as np
 __all__ = [
     "DIVERGING_CMAP",
     "FORMATS",
+    "LABELS",
+    "LABELS_AUTO_MAX",
     "OKABE_ITO",
     "PAPER_RC",
     "SEQUENTIAL_CMAP",
     "category_color",
     "category_linestyle",
+    "check_labels",
+    "label_fontsize",
     "measure_label",
     "paper_style",
     "readable_color",
     "save_figure",
+    "show_labels",
     "short_label",
     "text_color_for",
 ]
@@ -64,6 +69,34 @@ PAPER_RC: dict = {
     "figure.dpi": 100,
     "savefig.facecolor": "white",
 }
+
+
+# Task names: "auto" shows them up to LABELS_AUTO_MAX tasks, with figures growing so that each
+# name gets LABEL_ROW_PT points (a 5 pt font); beyond that a name would be narrower than its
+# letters, and the figures say where the names are (the export's tables).
+LABELS = ("auto", "all", "none")
+LABELS_AUTO_MAX = 100
+LABEL_ROW_PT = 6.0
+
+
+def check_labels(labels: str) -> str:
+    """``labels`` if it is one of :data:`LABELS`, else ValueError."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    return labels
+
+
+def show_labels(labels: str, t: int) -> bool:
+    """Whether task names are drawn for ``t`` tasks under the rule ``labels``
+    ("auto": up to :data:`LABELS_AUTO_MAX` tasks; "all": always; "none": never)."""
+    check_labels(labels)
+    return labels == "all" or (labels == "auto" and t <= LABELS_AUTO_MAX)
+
+
+def label_fontsize(row_pt: float, largest: float = 7.0) -> float:
+    """Font size of task names given the room of one row in points: 85 % of the row, between
+    3 pt (still legible when printed) and ``largest``."""
+    return float(min(largest, max(3.0, 0.85 * row_pt)))
 
 
 @contextlib.contextmanager
@@ -172,6 +205,14 @@ def save_figure(fig, path: "str | Path", *, dpi: int = 300, metadata: Mapping[st
         raise ValueError(f"dpi must be an int in [20, 2400], got {dpi!r}")
     rc = {"svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "taan-viz", "savefig.facecolor": "white"}
     with matplotlib.rc_context(rc):
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata),
-                    bbox_inches="tight", pad_inches=0.03)
+        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata), **_bbox(fig))
     return path
+
+
+def _bbox(fig) -> dict:
+    """savefig arguments for the page's extent. A figure with a layout engine (every taan
+    figure: constrained layout) already keeps its artists inside; a tight bounding box would
+    cost a second full draw, which for hundreds of Axes is most of the time of saving."""
+    if fig.get_layout_engine() is not None:
+        return {}
+    return {"bbox_inches": "tight", "pad_inches": 0.03}
