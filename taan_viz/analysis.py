@@ -205,8 +205,9 @@ class Analysis:
     def palette(self, n_clusters: int | None = None, threshold: float = 0.1):
         """The colour of every task, shared by all figures of this analysis.
 
-        Colour groups are the groups (:meth:`cluster_labels`) of the deepest layer that has at
-        most 8 of them (see :mod:`taan_viz.plots._palette`).
+        Colour groups are the groups (:meth:`cluster_labels`) of the deepest layer (of the
+        deepest with at most 32 groups, when it has more); beyond 8 groups a dash pattern or
+        marker tells repeated colours apart (see :mod:`taan_viz.plots._palette`).
 
         Returns
         -------

@@ -3,13 +3,14 @@
 A reader matches tasks across figures by colour, so the colours are decided once, from the task
 groups of the analysis, and every figure asks the same :class:`TaskPalette`:
 
-- the colour unit is a group of the deepest layer that has at most 8 groups (the branches of the
-  sharing tree at that depth), so that the colour-blind-safe Okabe-Ito palette suffices and the
-  tasks of one colour are the tasks that share the network down to that layer;
-- when even the shallowest layer has more than 8 groups, group k gets colour ``k mod 8`` and a
-  second encoding ``k div 8``: a dash pattern for lines and a marker shape for points (4 dash
-  patterns and 8 markers, so colour and dash repeat together only beyond 32 groups, and the
-  captions say so).
+- the colour unit is a group of the deepest layer (the finest groups: tasks that share the whole
+  network), or of the deepest layer with at most 32 groups when the deepest has more;
+- groups are numbered along the sharing tree's order; group k gets the colour-blind-safe
+  Okabe-Ito colour ``k mod 8`` and, beyond 8 groups, a second encoding ``k div 8``: a dash
+  pattern for lines and a marker shape for points. 8 colours x 4 dash patterns tell 32 groups
+  apart; beyond (only when even the shallowest layer has more than 32 groups) colour and dash
+  repeat together, and the captions say so. Colour strips (heatmaps, clustermaps) show colour
+  only, so there the caption says that colours repeat.
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ class TaskPalette:
         k = self.num_keys
         text = f"colours: the {k} task group{'s' * (k != 1)} of layer {self.level_name}"
         if self.encoded:
-            text += "; beyond 8 groups a dash pattern (lines) or marker (points) tells repeated colours apart"
+            text += ("; 8 colours, repeated with a dash pattern (lines) or marker (points) for groups 9 and on"
+                     " (strips show colour only)")
             if k > len(OKABE_ITO) * len(LINESTYLES):
-                text += f", which repeat together beyond {len(OKABE_ITO) * len(LINESTYLES)} groups"
+                text += f"; colour and dash repeat together beyond {len(OKABE_ITO) * len(LINESTYLES)} groups"
         return text
 
 
@@ -123,7 +125,7 @@ def task_palette(groups: Sequence[np.ndarray], layer_names: Sequence[str], order
         raise ValueError(f"layer_names must have {len(rows)} entries (one per layer), got {len(layer_names)}")
     t = rows[0].shape[0]
     counts = [len(np.unique(r)) for r in rows]
-    fits = [l for l, k in enumerate(counts) if k <= len(OKABE_ITO)]
+    fits = [l for l, k in enumerate(counts) if k <= len(OKABE_ITO) * len(LINESTYLES)]
     level = fits[-1] if fits else 0
     walk = np.arange(t) if order is None else np.asarray(order, dtype=np.int64)
     mapping: dict[int, int] = {}

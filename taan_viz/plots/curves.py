@@ -20,9 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover - only for annotations
 
 __all__ = ["activation_curves", "activation_values", "curve_range", "grid_pages", "plot_curve_grid", "plot_curves"]
 
-# Legends list at most this many colour groups (then "... k more"); per page of small multiples
-# at most _GRID_MAX tasks.
-_LEGEND_MAX = 10
+# Legends list at most this many colour groups (then "... k more": one per colour and dash
+# pattern, see taan_viz.plots._palette); per page of small multiples at most _GRID_MAX tasks.
+_LEGEND_MAX = 32
 _GRID_MAX = 64
 
 
@@ -263,9 +263,9 @@ def plot_curves(
     rows = 2 if residual else 1
     if figsize is None:
         width = min(7.2, 2.4 * n + 0.3)
-        # Room below the panels for the cluster legend (at most _LEGEND_MAX entries).
-        entries = min(_LEGEND_MAX, palette.num_keys)
-        figsize = (width, rows * min(2.3, width / n * 0.9) + 0.85 + 0.125 * entries)
+        # Room below the panels for the legend: colour groups and 3 reference entries, 4 a row.
+        entries = min(_LEGEND_MAX, palette.num_keys) + 3
+        figsize = (width, rows * min(2.3, width / n * 0.9) + 0.75 + 0.125 * math.ceil(entries / 4))
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(rows, n, squeeze=False)

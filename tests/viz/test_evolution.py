@@ -51,3 +51,22 @@ def test_evolution_rejects(snapshots, analysis):
         animate_evolution(analysis, snapshots, "x.gif", fps=0)
     with pytest.raises(ValueError, match="metric must be one of"):
         plot_evolution(analysis, snapshots, metric="hamming")
+
+
+def test_evolution_names_tasks(snapshots, analysis):
+    fig = plot_evolution(analysis, snapshots, max_columns=2)
+    names = set(analysis.task_names)
+    panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    grid = np.array(panels).reshape(3, 2)
+    # Rows named in the first column, columns below the last row, nowhere else.
+    assert all({t.get_text() for t in ax.get_yticklabels()} == names for ax in grid[:, 0])
+    assert all({t.get_text() for t in ax.get_xticklabels()} == names for ax in grid[-1, :])
+    assert not [t for t in grid[0, 1].get_yticklabels() + grid[0, 1].get_xticklabels() if t.get_text()]
+
+
+def test_old_argument_order_warns(snapshots, analysis):
+    with pytest.warns(DeprecationWarning, match=r"pass plot_evolution\(analysis, snapshots\)"):
+        fig = plot_evolution(snapshots, analysis, max_columns=2)
+    assert fig.axes
+    with pytest.raises(TypeError, match="analysis must be an Analysis"):
+        plot_evolution(snapshots, snapshots)
