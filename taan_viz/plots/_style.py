@@ -21,6 +21,7 @@ __all__ = [
     "OKABE_ITO",
     "PAPER_RC",
     "SEQUENTIAL_CMAP",
+    "add_caption",
     "category_color",
     "category_linestyle",
     "check_labels",
@@ -32,6 +33,7 @@ __all__ = [
     "show_labels",
     "short_label",
     "text_color_for",
+    "wrap_to_width",
 ]
 
 # Okabe & Ito (2008), the colour-blind-safe qualitative palette, ordered for lines on white:
@@ -97,6 +99,21 @@ def label_fontsize(row_pt: float, largest: float = 7.0) -> float:
     """Font size of task names given the room of one row in points: 85 % of the row, between
     3 pt (still legible when printed) and ``largest``."""
     return float(min(largest, max(3.0, 0.85 * row_pt)))
+
+
+def wrap_to_width(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (an average
+    letter is about half an em wide); existing line breaks are kept."""
+    import textwrap
+
+    chars = max(20, int(width_in * 72 / (0.5 * fontsize)))
+    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+
+
+def add_caption(fig, text: str, fontsize: float = 6.5, color: str = "0.35"):
+    """A note under the panels (``Figure.supxlabel``), wrapped to the figure's width: figures are
+    saved without a tight bounding box, so a line wider than the figure would be cut."""
+    return fig.supxlabel(wrap_to_width(text, fig.get_figwidth() * 0.96, fontsize), fontsize=fontsize, color=color)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from taan_viz.embedding import classical_mds
 from taan_viz.plots._palette import MARKERS as _MARKERS
 from taan_viz.plots._style import (
     LABEL_ROW_PT,
+    add_caption,
     category_color,
     check_labels,
     label_fontsize,
@@ -226,8 +227,8 @@ def plot_dendrograms(
                 ax.set_ylabel(f"{t} tasks (names: --labels all, or the export)")
         how = "" if n_clusters is not None else "; dashed: the threshold"
         ari = "; ARI: adjusted Rand index of the planted groups vs. as many clusters" if analysis.has_planted else ""
-        fig.supxlabel(f"{analysis.method}-linkage clustering of d(Fₛ, Fₜ); {_groups_note(analysis, n_clusters, threshold)}"
-                      f"{how};\n{palette.describe()}{ari}", fontsize=6.5, color="0.35")
+        add_caption(fig, f"{analysis.method}-linkage clustering of d(Fₛ, Fₜ); {_groups_note(analysis, n_clusters, threshold)}"
+                f"{how};\n{palette.describe()}{ari}")
     return fig
 
 
@@ -314,7 +315,7 @@ def clustermap(
         bar.outline.set_visible(False)
         ax_top.set_title(f"layer {la.index + 1} · {la.name}: {analysis.method}-linkage clustering, "
                          "x ~ " + measure_label(la.geometry.mu, la.geometry.sigma), fontsize=8)
-        fig.supxlabel(f"strip and links: {palette.describe()}", fontsize=6.5, color="0.35")
+        add_caption(fig, f"strip and links: {palette.describe()}")
     return fig
 
 
@@ -458,6 +459,6 @@ def plot_embeddings(
         note = palette.describe()
         if any(la.planted is not None for la in chosen) and not palette.encoded:
             note += "; marker: planted group"
-        fig.supxlabel(f"classical MDS of d(Fₛ, Fₜ) per layer; distances between points approximate functional "
-                      f"distances;\n{note}", fontsize=6.5, color="0.35")
+        add_caption(fig, "classical MDS of d(Fₛ, Fₜ) per layer; distances between points approximate functional "
+                f"distances;\n{note}")
     return fig

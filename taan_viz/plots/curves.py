@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from taan_viz.analysis import Analysis
-from taan_viz.plots._style import category_color, category_linestyle, measure_label, paper_style, short_label
+from taan_viz.plots._style import (
+    category_color,
+    category_linestyle,
+    measure_label,
+    paper_style,
+    short_label,
+    wrap_to_width,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - only for annotations
     from taan_viz.plots._palette import TaskPalette
@@ -286,7 +293,8 @@ def plot_curves(
                 axes[0, k].set_xlabel("")
         handles = _group_handles(palette, analysis.task_names) + _static_handles(relu)
         fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=6,
-                   handlelength=2.2, columnspacing=1.2, title=palette.describe(), title_fontsize=6)
+                   handlelength=2.2, columnspacing=1.2, title=wrap_to_width(palette.describe(), fig.get_figwidth() * 0.95, 6),
+                   title_fontsize=6)
     return fig
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from taan_viz.analysis import METRICS, Analysis, Snapshot, check_metric
-from taan_viz.plots._style import paper_style, short_label
+from taan_viz.plots._style import add_caption, paper_style, short_label
 
 __all__ = ["animate_evolution", "plot_curves_evolution", "plot_evolution"]
 
@@ -115,8 +115,7 @@ def plot_evolution(
         bar = fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), shrink=0.8, aspect=30,
                            label=METRICS[metric][0])
         bar.outline.set_visible(False)
-        fig.supxlabel(f"{t} tasks in the final sharing-tree order; one colour scale for every snapshot",
-                      fontsize=6.5, color="0.35")
+        add_caption(fig, f"{t} tasks in the final sharing-tree order; one colour scale for every snapshot")
     return fig
 
 
@@ -180,8 +179,7 @@ def plot_curves_evolution(
                 ax.tick_params(labelsize=5.5)
                 if r == 0:
                     ax.set_title(f"epoch {snap.epoch}", fontsize=7)
-        fig.supxlabel(f"pre-activation x; {palette.describe()} (final state); dashed: relu; shaded: the measure",
-                      fontsize=6.5, color="0.35")
+        add_caption(fig, f"pre-activation x; {palette.describe()} (final state); dashed: relu; shaded: the measure")
     return fig
 
 

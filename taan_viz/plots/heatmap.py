@@ -17,6 +17,7 @@ from taan_viz.plots._style import (
     DIVERGING_CMAP,
     LABEL_ROW_PT,
     SEQUENTIAL_CMAP,
+    add_caption,
     category_color,
     check_labels,
     label_fontsize,
@@ -388,5 +389,5 @@ def plot_heatmaps(
             else:
                 how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
             extra = f"; strip {palette.describe()}" if groups else ""
-            fig.supxlabel(f"{how}{extra}", fontsize=6.5, color="0.35")
+            add_caption(fig, f"{how}{extra}")
     return fig

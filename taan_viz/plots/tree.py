@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from taan_viz.plots._style import LABEL_ROW_PT, label_fontsize, paper_style, short_label, show_labels
+from taan_viz.plots._style import LABEL_ROW_PT, label_fontsize, paper_style, short_label, show_labels, wrap_to_width
 from taan_viz.sharing import SharingTree
 
 __all__ = ["plot_sharing_tree", "tree_figure"]
@@ -158,8 +158,8 @@ def plot_sharing_tree(
         rule = (f"d(Fₛ, Fₜ) ≤ {tree.threshold:g} × the layer's RMS activation norm" if tree.relative
                 else f"d(Fₛ, Fₜ) ≤ {tree.threshold:g}")
         counts = " → ".join(str(k) for k in tree.num_groups)
-        ax.set_xlabel(f"boxes: groups of tasks that can share the layer ({rule});\n"
-                      f"groups per layer {counts}; numbers: tasks per group; {palette.describe()}"
-                      + ("" if show else f"; {t} task heads (names: --labels all, or the export)"),
-                      fontsize=6.5, color="0.35")
+        text = (f"boxes: groups of tasks that can share the layer ({rule});\n"
+                f"groups per layer {counts}; numbers: tasks per group; {palette.describe()}"
+                + ("" if show else f"; {t} task heads (names: --labels all, or the export)"))
+        ax.set_xlabel(wrap_to_width(text, ax.figure.get_figwidth() * 0.95, 6.5), fontsize=6.5, color="0.35")
     return ax
