@@ -86,9 +86,9 @@ class ReportSection:
 def figure_uri(fig, dpi: int) -> str:
     """``fig`` as a PNG data URI, for :class:`ReportFigure`."""
     buf = io.BytesIO()
-    from taan_viz.plots._style import _bbox
+    from taan_viz.plots._style import savefig_once
 
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", **_bbox(fig))
+    savefig_once(fig, buf, format="png", dpi=dpi, facecolor="white")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -217,8 +217,12 @@ def render_report(
         ("heatmap", "Functional distances", "Distance d(Fₛ, Fₜ) between the tasks' activations in every layer, "
          "one colour scale; tasks in the sharing-tree order.",
          lambda: plot_heatmaps(analysis, threshold=threshold, palette=palette)),
-        ("heatmap-cosine", "Cosine similarities", "cos(Fₛ, Fₜ) on the diverging scale [−1, 1].",
-         lambda: plot_heatmaps(analysis, metric="cosine", threshold=threshold, palette=palette)),
+        # Beyond 40 tasks the distance heatmap grows to hold every name; the cosines follow it in
+        # the same order, so they leave the names to it and stay one page wide.
+        ("heatmap-cosine", "Cosine similarities", "cos(Fₛ, Fₜ) on the diverging scale [−1, 1]"
+         + (", tasks in the order of the distance heatmap, which names them." if t > 40 else "."),
+         lambda: plot_heatmaps(analysis, metric="cosine", threshold=threshold, palette=palette,
+                               labels="none" if t > 40 else "auto")),
         ("curves", "Activation functions", f"Every task's Fₜ (top) and its residual Fₜ − relu (bottom), coloured "
          f"by task ({how}); shaded: the measure; ticks: hinges.",
          lambda: plot_curves(analysis, n_clusters=n_clusters, threshold=threshold, residual=True, palette=palette)),

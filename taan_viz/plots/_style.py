@@ -25,11 +25,13 @@ __all__ = [
     "category_color",
     "category_linestyle",
     "check_labels",
+    "join_to_width",
     "label_fontsize",
     "measure_label",
     "paper_style",
     "readable_color",
     "save_figure",
+    "savefig_once",
     "show_labels",
     "short_label",
     "text_color_for",
@@ -103,11 +105,24 @@ def label_fontsize(row_pt: float, largest: float = 7.0) -> float:
 
 def wrap_to_width(text: str, width_in: float, fontsize: float) -> str:
     """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (an average
-    letter is about half an em wide); existing line breaks are kept."""
+    letter is a little over half an em wide); existing line breaks are kept."""
     import textwrap
 
-    chars = max(20, int(width_in * 72 / (0.5 * fontsize)))
+    chars = max(20, int(width_in * 72 / (0.56 * fontsize)))
     return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+
+
+def join_to_width(parts: list[str], width_in: float, fontsize: float, sep: str = " · ") -> str:
+    """``parts`` joined by ``sep``, starting a new line where the next part would not fit
+    ``width_in`` inches at ``fontsize`` points (a part itself is never broken)."""
+    chars = max(20, int(width_in * 72 / (0.56 * fontsize)))
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + len(sep) + len(part) <= chars:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
 
 
 def add_caption(fig, text: str, fontsize: float = 6.5, color: str = "0.35"):
@@ -222,14 +237,26 @@ def save_figure(fig, path: "str | Path", *, dpi: int = 300, metadata: Mapping[st
         raise ValueError(f"dpi must be an int in [20, 2400], got {dpi!r}")
     rc = {"svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "taan-viz", "savefig.facecolor": "white"}
     with matplotlib.rc_context(rc):
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata), **_bbox(fig))
+        savefig_once(fig, path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata))
     return path
 
 
-def _bbox(fig) -> dict:
-    """savefig arguments for the page's extent. A figure with a layout engine (every taan
-    figure: constrained layout) already keeps its artists inside; a tight bounding box would
-    cost a second full draw, which for hundreds of Axes is most of the time of saving."""
-    if fig.get_layout_engine() is not None:
-        return {}
-    return {"bbox_inches": "tight", "pad_inches": 0.03}
+def savefig_once(fig, target, **kwargs) -> None:
+    """``fig.savefig(target, **kwargs)`` with one layout pass.
+
+    A figure with a layout engine (every taan figure: constrained layout) keeps its artists
+    inside the page, so no tight bounding box is needed (it would draw the figure twice more).
+    ``savefig`` itself draws twice, once to lay out and once to render, and constrained layout
+    runs in both; here it runs once, then the figure is saved with the positions fixed, and
+    the engine is put back. Figures without an engine get a tight bounding box.
+    """
+    engine = fig.get_layout_engine()
+    if engine is None:
+        fig.savefig(target, bbox_inches="tight", pad_inches=0.03, **kwargs)
+        return
+    fig.draw_without_rendering()
+    fig.set_layout_engine(None)
+    try:
+        fig.savefig(target, **kwargs)
+    finally:
+        fig.set_layout_engine(engine)

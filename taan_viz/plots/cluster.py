@@ -20,6 +20,7 @@ from taan_viz.plots._style import (
     add_caption,
     category_color,
     check_labels,
+    join_to_width,
     label_fontsize,
     measure_label,
     paper_style,
@@ -208,7 +209,8 @@ def plot_dendrograms(
     if figsize is None:
         rows = t if named else min(t, 40)
         figsize = (min(7.2, 2.4 * n + 0.2) if n <= 3 else 1.6 * n + 0.4,
-                   max(2.2, rows * (LABEL_ROW_PT if named else 5.0) / 72 + 1.1))
+                   # + room for the titles and the caption's 3 to 4 lines
+                   max(2.2, rows * (LABEL_ROW_PT if named else 5.0) / 72 + 1.1) + 0.5)
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(1, n, squeeze=False)[0]
@@ -217,11 +219,12 @@ def plot_dendrograms(
             dendrogram(la.clustering, ax=ax, palette=palette, cut=cut, labels=named)
             coph = la.clustering.cophenetic_correlation
             k = len(np.unique(by_id[id(la)]))
-            extra = "" if np.isnan(coph) else f" · cophenetic r {coph:.2f}"
-            if la.ari is not None:
-                extra += f" · ARI {la.ari:.2f}"
-            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n{k} cluster{'s' * (k != 1)}{extra}",
-                         fontsize=7.5)
+            stats = [f"{k} cluster{'s' * (k != 1)}"]
+            stats += [] if np.isnan(coph) else [f"cophenetic r {coph:.2f}"]
+            stats += [] if la.ari is None else [f"ARI {la.ari:.2f}"]
+            # Fitted to the panel: a title wider than the figure would be cut.
+            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
+                         + join_to_width(stats, 0.95 * figsize[0] / n, 7.5), fontsize=7.5)
             ax.set_xlabel("merge height d(Fₛ, Fₜ)")
             if not named:
                 ax.set_ylabel(f"{t} tasks (names: --labels all, or the export)")

@@ -262,7 +262,6 @@ def plot_curves(
     matplotlib Figure
     """
     from matplotlib.figure import Figure
-    from matplotlib.transforms import offset_copy
 
     chosen = analysis.select(layers)
     palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette

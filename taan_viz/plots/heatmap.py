@@ -62,7 +62,7 @@ def metric_norm(metric: str, values: Sequence[np.ndarray]):
     return SEQUENTIAL_CMAP, Normalize(lo, hi)
 
 
-def _tick_rotation(names: Sequence[str], t: int | None = None) -> int:
+def _tick_rotation(names: Sequence[str]) -> int:
     longest = max(len(short_label(n)) for n in names)
     if longest <= 2:
         return 0
