@@ -254,7 +254,14 @@ def savefig_once(fig, target, **kwargs) -> None:
     if engine is None:
         fig.savefig(target, bbox_inches="tight", pad_inches=0.03, **kwargs)
         return
-    fig.draw_without_rendering()
+    # Lay out at the saving resolution: text extents are cached per dpi, so the render then
+    # reuses them instead of measuring every label again.
+    dpi = fig.dpi
+    fig.set_dpi(kwargs.get("dpi", dpi))
+    try:
+        fig.draw_without_rendering()
+    finally:
+        fig.set_dpi(dpi)
     fig.set_layout_engine(None)
     try:
         fig.savefig(target, **kwargs)

@@ -47,7 +47,8 @@ def tree_figure(tree: SharingTree, *, names: bool | None = None, figsize: tuple[
     show = show_labels("auto", t) if names is None else names
     if figsize is None:
         rows = t * LABEL_ROW_PT / 72 if show else 40 * 0.12
-        figsize = (min(7.2, 1.05 * (depth + 1) + (1.5 if show else 0.6)), max(2.0, rows + 1.0))
+        # + the column headings and the 2 to 3 lines of the note below
+        figsize = (min(7.2, 1.05 * (depth + 1) + (1.5 if show else 0.6)), max(2.0, rows + 1.0) + 0.35)
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
