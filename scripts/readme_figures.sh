@@ -16,5 +16,4 @@ python="${TAAN_PYTHON:-.venv/bin/python}"
 large="$(mktemp -d)"
 trap 'rm -rf "$large"' EXIT
 "$python" scripts/large_figures.py "$large" --tasks 65
-"$viz" heatmap "$large/reference-65-tasks.pt" --layers 3 --out "$out/large" --dpi 150 --overwrite
 "$viz" tree "$large/reference-65-tasks.pt" --out "$out/large" --dpi 150 --overwrite
