@@ -22,7 +22,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/taan-core train --out runs/demo --overwrite
-	TAAN_VIZ=$(VENV)/bin/taan-viz bash scripts/readme_figures.sh runs/demo/checkpoint.pt figures
+	TAAN_VIZ=$(VENV)/bin/taan-viz TAAN_PYTHON=$(VENV)/bin/python bash scripts/readme_figures.sh runs/demo/checkpoint.pt figures
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py

@@ -8,10 +8,14 @@ Prints one JSON object:
 - for T = 1000, L = 3: ``large_heatmap_s`` and ``large_export_s`` (the two commands, each a fresh
   process, clustering included), ``large_total_s`` (target <= 15), and ``large_library_s``, the
   same work in one process through the library;
+- for T = 50, L = 5, M = 32 (the size of the reference Omniglot model), given as a reference-format
+  state_dict like an imported model: ``t50_<command>_s`` for every command that draws or writes
+  (heatmap, curves, cluster, tree, export, report, inspect) and ``t50_<command>_ratio`` to the
+  baseline (target <= 3, the report <= 4), plus ``t50_max_ratio``;
 - ``*_cpu_s``: the same in CPU seconds of the child processes, which stay meaningful on a machine
   busy with other work (wall times then grow with the load, CPU times barely).
 
-Usage: python benchmarks/bench_viz.py [--repeats 3] [--skip-large]
+Usage: python benchmarks/bench_viz.py [--repeats 3] [--skip-large] [--skip-t50]
 """
 
 from __future__ import annotations
@@ -52,6 +56,27 @@ def _checkpoint(path: Path, num_tasks: int, num_layers: int = 3, num_hinges: int
     return path
 
 
+def _reference_state_dict(path: Path, num_tasks: int = 50, num_layers: int = 5, num_hinges: int = 32,
+                          seed: int = 0) -> Path:
+    """A state_dict of the reference TAAN code (``<layer>.alpha`` (T, M), ``<layer>.basis`` (1, M)),
+    with nested planted groups (1, 2, 4, ... groups from the first layer on) and noise."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for l in range(num_layers):
+        g = torch.arange(num_tasks) * (2 ** min(l, 4)) // num_tasks
+        centres = 0.5 * torch.randn(int(g.max()) + 1, num_hinges, generator=gen)
+        state[f"layer{l + 1}.weight"] = torch.randn(4, 4, generator=gen)
+        state[f"layer{l + 1}.alpha"] = centres[g] + 0.05 * torch.randn(num_tasks, num_hinges, generator=gen)
+        state[f"layer{l + 1}.basis"] = torch.linspace(-2, 2, num_hinges).reshape(1, num_hinges)
+    torch.save(state, path)
+    return path
+
+
+# Commands timed at T = 50, L = 5 and their targets (ratio to the bare import).
+_T50_COMMANDS = {"heatmap": 3.0, "curves": 3.0, "cluster": 3.0, "tree": 3.0, "export": 3.0, "report": 4.0,
+                 "inspect": 3.0}
+
+
 def _time(cmd: list[str], repeats: int) -> tuple[float, float]:
     """Median wall time and median CPU time (user + system of the child) of ``cmd``.
 
@@ -73,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--skip-t50", action="store_true")
     args = parser.parse_args()
     py = sys.executable
     out: dict[str, float | int | str] = {"cpu_count": os.cpu_count() or 0}
@@ -88,6 +114,18 @@ def main() -> None:
         out.update(baseline_import_s=round(baseline, 3), heatmap_s=round(heat, 3),
                    heatmap_ratio=round(heat / baseline, 3), baseline_import_cpu_s=round(baseline_cpu, 3),
                    heatmap_cpu_s=round(heat_cpu, 3), heatmap_cpu_ratio=round(heat_cpu / baseline_cpu, 3))
+        if not args.skip_t50:
+            ref = _reference_state_dict(tmp / "reference50.pt")
+            ratios = {}
+            for command, target in _T50_COMMANDS.items():
+                extra = [] if command == "inspect" else ["-o", str(tmp / "t50-viz"), "--overwrite"]
+                wall, cpu = _time([py, "-c", _CLI, command, str(ref), *extra], args.repeats)
+                ratios[command] = wall / baseline
+                out.update({f"t50_{command}_s": round(wall, 3), f"t50_{command}_ratio": round(wall / baseline, 3),
+                            f"t50_{command}_cpu_ratio": round(cpu / baseline_cpu, 3),
+                            f"t50_{command}_target": target})
+            out.update(t50_max_ratio=round(max(ratios.values()), 3),
+                       t50_within_targets=all(ratios[c] <= t for c, t in _T50_COMMANDS.items()))
         if not args.skip_large:
             large = _checkpoint(tmp / "large.pt", 1000)
             lh, lh_cpu = _time([py, "-c", _CLI, "heatmap", str(large), "-o", str(tmp / "large-viz"), "--overwrite"], 1)

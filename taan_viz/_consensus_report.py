@@ -3,9 +3,6 @@ which renders one run; ``taan-viz report`` passes this section in)."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import re
 from pathlib import Path
@@ -40,33 +37,25 @@ def write_consensus_json(cons: Consensus, path: "str | Path", extra: dict | None
     return path
 
 
-def _uri(fig, dpi: int) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.03, facecolor="white")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+def consensus_section(cons: Consensus, dpi: int = 150, representative: str | None = None):
+    """The report section (a :class:`taan_viz.report.ReportSection`) on the consensus of the runs."""
+    from taan_viz.report import ReportFigure, ReportSection, figure_uri
 
-
-def consensus_section(cons: Consensus, dpi: int = 150, representative: str | None = None) -> tuple[str, str, str]:
-    """``(id, title, html)`` of the report section on the consensus of the runs."""
-    esc = html.escape
     rows = []
     for la in cons.layers:
         planted = "–" if la.planted_ari is None else f"{la.planted_ari.mean():.2f} (min {la.planted_ari.min():.2f})"
-        rows.append(f"<tr><td>{la.index + 1}</td><td>{esc(la.name)}</td><td>{la.stability:.3f}</td>"
-                    f"<td>{float(la.pairwise_ari[~_eye(la)].min()):.3f}</td><td>{esc(planted)}</td></tr>")
-    table = ("<table class=\"num\"><thead><tr><th>#</th><th>layer</th><th>stability (mean ARI between runs)</th>"
-             "<th>lowest ARI between two runs</th><th>ARI vs planted, mean over runs</th></tr></thead><tbody>"
-             + "".join(rows) + "</tbody></table>")
-    runs = ", ".join(esc(r) for r in cons.runs)
+        rows.append([la.index + 1, la.name, f"{la.stability:.3f}", f"{float(la.pairwise_ari[~_eye(la)].min()):.3f}",
+                     planted])
+    header = ["#", "layer", "stability (mean ARI between runs)", "lowest ARI between two runs",
+              "ARI vs planted, mean over runs"]
     rep = representative or cons.runs[cons.representative]
-    intro = (f"<p>{cons.num_runs} runs ({runs}). Stability 1 means every run finds the same clusters; about 0 "
-             "means no more agreement than chance. The rest of this report shows one run, "
-             f"<b>{esc(rep)}</b>, the one that agrees most with the others (highest summed ARI).</p>")
-    figs = []
-    for key, (title, fig) in consensus_figures(cons).items():
-        figs.append(f'<figure id="fig-consensus-{key}"><h3>{esc(title.capitalize())}</h3>'
-                    f'<img src="{_uri(fig, dpi)}" alt="{esc(title)}"></figure>')
-    return "consensus", f"Consensus of {cons.num_runs} runs", intro + table + "\n".join(figs)
+    intro = (f"{cons.num_runs} runs ({', '.join(cons.runs)}). Stability 1 means every run finds the same groups; "
+             "about 0 means no more agreement than chance. The other sections of this report show one run, "
+             f"{rep}, the one that agrees most with the others (highest summed ARI).")
+    figures = [ReportFigure(f"consensus-{key}", title.capitalize(), "", figure_uri(fig, dpi))
+               for key, (title, fig) in consensus_figures(cons).items()]
+    return ReportSection(id="consensus", title=f"Consensus of {cons.num_runs} runs", paragraphs=[intro],
+                         figures=figures, tables=[(header, rows)])
 
 
 def _eye(la):

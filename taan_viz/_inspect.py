@@ -42,7 +42,7 @@ def render_inspect(ckpt, analysis: Analysis, *, all_tasks: bool = False, console
     head.add_row("tasks", f"{t}")
     head.add_row("layers", f"{len(ckpt.layers)} ({len(analysis.layers)} shown)")
     head.add_row("history", f"{len(ckpt.history)} snapshots")
-    head.add_row("measure", analysis.measure.describe())
+    head.add_row("measure", analysis.describe_measure())
     console.print(head)
 
     layers = Table(title="Layers", title_justify="left")

@@ -70,6 +70,9 @@ class LayerAnalysis:
         Whether :attr:`clustering` reorders leaves optimally (see ``cluster_tasks``).
     preact_mean, preact_std : ndarray of shape (T,) or None
         Recorded per-task statistics of the layer's pre-activations, when the checkpoint has them.
+    has_statistics : bool
+        Whether the checkpoint records the layer's pre-activation statistics (an imported
+        reference state_dict does not; its "data" measure is then N(0, 1)).
     """
 
     index: int
@@ -80,6 +83,7 @@ class LayerAnalysis:
     optimal_ordering: "bool | str" = "auto"
     preact_mean: np.ndarray | None = None
     preact_std: np.ndarray | None = None
+    has_statistics: bool = True
 
     @functools.cached_property
     def clustering(self) -> Clustering:
@@ -139,6 +143,9 @@ class Analysis:
     source: str = ""
     sha256: str = ""
     metrics: list[dict] = field(default_factory=list)
+    # Groups and palettes, computed once per (threshold, n_clusters): every figure of one
+    # analysis must colour a task the same way.
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_tasks(self) -> int:
@@ -153,26 +160,82 @@ class Analysis:
         return any(layer.planted is not None for layer in self.layers)
 
     def cluster_labels(self, n_clusters: int | None = None, threshold: float = 0.1) -> list[np.ndarray]:
-        """Flat clusters of every analysed layer (see :meth:`LayerAnalysis.flat`), with ids
-        matched from shallow to deep layers so that a cluster keeps its id (its colour) across
-        layers as long as it persists; clusters that split off get new ids.
+        """The task groups of every analysed layer: what the figures colour, count and box.
+
+        One rule for every figure: by default (no ``n_clusters``) a layer's groups are the
+        sharing tree's groups at that layer (:meth:`sharing_tree`: tasks within ``threshold``
+        times the layer's RMS activation norm share it, nested across depth), so the tree, the
+        dendrograms, the curves, the MDS maps, the report and the export cannot disagree. With
+        ``n_clusters`` each layer's linkage tree is cut into that many clusters instead
+        (:meth:`LayerAnalysis.flat`), and the captions say so.
+
+        Ids are matched from shallow to deep layers, so that a group keeps its id as long as
+        it persists; groups that split off get new ids.
 
         Returns
         -------
         list of ndarray of shape (T,)
             In the order of :attr:`layers`.
         """
+        key = ("labels", n_clusters, float(threshold))
+        if key not in self._memo:
+            self._memo[key] = self._cluster_labels(n_clusters, threshold)
+        return [lab.copy() for lab in self._memo[key]]
+
+    def _cluster_labels(self, n_clusters: int | None, threshold: float) -> list[np.ndarray]:
         from taan_viz.clustering import match_labels
 
         by_depth = sorted(range(len(self.layers)), key=lambda k: self.layers[k].index)
+        if n_clusters is None:
+            if not np.isfinite(threshold) or threshold < 0:
+                raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+            tree = self.sharing_tree(threshold)
+            raw = {k: tree.groups[d] for d, k in enumerate(by_depth)}
+        else:
+            raw = {k: self.layers[k].flat(n_clusters=n_clusters) for k in by_depth}
         out: list[np.ndarray] = [np.empty(0)] * len(self.layers)
         previous = None
         for k in by_depth:
-            labels = self.layers[k].flat(n_clusters=n_clusters, threshold=threshold)
+            labels = raw[k]
             if previous is not None:
                 labels = match_labels(previous, labels)
             out[k] = previous = labels
         return out
+
+    def palette(self, n_clusters: int | None = None, threshold: float = 0.1):
+        """The colour of every task, shared by all figures of this analysis.
+
+        Colour groups are the groups (:meth:`cluster_labels`) of the deepest layer (of the
+        deepest with at most 32 groups, when it has more); beyond 8 groups a dash pattern or
+        marker tells repeated colours apart (see :mod:`taan_viz.plots._palette`).
+
+        Returns
+        -------
+        taan_viz.plots._palette.TaskPalette
+        """
+        from taan_viz.plots._palette import task_palette
+
+        key = ("palette", n_clusters, float(threshold))
+        if key not in self._memo:
+            labels = self.cluster_labels(n_clusters=n_clusters, threshold=threshold)
+            by_depth = sorted(range(len(self.layers)), key=lambda k: self.layers[k].index)
+            names = [f"{self.layers[k].index + 1} ({self.layers[k].name})" for k in by_depth]
+            order = self.sharing_tree(threshold).order if n_clusters is None else None
+            self._memo[key] = task_palette([labels[k] for k in by_depth], names, order=order)
+        return self._memo[key]
+
+    def describe_measure(self) -> str:
+        """The measure in one line, saying where a "data" measure had no statistics to use."""
+        if self.measure.kind != "data":
+            return self.measure.describe()
+        missing = [la for la in self.layers if not la.has_statistics]
+        if missing and len(missing) == len(self.layers):
+            return "N(0, 1): the file records no statistics"
+        text = self.measure.describe()
+        if missing:
+            text += "; N(0, 1) for layer " + ", ".join(str(la.index + 1) for la in missing) + \
+                ": the file records no statistics for it"
+        return text
 
     def sharing_tree(self, threshold: float = 0.1, relative: bool = True) -> "SharingTree":
         """The sharing tree of the analysed layers, taken in depth order (see taan_viz.sharing).
@@ -181,14 +244,25 @@ class Analysis:
         """
         from taan_viz.sharing import sharing_tree
 
+        key = ("tree", float(threshold), bool(relative))
+        if key in self._memo:
+            return self._memo[key]
         layers = sorted(self.layers, key=lambda la: la.index)
-        return sharing_tree([la.geometry.distance for la in layers], task_names=self.task_names,
+        self._memo[key] = sharing_tree([la.geometry.distance for la in layers], task_names=self.task_names,
                             layer_names=[la.name for la in layers], threshold=threshold, relative=relative,
                             scales=[la.geometry.rms_norm for la in layers],
                             base_order=layers[-1].clustering.order)
+        return self._memo[key]
 
     def layer(self, key: "int | str") -> LayerAnalysis:
-        """A layer by name or by its position in :attr:`layers` (negative counts from the end)."""
+        """A layer by name or by its position in :attr:`layers` (negative counts from the end).
+
+        Positions are 0-based like every Python sequence: ``analysis.layer(0)`` is the first
+        *analysed* layer, which need not be the checkpoint's first (``--layers 2,3`` analyses
+        two layers; ``layer(0)`` is then the checkpoint's layer 2). The 1-based numbers of the
+        command line and of the figures' titles ("layer 2") count the checkpoint's layers and
+        are :attr:`LayerAnalysis.index` + 1.
+        """
         if isinstance(key, str):
             for layer in self.layers:
                 if layer.name == key:
@@ -270,8 +344,12 @@ def analyze(
         truth = planted[pos] if planted is not None else None
         stats = [None if v is None else np.asarray(v, dtype=np.float64)
                  for v in (record.preact_mean, record.preact_std)]
+        # The schema stores a missing overall mean and std as 0 and 1; recorded running
+        # statistics are never exactly that, so (0, 1) with no per-task values means "none".
+        recorded = stats[0] is not None or stats[1] is not None or (record.mu, record.sigma) != (0.0, 1.0)
         out.append(LayerAnalysis(index=pos, geometry=geom, task_names=names, planted=truth, method=method,
-                                 optimal_ordering=optimal_ordering, preact_mean=stats[0], preact_std=stats[1]))
+                                 optimal_ordering=optimal_ordering, preact_mean=stats[0], preact_std=stats[1],
+                                 has_statistics=bool(recorded)))
     return Analysis(task_names=names, layers=out, measure=m, method=method, source=str(ckpt.path),
                     sha256=ckpt.sha256, metrics=list(ckpt.metrics))
 

@@ -12,7 +12,6 @@ picture with its confidence; ``report`` on several runs includes it.
 from __future__ import annotations
 
 import sys
-from html import escape as html_escape
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -58,6 +57,13 @@ app = typer.Typer(
 )
 app.command("verify")(verify_command)
 
+Labels = Annotated[str, typer.Option(
+    "--labels", help="Task names: 'auto' (up to 100 tasks, the figure growing to fit them), 'all' (at any "
+    "count) or 'none'.")]
+# The per-task grids hold dozens of small panels: 150 dpi is sharp for them at their print size
+# and a quarter of the pixels of 300.
+_GRID_DPI = 150
+
 # ----------------------------------------------------------------------------------------------
 # commands
 
@@ -93,6 +99,7 @@ def heatmap_command(
         show_default=False)] = None,
     threshold: Threshold = 0.1,
     method: Method = "average",
+    labels: Labels = "auto",
 ) -> None:
     """Task-by-task heatmaps of every layer, one clustered task order and one colour scale.
 
@@ -102,8 +109,10 @@ def heatmap_command(
         fmt = check_format(fmt, dpi)
         check_threshold(threshold, None)
         from taan_viz.analysis import check_metric
+        from taan_viz.plots._style import check_labels
 
         check_metric(metric)
+        check_labels(labels)
         runs = load_runs(checkpoints, measure, layers, task_names, method, out=out)
         for run in runs:
             ckpt, analysis = run.ckpt, run.analysis
@@ -118,7 +127,8 @@ def heatmap_command(
             (path,) = claim_paths(default_out(ckpt, run.out), [f"heatmap{metric_suffix(metric)}.{fmt}"], overwrite)
             from taan_viz.plots.heatmap import plot_heatmaps
 
-            fig = plot_heatmaps(analysis, metric=metric, order_by=order, scale=scale, annot=annotate, threshold=threshold)
+            fig = plot_heatmaps(analysis, metric=metric, order_by=order, scale=scale, annot=annotate,
+                                threshold=threshold, labels=labels)
             save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"{metric} heatmap", run.note))
         note_per_run(runs, "heatmap")
 
@@ -136,16 +146,17 @@ def curves_command(
     residual: Annotated[bool, typer.Option(
         "--residual", help="Add a row with each task's residual F_t - relu.")] = False,
     relu: Annotated[bool, typer.Option("--relu/--no-relu", help="Draw relu(x) for reference.")] = True,
-    grid: Annotated[Optional[bool], typer.Option(
-        "--grid/--no-grid", help="Also draw small multiples, one panel per task, for each layer "
-        "(default: when there are more than 8 tasks).", show_default=False)] = None,
+    grid: Annotated[bool, typer.Option(
+        "--grid/--no-grid", help="Also draw small multiples, one panel per task, for each layer (64 tasks a "
+        "page, at most 150 dpi).")] = False,
     clusters: Clusters = None,
     threshold: Threshold = 0.1,
     method: Method = "average",
 ) -> None:
     """Every task's activation function F_t per layer, coloured by cluster, over the measure.
 
-    Writes curves.<format>, and curves-tasks-L<l>-<layer>.<format> per layer with --grid.
+    Writes curves.<format>, and with --grid curves-tasks-L<l>-<layer>.<format> per layer (more than 64
+    tasks: further pages curves-tasks-L<l>-<layer>-<page>.<format>).
     """
     with user_errors():
         fmt = check_format(fmt, dpi)
@@ -155,19 +166,25 @@ def curves_command(
             ckpt, analysis = run.ckpt, run.analysis
             from taan_viz.export import layer_slug
 
-            grid = analysis.num_tasks > 8 if grid is None else grid
             names = [f"curves.{fmt}"]
+            pages: list[tuple[int, int]] = []
             if grid:
-                names += [f"curves-tasks-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
+                from taan_viz.plots.curves import grid_pages
+
+                for k, la in enumerate(analysis.layers):
+                    for page in range(1, grid_pages(analysis.num_tasks) + 1):
+                        suffix = "" if page == 1 else f"-{page}"
+                        names.append(f"curves-tasks-{layer_slug(la.index, la.name)}{suffix}.{fmt}")
+                        pages.append((k, page))
             paths = claim_paths(default_out(ckpt, run.out), names, overwrite)
             from taan_viz.plots.curves import plot_curve_grid, plot_curves
 
             fig = plot_curves(analysis, n_clusters=clusters, threshold=threshold, residual=residual, relu=relu)
             save_and_echo(fig, paths[0], dpi, figure_metadata(ckpt, "activation curves", run.note))
-            for k, path in enumerate(paths[1:]):
-                fig = plot_curve_grid(analysis, k, n_clusters=clusters, threshold=threshold)
-                title = f"activation curves per task, layer {analysis.layers[k].name}"
-                save_and_echo(fig, path, dpi, figure_metadata(ckpt, title, run.note))
+            for (k, page), path in zip(pages, paths[1:]):
+                fig = plot_curve_grid(analysis, k, n_clusters=clusters, threshold=threshold, page=page)
+                title = f"activation curves per task, layer {analysis.layers[k].name}, page {page}"
+                save_and_echo(fig, path, min(dpi, _GRID_DPI), figure_metadata(ckpt, title, run.note))
         note_per_run(runs, "curves")
 
 
@@ -185,6 +202,7 @@ def cluster_command(
     clusters: Clusters = None,
     threshold: Threshold = 0.1,
     method: Method = "average",
+    labels: Labels = "auto",
 ) -> None:
     """Hierarchical clustering of the tasks: dendrograms, a clustermap per layer, and task maps (MDS).
 
@@ -195,8 +213,10 @@ def cluster_command(
         fmt = check_format(fmt, dpi)
         check_threshold(threshold, clusters)
         from taan_viz.analysis import check_metric
+        from taan_viz.plots._style import check_labels
 
         check_metric(metric)
+        check_labels(labels)
         runs = load_runs(checkpoints, measure, layers, task_names, method, out=out)
         for run in runs:
             ckpt, analysis = run.ckpt, run.analysis
@@ -208,10 +228,10 @@ def cluster_command(
             paths = claim_paths(default_out(ckpt, run.out), names, overwrite)
             from taan_viz.plots.cluster import clustermap, plot_dendrograms, plot_embeddings
 
-            save_and_echo(plot_dendrograms(analysis, n_clusters=clusters, threshold=threshold), paths[0], dpi,
-                  figure_metadata(ckpt, "dendrograms", run.note))
+            save_and_echo(plot_dendrograms(analysis, n_clusters=clusters, threshold=threshold, labels=labels),
+                          paths[0], dpi, figure_metadata(ckpt, "dendrograms", run.note))
             for k, la in enumerate(analysis.layers):
-                fig = clustermap(analysis, k, metric=metric, n_clusters=clusters, threshold=threshold)
+                fig = clustermap(analysis, k, metric=metric, n_clusters=clusters, threshold=threshold, labels=labels)
                 save_and_echo(fig, paths[1 + k], dpi, figure_metadata(ckpt, f"clustermap of layer {la.name}", run.note))
             save_and_echo(plot_embeddings(analysis, n_clusters=clusters, threshold=threshold), paths[-1], dpi,
                   figure_metadata(ckpt, "classical MDS of the tasks", run.note))
@@ -231,6 +251,7 @@ def tree_command(
     threshold: Threshold = 0.1,
     absolute: Annotated[bool, typer.Option(
         "--absolute", help="Read --threshold as a distance, not as a fraction of the RMS activation norm.")] = False,
+    labels: Labels = "auto",
 ) -> None:
     """The sharing tree: which tasks can share each layer, drawn as the hard-sharing network it implies.
 
@@ -239,14 +260,23 @@ def tree_command(
     with user_errors():
         fmt = check_format(fmt, dpi)
         check_threshold(threshold, None)
+        from taan_viz.plots._style import check_labels, show_labels
+
+        check_labels(labels)
         runs = load_runs(checkpoints, measure, layers, task_names, out=out)
         for run in runs:
             ckpt, analysis = run.ckpt, run.analysis
             (path,) = claim_paths(default_out(ckpt, run.out), [f"tree.{fmt}"], overwrite)
-            from taan_viz.plots.tree import plot_sharing_tree
+            from taan_viz.plots.tree import plot_sharing_tree, tree_figure
 
-            ax = plot_sharing_tree(analysis.sharing_tree(threshold, relative=not absolute))
-            save_and_echo(ax.figure, path, dpi, figure_metadata(ckpt, "sharing tree", run.note))
+            tree = analysis.sharing_tree(threshold, relative=not absolute)
+            names = show_labels(labels, analysis.num_tasks)
+            fig, ax = tree_figure(tree, names=names)
+            # The tasks' colours of every other figure (the relative rule); an absolute threshold
+            # makes its own groups, coloured by the same rule.
+            palette = analysis.palette(threshold=threshold) if not absolute else None
+            plot_sharing_tree(tree, ax=ax, names=names, palette=palette)
+            save_and_echo(fig, path, dpi, figure_metadata(ckpt, "sharing tree", run.note))
         note_per_run(runs, "tree")
 
 
@@ -292,12 +322,12 @@ def evolution_command(
             paths = claim_paths(default_out(ckpt, run.out), names, overwrite)
             from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
 
-            save_and_echo(plot_evolution(snapshots, analysis, metric=metric, max_columns=columns), paths[0], dpi,
+            save_and_echo(plot_evolution(analysis, snapshots, metric=metric, max_columns=columns), paths[0], dpi,
                   figure_metadata(ckpt, f"evolution of the {metric}", run.note))
-            fig = plot_curves_evolution(snapshots, analysis, max_columns=columns, threshold=threshold)
+            fig = plot_curves_evolution(analysis, snapshots, max_columns=columns, threshold=threshold)
             save_and_echo(fig, paths[1], dpi, figure_metadata(ckpt, "evolution of the activation curves", run.note))
             if gif:
-                animate_evolution(snapshots, analysis, paths[2], metric=metric, fps=fps, threshold=threshold)
+                animate_evolution(analysis, snapshots, paths[2], metric=metric, fps=fps, threshold=threshold)
                 typer.echo(str(paths[2]))
         note_per_run(runs, "evolution")
 
@@ -347,7 +377,9 @@ def report_command(
             out_dir = default_out(run.ckpt, out, "report")
         ckpt, analysis = run.ckpt, run.analysis
         if run.note:
-            sections.append(("measure-warning", "Measure warning", f'<p class="note">{html_escape(run.note)}</p>'))
+            from taan_viz.report import ReportSection
+
+            sections.append(ReportSection(id="measure-warning", title="Measure warning", notes=[run.note]))
             extra["measure_warning"] = run.note
         claim_paths(out_dir, list(REPORT_FILES), overwrite)
         snapshots = None

@@ -20,7 +20,11 @@ position and its name made file-safe):
 ``sharing-tree.nwk``
     The sharing tree (root ``input``, one level per layer, tasks as leaves).
 ``clusters.csv``
-    Per task: its flat cluster and sharing group at each layer (and planted group when known).
+    Per task: its group ("cluster": the groups every figure colours, by default the sharing
+    tree's) and sharing group at each layer (and planted group when known).
+
+Cluster, sharing-group and planted-group ids are numbered from 1 in every file, as in the
+report's tables; indices into the task list (``_order``, the linkage matrix) stay 0-based.
 """
 
 from __future__ import annotations
@@ -93,9 +97,9 @@ def _clusters_csv(analysis: Analysis, clusters: list[np.ndarray], sharing: np.nd
     for t, name in enumerate(analysis.task_names):
         row: list = [name]
         for la, lab in zip(analysis.layers, clusters):
-            row += [int(lab[t]), int(sharing[depth[la.index], t])]
+            row += [int(lab[t]) + 1, int(sharing[depth[la.index], t]) + 1]
             if la.planted is not None:
-                row.append(int(la.planted[t]))
+                row.append(int(la.planted[t]) + 1)
         writer.writerow(row)
     return buf.getvalue()
 
@@ -115,7 +119,7 @@ def _json_doc(analysis: Analysis, metric: str, clusters: list[np.ndarray], metad
             "norms": g.norms.tolist(),
             "matrix": f"@matrix{la.index}@",
             "cophenetic_correlation": None if np.isnan(coph) else coph,
-            "clusters": lab.tolist(),
+            "clusters": (lab + 1).tolist(),
             "leaf_order": la.clustering.order.tolist(),
             "newick": la.clustering.to_newick(),
             "adjusted_rand_index": la.ari,
@@ -124,7 +128,7 @@ def _json_doc(analysis: Analysis, metric: str, clusters: list[np.ndarray], metad
         "tool": "taan-viz",
         "version": metadata.get("version", ""),
         "checkpoint": {"path": analysis.source, "sha256": analysis.sha256},
-        "measure": {"spec": analysis.measure.spec, "description": analysis.measure.describe()},
+        "measure": {"spec": analysis.measure.spec, "description": analysis.describe_measure()},
         "metric": metric,
         "definition": METRICS[metric][1],
         "linkage": analysis.method,
@@ -153,7 +157,7 @@ def _npz_bytes(analysis: Analysis, clusters: list[np.ndarray]) -> bytes:
             f"{key}_inner_product": g.inner_product, f"{key}_distance": g.distance,
             f"{key}_squared_distance": g.squared_distance, f"{key}_cosine": g.cosine,
             f"{key}_alpha": g.alpha, f"{key}_hinges": g.hinges, f"{key}_linkage": la.clustering.linkage,
-            f"{key}_order": la.clustering.order, f"{key}_clusters": lab,
+            f"{key}_order": la.clustering.order, f"{key}_clusters": lab + 1,
             f"{key}_mu_sigma": np.array([g.mu, g.sigma]),
         })
     buf = io.BytesIO()

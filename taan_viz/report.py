@@ -3,18 +3,21 @@ metrics and the math, plus a ``manifest.json`` that says exactly what produced i
 
 Images are embedded as base64 data URIs and the styles are inline, so ``index.html`` can be
 mailed, archived or opened from any folder without its neighbours and without a network.
+
+The page is a Jinja2 template (``taan_viz/templates/report.html``) rendered with autoescaping,
+so task names and paths can never inject markup. Further sections (e.g. a comparison of several
+checkpoints) are added by passing :class:`ReportSection` objects to :func:`render_report`.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import io
 import json
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,10 +25,15 @@ import numpy as np
 
 from taan_viz.analysis import METRICS, Analysis, Snapshot
 
-__all__ = ["REPORT_FILES", "build_report", "render_report", "tool_versions"]
+__all__ = ["REPORT_FILES", "ReportFigure", "ReportSection", "build_report", "figure_uri", "render_report",
+           "tool_versions"]
 
 REPORT_FILES = ("index.html", "manifest.json")
 _TABLE_ROWS_MAX = 100
+# The per-task small multiples are embedded up to this many tasks; beyond, their dozens of
+# panels would cost more than the rest of the report, and the page says where they are
+# (taan-viz curves --grid writes every page).
+_GRID_TASKS_MAX = 24
 
 
 def tool_versions() -> dict[str, str]:
@@ -33,7 +41,7 @@ def tool_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("taan", "torch", "numpy", "scipy", "matplotlib"):
+    for dist in ("taan", "torch", "numpy", "scipy", "matplotlib", "jinja2"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -42,33 +50,52 @@ def tool_versions() -> dict[str, str]:
 
 
 @dataclass
-class _Figure:
+class ReportFigure:
+    """One embedded figure: ``key`` (its anchor ``fig-<key>``), heading, caption, PNG data URI."""
+
     key: str
     title: str
     caption: str
     data_uri: str
 
 
-def _png_uri(fig, dpi: int) -> str:
+@dataclass
+class ReportSection:
+    """A further section of the report, rendered after the training metrics.
+
+    Attributes
+    ----------
+    id : str
+        Anchor and navigation target.
+    title : str
+    paragraphs : list of str
+        Text (escaped).
+    figures : list of ReportFigure
+    tables : list of (header, rows)
+    notes : list of str
+    """
+
+    id: str
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    figures: list[ReportFigure] = field(default_factory=list)
+    tables: list[tuple[Sequence[str], Sequence[Sequence[Any]]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def figure_uri(fig, dpi: int) -> str:
+    """``fig`` as a PNG data URI, for :class:`ReportFigure`."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.03, facecolor="white")
+    from taan_viz.plots._style import savefig_once
+
+    savefig_once(fig, buf, format="png", dpi=dpi, facecolor="white")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
     return f"{value:.{digits}g}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "\n".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'
 
 
 def _summary_rows(analysis: Analysis, clusters: list[np.ndarray], tree) -> list[list[str]]:
@@ -114,48 +141,20 @@ def _metrics_rows(metrics: Sequence[Mapping]) -> tuple[list[str], list[list[str]
     return keys + ["best"], rows
 
 
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;margin:0;color:#1b1b1b;
-background:#fafafa;line-height:1.45}
-main{max-width:1120px;margin:0 auto;padding:24px 28px 60px;background:#fff;box-shadow:0 0 8px rgba(0,0,0,.06)}
-h1{font-size:1.6em;margin:.2em 0 .1em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd;
-padding-bottom:.2em}h3{font-size:1.05em;margin-top:1.4em}
-.meta td:first-child{color:#555;padding-right:1.2em;white-space:nowrap}
-table{border-collapse:collapse;font-size:.86em;margin:.6em 0}
-th,td{padding:3px 9px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
-th{background:#f2f4f7;font-weight:600}
-table.num td:not(:first-child){font-variant-numeric:tabular-nums}
-figure{margin:1.2em 0;text-align:center}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.88em;color:#444;text-align:left;max-width:900px;margin:.4em auto}
-code,.mono{font-family:"SFMono-Regular",Menlo,Consolas,monospace;font-size:.9em}
-.note{color:#666;font-size:.85em}nav a{margin-right:1em}
-.math{background:#f7f7f9;border-left:3px solid #0072B2;padding:.6em 1em;font-family:"Cambria Math",
-"STIX Two Math",serif}
-"""
+def _template():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=False, lstrip_blocks=False)
+    return env.get_template("report.html")
 
 
-_MATH = """
-<p>Each task-adaptive layer has hinges b<sub>1</sub>, …, b<sub>M</sub> and, per task t, coefficients
-α<sub>t,1</sub>, …, α<sub>t,M</sub>. Task t's activation is</p>
-<div class="math">F<sub>t</sub>(x) = relu(x) + Σ<sub>m</sub> α<sub>t,m</sub> relu(b<sub>m</sub> − x).</div>
-<p>Activations are compared as functions in L²(N(μ, σ²)): with the basis B<sub>0</sub>(x) = relu(x),
-B<sub>m</sub>(x) = relu(b<sub>m</sub> − x) and its Gram matrix G<sub>ij</sub> = E[B<sub>i</sub>(x) B<sub>j</sub>(x)],
-x ~ N(μ, σ²), evaluated in closed form (taan_core.gaussian), and a<sub>t</sub> = (1, α<sub>t</sub>):</p>
-<div class="math">⟨F<sub>s</sub>, F<sub>t</sub>⟩ = a<sub>s</sub><sup>T</sup> G a<sub>t</sub>,&emsp;
-d(F<sub>s</sub>, F<sub>t</sub>)² = (a<sub>s</sub> − a<sub>t</sub>)<sup>T</sup> G (a<sub>s</sub> − a<sub>t</sub>)
-= E[(F<sub>s</sub>(x) − F<sub>t</sub>(x))²],&emsp;
-cos(F<sub>s</sub>, F<sub>t</sub>) = ⟨F<sub>s</sub>, F<sub>t</sub>⟩ / (‖F<sub>s</sub>‖ ‖F<sub>t</sub>‖).</div>
-<p><b>Measure.</b> {measure}</p>
-<p><b>Clustering.</b> {method}-linkage hierarchical clustering of d (after checking that the matrix is a
-distance: square, finite, symmetric, zero diagonal, non-negative), leaves in optimal order; the cophenetic
-correlation r says how faithfully the tree keeps the distances (1 = exactly). Flat clusters cut each tree at
-{threshold:g} × the layer's RMS activation norm √(mean<sub>t</sub> ‖F<sub>t</sub>‖²).{ari}</p>
-<p><b>Sharing tree.</b> At layer l two tasks share the activation when d(F<sub>s</sub>, F<sub>t</sub>) ≤
-{threshold:g} × the layer's RMS activation norm; groups are the connected components of that relation,
-intersected with the groups of the layer before (a hard-sharing network cannot re-join branches).</p>
-<p><b>Embedding.</b> Classical multidimensional scaling of d: the two leading axes of the double-centred
-squared distances, with the share of the total variance each keeps.</p>
-"""
+def _groups_rule(n_clusters: int | None, threshold: float) -> str:
+    if n_clusters:
+        return (f"the figures and tables colour and count {n_clusters} clusters cut from each layer's linkage "
+                f"tree (--clusters); the sharing tree keeps its own rule at {threshold:g}")
+    return (f"every figure and table uses the sharing tree's groups at {threshold:g} (tree, dendrograms, curves, "
+            "task maps and the export agree)")
 
 
 def render_report(
@@ -168,7 +167,7 @@ def render_report(
     dpi: int = 150,
     version: str = "",
     progress: Callable[[str], None] | None = None,
-    sections: Sequence[tuple[str, str, str]] = (),
+    sections: Sequence[ReportSection] = (),
 ) -> tuple[str, list[str]]:
     """Build the report page.
 
@@ -187,9 +186,8 @@ def render_report(
         taan-viz version shown in the footer.
     progress : callable, optional
         Called with the name of each figure as it is drawn.
-    sections : sequence of (id, title, html)
-        Further sections, placed before the layers (e.g. the consensus of several runs); the
-        html is inserted as given.
+    sections : sequence of ReportSection
+        Further sections, after the training metrics (their figures count in ``figure_keys``).
 
     Returns
     -------
@@ -201,48 +199,65 @@ def render_report(
     from taan_viz.plots.curves import plot_curve_grid, plot_curves
     from taan_viz.plots.heatmap import plot_heatmaps
     from taan_viz.plots.training import plot_training
-    from taan_viz.plots.tree import plot_sharing_tree
+    from taan_viz.plots.tree import plot_sharing_tree, tree_figure
 
     clusters = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
+    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold)
     tree = analysis.sharing_tree(threshold)
     t = analysis.num_tasks
-    how = f"{n_clusters} clusters per layer" if n_clusters else f"clusters cut at {threshold:g} × RMS norm"
+    deepest = max(range(len(analysis.layers)), key=lambda k: analysis.layers[k].index)
+    how = f"{n_clusters} clusters per layer" if n_clusters else f"groups of the sharing tree at {threshold:g}"
+
+    def tree_fig():
+        fig, ax = tree_figure(tree)
+        plot_sharing_tree(tree, ax=ax, palette=palette)
+        return fig
+
     specs: list[tuple[str, str, str, Callable]] = [
         ("heatmap", "Functional distances", "Distance d(Fₛ, Fₜ) between the tasks' activations in every layer, "
          "one colour scale; tasks in the sharing-tree order.",
-         lambda: plot_heatmaps(analysis, threshold=threshold)),
-        ("heatmap-cosine", "Cosine similarities", "cos(Fₛ, Fₜ) on the diverging scale [−1, 1].",
-         lambda: plot_heatmaps(analysis, metric="cosine", threshold=threshold)),
-        ("curves", "Activation functions", f"Every task's Fₜ (top) and its residual Fₜ − relu (bottom), colours by "
-         f"cluster ({how}); shaded: the measure; ticks: hinges.",
-         lambda: plot_curves(analysis, n_clusters=n_clusters, threshold=threshold, residual=True)),
+         lambda: plot_heatmaps(analysis, threshold=threshold, palette=palette)),
+        # Beyond 40 tasks the distance heatmap grows to hold every name; the cosines follow it in
+        # the same order, so they leave the names to it and stay one page wide.
+        ("heatmap-cosine", "Cosine similarities", "cos(Fₛ, Fₜ) on the diverging scale [−1, 1]"
+         + (", tasks in the order of the distance heatmap, which names them." if t > 40 else "."),
+         lambda: plot_heatmaps(analysis, metric="cosine", threshold=threshold, palette=palette,
+                               labels="none" if t > 40 else "auto")),
+        ("curves", "Activation functions", f"Every task's Fₜ (top) and its residual Fₜ − relu (bottom), coloured "
+         f"by task ({how}); shaded: the measure; ticks: hinges.",
+         lambda: plot_curves(analysis, n_clusters=n_clusters, threshold=threshold, residual=True, palette=palette)),
     ]
-    if t > 8:
-        deepest = max(range(len(analysis.layers)), key=lambda k: analysis.layers[k].index)
+    notes = []
+    if 8 < t <= _GRID_TASKS_MAX:
         specs.append(("curves-tasks", "Activation functions per task",
                       "Small multiples of the deepest analysed layer: each task over the others in grey.",
-                      lambda: plot_curve_grid(analysis, deepest, n_clusters=n_clusters, threshold=threshold)))
+                      lambda: plot_curve_grid(analysis, deepest, n_clusters=n_clusters, threshold=threshold,
+                                              palette=palette)))
+    elif t > _GRID_TASKS_MAX:
+        notes.append(f"The per-task small multiples of {t} tasks are not embedded; taan-viz curves --grid writes "
+                     "them, 64 tasks a page.")
     specs += [
-        ("cluster", "Clusterings", "Dendrogram of each layer; colours follow a cluster across layers.",
-         lambda: plot_dendrograms(analysis, n_clusters=n_clusters, threshold=threshold)),
+        ("cluster", "Clusterings", "Dendrogram of each layer, tasks in their colours.",
+         lambda: plot_dendrograms(analysis, n_clusters=n_clusters, threshold=threshold, palette=palette)),
         ("clustermap", "Clustermap of the deepest layer", "The deepest analysed layer's distances in its own "
          "clustered order with its dendrogram.",
-         lambda: clustermap(analysis, max(range(len(analysis.layers)), key=lambda k: analysis.layers[k].index),
-                            n_clusters=n_clusters, threshold=threshold)),
+         lambda: clustermap(analysis, deepest, n_clusters=n_clusters, threshold=threshold, palette=palette)),
         ("mds", "Task maps (classical MDS)", "Tasks as points whose distances approximate d(Fₛ, Fₜ).",
-         lambda: plot_embeddings(analysis, n_clusters=n_clusters, threshold=threshold)),
-        ("tree", "Sharing tree", "The hard-sharing architecture the learned activations imply.",
-         lambda: plot_sharing_tree(tree).figure),
+         lambda: plot_embeddings(analysis, n_clusters=n_clusters, threshold=threshold, palette=palette)),
+        ("tree", "Sharing tree", "The hard-sharing architecture the learned activations imply.", tree_fig),
     ]
     if snapshots:
         from taan_viz.plots.evolution import plot_curves_evolution, plot_evolution
 
         specs += [
             ("evolution", "Evolution of the distances", "Distances at the history snapshots, one colour scale.",
-             lambda: plot_evolution(snapshots, analysis)),
+             lambda: plot_evolution(analysis, snapshots)),
             ("evolution-curves", "Evolution of the activations", "Activation curves at the history snapshots, "
-             "axes fixed per layer.", lambda: plot_curves_evolution(snapshots, analysis, threshold=threshold)),
+             "axes fixed per layer.",
+             lambda: plot_curves_evolution(analysis, snapshots, threshold=threshold, palette=palette)),
         ]
+    else:
+        notes.append("No history snapshots in this checkpoint, so no evolution figures.")
     if analysis.metrics:
         specs.append(("training", "Training", "Losses and validation metrics per epoch.",
                       lambda: plot_training(analysis.metrics)))
@@ -250,66 +265,52 @@ def render_report(
     for key, title, caption, make in specs:
         if progress:
             progress(key)
-        fig = make()
-        figures.append(_Figure(key, title, caption, _png_uri(fig, dpi)))
+        figures.append(ReportFigure(key, title, caption, figure_uri(make(), dpi)))
 
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-             f"<meta name=\"generator\" content=\"taan-viz {_esc(version)}\">"
-             f"<title>TAAN report: {_esc(Path(str(checkpoint.get('path', ''))).name)}</title>"
-             f"<style>{_CSS}</style></head><body><main>"]
-    parts.append(f"<h1>What the network learned</h1><p class=\"note\">taan-viz report of "
-                 f"<span class=\"mono\">{_esc(checkpoint.get('path', ''))}</span></p>")
-    meta = [
-        ("checkpoint", checkpoint.get("path", "")), ("sha256", analysis.sha256),
-        ("format version", checkpoint.get("format_version", "")), ("data set", checkpoint.get("data_name", "")),
-        ("tasks", t), ("layers", ", ".join(f"{la.index + 1}: {la.name}" for la in analysis.layers)),
-        ("epochs trained", checkpoint.get("epoch", "")), ("measure", analysis.measure.describe()),
-    ]
-    parts.append('<table class="meta">' + "".join(f"<tr><td>{_esc(k)}</td><td class=\"mono\">{_esc(v)}</td></tr>"
-                                                  for k, v in meta) + "</table>")
-    parts.append("<nav>" + "".join(f'<a href="#{_esc(a)}">{_esc(title)}</a>' for a, title, _ in sections)
-                 + "<a href=\"#layers\">Layers</a><a href=\"#figures\">Figures</a>"
-                 "<a href=\"#tasks\">Tasks</a><a href=\"#training\">Training</a><a href=\"#math\">Math</a></nav>")
-    for anchor, title, body in sections:
-        parts.append(f'<h2 id="{_esc(anchor)}">{_esc(title)}</h2>\n{body}')
-    parts.append('<h2 id="layers">Layers</h2>')
-    header = ["#", "layer", "M", "μ", "σ", "mean ‖Fₜ‖", "mean d", "max d", "clusters", "sharing groups",
-              "cophenetic r", "ARI vs planted"]
-    parts.append(_table(header, _summary_rows(analysis, clusters, tree), "num layers"))
-    parts.append('<p class="note">ARI: adjusted Rand index between the planted groups and as many flat clusters '
-                 '(1 = recovered exactly; – when the checkpoint has no ground truth). Clusters, sharing groups '
-                 'and planted groups are numbered from 1 in the task tables.</p>')
-    parts.append('<h2 id="figures">Figures</h2>')
-    for f in figures:
-        parts.append(f'<figure id="fig-{f.key}"><h3>{_esc(f.title)}</h3><img src="{f.data_uri}" '
-                     f'alt="{_esc(f.title)}"><figcaption>{_esc(f.caption)}</figcaption></figure>')
-    if not snapshots:
-        parts.append('<p class="note">No history snapshots in this checkpoint, so no evolution figures.</p>')
-    parts.append('<h2 id="tasks">Tasks per layer</h2>')
     depth = {la.index: k for k, la in enumerate(sorted(analysis.layers, key=lambda la: la.index))}
+    task_tables = []
     for k, la in enumerate(analysis.layers):
-        parts.append(f"<h3>Layer {la.index + 1}: {_esc(la.name)}</h3>")
-        head = ["task", "‖Fₜ‖", "nearest task", "d to nearest", "cluster", "sharing group", "planted group",
-                "pre-act. mean", "pre-act. std"]
-        parts.append(_table(head, _task_rows(analysis, k, clusters[k], tree.groups[depth[la.index]]), "num tasks"))
-        if t > _TABLE_ROWS_MAX:
-            parts.append(f'<p class="note">First {_TABLE_ROWS_MAX} of {t} tasks in clustered order; '
-                         "taan-viz export writes them all.</p>")
-    parts.append('<h2 id="training">Training metrics</h2>')
-    if analysis.metrics:
-        keys, rows = _metrics_rows(analysis.metrics)
-        parts.append(_table(keys, rows, "num metrics"))
-    else:
-        parts.append('<p class="note">The checkpoint records no per-epoch metrics.</p>')
-    parts.append('<h2 id="math">The math used</h2>')
-    ari = (" ARI compares the planted groups of a layer with the same number of flat clusters."
-           if analysis.has_planted else "")
-    parts.append(_MATH.format(measure=_esc(analysis.measure.describe()), method=_esc(analysis.method),
-                              threshold=threshold, ari=ari))
-    parts.append(f'<p class="note">Made by taan-viz {_esc(version)}; versions and arguments in manifest.json.</p>')
-    parts.append("</main></body></html>\n")
-    return "\n".join(parts), [f.key for f in figures]
+        task_tables.append({
+            "number": la.index + 1, "name": la.name,
+            "rows": _task_rows(analysis, k, clusters[k], tree.groups[depth[la.index]]),
+            "note": (f"First {_TABLE_ROWS_MAX} of {t} tasks in clustered order; taan-viz export writes them all."
+                     if t > _TABLE_ROWS_MAX else ""),
+        })
+    metrics_header, metrics_rows = _metrics_rows(analysis.metrics) if analysis.metrics else ([], [])
+    nav = [("layers", "Layers"), ("figures", "Figures"), ("tasks", "Tasks"), ("training", "Training")]
+    nav += [(sec.id, sec.title) for sec in sections] + [("math", "Math")]
+    context = {
+        "version": version,
+        "checkpoint": {"path": checkpoint.get("path", "")},
+        "checkpoint_name": Path(str(checkpoint.get("path", ""))).name,
+        "meta": [
+            ("checkpoint", checkpoint.get("path", "")), ("sha256", analysis.sha256),
+            ("format version", checkpoint.get("format_version", "")), ("data set", checkpoint.get("data_name", "")),
+            ("tasks", t), ("layers", ", ".join(f"{la.index + 1}: {la.name}" for la in analysis.layers)),
+            ("epochs trained", checkpoint.get("epoch", "")), ("measure", analysis.describe_measure()),
+        ],
+        "nav": nav,
+        "layer_header": ["#", "layer", "M", "μ", "σ", "mean ‖Fₜ‖", "mean d", "max d", "groups", "sharing groups",
+                         "cophenetic r", "ARI vs planted"],
+        "layer_rows": _summary_rows(analysis, clusters, tree),
+        "groups_rule": _groups_rule(n_clusters, threshold),
+        "colours": palette.describe(),
+        "figures": figures,
+        "figure_notes": notes,
+        "task_header": ["task", "‖Fₜ‖", "nearest task", "d to nearest", "group", "sharing group", "planted group",
+                        "pre-act. mean", "pre-act. std"],
+        "task_tables": task_tables,
+        "metrics_header": metrics_header,
+        "metrics_rows": metrics_rows,
+        "sections": list(sections),
+        "measure": analysis.describe_measure(),
+        "method": analysis.method,
+        "threshold": f"{threshold:g}",
+        "ari": analysis.has_planted,
+    }
+    page = _template().render(**context)
+    keys = [f.key for f in figures] + [f.key for sec in sections for f in sec.figures]
+    return page, keys
 
 
 def build_report(
@@ -324,7 +325,7 @@ def build_report(
     arguments: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
-    sections: Sequence[tuple[str, str, str]] = (),
+    sections: Sequence[ReportSection] = (),
     manifest_extra: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``index.html`` and ``manifest.json`` into ``out``.
@@ -337,10 +338,10 @@ def build_report(
         Folder, created when missing.
     arguments : mapping, optional
         The options that made the report, recorded in the manifest.
+    manifest_extra : mapping, optional
+        Further manifest entries (e.g. the consensus of several runs, a measure warning).
     overwrite : bool, default False
         Replace existing files; otherwise existing files are an error and nothing is written.
-    manifest_extra : mapping, optional
-        Further entries of ``manifest.json`` (e.g. the consensus summary, a measure warning).
 
     Returns
     -------
@@ -367,7 +368,7 @@ def build_report(
         "command": " ".join(["taan-viz", *sys.argv[1:]]) if sys.argv and "taan" in Path(sys.argv[0]).name else None,
         "arguments": dict(arguments or {}),
         "checkpoint": {k: str(v) for k, v in checkpoint.items()},
-        "measure": {"spec": analysis.measure.spec, "description": analysis.measure.describe()},
+        "measure": {"spec": analysis.measure.spec, "description": analysis.describe_measure()},
         "layers": [{"position": la.index + 1, "name": la.name, "mu": la.geometry.mu, "sigma": la.geometry.sigma}
                    for la in analysis.layers],
         "metrics": {k: v[1] for k, v in METRICS.items()},

@@ -16,17 +16,26 @@ import numpy as np
 __all__ = [
     "DIVERGING_CMAP",
     "FORMATS",
+    "LABELS",
+    "LABELS_AUTO_MAX",
     "OKABE_ITO",
     "PAPER_RC",
     "SEQUENTIAL_CMAP",
+    "add_caption",
     "category_color",
     "category_linestyle",
+    "check_labels",
+    "join_to_width",
+    "label_fontsize",
     "measure_label",
     "paper_style",
     "readable_color",
     "save_figure",
+    "savefig_once",
+    "show_labels",
     "short_label",
     "text_color_for",
+    "wrap_to_width",
 ]
 
 # Okabe & Ito (2008), the colour-blind-safe qualitative palette, ordered for lines on white:
@@ -64,6 +73,62 @@ PAPER_RC: dict = {
     "figure.dpi": 100,
     "savefig.facecolor": "white",
 }
+
+
+# Task names: "auto" shows them up to LABELS_AUTO_MAX tasks, with figures growing so that each
+# name gets LABEL_ROW_PT points (a 5 pt font); beyond that a name would be narrower than its
+# letters, and the figures say where the names are (the export's tables).
+LABELS = ("auto", "all", "none")
+LABELS_AUTO_MAX = 100
+LABEL_ROW_PT = 6.0
+
+
+def check_labels(labels: str) -> str:
+    """``labels`` if it is one of :data:`LABELS`, else ValueError."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    return labels
+
+
+def show_labels(labels: str, t: int) -> bool:
+    """Whether task names are drawn for ``t`` tasks under the rule ``labels``
+    ("auto": up to :data:`LABELS_AUTO_MAX` tasks; "all": always; "none": never)."""
+    check_labels(labels)
+    return labels == "all" or (labels == "auto" and t <= LABELS_AUTO_MAX)
+
+
+def label_fontsize(row_pt: float, largest: float = 7.0) -> float:
+    """Font size of task names given the room of one row in points: 85 % of the row, between
+    3 pt (still legible when printed) and ``largest``."""
+    return float(min(largest, max(3.0, 0.85 * row_pt)))
+
+
+def wrap_to_width(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (an average
+    letter is a little over half an em wide); existing line breaks are kept."""
+    import textwrap
+
+    chars = max(20, int(width_in * 72 / (0.56 * fontsize)))
+    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+
+
+def join_to_width(parts: list[str], width_in: float, fontsize: float, sep: str = " · ") -> str:
+    """``parts`` joined by ``sep``, starting a new line where the next part would not fit
+    ``width_in`` inches at ``fontsize`` points (a part itself is never broken)."""
+    chars = max(20, int(width_in * 72 / (0.56 * fontsize)))
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + len(sep) + len(part) <= chars:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def add_caption(fig, text: str, fontsize: float = 6.5, color: str = "0.35"):
+    """A note under the panels (``Figure.supxlabel``), wrapped to the figure's width: figures are
+    saved without a tight bounding box, so a line wider than the figure would be cut."""
+    return fig.supxlabel(wrap_to_width(text, fig.get_figwidth() * 0.96, fontsize), fontsize=fontsize, color=color)
 
 
 @contextlib.contextmanager
@@ -172,6 +237,33 @@ def save_figure(fig, path: "str | Path", *, dpi: int = 300, metadata: Mapping[st
         raise ValueError(f"dpi must be an int in [20, 2400], got {dpi!r}")
     rc = {"svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "taan-viz", "savefig.facecolor": "white"}
     with matplotlib.rc_context(rc):
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata),
-                    bbox_inches="tight", pad_inches=0.03)
+        savefig_once(fig, path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata))
     return path
+
+
+def savefig_once(fig, target, **kwargs) -> None:
+    """``fig.savefig(target, **kwargs)`` with one layout pass.
+
+    A figure with a layout engine (every taan figure: constrained layout) keeps its artists
+    inside the page, so no tight bounding box is needed (it would draw the figure twice more).
+    ``savefig`` itself draws twice, once to lay out and once to render, and constrained layout
+    runs in both; here it runs once, then the figure is saved with the positions fixed, and
+    the engine is put back. Figures without an engine get a tight bounding box.
+    """
+    engine = fig.get_layout_engine()
+    if engine is None:
+        fig.savefig(target, bbox_inches="tight", pad_inches=0.03, **kwargs)
+        return
+    # Lay out at the saving resolution: text extents are cached per dpi, so the render then
+    # reuses them instead of measuring every label again.
+    dpi = fig.dpi
+    fig.set_dpi(kwargs.get("dpi", dpi))
+    try:
+        fig.draw_without_rendering()
+    finally:
+        fig.set_dpi(dpi)
+    fig.set_layout_engine(None)
+    try:
+        fig.savefig(target, **kwargs)
+    finally:
+        fig.set_layout_engine(engine)

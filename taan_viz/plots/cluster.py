@@ -14,26 +14,47 @@ import numpy as np
 from taan_viz.analysis import METRICS, Analysis, LayerAnalysis, check_metric
 from taan_viz.clustering import Clustering
 from taan_viz.embedding import classical_mds
-from taan_viz.plots._style import category_color, measure_label, paper_style, readable_color, short_label
+from taan_viz.plots._palette import MARKERS as _MARKERS
+from taan_viz.plots._style import (
+    LABEL_ROW_PT,
+    add_caption,
+    category_color,
+    check_labels,
+    join_to_width,
+    label_fontsize,
+    measure_label,
+    paper_style,
+    readable_color,
+    short_label,
+    show_labels,
+)
 
 __all__ = ["clustermap", "dendrogram", "embedding", "plot_dendrograms", "plot_embeddings"]
 
-_LABELS_MAX = 60
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
-
-def _link_colors(clustering: Clustering, clusters: np.ndarray | None, neutral: str) -> dict[int, str]:
-    """Colour of every merge node: its cluster's colour when all its leaves share one cluster."""
+def _link_colors(clustering: Clustering, keys: np.ndarray | None, color_of, neutral: str) -> dict[int, str]:
+    """Colour of every merge node: its leaves' colour when they all share one colour key."""
     t = clustering.num_tasks
-    if clusters is None:
+    if keys is None:
         return {}
-    owner: dict[int, int | None] = {i: int(clusters[i]) for i in range(t)}
+    owner: dict[int, int | None] = {i: int(keys[i]) for i in range(t)}
     out = {}
     for k, (a, b, _, _) in enumerate(clustering.linkage):
         ca, cb = owner[int(a)], owner[int(b)]
         owner[t + k] = ca if ca is not None and ca == cb else None
-        out[t + k] = category_color(owner[t + k]) if owner[t + k] is not None else neutral
+        out[t + k] = color_of(owner[t + k]) if owner[t + k] is not None else neutral
     return out
+
+
+def _task_keys(t: int, clusters, palette) -> tuple[np.ndarray | None, object]:
+    """Colour key of each task and the key -> colour function (palette first, then clusters)."""
+    if palette is not None:
+        if palette.num_tasks != t:
+            raise ValueError(f"palette must colour {t} tasks, got {palette.num_tasks}")
+        return palette.keys, palette.key_color
+    if clusters is not None:
+        return np.asarray(clusters), category_color
+    return None, category_color
 
 
 def dendrogram(
@@ -44,6 +65,7 @@ def dendrogram(
     clusters: Sequence[int] | None = None,
     cut: float | None = None,
     labels: bool | None = None,
+    palette=None,
     neutral: str = "0.35",
     linewidth: float | None = None,
 ):
@@ -61,7 +83,9 @@ def dendrogram(
     cut : float, optional
         Height of the cut that made ``clusters``; drawn as a dashed line.
     labels : bool, optional
-        Task names at the leaves; default when T <= 60.
+        Task names at the leaves; default when T <= 100, in a font that fits the room of a leaf.
+    palette : TaskPalette, optional
+        Colour of each task (overrides ``clusters``), as in every figure of the analysis.
     neutral : str
         Colour of links joining different clusters.
     linewidth : float, optional
@@ -82,13 +106,13 @@ def dendrogram(
         import matplotlib.pyplot as plt
 
         ax = plt.gca()
-    cl = None if clusters is None else np.asarray(clusters)
-    show = t <= _LABELS_MAX if labels is None else labels
+    keys, color_of = _task_keys(t, clusters, palette)
+    show = show_labels("auto", t) if labels is None else labels
     leaf_pos = np.arange(t) * 10 + 5.0
     if t == 1:
         segs, colors, top = [], [], 1.0
     else:
-        colors_by_node = _link_colors(clustering, cl, neutral)
+        colors_by_node = _link_colors(clustering, keys, color_of, neutral)
         info = _scipy_dendrogram(clustering.linkage, no_plot=True,
                                  link_color_func=lambda k: colors_by_node.get(k, neutral))
         assert list(info["leaves"]) == clustering.order.tolist()
@@ -98,18 +122,21 @@ def dendrogram(
             segs.append(pts)
         colors = info["color_list"]
         top = float(clustering.linkage[:, 2].max()) or 1.0
-    lw = linewidth or (0.9 if t <= 60 else 0.4)
+    lw = linewidth or (0.9 if t <= 60 else 0.5)
     ax.add_collection(LineCollection(segs, colors=colors, linewidths=lw, capstyle="butt"))
     span = (0.0, t * 10.0)
     height = (0.0, top * 1.04)
     names = [short_label(clustering.labels[i]) for i in clustering.order]
-    name_colors = ["black" if cl is None else readable_color(category_color(cl[i])) for i in clustering.order]
+    name_colors = ["black" if keys is None else readable_color(color_of(keys[i])) for i in clustering.order]
+    width_pt, height_pt = (ax.get_position().width * ax.figure.get_size_inches()[0] * 72,
+                           ax.get_position().height * ax.figure.get_size_inches()[1] * 72)
+    fontsize = label_fontsize(0.9 * (width_pt if orientation == "top" else height_pt) / max(t, 1))
     if orientation == "top":
         ax.set_xlim(*span)
         ax.set_ylim(*height)
         ax.set_xticks(leaf_pos if show else [])
         if show:
-            ax.set_xticklabels(names, rotation=90)
+            ax.set_xticklabels(names, rotation=90, fontsize=fontsize)
             for lab, c in zip(ax.get_xticklabels(), name_colors):
                 lab.set_color(c)
         ax.spines[["top", "right", "bottom"]].set_visible(False)
@@ -122,7 +149,7 @@ def dendrogram(
         ax.yaxis.tick_right()
         ax.set_yticks(leaf_pos if show else [])
         if show:
-            ax.set_yticklabels(names)
+            ax.set_yticklabels(names, fontsize=fontsize)
             for lab, c in zip(ax.get_yticklabels(), name_colors):
                 lab.set_color(c)
         ax.spines[["top", "right", "left"]].set_visible(False)
@@ -132,24 +159,37 @@ def dendrogram(
     return ax
 
 
+def _groups_note(analysis: Analysis, n_clusters: int | None, threshold: float) -> str:
+    if n_clusters is not None:
+        return (f"groups: {n_clusters} clusters cut from each layer's linkage tree (--clusters), "
+                "not the sharing tree's groups")
+    return (f"groups: the sharing tree's (tasks within {threshold:g} × the layer's RMS activation norm, "
+            "linked, nested across layers), as in the tree figure")
+
+
 def plot_dendrograms(
     analysis: Analysis,
     *,
     layers: Sequence[int | str] | None = None,
     n_clusters: int | None = None,
     threshold: float = 0.1,
+    labels: str = "auto",
+    palette=None,
     figsize: tuple[float, float] | None = None,
 ):
-    """One dendrogram per analysed layer, clusters coloured consistently across layers.
+    """One dendrogram per analysed layer, tasks in their colours (:meth:`Analysis.palette`).
 
     Parameters
     ----------
     analysis : Analysis
     layers : sequence of int or str, optional
     n_clusters : int, optional
-        Clusters per layer by count; by default the trees are cut at ``threshold`` times each
-        layer's RMS activation norm (dashed line).
+        Groups per layer by count; by default the sharing tree's groups at ``threshold`` (its
+        threshold, times each layer's RMS activation norm, dashed).
     threshold : float, default 0.1
+    labels : {"auto", "all", "none"}, default "auto"
+        Task names at the leaves: "auto" up to 100 tasks, the figure growing with the count.
+    palette : TaskPalette, optional
     figsize : (float, float), optional
 
     Returns
@@ -158,32 +198,40 @@ def plot_dendrograms(
     """
     from matplotlib.figure import Figure
 
+    check_labels(labels)
     chosen = analysis.select(layers)
-    labels = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
-    by_id = {id(la): lab for la, lab in zip(analysis.layers, labels)}
+    groups = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
+    by_id = {id(la): lab for la, lab in zip(analysis.layers, groups)}
+    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     t = analysis.num_tasks
     n = len(chosen)
+    named = show_labels(labels, t)
     if figsize is None:
-        figsize = (min(7.2, 2.4 * n + 0.2), min(9.0, max(2.2, 0.13 * min(t, _LABELS_MAX) + 0.9)))
+        rows = t if named else min(t, 40)
+        figsize = (min(7.2, 2.4 * n + 0.2) if n <= 3 else 1.6 * n + 0.4,
+                   # + room for the titles and the caption's 3 to 4 lines
+                   max(2.2, rows * (LABEL_ROW_PT if named else 5.0) / 72 + 1.1) + 0.5)
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(1, n, squeeze=False)[0]
         for ax, la in zip(axes, chosen):
             cut = None if n_clusters is not None else threshold * la.geometry.rms_norm
-            dendrogram(la.clustering, ax=ax, clusters=by_id[id(la)], cut=cut)
+            dendrogram(la.clustering, ax=ax, palette=palette, cut=cut, labels=named)
             coph = la.clustering.cophenetic_correlation
             k = len(np.unique(by_id[id(la)]))
-            extra = "" if np.isnan(coph) else f" · cophenetic r {coph:.2f}"
-            if la.ari is not None:
-                extra += f" · ARI {la.ari:.2f}"
-            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n{k} cluster{'s' * (k != 1)}{extra}",
-                         fontsize=7.5)
+            stats = [f"{k} cluster{'s' * (k != 1)}"]
+            stats += [] if np.isnan(coph) else [f"cophenetic r {coph:.2f}"]
+            stats += [] if la.ari is None else [f"ARI {la.ari:.2f}"]
+            # Fitted to the panel: a title wider than the figure would be cut.
+            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
+                         + join_to_width(stats, 0.95 * figsize[0] / n, 7.5), fontsize=7.5)
             ax.set_xlabel("merge height d(Fₛ, Fₜ)")
-        how = (f"{n_clusters} clusters per layer" if n_clusters is not None else
-               f"dashed: cut at {threshold:g} × the layer's RMS activation norm")
+            if not named:
+                ax.set_ylabel(f"{t} tasks (names: --labels all, or the export)")
+        how = "" if n_clusters is not None else "; dashed: the threshold"
         ari = "; ARI: adjusted Rand index of the planted groups vs. as many clusters" if analysis.has_planted else ""
-        fig.supxlabel(f"{analysis.method}-linkage clustering of d(Fₛ, Fₜ); {how};\n"
-                      f"colours follow a cluster across layers{ari}", fontsize=6.5, color="0.35")
+        add_caption(fig, f"{analysis.method}-linkage clustering of d(Fₛ, Fₜ); {_groups_note(analysis, n_clusters, threshold)}"
+                f"{how};\n{palette.describe()}{ari}")
     return fig
 
 
@@ -195,9 +243,12 @@ def clustermap(
     n_clusters: int | None = None,
     threshold: float = 0.1,
     annot: bool | None = None,
+    labels: str = "auto",
+    palette=None,
     figsize: tuple[float, float] | None = None,
 ):
-    """One layer's matrix in clustered order, framed by its dendrogram on the left and top.
+    """One layer's matrix in clustered order, framed by its dendrogram on the left and top, with
+    a strip of task colours (:meth:`Analysis.palette`) between the tree and the rows.
 
     Parameters
     ----------
@@ -206,8 +257,11 @@ def clustermap(
     metric : str, default "distance"
         The matrix drawn (the tree is always built on the distance).
     n_clusters, threshold
-        Cluster colouring of the links, as in :func:`plot_dendrograms`.
+        Groups that colour the links and the strip, as in :func:`plot_dendrograms`.
     annot : bool, optional
+    labels : {"auto", "all", "none"}, default "auto"
+        Task names on the right: "auto" up to 100 tasks, the figure growing with the count.
+    palette : TaskPalette, optional
     figsize : (float, float), optional
 
     Returns
@@ -219,43 +273,52 @@ def clustermap(
     from taan_viz.plots.heatmap import heatmap, metric_norm
 
     check_metric(metric)
+    check_labels(labels)
     la = analysis.layer(layer)
-    k = analysis.layers.index(la)
-    clusters = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)[k]
+    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     order = la.clustering.order
     mat = la.geometry.matrix(metric)[np.ix_(order, order)]
     names = [analysis.task_names[i] for i in order]
     t = analysis.num_tasks
+    named = show_labels(labels, t)
     if figsize is None:
-        side = 4.6 if t <= 40 else 5.2
-        figsize = (side + 0.9, side)
+        side = max(4.6 if t <= 40 else 5.2, t * LABEL_ROW_PT / 72 / 0.75 if named else 0.0)
+        figsize = (side + 0.9 + (0.9 if named else 0.0), side)
     cut = None if n_clusters is not None else threshold * la.geometry.rms_norm
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         grid = fig.add_gridspec(2, 3, width_ratios=[0.22, 1.0, 0.045], height_ratios=[0.22, 1.0],
-                                wspace=0.01, hspace=0.01)
+                                wspace=0.04, hspace=0.04)
         ax_map = fig.add_subplot(grid[1, 1])
         ax_top = fig.add_subplot(grid[0, 1])
         ax_left = fig.add_subplot(grid[1, 0])
         ax_bar = fig.add_subplot(grid[1, 2])
         cmap, norm = metric_norm(metric, [mat])
-        heatmap(mat, labels=names, ax=ax_map, metric=metric, cmap=cmap, norm=norm, annot=annot, cbar=False)
+        # Row and column colour strips (like seaborn's row_colors): the tasks' colours.
+        heatmap(mat, labels=names, ax=ax_map, metric=metric, cmap=cmap, norm=norm, annot=annot, cbar=False,
+                xticklabels=False, yticklabels=False, groups=palette.keys[order],
+                group_colors=[palette.key_color(k) for k in range(palette.num_keys)])
         # Fill the grid cell so that the dendrograms' leaves line up with the rows and columns.
         ax_map.set_aspect("auto")
         ax_map.yaxis.tick_right()
-        ax_map.set_yticks(np.arange(t) if t <= 40 else [])
-        if t <= 40:
-            ax_map.set_yticklabels([short_label(n) for n in names])
-            for lab, c in zip(ax_map.get_yticklabels(), [readable_color(category_color(clusters[i])) for i in order]):
-                lab.set_color(c)
-        dendrogram(la.clustering, ax=ax_left, orientation="left", clusters=clusters, cut=cut, labels=False)
-        dendrogram(la.clustering, ax=ax_top, orientation="top", clusters=clusters, cut=cut, labels=False)
+        ax_map.set_yticks(np.arange(t) if named else [])
+        if named:
+            size = label_fontsize(0.9 * figsize[1] * 72 * 0.75 / t)
+            ax_map.set_yticklabels([short_label(n) for n in names], fontsize=size)
+            for lab, i in zip(ax_map.get_yticklabels(), order):
+                lab.set_color(readable_color(palette.color(int(i))))
+        else:
+            ax_map.set_ylabel(f"{t} tasks (names: --labels all, or the export)")
+            ax_map.yaxis.set_label_position("right")
+        dendrogram(la.clustering, ax=ax_left, orientation="left", palette=palette, cut=cut, labels=False)
+        dendrogram(la.clustering, ax=ax_top, orientation="top", palette=palette, cut=cut, labels=False)
         for ax in (ax_left, ax_top):
             ax.set_axis_off()
         bar = fig.colorbar(ax_map.images[0], cax=ax_bar, label=METRICS[metric][0])
         bar.outline.set_visible(False)
         ax_top.set_title(f"layer {la.index + 1} · {la.name}: {analysis.method}-linkage clustering, "
                          "x ~ " + measure_label(la.geometry.mu, la.geometry.sigma), fontsize=8)
+        add_caption(fig, f"strip and links: {palette.describe()}")
     return fig
 
 
@@ -266,6 +329,7 @@ def embedding(
     labels: Sequence[str] | None = None,
     clusters: Sequence[int] | None = None,
     groups: Sequence[int] | None = None,
+    palette=None,
     annotate: bool | None = None,
 ):
     """Scatter of task coordinates (e.g. classical MDS), coloured by cluster, shaped by group.
@@ -279,6 +343,9 @@ def embedding(
         Colour of each task (Okabe-Ito by cluster).
     groups : sequence of int, optional
         Marker of each task (e.g. planted groups), so agreement with colours is visible.
+    palette : TaskPalette, optional
+        Colour of each task (overrides ``clusters``); when the palette needs its second
+        encoding (more than 8 colour groups) it also sets the markers, overriding ``groups``.
     annotate : bool, optional
         Write task names next to the points; default when T <= 8 (more names collide).
 
@@ -297,15 +364,19 @@ def embedding(
         import matplotlib.pyplot as plt
 
         ax = plt.gca()
-    cl = np.zeros(t, dtype=int) if clusters is None else np.asarray(clusters)
-    gr = np.zeros(t, dtype=int) if groups is None else np.asarray(groups)
-    uniq_groups = list(dict.fromkeys(gr.tolist()))
-    size = 22 if t <= 60 else 8
-    for g in uniq_groups:
-        sel = gr == g
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, c=[category_color(c) for c in cl[sel]],
-                   marker=_MARKERS[uniq_groups.index(g) % len(_MARKERS)], edgecolors="white",
-                   linewidths=0.4, zorder=3)
+    keys, color_of = _task_keys(t, clusters, palette)
+    keys = np.zeros(t, dtype=int) if keys is None else keys
+    if palette is not None and palette.encoded:
+        markers = [palette.marker(i) for i in range(t)]
+    else:
+        gr = np.zeros(t, dtype=int) if groups is None else np.asarray(groups)
+        uniq_groups = list(dict.fromkeys(gr.tolist()))
+        markers = [_MARKERS[uniq_groups.index(g) % len(_MARKERS)] for g in gr.tolist()]
+    size = 22 if t <= 60 else 10
+    for m in dict.fromkeys(markers):
+        sel = np.array([mk == m for mk in markers])
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, c=[color_of(c) for c in keys[sel]], marker=m,
+                   edgecolors="white", linewidths=0.4, zorder=3)
     if annotate is None:
         annotate = t <= 8
     if annotate and labels is not None:
@@ -328,16 +399,28 @@ def embedding(
     return ax
 
 
+def _data_aspect(coords: np.ndarray) -> float:
+    """Height over width of the points' bounding box, kept within [0.3, 1] (MDS axis 1 always
+    spreads at least as far as axis 2)."""
+    span = np.ptp(coords, axis=0) if coords.shape[0] > 1 else np.ones(2)
+    return float(np.clip(span[1] / span[0], 0.3, 1.0)) if span[0] > 0 else 1.0
+
+
 def plot_embeddings(
     analysis: Analysis,
     *,
     layers: Sequence[int | str] | None = None,
     n_clusters: int | None = None,
     threshold: float = 0.1,
+    palette=None,
     figsize: tuple[float, float] | None = None,
 ):
-    """Classical MDS of each analysed layer's distances: tasks as points, coloured by cluster,
-    marker shape by planted group when the checkpoint has ground truth.
+    """Classical MDS of each analysed layer's distances: tasks as points in their colours
+    (:meth:`Analysis.palette`), marker shape by planted group when the checkpoint has ground
+    truth (or the palette's second encoding beyond 8 colour groups).
+
+    Panels keep an equal aspect (a distance reads the same in every direction) and are shaped
+    like the points' extent, so the points fill them; up to 3 panels a row.
 
     Returns
     -------
@@ -346,24 +429,39 @@ def plot_embeddings(
     from matplotlib.figure import Figure
 
     chosen: list[LayerAnalysis] = analysis.select(layers)
-    labels = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
-    by_id = {id(la): lab for la, lab in zip(analysis.layers, labels)}
+    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     n = len(chosen)
+    maps = [classical_mds(la.geometry.distance, 2) for la in chosen]
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    aspect = max(_data_aspect(coords) for coords, _ in maps)
     if figsize is None:
-        figsize = (min(7.2, 2.4 * n + 0.2), min(7.2, 2.4 * n + 0.2) / n + 0.55)
+        panel = min(2.4, 7.0 / ncols)
+        figsize = (panel * ncols + 0.2, nrows * (panel * aspect + 0.55) + 0.35)
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
-        axes = fig.subplots(1, n, squeeze=False)[0]
-        for ax, la in zip(axes, chosen):
-            coords, explained = classical_mds(la.geometry.distance, 2)
-            embedding(coords, ax=ax, labels=analysis.task_names, clusters=by_id[id(la)], groups=la.planted)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        for ax in grid.flat[n:]:
+            ax.set_visible(False)
+        for ax, la, (coords, explained) in zip(grid.flat, chosen, maps):
+            planted = None if palette.encoded else la.planted
+            embedding(coords, ax=ax, labels=analysis.task_names, palette=palette, groups=planted)
+            # Equal aspect with the box (not the limits) adjusted: the panel takes the points'
+            # shape instead of padding a thin cloud with empty space.
+            ax.set_aspect("equal", adjustable="box")
+            lo, hi = coords.min(axis=0), coords.max(axis=0)
+            pad = 0.08 * float(max(hi - lo)) if coords.shape[0] > 1 and max(hi - lo) > 0 else 1.0
+            half = 0.5 * max(hi[1] - lo[1], (hi[0] - lo[0]) * _data_aspect(coords))
+            mid = 0.5 * (lo[1] + hi[1])
+            ax.set_xlim(lo[0] - pad, hi[0] + pad)
+            ax.set_ylim(mid - half - pad, mid + half + pad)
             ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}")
             ax.set_xlabel(f"MDS 1 ({100 * explained[0]:.0f} %)")
             ax.set_ylabel(f"MDS 2 ({100 * explained[1]:.0f} %)")
             ax.tick_params(labelsize=6)
-        note = "colour: cluster"
-        if any(la.planted is not None for la in chosen):
+        note = palette.describe()
+        if any(la.planted is not None for la in chosen) and not palette.encoded:
             note += "; marker: planted group"
-        fig.supxlabel(f"classical MDS of d(Fₛ, Fₜ) per layer ({note}); distances between points "
-                      "approximate functional distances", fontsize=6.5, color="0.35")
+        add_caption(fig, "classical MDS of d(Fₛ, Fₜ) per layer; distances between points approximate functional "
+                f"distances;\n{note}")
     return fig

@@ -8,17 +8,28 @@ multiples, one panel per task, for layers with many tasks.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from taan_viz.analysis import Analysis
-from taan_viz.plots._style import category_color, category_linestyle, measure_label, paper_style, short_label
+from taan_viz.plots._style import (
+    category_color,
+    category_linestyle,
+    measure_label,
+    paper_style,
+    short_label,
+    wrap_to_width,
+)
 
-__all__ = ["activation_curves", "activation_values", "curve_range", "plot_curve_grid", "plot_curves"]
+if TYPE_CHECKING:  # pragma: no cover - only for annotations
+    from taan_viz.plots._palette import TaskPalette
 
-# Beyond this many tasks a legend of names is unreadable; legends then list clusters.
-_LEGEND_TASKS_MAX = 8
+__all__ = ["activation_curves", "activation_values", "curve_range", "grid_pages", "plot_curve_grid", "plot_curves"]
+
+# Legends list at most this many colour groups (then "... k more": one per colour and dash
+# pattern, see taan_viz.plots._palette); per page of small multiples at most _GRID_MAX tasks.
+_LEGEND_MAX = 32
 _GRID_MAX = 64
 
 
@@ -72,6 +83,7 @@ def activation_curves(
     xlim: tuple[float, float] | None = None,
     labels: Sequence[str] | None = None,
     clusters: Sequence[int] | None = None,
+    palette: "TaskPalette | None" = None,
     highlight: int | None = None,
     density: bool = True,
     density_label: str | None = None,
@@ -97,6 +109,9 @@ def activation_curves(
         Task names.
     clusters : sequence of int, optional
         Cluster of each task; colours follow clusters (Okabe-Ito), else tasks.
+    palette : TaskPalette, optional
+        Colour and dash pattern of each task (:meth:`Analysis.palette`); overrides ``clusters``,
+        so that a task has the colour it has in every other figure.
     highlight : int, optional
         Draw only this task in colour, the others in light grey (small multiples).
     density : bool, default True
@@ -139,13 +154,22 @@ def activation_curves(
 
         ax = plt.gca()
     lo, hi = curve_range(mu, sigma, b) if xlim is None else xlim
-    x = np.linspace(lo, hi, 600)
+    # Piecewise linear: a point per 0.25 % of the range is smooth at print size; fewer in the
+    # many small panels of a grid, which draw every task once per panel.
+    x = np.linspace(lo, hi, 400 if highlight is None else 160)
     y = activation_values(a, b, x)
     if residual:
         y = y - np.maximum(x, 0.0)[None, :]
-    groups = np.arange(t) if clusters is None else np.asarray(clusters)
-    colors = [category_color(g) for g in groups]
-    styles = [category_linestyle(g) for g in groups]
+    if palette is not None:
+        if palette.num_tasks != t:
+            raise ValueError(f"palette must colour {t} tasks (one per row of alpha), got {palette.num_tasks}")
+        groups = palette.keys
+        color_of, style_of = palette.key_color, palette.key_linestyle
+    else:
+        groups = np.arange(t) if clusters is None else np.asarray(clusters)
+        color_of, style_of = category_color, category_linestyle
+    colors = [color_of(g) for g in groups]
+    styles = [style_of(g) for g in groups]
     kws = {"linewidth": 1.1 if t <= 20 else 0.6, "alpha": 1.0 if t <= 20 else 0.5}
     kws.update(line_kws or {})
     segments = [np.column_stack([x, row]) for row in y]
@@ -192,9 +216,10 @@ def activation_curves(
             members = [names[i] for i in range(t) if groups[i] == g]
             text = ", ".join(short_label(m, 14) for m in members[:2])
             text += f" (+{len(members) - 2})" if len(members) > 2 else ""
-            entries.append(Line2D([], [], color=category_color(g), linestyle=category_linestyle(g), label=text))
-        if len(entries) > 10:
-            entries = entries[:9] + [Line2D([], [], color="none", label=f"… {len(entries) - 9} more clusters")]
+            entries.append(Line2D([], [], color=color_of(g), linestyle=style_of(g), label=text))
+        if len(entries) > _LEGEND_MAX:
+            rest = len(entries) - (_LEGEND_MAX - 1)
+            entries = entries[:_LEGEND_MAX - 1] + [Line2D([], [], color="none", label=f"… {rest} more groups")]
         kws = {"loc": "upper left", "fontsize": 6, "handlelength": 1.8, "borderaxespad": 0.2,
                "labelspacing": 0.25}
         kws.update(legend_kws or {})
@@ -210,9 +235,10 @@ def plot_curves(
     threshold: float = 0.1,
     residual: bool = False,
     relu: bool = True,
+    palette: "TaskPalette | None" = None,
     figsize: tuple[float, float] | None = None,
 ):
-    """Activation curves of every analysed layer, coloured by cluster.
+    """Activation curves of every analysed layer, each task in its colour.
 
     Parameters
     ----------
@@ -220,13 +246,15 @@ def plot_curves(
     layers : sequence of int or str, optional
         Layers of ``analysis`` to draw; all by default.
     n_clusters : int, optional
-        Colour by this many clusters per layer; by default clusters are cut at ``threshold``
-        times the layer's RMS activation norm.
+        Colour by the groups of this many clusters per layer; by default by the sharing
+        tree's groups at ``threshold`` (see :meth:`Analysis.palette`).
     threshold : float, default 0.1
     residual : bool, default False
         Add a second row with each task's residual F_t - relu.
     relu : bool, default True
         Draw relu(x) for reference.
+    palette : TaskPalette, optional
+        Overrides ``analysis.palette(n_clusters, threshold)``.
     figsize : (float, float), optional
 
     Returns
@@ -236,42 +264,54 @@ def plot_curves(
     from matplotlib.figure import Figure
 
     chosen = analysis.select(layers)
-    labels_all = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
-    by_pos = {id(la): lab for la, lab in zip(analysis.layers, labels_all)}
+    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     n = len(chosen)
     rows = 2 if residual else 1
     if figsize is None:
         width = min(7.2, 2.4 * n + 0.3)
-        # Room below the panels for the longest cluster legend (at most 10 entries).
-        entries = max(min(10, len(np.unique(by_pos[id(la)]))) for la in chosen)
-        figsize = (width, rows * min(2.3, width / n * 0.9) + 0.75 + 0.125 * entries)
+        # Room below the panels for the legend: colour groups and 3 reference entries, 4 a row.
+        entries = min(_LEGEND_MAX, palette.num_keys) + 3
+        figsize = (width, rows * min(2.3, width / n * 0.9) + 0.75 + 0.125 * math.ceil(entries / 4))
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(rows, n, squeeze=False)
-        from matplotlib.transforms import offset_copy
-
         for k, la in enumerate(chosen):
             g = la.geometry
-            common = dict(mu=g.mu, sigma=g.sigma, labels=analysis.task_names, clusters=by_pos[id(la)],
-                          relu=relu)
-            bottom = axes[rows - 1, k]
-            # Cluster legends go below each column, where they cannot cover a curve.
-            below = {"loc": "upper center", "bbox_to_anchor": (0.5, 0.0), "borderaxespad": 0.0,
-                     "bbox_transform": offset_copy(bottom.transAxes, fig=fig, y=-26, units="points")}
-            activation_curves(g.alpha, g.hinges, ax=axes[0, k], **common,
-                              legend=False if residual else "clusters", legend_kws=below)
+            common = dict(mu=g.mu, sigma=g.sigma, labels=analysis.task_names, palette=palette, relu=relu)
+            # One legend of colour groups below the figure (the same in every panel), where it
+            # cannot cover a curve.
+            activation_curves(g.alpha, g.hinges, ax=axes[0, k], **common, legend=False)
             axes[0, k].set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
                                  "x ~ " + measure_label(g.mu, g.sigma))
             if residual:
-                activation_curves(g.alpha, g.hinges, ax=axes[1, k], residual=True, **common,
-                                  legend="clusters", legend_kws=below)
+                activation_curves(g.alpha, g.hinges, ax=axes[1, k], residual=True, **common, legend=False)
             if k > 0:
                 for r in range(rows):
                     axes[r, k].set_ylabel("")
             if residual:
                 axes[0, k].set_xlabel("")
-        fig.legend(handles=_static_handles(relu), loc="outside lower center", ncol=3, fontsize=6.5)
+        handles = _group_handles(palette, analysis.task_names) + _static_handles(relu)
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=6,
+                   handlelength=2.2, columnspacing=1.2, title=wrap_to_width(palette.describe(), fig.get_figwidth() * 0.95, 6),
+                   title_fontsize=6)
     return fig
+
+
+def _group_handles(palette: "TaskPalette", names: Sequence[str]) -> list:
+    """One legend entry per colour group: its colour, dash pattern and first members."""
+    from matplotlib.lines import Line2D
+
+    entries = []
+    for key in range(palette.num_keys):
+        members = [names[i] for i in palette.members(key)]
+        text = ", ".join(short_label(m, 14) for m in members[:2])
+        text += f" (+{len(members) - 2})" if len(members) > 2 else ""
+        entries.append(Line2D([], [], color=palette.key_color(key), linestyle=palette.key_linestyle(key), label=text))
+    if len(entries) > _LEGEND_MAX:
+        rest = len(entries) - (_LEGEND_MAX - 1)
+        entries = entries[:_LEGEND_MAX - 1] + [Line2D([], [], color="none",
+                                                      label=f"… {rest} more groups (export: clusters.csv)")]
+    return entries
 
 
 def _static_handles(relu: bool) -> list:
@@ -283,6 +323,11 @@ def _static_handles(relu: bool) -> list:
                       Line2D([], [], linestyle="none", marker="|", markersize=5, color="0.3", label="hinges bₘ")]
 
 
+def grid_pages(num_tasks: int, max_tasks: int = _GRID_MAX) -> int:
+    """Number of pages :func:`plot_curve_grid` needs for ``num_tasks`` tasks."""
+    return max(1, math.ceil(num_tasks / max_tasks))
+
+
 def plot_curve_grid(
     analysis: Analysis,
     layer: int | str = -1,
@@ -290,21 +335,27 @@ def plot_curve_grid(
     n_clusters: int | None = None,
     threshold: float = 0.1,
     max_tasks: int = _GRID_MAX,
+    page: int = 1,
     ncols: int | None = None,
+    palette: "TaskPalette | None" = None,
     figsize: tuple[float, float] | None = None,
 ):
-    """Small multiples: one panel per task of one layer, that task in colour over the others in
-    grey, with its own recorded pre-activation density when the checkpoint has one.
+    """Small multiples: one panel per task of one layer, that task in its colour over the others
+    in grey, with its own recorded pre-activation density when the checkpoint has one.
 
     Parameters
     ----------
     analysis : Analysis
     layer : int or str, default -1
     n_clusters, threshold
-        Colouring by cluster, as in :func:`plot_curves`.
+        Colouring, as in :func:`plot_curves`.
     max_tasks : int, default 64
-        Draw at most this many tasks (in clustered order); a note says how many were left out.
+        Tasks per page (in clustered order).
+    page : int, default 1
+        Which page (1-based; :func:`grid_pages` says how many); the title says which tasks a
+        page shows and that the others are on the other pages.
     ncols : int, optional
+    palette : TaskPalette, optional
     figsize : (float, float), optional
 
     Returns
@@ -316,10 +367,14 @@ def plot_curve_grid(
     la = analysis.layer(layer)
     if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
         raise ValueError(f"max_tasks must be an int >= 1, got {max_tasks!r}")
-    k = analysis.layers.index(la)
-    clusters = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)[k]
+    pages = grid_pages(analysis.num_tasks, max_tasks)
+    if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= pages:
+        raise ValueError(f"page must be an int in [1, {pages}] ({analysis.num_tasks} tasks, {max_tasks} a page), "
+                         f"got {page!r}")
+    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     g = la.geometry
-    order = la.clustering.order[:max_tasks]
+    first = (page - 1) * max_tasks
+    order = la.clustering.order[first:first + max_tasks]
     n = len(order)
     ncols = ncols or min(8, max(2, math.ceil(math.sqrt(n))))
     nrows = math.ceil(n / ncols)
@@ -338,7 +393,7 @@ def plot_curve_grid(
             mu_t, sigma_t, label = g.mu, g.sigma, None
             if la.preact_mean is not None and la.preact_std is not None and la.preact_std[task] > 0:
                 mu_t, sigma_t = float(la.preact_mean[task]), float(la.preact_std[task])
-            activation_curves(g.alpha, g.hinges, ax=ax, mu=mu_t, sigma=sigma_t, xlim=(lo, hi), clusters=clusters,
+            activation_curves(g.alpha, g.hinges, ax=ax, mu=mu_t, sigma=sigma_t, xlim=(lo, hi), palette=palette,
                               labels=analysis.task_names, highlight=int(task), relu=False, legend=False,
                               density_label=label)
             ax.set_title(short_label(analysis.task_names[task], 20), fontsize=6.5, pad=2)
@@ -347,12 +402,16 @@ def plot_curve_grid(
             ax.tick_params(labelsize=5.5)
         fig.supxlabel("pre-activation x", fontsize=7)
         fig.supylabel("Fₜ(x)", fontsize=7)
-        note = (f"layer {la.index + 1} · {la.name}: each task in colour (by cluster) over all others in grey; "
-                "shaded: the task's recorded pre-activation density"
-                if la.preact_mean is not None else
-                f"layer {la.index + 1} · {la.name}: each task in colour (by cluster) over all others in grey; "
-                "shaded: " + measure_label(g.mu, g.sigma))
-        if analysis.num_tasks > n:
-            note += f"; first {n} of {analysis.num_tasks} tasks in clustered order"
+        shade = ("the task's recorded pre-activation density" if la.preact_mean is not None
+                 else measure_label(g.mu, g.sigma))
+        note = (f"layer {la.index + 1} · {la.name}: each task in its colour over all others in grey; "
+                f"shaded: {shade}")
+        if pages > 1:
+            if page == 1:
+                note += f"\nfirst {n} of {analysis.num_tasks} tasks in clustered order (page 1 of {pages}; "
+            else:
+                note += (f"\ntasks {first + 1}–{first + n} of {analysis.num_tasks} in clustered order "
+                         f"(page {page} of {pages}; ")
+            note += "the other pages hold the rest)"
         fig.suptitle(note, fontsize=7)
     return fig

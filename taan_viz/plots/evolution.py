@@ -14,9 +14,23 @@ from typing import Sequence
 import numpy as np
 
 from taan_viz.analysis import METRICS, Analysis, Snapshot, check_metric
-from taan_viz.plots._style import category_color, category_linestyle, paper_style, short_label
+from taan_viz.plots._style import add_caption, paper_style, short_label
 
 __all__ = ["animate_evolution", "plot_curves_evolution", "plot_evolution"]
+
+
+def _ordered(analysis, snapshots, name: str) -> tuple[Analysis, Sequence[Snapshot]]:
+    """``(analysis, snapshots)``, accepting the order of taan 0.x, ``(snapshots, analysis)``,
+    with a DeprecationWarning (the analysis comes first, as in every ``plot_*`` function)."""
+    if isinstance(snapshots, Analysis) and not isinstance(analysis, Analysis):
+        import warnings
+
+        warnings.warn(f"{name}(snapshots, analysis) is deprecated; pass {name}(analysis, snapshots)",
+                      DeprecationWarning, stacklevel=3)
+        analysis, snapshots = snapshots, analysis
+    if not isinstance(analysis, Analysis):
+        raise TypeError(f"analysis must be an Analysis (from taan_viz.analysis.analyze), got {type(analysis).__name__}")
+    return analysis, snapshots
 
 
 def _check_snapshots(snapshots: Sequence[Snapshot], analysis: Analysis) -> None:
@@ -36,8 +50,8 @@ def _evenly(snapshots: Sequence[Snapshot], count: int | None) -> list[Snapshot]:
 
 
 def plot_evolution(
-    snapshots: Sequence[Snapshot],
     analysis: Analysis,
+    snapshots: Sequence[Snapshot],
     *,
     metric: str = "distance",
     max_columns: int = 6,
@@ -48,12 +62,15 @@ def plot_evolution(
     Tasks keep the final analysis' order (the sharing-tree order of the last snapshot) and
     every panel shares one colour scale.
 
+    Task names label the rows of the first column and the columns of the last row when the
+    panels leave each name at least 3 pt.
+
     Parameters
     ----------
-    snapshots : sequence of Snapshot
-        From :func:`taan_viz.analysis.history_geometry` with the same layers as ``analysis``.
     analysis : Analysis
         The final state: task names and order.
+    snapshots : sequence of Snapshot
+        From :func:`taan_viz.analysis.history_geometry` with the same layers as ``analysis``.
     metric : str, default "distance"
     max_columns : int, default 6
         Evenly spaced snapshots, always the first and the last.
@@ -67,25 +84,29 @@ def plot_evolution(
 
     from taan_viz.plots.heatmap import heatmap, metric_norm
 
+    analysis, snapshots = _ordered(analysis, snapshots, "plot_evolution")
     check_metric(metric)
     _check_snapshots(snapshots, analysis)
     snaps = _evenly(snapshots, max_columns)
     order = analysis.sharing_tree().order
+    names = [analysis.task_names[i] for i in order]
     mats = [[g.matrix(metric)[np.ix_(order, order)] for g in s.layers] for s in snaps]
     cmap, norm = metric_norm(metric, [m for row in mats for m in row])
     rows, cols = len(analysis.layers), len(snaps)
     t = analysis.num_tasks
     if figsize is None:
         cell = min(1.45, 6.4 / cols)
-        figsize = (cell * cols + 1.0, cell * rows + 0.6)
+        # Room for the names, when the cells leave them enough (see heatmap).
+        label_in = max(len(short_label(n)) for n in names) * 0.55 * 5 / 72 if cell * 72 * 0.85 / t >= 3 else 0.0
+        figsize = (cell * cols + 1.0 + label_in, cell * rows + 0.6 + label_in)
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(rows, cols, squeeze=False)
         for c, (snap, row_mats) in enumerate(zip(snaps, mats)):
             for r, mat in enumerate(row_mats):
                 ax = axes[r, c]
-                heatmap(mat, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=False, cbar=False,
-                        xticklabels=False, yticklabels=False)
+                heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=False, cbar=False,
+                        xticklabels=None if r == rows - 1 else False, yticklabels=None if c == 0 else False)
                 if r == 0:
                     ax.set_title(f"epoch {snap.epoch}\nstep {snap.step}", fontsize=7)
                 if c == 0:
@@ -94,8 +115,7 @@ def plot_evolution(
         bar = fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), shrink=0.8, aspect=30,
                            label=METRICS[metric][0])
         bar.outline.set_visible(False)
-        fig.supxlabel(f"{t} tasks in the final sharing-tree order; one colour scale for every snapshot",
-                      fontsize=6.5, color="0.35")
+        add_caption(fig, f"{t} tasks in the final sharing-tree order; one colour scale for every snapshot")
     return fig
 
 
@@ -112,16 +132,17 @@ def _curve_limits(snapshots: Sequence[Snapshot], k: int, x: np.ndarray) -> tuple
 
 
 def plot_curves_evolution(
-    snapshots: Sequence[Snapshot],
     analysis: Analysis,
+    snapshots: Sequence[Snapshot],
     *,
     max_columns: int = 6,
     threshold: float = 0.1,
+    palette=None,
     figsize: tuple[float, float] | None = None,
 ):
     """Activation curves of every analysed layer (rows) at up to ``max_columns`` snapshots,
-    with the x and y range of each layer fixed across snapshots and tasks coloured by their
-    final cluster.
+    with the x and y range of each layer fixed across snapshots and tasks in their colours
+    (:meth:`Analysis.palette` of the final state).
 
     Returns
     -------
@@ -131,9 +152,10 @@ def plot_curves_evolution(
 
     from taan_viz.plots.curves import activation_curves, curve_range
 
+    analysis, snapshots = _ordered(analysis, snapshots, "plot_curves_evolution")
     _check_snapshots(snapshots, analysis)
     snaps = _evenly(snapshots, max_columns)
-    clusters = analysis.cluster_labels(threshold=threshold)
+    palette = analysis.palette(threshold=threshold) if palette is None else palette
     rows, cols = len(analysis.layers), len(snaps)
     if figsize is None:
         cell = min(1.5, 7.0 / cols)
@@ -149,7 +171,7 @@ def plot_curves_evolution(
                 g = snap.layers[r]
                 ax = axes[r, c]
                 activation_curves(g.alpha, g.hinges, ax=ax, mu=g.mu, sigma=g.sigma, xlim=xlim,
-                                  clusters=clusters[r], labels=analysis.task_names, legend=False,
+                                  palette=palette, labels=analysis.task_names, legend=False,
                                   line_kws={"linewidth": 0.8})
                 ax.set_ylim(*ylim)
                 ax.set_xlabel("")
@@ -157,14 +179,13 @@ def plot_curves_evolution(
                 ax.tick_params(labelsize=5.5)
                 if r == 0:
                     ax.set_title(f"epoch {snap.epoch}", fontsize=7)
-        fig.supxlabel("pre-activation x; colours: final clusters; dashed: relu; shaded: the measure",
-                      fontsize=6.5, color="0.35")
+        add_caption(fig, f"pre-activation x; {palette.describe()} (final state); dashed: relu; shaded: the measure")
     return fig
 
 
 def animate_evolution(
-    snapshots: Sequence[Snapshot],
     analysis: Analysis,
+    snapshots: Sequence[Snapshot],
     path: "str | Path",
     *,
     metric: str = "distance",
@@ -177,8 +198,8 @@ def animate_evolution(
 
     Parameters
     ----------
-    snapshots : sequence of Snapshot
     analysis : Analysis
+    snapshots : sequence of Snapshot
     path : path-like
         Destination ``.gif``.
     metric : str, default "distance"
@@ -198,13 +219,14 @@ def animate_evolution(
     from taan_viz.plots.curves import activation_values, curve_range
     from taan_viz.plots.heatmap import heatmap, metric_norm
 
+    analysis, snapshots = _ordered(analysis, snapshots, "animate_evolution")
     check_metric(metric)
     _check_snapshots(snapshots, analysis)
     if not (isinstance(fps, (int, float)) and fps > 0):
         raise ValueError(f"fps must be > 0, got {fps!r}")
     path = Path(path)
     order = analysis.sharing_tree(threshold).order
-    clusters = analysis.cluster_labels(threshold=threshold)
+    palette = analysis.palette(threshold=threshold)
     cmap, norm = metric_norm(metric, [g.matrix(metric) for s in snapshots for g in s.layers])
     n = len(analysis.layers)
     with paper_style():
@@ -221,8 +243,9 @@ def animate_evolution(
             x = np.linspace(*xlim, 300)
             xs.append(x)
             ax = axes[1, k]
-            lines = LineCollection([], colors=[category_color(c) for c in clusters[k]],
-                                   linestyles=[category_linestyle(c) for c in clusters[k]], linewidths=0.9)
+            lines = LineCollection([], colors=palette.colors,
+                                   linestyles=[palette.linestyle(i) for i in range(analysis.num_tasks)],
+                                   linewidths=0.9)
             ax.add_collection(lines)
             collections.append(lines)
             ax.plot(x, np.maximum(x, 0.0), color="0.25", linewidth=0.7, linestyle=(0, (2, 2)))

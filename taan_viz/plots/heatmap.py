@@ -15,19 +15,27 @@ import numpy as np
 from taan_viz.analysis import METRICS, Analysis, check_metric
 from taan_viz.plots._style import (
     DIVERGING_CMAP,
+    LABEL_ROW_PT,
     SEQUENTIAL_CMAP,
+    add_caption,
     category_color,
+    check_labels,
+    label_fontsize,
     measure_label,
     paper_style,
     short_label,
+    show_labels,
     text_color_for,
 )
 
 __all__ = ["heatmap", "metric_norm", "plot_heatmaps"]
 
-# Above these task counts, annotations and tick labels stop being readable.
+# Above this many tasks, values in the cells stop being readable.
 _ANNOT_MAX = 10
+# Up to this many tasks the panels sit in one row of a page-wide figure; beyond, each panel
+# grows so that every task name gets its row, and panels wrap into a grid.
 _TICKS_MAX = 40
+_FIGURE_WIDTH_MAX = 12.0
 
 
 def metric_norm(metric: str, values: Sequence[np.ndarray]):
@@ -54,15 +62,19 @@ def metric_norm(metric: str, values: Sequence[np.ndarray]):
     return SEQUENTIAL_CMAP, Normalize(lo, hi)
 
 
-def _tick_fontsize(t: int) -> float:
-    return 7 if t <= 12 else 6 if t <= 20 else 5
-
-
 def _tick_rotation(names: Sequence[str]) -> int:
     longest = max(len(short_label(n)) for n in names)
     if longest <= 2:
         return 0
     return 45 if longest <= 10 and len(names) <= 12 else 90
+
+
+def _axes_points(ax) -> tuple[float, float]:
+    """Width and height of ``ax`` in points, before layout (a slight overestimate under
+    constrained layout, hence the margin taken by the callers)."""
+    fig_w, fig_h = ax.figure.get_size_inches()
+    pos = ax.get_position()
+    return pos.width * fig_w * 72, pos.height * fig_h * 72
 
 
 def _annot_format(norm) -> str:
@@ -73,24 +85,52 @@ def _annot_format(norm) -> str:
     return f"{{:.{decimals}f}}"
 
 
-def _group_strip(ax, groups: np.ndarray, where: str, size: float):
-    """A thin strip of group colours along the top or left edge of ``ax``; returns its Axes."""
+def _fit_annotation(fmt: str, values: np.ndarray, cell_pt: float) -> tuple[str, float]:
+    """A format and font size whose text fits a cell of ``cell_pt`` points: fewer decimals
+    (down to none) before a font smaller than 4 pt."""
+    def size(f: str) -> float:
+        chars = max(len(f.format(v)) for v in values.ravel()) if values.size else 1
+        # Digits are about 0.55 em wide; keep a 15 % margin and at most 70 % of the height.
+        return min(6.5, 0.85 * cell_pt / (0.55 * chars), 0.7 * cell_pt)
+
+    if fmt.endswith("f}"):
+        decimals = int(fmt[fmt.index(".") + 1:-2])
+        while decimals > 0 and size(fmt) < 4.0:
+            decimals -= 1
+            fmt = f"{{:.{decimals}f}}"
+    return fmt, max(2.5, size(fmt))
+
+
+def _group_strip(ax, groups: np.ndarray, where: str, size: float, colors: Sequence[str] | None = None):
+    """A thin strip of group colours along the top or left edge of ``ax``; returns its Axes.
+
+    ``colors`` gives the colour of each group id (0, 1, ...); by default the Okabe-Ito colours
+    in order of the distinct ids."""
     from matplotlib.colors import ListedColormap
 
     ids = np.asarray(groups)
-    uniq = np.unique(ids)
-    cmap = ListedColormap([category_color(i) for i in range(len(uniq))])
-    codes = np.searchsorted(uniq, ids)
-    if where == "top":
-        strip = ax.inset_axes([0.0, 1.0 + size * 0.25, 1.0, size], sharex=ax)
-        strip.imshow(codes[None, :], cmap=cmap, vmin=-0.5, vmax=len(uniq) - 0.5, aspect="auto",
-                     interpolation="nearest")
-        strip.tick_params(labelbottom=False, bottom=False, left=False, labelleft=False)
+    if colors is None:
+        uniq = np.unique(ids)
+        codes = np.searchsorted(uniq, ids)
+        colors = [category_color(i) for i in range(len(uniq))]
     else:
-        strip = ax.inset_axes([-size * 1.25, 0.0, size, 1.0], sharey=ax)
-        strip.imshow(codes[:, None], cmap=cmap, vmin=-0.5, vmax=len(uniq) - 0.5, aspect="auto",
-                     interpolation="nearest")
-        strip.tick_params(bottom=False, labelbottom=False)
+        codes = ids
+    cmap = ListedColormap(list(colors))
+    top = len(colors) - 0.5
+    t = len(codes)
+    # Not shared with ``ax``: a shared axis would give the strip its own copy of every tick,
+    # which for many tasks costs more than the rest of the panel. The matrix spans exactly
+    # -0.5 .. T - 0.5 on both axes (imshow's cells), so equal limits keep cells aligned.
+    if where == "top":
+        strip = ax.inset_axes([0.0, 1.0 + size * 0.25, 1.0, size])
+        strip.imshow(codes[None, :], cmap=cmap, vmin=-0.5, vmax=top, aspect="auto", interpolation="nearest")
+        strip.set_xlim(-0.5, t - 0.5)
+    else:
+        strip = ax.inset_axes([-size * 1.25, 0.0, size, 1.0])
+        strip.imshow(codes[:, None], cmap=cmap, vmin=-0.5, vmax=top, aspect="auto", interpolation="nearest")
+        strip.set_ylim(t - 0.5, -0.5)
+    strip.set_xticks([])
+    strip.set_yticks([])
     for spine in strip.spines.values():
         spine.set_visible(False)
     return strip
@@ -107,6 +147,7 @@ def heatmap(
     annot: bool | None = None,
     fmt: str | None = None,
     groups: Sequence[int] | None = None,
+    group_colors: Sequence[str] | None = None,
     cbar: bool = True,
     cbar_kws: dict | None = None,
     annot_kws: dict | None = None,
@@ -128,17 +169,21 @@ def heatmap(
     cmap, norm : optional
         Override the colour map and normalisation.
     annot : bool, optional
-        Write the values in the cells; default on for T <= 10.
+        Write the values in the cells; default on for T <= 10. The font and the number of
+        decimals are chosen so that a value fits its cell.
     fmt : str, optional
         Format of annotations (``"{:.2f}"``); chosen from the value range by default.
     groups : sequence of int, optional
         Group of each task (same order); drawn as colour strips above and left of the matrix.
+    group_colors : sequence of str, optional
+        Colour of each group id (``group_colors[g]``); Okabe-Ito colours in id order by default.
     cbar : bool, default True
         Add a colour bar next to ``ax``.
     cbar_kws, annot_kws : dict, optional
         Passed to ``Figure.colorbar`` and ``Axes.text``.
     xticklabels, yticklabels : bool, optional
-        Show task names on that axis; default when T <= 40.
+        Show task names on that axis; by default when T <= 100 and the Axes leaves each name
+        at least 3 pt (the font then follows the room of a row).
 
     Returns
     -------
@@ -167,9 +212,13 @@ def heatmap(
         image.set_rasterized(True)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    show_x = t <= _TICKS_MAX if xticklabels is None else xticklabels
-    show_y = t <= _TICKS_MAX if yticklabels is None else yticklabels
-    fontsize = _tick_fontsize(t)
+    width_pt, height_pt = _axes_points(ax)
+    # An equal-aspect square fills the shorter side; 0.85: constrained layout takes some room.
+    cell_pt = 0.85 * min(width_pt, height_pt) / max(t, 1)
+    fits = show_labels("auto", t) and cell_pt >= 3.0
+    show_x = fits if xticklabels is None else xticklabels
+    show_y = fits if yticklabels is None else yticklabels
+    fontsize = label_fontsize(cell_pt)
     ax.tick_params(length=0, pad=2, labelsize=fontsize)
     ax.set_xticks(np.arange(t) if show_x else [])
     ax.set_yticks(np.arange(t) if show_y else [])
@@ -183,8 +232,8 @@ def heatmap(
     if annot is None:
         annot = t <= _ANNOT_MAX
     if annot:
-        fmt = _annot_format(norm) if fmt is None else fmt
-        kws = {"ha": "center", "va": "center", "fontsize": 6 if t <= 8 else 5}
+        fmt, size = _fit_annotation(_annot_format(norm) if fmt is None else fmt, mat, cell_pt)
+        kws = {"ha": "center", "va": "center", "fontsize": size}
         kws.update(annot_kws or {})
         colors = image.cmap(image.norm(mat))
         for i in range(t):
@@ -195,17 +244,15 @@ def heatmap(
                     text = text[1:] if text.strip("-0.") == "" else "\u2212" + text[1:]
                 ax.text(j, i, text, color=text_color_for(colors[i, j]), **kws)
     if groups is not None:
-        size = max(0.02, min(0.05, 0.6 / t))
-        _group_strip(ax, np.asarray(groups), "top", size)
-        left = _group_strip(ax, np.asarray(groups), "left", size)
+        size = max(0.012, min(0.05, 0.6 / t))
+        _group_strip(ax, np.asarray(groups), "top", size, group_colors)
+        left = _group_strip(ax, np.asarray(groups), "left", size, group_colors)
         if show_y:
             # Names go outside the strip, so they do not cover it.
-            ax.tick_params(labelleft=False)
+            ax.set_yticks([])
             left.set_yticks(np.arange(t))
             left.set_yticklabels([short_label(n) for n in names])
             left.tick_params(length=0, pad=2, labelsize=fontsize)
-        else:
-            left.tick_params(left=False, labelleft=False)
     if cbar:
         kws = {"shrink": 0.8, "label": METRICS[metric][0]}
         kws.update(cbar_kws or {})
@@ -224,6 +271,8 @@ def plot_heatmaps(
     scale: str = "shared",
     annot: bool | None = None,
     groups: bool = True,
+    labels: str = "auto",
+    palette=None,
     figsize: tuple[float, float] | None = None,
     caption: bool = True,
 ):
@@ -242,13 +291,19 @@ def plot_heatmaps(
         shallower layer are contiguous, which keeps every panel block-structured). None: the
         checkpoint's task order.
     threshold : float, default 0.1
-        Relative sharing threshold for ``order_by="tree"`` (see ``taan_viz.sharing``).
+        Relative sharing threshold for ``order_by="tree"`` and the colour strips.
     scale : {"shared", "layer"}
         One colour scale and colour bar for all panels, or one per panel.
     annot : bool, optional
         Values in the cells; default on for T <= 10.
     groups : bool, default True
-        Colour strips of the planted groups, when the checkpoint has them.
+        Colour strips with each task's colour (:meth:`Analysis.palette`), the same colours as
+        in every other figure of the analysis.
+    labels : {"auto", "all", "none"}, default "auto"
+        Task names: "auto" up to 100 tasks (panels grow so each name gets its row, and wrap
+        into a grid beyond 40 tasks), "all" at any count, "none" never.
+    palette : TaskPalette, optional
+        Colours of the strips; ``analysis.palette(threshold=threshold)`` by default.
     figsize : (float, float), optional
     caption : bool, default True
         A one-line note under the panels saying how tasks are ordered and which measure is used.
@@ -260,6 +315,7 @@ def plot_heatmaps(
     from matplotlib.figure import Figure
 
     check_metric(metric)
+    check_labels(labels)
     if scale not in ("shared", "layer"):
         raise ValueError(f"scale must be 'shared' or 'layer', got {scale!r}")
     chosen = analysis.select(layers)
@@ -272,36 +328,58 @@ def plot_heatmaps(
     names = [analysis.task_names[i] for i in order]
     mats = [la.geometry.matrix(metric)[np.ix_(order, order)] for la in chosen]
     n = len(chosen)
+    named = show_labels(labels, t)
+    palette = analysis.palette(threshold=threshold) if palette is None and groups else palette
+    label_in = max(len(short_label(s)) for s in names) * 0.55 * 6.0 / 72 if named else 0.0
+    grown = named and t > _TICKS_MAX
+    if grown:
+        # Each name gets its row: the panel side follows the task count.
+        panel = t * LABEL_ROW_PT / 72
+        ncols = max(1, min(n, int((_FIGURE_WIDTH_MAX - label_in - 0.9) // (panel + 0.25))))
+    else:
+        panel, ncols = None, n
+    nrows = -(-n // ncols)
     if figsize is None:
-        # Panels as large as a 7.2 in (two-column) page allows; the labels' length decides the
-        # extra room below and left of them.
-        label_in = 0.0
-        if t <= _TICKS_MAX:
-            label_in = max(len(short_label(s)) for s in names) * 0.55 * _tick_fontsize(t) / 72
-        rot = _tick_rotation(names) if t <= _TICKS_MAX else 0
-        below = label_in * (1.0 if rot == 90 else 0.72 if rot == 45 else 0.15)
-        panel = min(2.4 if n > 1 else 3.4, (7.2 - 0.9 - label_in) / n)
-        figsize = (min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below + (0.2 if caption else 0))
+        if panel is None:
+            # Panels as large as a 7.2 in (two-column) page allows; the labels' length decides
+            # the extra room below and left of them.
+            rot = _tick_rotation(names) if named else 0
+            below = label_in * (1.0 if rot == 90 else 0.72 if rot == 45 else 0.15)
+            panel = min(2.4 if n > 1 else 3.4, (7.2 - 0.9 - label_in) / n)
+            figsize = (min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below + (0.2 if caption else 0))
+        else:
+            figsize = (ncols * (panel + 0.25) + label_in + 0.9, nrows * (panel + 0.7) + (0.2 if caption else 0))
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
-        axes = fig.subplots(1, n, squeeze=False)[0]
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        axes = list(grid.flat[:n])
+        for ax in grid.flat[n:]:
+            ax.set_visible(False)
         shared_cmap, shared_norm = metric_norm(metric, mats)
         for k, (la, mat, ax) in enumerate(zip(chosen, mats, axes)):
             cmap, norm = (shared_cmap, shared_norm) if scale == "shared" else metric_norm(metric, [mat])
-            strip = la.planted[order] if (groups and la.planted is not None) else None
+            first_col = k % ncols == 0
+            strip = palette.keys[order] if groups else None
+            colors = [palette.key_color(g) for g in range(palette.num_keys)] if groups else None
+            # Rows and columns share one order, so names left of each row of panels suffice
+            # once panels are sized for their names (and halve the text to lay out).
             heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot,
-                    groups=strip, cbar=scale == "layer", yticklabels=(k == 0 and t <= _TICKS_MAX))
+                    groups=strip, group_colors=colors, cbar=scale == "layer",
+                    xticklabels=named and not grown, yticklabels=named and first_col)
+            if named and grown:
+                ax.set_xlabel("columns: the rows' tasks, same order", fontsize=6, color="0.35")
             ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
                          "x ~ " + measure_label(la.geometry.mu, la.geometry.sigma),
                          pad=10 if strip is not None else 4)
         if scale == "shared":
-            bar = fig.colorbar(axes[-1].images[0], ax=list(axes), shrink=0.85, aspect=25,
-                               label=METRICS[metric][0])
+            bar = fig.colorbar(axes[-1].images[0], ax=list(grid.flat), shrink=0.85 if nrows == 1 else 0.5,
+                               aspect=25, label=METRICS[metric][0])
             bar.outline.set_visible(False)
-        if t > _TICKS_MAX:
+        if not named:
             for ax in axes:
                 ax.set_xlabel(f"{t} tasks")
-            axes[0].set_ylabel(f"{t} tasks")
+            for ax in axes[::ncols]:
+                ax.set_ylabel(f"{t} tasks" + (" (names: --labels all, or the export)" if t > 1 else ""))
         if caption:
             if order_by == "tree":
                 how = (f"tasks ordered by {analysis.method}-linkage clustering of layer "
@@ -310,6 +388,6 @@ def plot_heatmaps(
                 how = "task order of the checkpoint"
             else:
                 how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
-            extra = "; strips: planted groups" if groups and any(la.planted is not None for la in chosen) else ""
-            fig.supxlabel(f"{how}{extra}", fontsize=6.5, color="0.35")
+            extra = f"; strip {palette.describe()}" if groups else ""
+            add_caption(fig, f"{how}{extra}")
     return fig

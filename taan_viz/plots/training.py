@@ -32,14 +32,42 @@ def flatten_metrics(metrics: Sequence[Mapping]) -> list[dict[str, float]]:
     return rows
 
 
-def plot_training(metrics: Sequence[Mapping], *, figsize: tuple[float, float] = (7.2, 2.3)):
-    """Losses (left) and validation metrics (right) per epoch.
+# Per-task validation curves are drawn up to this many tasks; beyond, only the mean.
+_PER_TASK_MAX = 8
+
+
+def _kind(key: str) -> str:
+    """The metric kind of a flattened key: its last part (``val.mean.accuracy`` -> accuracy),
+    so that metrics on different scales (RMSE and accuracy) get different axes."""
+    return key.rsplit(".", 1)[-1]
+
+
+def _per_task(metrics: Sequence[Mapping]) -> dict[str, dict[str, list[float]]]:
+    """``{kind: {task: values per epoch}}`` from ``val.per_task`` (NaN where missing)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for e, entry in enumerate(metrics):
+        per = (entry.get("val") or {}).get("per_task") or {}
+        for task, values in per.items():
+            for kind, v in (values or {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    series = out.setdefault(kind, {}).setdefault(str(task), [np.nan] * len(metrics))
+                    series[e] = float(v)
+    return out
+
+
+def plot_training(metrics: Sequence[Mapping], *, figsize: tuple[float, float] | None = None):
+    """Training losses and validation metrics per epoch, one axis per kind of metric.
+
+    Losses share one axis; every validation metric kind (accuracy, RMSE, ...) gets its own,
+    so that scales never mix. With at most 8 tasks each task's validation curve is drawn thin
+    under the mean. Epochs are integer ticks; legends sit beside the axes, off the data.
 
     Parameters
     ----------
     metrics : sequence of dict
         ``Checkpoint.metrics``: one dict per epoch with ``epoch``, ``train_*`` losses and a
         ``val`` dict (see docs/checkpoint-format.md).
+    figsize : (float, float), optional
 
     Returns
     -------
@@ -51,6 +79,7 @@ def plot_training(metrics: Sequence[Mapping], *, figsize: tuple[float, float] = 
         When there are no per-epoch metrics.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = flatten_metrics(metrics)
     if not rows:
@@ -59,31 +88,41 @@ def plot_training(metrics: Sequence[Mapping], *, figsize: tuple[float, float] = 
     keys = list(dict.fromkeys(k for r in rows for k in r))
     losses = [k for k in keys if k.startswith("train") and "loss" in k or k == "train_reg"]
     vals = [k for k in keys if k.startswith("val.")]
+    kinds = list(dict.fromkeys(_kind(k) for k in vals))
+    per_task = _per_task(metrics)
+    panels = (["loss"] if losses else []) + kinds
+    if not panels:
+        raise ValueError("the checkpoint's metrics hold no training losses or validation metrics to plot")
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    if figsize is None:
+        figsize = (7.2, 2.0 * nrows + 0.3)
+    best = [i for i, m in enumerate(metrics) if m.get("best")]
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
-        ax_loss, ax_val = fig.subplots(1, 2)
-        for i, key in enumerate(losses):
-            y = np.array([r.get(key, np.nan) for r in rows])
-            ax_loss.plot(epochs, y, marker="o", markersize=2.5, color=category_color(i), label=key)
-        ax_loss.set_xlabel("epoch")
-        ax_loss.set_ylabel("training loss")
-        if losses:
-            ax_loss.legend()
-        for i, key in enumerate(vals):
-            y = np.array([r.get(key, np.nan) for r in rows])
-            ax_val.plot(epochs, y, marker="o", markersize=2.5, color=category_color(i),
-                        linewidth=1.6 if key == "val.main" else 1.0, label=key)
-        ax_val.set_xlabel("epoch")
-        ax_val.set_ylabel("validation")
-        if vals:
-            ax_val.legend()
-        best = [i for i, m in enumerate(metrics) if m.get("best")]
-        if best and "val.main" in vals:
-            b = best[-1]
-            ax_val.axvline(epochs[b], color="0.6", linewidth=0.6, linestyle=(0, (3, 2)))
-            ax_val.annotate("best", (epochs[b], 1.0), xycoords=("data", "axes fraction"), fontsize=6,
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        for ax in grid.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, panel in zip(grid.flat, panels):
+            series = losses if panel == "loss" else [k for k in vals if _kind(k) == panel]
+            tasks = per_task.get(panel, {}) if panel != "loss" else {}
+            if 0 < len(tasks) <= _PER_TASK_MAX:
+                for j, (task, ys) in enumerate(tasks.items()):
+                    ax.plot(epochs, ys, color=category_color(len(series) + j), linewidth=0.7, alpha=0.8,
+                            label=f"{task} (task)")
+            for i, key in enumerate(series):
+                y = np.array([r.get(key, np.nan) for r in rows])
+                ax.plot(epochs, y, marker="o", markersize=2.5, color="black" if key == "val.main" else category_color(i),
+                        linewidth=1.6 if key in ("val.main", "train_loss") else 1.0, label=key)
+            if best and "val.main" in series:
+                b = best[-1]
+                ax.axvline(epochs[b], color="0.6", linewidth=0.6, linestyle=(0, (3, 2)))
+                ax.annotate("best", (epochs[b], 1.0), xycoords=("data", "axes fraction"), fontsize=6,
                             ha="left", va="top", xytext=(2, 0), textcoords="offset points", color="0.4")
-        for ax in (ax_loss, ax_val):
-            if len(epochs) <= 12:
-                ax.set_xticks(epochs)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("training loss" if panel == "loss" else f"validation {panel}")
+            # Epochs are counts: integer ticks only, never 1.5.
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=5.5, ncol=2,
+                      handlelength=1.5, borderaxespad=0.0)
     return fig

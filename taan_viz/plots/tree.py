@@ -9,32 +9,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from taan_viz.plots._style import OKABE_ITO, category_color, paper_style, short_label
+from taan_viz.plots._style import LABEL_ROW_PT, label_fontsize, paper_style, short_label, show_labels, wrap_to_width
 from taan_viz.sharing import SharingTree
 
-__all__ = ["plot_sharing_tree"]
+__all__ = ["plot_sharing_tree", "tree_figure"]
 
-_NAMES_MAX = 60
+# Tasks beyond which lines and dots get thinner (names follow the labels rule).
+_THIN = 60
 
 
-def _lineage_colors(tree: SharingTree, neutral: str) -> list[dict[int, str]]:
-    """Colour of every group, by branch: the deepest layer with at most 8 groups (one colour
-    each) names the branches; deeper groups take their branch's colour, shallower groups take
-    it when they lead to a single branch and stay neutral while they still branch. Colours
-    therefore never repeat for unrelated branches."""
-    counts = tree.num_groups
-    level = max((l for l, k in enumerate(counts) if k <= len(OKABE_ITO)), default=None)
+def _box_colors(tree: SharingTree, palette, neutral: str) -> list[dict[int, str]]:
+    """Colour of every group: the colour its tasks share in the palette, or ``neutral`` while
+    the group still holds tasks of several colours (it branches further down)."""
     out = []
-    for l, row in enumerate(tree.groups):
+    for row in tree.groups:
         colors = {}
         for g in np.unique(row):
-            if level is None:
-                colors[int(g)] = neutral
-                continue
-            branches = np.unique(tree.groups[level][row == g])
-            colors[int(g)] = category_color(int(branches[0])) if len(branches) == 1 else neutral
+            keys = np.unique(palette.keys[row == g])
+            colors[int(g)] = palette.key_color(int(keys[0])) if len(keys) == 1 else neutral
         out.append(colors)
     return out
+
+
+def _tree_palette(tree: SharingTree):
+    from taan_viz.plots._palette import task_palette
+
+    names = [f"{l + 1} ({n})" for l, n in enumerate(tree.layer_names)]
+    return task_palette(list(tree.groups), names, order=tree.order)
+
+
+def tree_figure(tree: SharingTree, *, names: bool | None = None, figsize: tuple[float, float] | None = None):
+    """A Figure sized to ``tree`` (one row per task when names are shown), with one Axes for
+    :func:`plot_sharing_tree`; returns ``(fig, ax)``."""
+    from matplotlib.figure import Figure
+
+    t, depth = len(tree.task_names), tree.num_layers
+    show = show_labels("auto", t) if names is None else names
+    if figsize is None:
+        rows = t * LABEL_ROW_PT / 72 if show else 40 * 0.12
+        # + the column headings and the 2 to 3 lines of the note below
+        figsize = (min(7.2, 1.05 * (depth + 1) + (1.5 if show else 0.6)), max(2.0, rows + 1.0) + 0.35)
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
 
 
 def plot_sharing_tree(
@@ -43,8 +59,8 @@ def plot_sharing_tree(
     ax=None,
     layer_labels: list[str] | None = None,
     names: bool | None = None,
+    palette=None,
     neutral: str = "0.55",
-    figsize: tuple[float, float] | None = None,
 ):
     """Draw a :class:`~taan_viz.sharing.SharingTree`.
 
@@ -52,43 +68,45 @@ def plot_sharing_tree(
     ----------
     tree : SharingTree
     ax : matplotlib Axes, optional
-        Draw into this Axes; by default a new Figure sized to the tree is made.
+        Defaults to the current Axes, like every axes-level function; :func:`tree_figure`
+        makes a Figure sized to the tree.
     layer_labels : list of str, optional
         Column headings of the layers; ``"layer l\\nname"`` by default.
     names : bool, optional
-        Task names at the heads; default when T <= 60.
+        Task names at the heads; default when T <= 100, in a font that fits a row.
+    palette : TaskPalette, optional
+        Colours of the tasks (:meth:`Analysis.palette`), so that a task has one colour in all
+        figures; by default made from the tree's groups by the same rule.
     neutral : str
-        Colour of groups that still branch further down.
-    figsize : (float, float), optional
-        Size of the new Figure (ignored with ``ax``).
+        Colour of groups that still hold tasks of several colours.
 
     Returns
     -------
     matplotlib Axes
     """
     from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure
     from matplotlib.patches import FancyBboxPatch
 
     t = len(tree.task_names)
     depth = tree.num_layers
-    show = t <= _NAMES_MAX if names is None else names
+    show = show_labels("auto", t) if names is None else names
     if layer_labels is None:
         layer_labels = [f"layer {l + 1}\n{short_label(n, 16)}" for l, n in enumerate(tree.layer_names)]
     if len(layer_labels) != depth:
         raise ValueError(f"layer_labels must have {depth} entries (one per layer), got {len(layer_labels)}")
+    palette = _tree_palette(tree) if palette is None else palette
+    if palette.num_tasks != t:
+        raise ValueError(f"palette must colour {t} tasks (one per task of the tree), got {palette.num_tasks}")
     with paper_style():
         if ax is None:
-            if figsize is None:
-                rows = min(t, _NAMES_MAX) if show else 40
-                figsize = (min(7.2, 1.05 * (depth + 1) + (1.5 if show else 0.6)), 0.17 * rows + 1.0)
-            fig = Figure(figsize=figsize, layout="constrained")
-            ax = fig.add_subplot()
+            import matplotlib.pyplot as plt
+
+            ax = plt.gca()
         pos = np.empty(t)
         pos[tree.order] = np.arange(t)
-        colors = _lineage_colors(tree, neutral)
+        colors = _box_colors(tree, palette, neutral)
         width = 0.22
-        pad = 0.32 if t <= _NAMES_MAX else 0.45
+        pad = 0.32 if t <= _THIN else 0.45
         segs, seg_colors = [], []
         # The input spans every task.
         ax.add_patch(FancyBboxPatch((-width / 2, -pad), width, t - 1 + 2 * pad, boxstyle="round,pad=0,rounding_size=0.06",
@@ -113,21 +131,24 @@ def plot_sharing_tree(
         heads = depth + 1
         for task in range(t):
             y = pos[task]
-            g = int(tree.groups[-1, task])
             segs.append([(depth + width / 2, y), (heads - 0.12, y)])
-            seg_colors.append(colors[-1][g])
-        ax.add_collection(LineCollection(segs, colors=seg_colors, linewidths=1.0 if t <= _NAMES_MAX else 0.3,
+            seg_colors.append(palette.color(task))
+        ax.add_collection(LineCollection(segs, colors=seg_colors, linewidths=1.0 if t <= _THIN else 0.5,
                                          zorder=2))
-        ax.scatter(np.full(t, heads - 0.1), pos, s=9 if t <= _NAMES_MAX else 1,
-                   c=[colors[-1][int(tree.groups[-1, i])] for i in range(t)], zorder=4, linewidths=0)
+        # Heads in the tasks' own colours, with the palette's second encoding as marker.
+        for m in dict.fromkeys(palette.marker(i) for i in range(t)):
+            sel = [i for i in range(t) if palette.marker(i) == m]
+            ax.scatter(np.full(len(sel), heads - 0.1), pos[sel], s=9 if t <= _THIN else 4, marker=m,
+                       c=[palette.color(i) for i in sel], zorder=4, linewidths=0)
         if show:
+            height_pt = ax.get_position().height * ax.figure.get_size_inches()[1] * 72
+            size = label_fontsize(0.9 * height_pt / max(t, 1), largest=6.5)
             for task in range(t):
                 ax.text(heads, pos[task], short_label(tree.task_names[task], 24), ha="left", va="center",
-                        fontsize=6.5 if t <= 30 else 5)
+                        fontsize=size)
         ax.set_xlim(-0.4, heads + (1.6 if show else 0.3))
         ax.set_ylim(t - 1 + pad + 0.2, -pad - 0.2)
-        ax.set_xticks(np.arange(heads + 1) if not show else np.arange(heads + 1),
-                      ["input"] + list(layer_labels) + ["task heads"])
+        ax.set_xticks(np.arange(heads + 1), ["input"] + list(layer_labels) + ["task heads"])
         ax.xaxis.tick_top()
         ax.tick_params(axis="x", length=0, labelsize=6.5)
         for label in ax.get_xticklabels():
@@ -138,7 +159,8 @@ def plot_sharing_tree(
         rule = (f"d(Fₛ, Fₜ) ≤ {tree.threshold:g} × the layer's RMS activation norm" if tree.relative
                 else f"d(Fₛ, Fₜ) ≤ {tree.threshold:g}")
         counts = " → ".join(str(k) for k in tree.num_groups)
-        ax.set_xlabel(f"boxes: groups of tasks that can share the layer ({rule});\n"
-                      f"groups per layer {counts}; numbers: tasks per group; colours: branches",
-                      fontsize=6.5, color="0.35")
+        text = (f"boxes: groups of tasks that can share the layer ({rule});\n"
+                f"groups per layer {counts}; numbers: tasks per group; {palette.describe()}"
+                + ("" if show else f"; {t} task heads (names: --labels all, or the export)"))
+        ax.set_xlabel(wrap_to_width(text, ax.figure.get_figwidth() * 0.95, 6.5), fontsize=6.5, color="0.35")
     return ax

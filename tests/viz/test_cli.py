@@ -190,3 +190,25 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"taan-viz: error: {tmp_path / 'nope.pt'}: no such file"]
     assert result.stdout == ""
+
+
+def test_imported_reference_says_it_has_no_statistics(reference_path, tmp_path, capsys):
+    """The 'data' measure of a file without statistics is N(0, 1), and every output says why."""
+    assert run("inspect", reference_path) == 0
+    assert "N(0, 1): the file records no statistics" in " ".join(capsys.readouterr().out.split())
+    assert run("report", reference_path, "-o", tmp_path / "report", "--dpi", "30") == 0
+    manifest = json.loads((tmp_path / "report" / "manifest.json").read_text())
+    assert manifest["measure"]["description"] == "N(0, 1): the file records no statistics"
+    assert "N(0, 1): the file records no statistics" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_labels_and_grid_options(checkpoint_path, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run("heatmap", checkpoint_path, "-o", out, "--labels", "none", "--dpi", "30") == 0
+    assert run("tree", checkpoint_path, "-o", out, "--labels", "all", "--dpi", "30") == 0
+    # The per-task grid only when asked.
+    assert run("curves", checkpoint_path, "-o", out, "--dpi", "30") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "heatmap.png", "tree.png"]
+    capsys.readouterr()
+    assert run("cluster", checkpoint_path, "--labels", "some") == 2
+    assert capsys.readouterr().err.strip() == "taan-viz: error: labels must be one of auto, all, none, got 'some'"

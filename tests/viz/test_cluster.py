@@ -82,3 +82,22 @@ def test_plot_embeddings(analysis):
     assert "planted group" in fig._supxlabel.get_text()
     with pytest.raises(ValueError, match="at least one layer"):
         plot_embeddings(analysis, layers=[])
+
+
+def test_mds_panels_keep_equal_aspect_and_fill(analysis):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from taan_viz.embedding import classical_mds
+
+    fig = plot_embeddings(analysis)
+    FigureCanvasAgg(fig).draw()
+    for la, ax in zip(analysis.layers, [ax for ax in fig.axes if ax.collections]):
+        assert ax.get_aspect() == 1.0 and ax.get_adjustable() == "box"
+        coords, _ = classical_mds(la.geometry.distance, 2)
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        if np.ptp(coords[:, 0]) == 0:
+            continue  # every task at one point (layer 1 of the fixture): nothing to fill
+        # The points span most of the panel's width (no wide empty margins).
+        assert np.ptp(coords[:, 0]) >= 0.8 * (x1 - x0)
+        # ... and of its height, unless flatter than the least aspect (0.3, plus the margins).
+        assert np.ptp(coords[:, 1]) >= 0.8 * (y1 - y0) or (y1 - y0) <= 0.42 * (x1 - x0)

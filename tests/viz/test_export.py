@@ -59,7 +59,7 @@ def test_export_files(tmp_path, analysis):
     with open(out / "clusters.csv", newline="") as fh:
         clusters = list(csv.DictReader(fh))
     assert [r["task"] for r in clusters] == TASK_NAMES
-    assert [int(r["L2-blocks.1.act planted group"]) for r in clusters] == [0, 0, 0, 1, 1, 1]
+    assert [int(r["L2-blocks.1.act planted group"]) for r in clusters] == [1, 1, 1, 2, 2, 2]
     assert len({r["L1-blocks.0.act cluster"] for r in clusters}) == 1
 
 

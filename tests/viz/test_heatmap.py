@@ -99,7 +99,8 @@ def test_axes_level_heatmap():
     # ax=None draws on the current Axes, like seaborn.
     plt.figure()
     assert heatmap(data, cbar=False) is plt.gca()
-    many = heatmap(np.zeros((50, 50)), ax=plt.figure().gca(), cbar=False)
+    # Beyond 100 tasks names are off by default (see test_labels for the rule below that).
+    many = heatmap(np.zeros((150, 150)), ax=plt.figure().gca(), cbar=False)
     assert not many.get_xticklabels() and not many.texts
 
 
@@ -123,3 +124,26 @@ def test_metric_norm():
     assert (norm.vmin, norm.vmax) == (0.0, 1.0)
     cmap, norm = metric_norm("inner-product", [np.array([[1.0, 3.0]])])
     assert cmap == "viridis" and (norm.vmin, norm.vmax) == (1.0, 3.0)
+
+
+def test_cell_values_fit_their_cells():
+    """Narrow panels: fewer decimals and a smaller font, never text wider than its cell."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(7.2, 1.8))
+    axes = fig.subplots(1, 5)
+    data = np.linspace(0.0, 9.87, 64).reshape(8, 8)
+    data = 0.5 * (data + data.T)
+    np.fill_diagonal(data, 0.0)
+    for ax in axes:
+        heatmap(data, ax=ax, annot=True, cbar=False, xticklabels=False, yticklabels=False)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        cell = ax.get_window_extent(renderer).width / 8
+        widths = [t.get_window_extent(renderer).width for t in ax.texts]
+        assert len(widths) == 64 and max(widths) <= cell
+    wide = plt.figure(figsize=(6, 6)).gca()
+    heatmap(data, ax=wide, annot=True, cbar=False)
+    assert "." in wide.texts[1].get_text()
+    assert "." not in axes[0].texts[1].get_text() and axes[0].texts[1].get_fontsize() < wide.texts[1].get_fontsize()

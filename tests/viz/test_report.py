@@ -116,3 +116,24 @@ def test_report_in_headless_chromium(report_dir, tmp_path):
     assert headings == ["Layers", "Figures", "Tasks per layer", "Training metrics", "The math used"]
     with Image.open(tmp_path / "report.png") as shot:
         assert shot.size[0] == 1280 and shot.size[1] > 3000
+
+
+def test_names_are_escaped_and_sections_extend_the_page(tmp_path):
+    """The template autoescapes whatever comes from the checkpoint, and a further section is one
+    more ReportSection."""
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+    from taan_viz.report import ReportSection, render_report
+
+    path = tmp_path / "c.pt"
+    names = ["<script>alert(1)</script>", "a&b", "cats", "dogs", "birds", 'say "hi"']
+    torch.save(make_checkpoint_dict(task_names=names, epochs=0), path)
+    extra = ReportSection(id="consensus", title="Consensus <of runs>", paragraphs=["2 < 3"],
+                          tables=[(["task", "agreement"], [["a&b", 1.0]])], notes=["n"])
+    page, keys = render_report(analyze(load_checkpoint(path)), checkpoint={"path": str(path)}, dpi=30,
+                               sections=[extra])
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a&amp;b" in page and "a&b<" not in page
+    assert '<h2 id="consensus">Consensus &lt;of runs&gt;</h2>' in page and "<p>2 &lt; 3</p>" in page
+    assert '<a href="#consensus">' in page
+    assert page.index('id="training"') < page.index('id="consensus"') < page.index('id="math"')

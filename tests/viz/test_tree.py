@@ -43,3 +43,19 @@ def test_into_given_axes_and_rejects(analysis):
     absolute = analysis.sharing_tree(10.0, relative=False)
     assert absolute.num_groups == [1, 1, 1] and np.all(absolute.groups == 0)
     assert "≤ 10" in plot_sharing_tree(absolute).get_xlabel()
+
+
+def test_draws_on_the_current_axes_and_tree_figure(analysis):
+    import matplotlib.pyplot as plt
+
+    from taan_viz.plots.tree import tree_figure
+
+    plt.figure()
+    tree = analysis.sharing_tree()
+    assert plot_sharing_tree(tree) is plt.gca()
+    fig, ax = tree_figure(tree)
+    assert plot_sharing_tree(tree, ax=ax) is ax and ax.figure is fig
+    with pytest.raises(ValueError, match="palette must colour 6 tasks"):
+        from taan_viz.plots._palette import task_palette
+
+        plot_sharing_tree(tree, ax=ax, palette=task_palette([np.zeros(3)], ["x"]))

@@ -76,3 +76,17 @@ def gaussian_expectation(f, mu: float, sigma: float, n: int = 200_001) -> float:
     x = np.linspace(mu - 12 * sigma, mu + 12 * sigma, n)
     w = np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
     return float(np.trapezoid(f(x) * w, x))
+
+
+def make_large_checkpoint_dict(num_tasks: int = 65, num_hinges: int = 8, noise: float = 0.05, seed: int = 0) -> dict:
+    """A schema-v1 checkpoint at the scale of real data sets (exam: 65 tasks): nested planted
+    groups (1, 4, 12 per layer) with noise, so that tasks differ and the deepest layer has
+    more groups than the palette has colours."""
+    t = num_tasks
+    groups = [[0] * t, [i * 4 // t for i in range(t)], [i * 12 // t for i in range(t)]]
+    obj = make_checkpoint_dict(groups=groups, task_names=[f"exam_{i:02d}" for i in range(t)],
+                               num_hinges=num_hinges, epochs=2, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for layer in obj["layers"]:
+        layer["alpha"] = layer["alpha"] + noise * torch.randn(layer["alpha"].shape, generator=gen)
+    return obj
