@@ -64,7 +64,9 @@ class EpochProgress:
         main = record["val"]["main"]
         self._last_main = f"{main:.4f}"
         best = " (best)" if record["best"] else ""
+        # Candidate starts (TrainConfig.starts) train their first epochs before one is chosen.
+        start = f"start {record['start'] + 1}/{record['starts']}  " if "start" in record else ""
         self.console.print(
-            f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  val main {main:.4f}{best}  "
+            f"{start}epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  val main {main:.4f}{best}  "
             f"{record['seconds']:.1f}s"
         )

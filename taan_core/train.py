@@ -144,6 +144,7 @@ class Trainer:
         self._best: dict | None = None
         self._starts: list[dict] = []
         self._trial = False
+        self._trial_start = 0
         self._fingerprint: str | None = None
 
     # -------------------------------------------------------------------------- setup
@@ -458,7 +459,7 @@ class Trainer:
                   "train_task_loss": task_loss, "train_reg": reg_loss, "val": val, "best": improved,
                   "seconds": time.perf_counter() - tic}
         self.metrics.append(record)
-        progress.end_epoch(record)
+        progress.end_epoch({**record, "start": self._trial_start, "starts": cfg.starts} if self._trial else record)
         if self._trial:
             # A candidate start writes nothing; it keeps its best epoch for the choice.
             if improved:
@@ -490,6 +491,7 @@ class Trainer:
         self._trial = True
         try:
             for k in range(cfg.starts):
+                self._trial_start = k
                 self._load_state(initial)
                 self.history, self.metrics, self._best = [], [], None
                 if k:

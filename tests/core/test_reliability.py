@@ -73,7 +73,8 @@ def _one_line(code: int, err: str, status: int = 2) -> str:
 
 def _npz_args(npz: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--dataset", "npz", "--data", str(npz), "--hidden", "8", "--hinges", "2", "--epochs", "1",
-            "--batch-size", "8", "--lr", "0.01", "--threads", "1", "--device", "cpu", "--out", str(out), *extra]
+            "--batch-size", "8", "--lr", "0.01", "--threads", "1", "--device", "cpu", "--starts", "1", "--out", str(out),
+            *extra]
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,7 @@ def _config(out: Path, **kw) -> TrainConfig:
     kw.setdefault("epochs", 2)
     kw.setdefault("batch_size", 8)
     kw.setdefault("lr", 1e-2)
+    kw.setdefault("starts", 1)  # one start: the hooks below act on the run's own epochs
     return TrainConfig(out=str(out), quiet=True, device="cpu", threads=1, **kw)
 
 

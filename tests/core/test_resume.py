@@ -32,7 +32,7 @@ _SCRIPT = textwrap.dedent(
         torch.manual_seed(0)
         model = build_model("taan", data.input_shape, [2] * 4, hidden=[8, 8], num_hinges=4, dropout=0.1)
         config = TrainConfig(epochs=epochs, batch_size=8, lr=3e-2, schedule="cosine", out=str(out),
-                             quiet=True, device="cpu", threads=1)
+                             quiet=True, device="cpu", threads=1, starts=1)
 
         def on_step(trainer, epoch, batch):
             if (epoch, batch) == kill_at:

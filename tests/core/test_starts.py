@@ -110,3 +110,11 @@ def test_resume_after_the_choice_continues_the_chosen_start(data, tmp_path):
         assert torch.equal(p, q)
     assert load_checkpoint(tmp_path / "part" / "last.pt").raw["extra"]["starts"] == \
         load_checkpoint(tmp_path / "whole" / "last.pt").raw["extra"]["starts"]
+
+
+def test_progress_names_the_candidate_starts(data, tmp_path, capsys):
+    config = TrainConfig(epochs=3, batch_size=8, lr=1e-2, out=str(tmp_path), device="cpu", threads=1, starts=2,
+                         start_epochs=0.34)
+    Trainer(_model(data), data, config).fit()
+    lines = [line.split()[:4 if line.startswith("start") else 2] for line in capsys.readouterr().err.splitlines()]
+    assert lines == [["start", "1/2", "epoch", "1"], ["start", "2/2", "epoch", "1"], ["epoch", "2"], ["epoch", "3"]]

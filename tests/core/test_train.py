@@ -37,6 +37,7 @@ def _config(tmp_path, **kw):
     kw.setdefault("batch_size", 8)
     kw.setdefault("lr", 1e-2)
     kw.setdefault("threads", 1)
+    kw.setdefault("starts", 1)  # one start: these tests follow the run's own steps and epochs
     return TrainConfig(out=str(tmp_path / "run"), quiet=True, device="cpu", **kw)
 
 
@@ -271,7 +272,8 @@ def test_threads_apply_during_fit_only(data, tmp_path):
 
 
 def test_progress_prints_one_line_per_epoch_unless_quiet(data, tmp_path, capsys):
-    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, out=str(tmp_path / "loud"), device="cpu", threads=1)
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, out=str(tmp_path / "loud"), device="cpu", threads=1,
+                         starts=1)
     Trainer(_model(data), data, config).fit()
     err = capsys.readouterr().err
     assert [line.split()[:2] for line in err.splitlines()] == [["epoch", "1"], ["epoch", "2"]]
