@@ -7,11 +7,12 @@ diagonal, tiny negative squared distances from rounding clipped with a warning),
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from taan_core import relatedness as _relatedness
 
 # One ARI for the whole project (a hand-written one: importing scikit-learn costs about a second).
 from taan_core.relatedness import adjusted_rand_index
@@ -30,67 +31,8 @@ __all__ = [
 LINKAGE_METHODS = ("average", "complete", "single", "weighted", "ward", "centroid", "median")
 
 
-def check_distance_matrix(
-    distance, name: str = "distance", *, squared: bool = False, rtol: float = 1e-6, atol: float = 1e-10
-) -> np.ndarray:
-    """Validate a (squared) distance matrix and return the cleaned distances (not squared).
-
-    Parameters
-    ----------
-    distance : array-like of shape (T, T)
-    name : str
-        Used in error messages.
-    squared : bool, default False
-        The input holds squared distances; the square root is taken after the checks.
-    rtol, atol : float
-        Asymmetry, diagonal entries and negative entries up to ``atol + rtol * max|D|`` are
-        rounding and get repaired; anything larger is an error.
-
-    Returns
-    -------
-    ndarray of shape (T, T), float64
-        Exactly symmetric, zero diagonal, >= 0.
-
-    Raises
-    ------
-    TypeError
-        Non-numeric input.
-    ValueError
-        Not square, non-finite, asymmetric, non-zero diagonal or clearly negative entries.
-
-    Warns
-    -----
-    RuntimeWarning
-        When negative entries within tolerance are clipped to 0.
-    """
-    try:
-        d = np.array(distance, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a numeric (T, T) array, got {type(distance).__name__}") from err
-    if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"{name} must be a square matrix of shape (T, T), got shape {d.shape}")
-    if not np.isfinite(d).all():
-        raise ValueError(f"{name} must be finite, got {int((~np.isfinite(d)).sum())} non-finite value(s)")
-    if d.size == 0:
-        return d
-    tol = atol + rtol * float(np.abs(d).max())
-    asym = float(np.abs(d - d.T).max())
-    if asym > tol:
-        raise ValueError(f"{name} must be symmetric, got max |D - D^T| = {asym:.3g} (tolerance {tol:.3g})")
-    diag = float(np.abs(np.diag(d)).max())
-    if diag > tol:
-        raise ValueError(f"{name} must have a zero diagonal, got max |D_tt| = {diag:.3g} (tolerance {tol:.3g})")
-    d = 0.5 * (d + d.T)
-    np.fill_diagonal(d, 0.0)
-    low = float(d.min())
-    if low < -tol:
-        raise ValueError(f"{name} must be >= 0, got min {low:.3g} (tolerance {tol:.3g})")
-    if low < 0:
-        count = int((d < 0).sum())
-        warnings.warn(f"{name}: clipped {count} tiny negative entries (min {low:.3g}) to 0; "
-                      "they are rounding in the Gram quadratic form", RuntimeWarning, stacklevel=2)
-        d = np.clip(d, 0.0, None)
-    return np.sqrt(d) if squared else d
+# One check of a distance matrix for the analysis and the study (taan_core.relatedness).
+check_distance_matrix = _relatedness.check_distance_matrix
 
 
 @dataclass(frozen=True)

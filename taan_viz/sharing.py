@@ -19,34 +19,14 @@ from typing import Sequence
 
 import numpy as np
 
+from taan_core import relatedness as _relatedness
 from taan_viz.clustering import _quote
 
 __all__ = ["SharingTree", "share_components", "sharing_tree"]
 
 
-def share_components(distance, threshold: float) -> np.ndarray:
-    """Connected components of the graph joining tasks with ``distance <= threshold``.
-
-    Parameters
-    ----------
-    distance : array-like of shape (T, T)
-    threshold : float
-        Absolute distance threshold, >= 0.
-
-    Returns
-    -------
-    ndarray of shape (T,), int64
-        Component id of each task, numbered by first appearance in task order.
-    """
-    from scipy.sparse.csgraph import connected_components
-
-    d = np.asarray(distance, dtype=np.float64)
-    if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"distance must be a square matrix (T, T), got shape {d.shape}")
-    if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
-    _, labels = connected_components(d <= threshold, directed=False)
-    return labels.astype(np.int64)
+# The same rule as the study's trees (taan_core.relatedness).
+share_components = _relatedness.share_components
 
 
 @dataclass(frozen=True)
