@@ -3,7 +3,14 @@ ones build and return their own Figure (``plot_*``, ``clustermap``). They only d
 ``taan_viz.analysis`` computed, and never touch global matplotlib state."""
 
 from taan_viz.plots._style import OKABE_ITO, paper_style, save_figure
-from taan_viz.plots.cluster import clustermap, dendrogram, embedding, plot_dendrograms, plot_embeddings
+from taan_viz.plots.cluster import (
+    clustermap,
+    dendrogram,
+    embedding,
+    plot_dendrograms,
+    plot_embeddings,
+    seaborn_clustermap,
+)
 from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread, plot_support_tree
 from taan_viz.plots.curves import activation_curves, activation_values, plot_curve_grid, plot_curves
 from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
@@ -34,4 +41,5 @@ __all__ = [
     "plot_support_tree",
     "plot_training",
     "save_figure",
+    "seaborn_clustermap",
 ]
