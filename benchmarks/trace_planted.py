@@ -33,7 +33,7 @@ def _segment_mass(hinges: torch.Tensor) -> float:
     return float(mass.min())
 
 
-def trace(seed: int, shared_warmup: float) -> dict:
+def trace(seed: int, shared_warmup: float, starts: int = 1) -> dict:
     from taan_core.data import load_dataset
     from taan_core.gaussian import distance_matrix
     from taan_core.metrics import evaluate
@@ -57,7 +57,7 @@ def trace(seed: int, shared_warmup: float) -> dict:
                 grads.setdefault((epoch, i, name), []).append(float(p.grad.norm()) if p.grad is not None else 0.0)
 
     config = TrainConfig(epochs=45, batch_size=16, lr=1e-2, schedule="cosine", threads=1, seed=seed, quiet=True,
-                         shared_warmup=shared_warmup, out=tempfile.mkdtemp(prefix=f"trace-{seed}-"))
+                         shared_warmup=shared_warmup, starts=starts, out=tempfile.mkdtemp(prefix=f"trace-{seed}-"))
     tic = time.perf_counter()
     trainer = Trainer(net, data, config, on_step=on_step)
     result = trainer.fit()
@@ -89,7 +89,7 @@ def trace(seed: int, shared_warmup: float) -> dict:
             alpha = probe.blocks[i].act.alpha
             alpha.copy_(alpha.mean(0, keepdim=True).expand_as(alpha))
         shares.append(float(full - evaluate(probe, val, list(data.tasks), 4096, torch.device("cpu"))["main"]))
-    return {"seed": seed, "shared_warmup": shared_warmup, "best_val_r2": result.best_main, "seconds": seconds,
+    return {"seed": seed, "shared_warmup": shared_warmup, "starts": starts, "best_val_r2": result.best_main, "seconds": seconds,
             "final_ari": [layer["ari"] for layer in epochs[result.best_epoch - 1]["layers"]],
             "layer_share_of_fit": shares, "epochs": epochs}
 
@@ -98,11 +98,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="100-103")
     parser.add_argument("--shared-warmup", type=float, default=0.1)
+    parser.add_argument("--starts", type=int, default=1,
+                        help="Candidate starts (default 1: trace one start; hooks see only the chosen one).")
     args = parser.parse_args()
     low, _, high = args.seeds.partition("-")
     seeds = range(int(low), int(high or low) + 1)
     for seed in seeds:
-        print(json.dumps(trace(seed, args.shared_warmup)), flush=True)
+        print(json.dumps(trace(seed, args.shared_warmup, args.starts)), flush=True)
 
 
 if __name__ == "__main__":
