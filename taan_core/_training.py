@@ -59,20 +59,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def check_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Raise what ``prepare_run_dir`` would raise, changing nothing (and whether another training
-    holds the folder's lock right now)."""
-    out = Path(out)
+def _run_files(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
+    """The run files already in ``out``, after refusing a folder that cannot take the run."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
     if resume:
         if not (out / "last.pt").is_file():
             raise FileNotFoundError(f"{out / 'last.pt'}: no such file, nothing to resume (run without --resume)")
-    else:
-        present = [name for name in RUN_FILES if (out / name).exists()]
-        if present and not overwrite:
-            raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --overwrite to replace "
-                                  "it or --resume to continue it")
+        return []
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --overwrite to replace "
+                              "it or --resume to continue it")
+    return present
+
+
+def check_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Raise what ``prepare_run_dir`` would raise, changing nothing (and whether another training
+    holds the folder's lock right now)."""
+    out = Path(out)
+    _run_files(out, overwrite=overwrite, resume=resume)
     if (out / LOCK_FILE).exists():
         RunLock(out).acquire().release()
     return out
@@ -92,16 +98,9 @@ def prepare_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: 
         ``resume`` without ``out/last.pt``.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
+    present = _run_files(out, overwrite=overwrite, resume=resume)
     if resume:
-        if not (out / "last.pt").is_file():
-            raise FileNotFoundError(f"{out / 'last.pt'}: no such file, nothing to resume (run without --resume)")
         return out
-    present = [name for name in RUN_FILES if (out / name).exists()]
-    if present and not overwrite:
-        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --overwrite to replace "
-                              "it or --resume to continue it")
     if present:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
