@@ -31,17 +31,6 @@ R2_TARGET = 0.97
 ARI_TARGET = 0.9
 
 
-def _parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            low, high = part.split("-")
-            seeds.extend(range(int(low), int(high) + 1))
-        elif part:
-            seeds.append(int(part))
-    return seeds
-
-
 def _train(seed: int, root: Path, extra: list[str]) -> dict:
     out = root / f"seed-{seed}"
     cmd = [sys.executable, "-m", "taan_core.cli", "train", "--seed", str(seed), "--out", str(out),
@@ -90,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="Runs side by side.")
     parser.add_argument("--out", default=None, help="Folder for the runs (default: a temporary folder).")
     args = parser.parse_args(argv)
-    seeds = _parse_seeds(args.seeds)
+    from taan_core._multiseed import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="taan-recovery-"))
     root.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()

@@ -7,16 +7,8 @@ import pytest
 
 from taan_core._multiseed import parse_seeds
 from taan_core.checkpoint import load_checkpoint
-from taan_core.cli import main
 
-_FAST = ["--epochs", "1", "--hinges", "2", "--batch-size", "128", "--quiet"]
-
-
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
+from tests.core.test_cli import _FAST, _cli
 
 
 @pytest.mark.parametrize("text, seeds", [("0,1,2", [0, 1, 2]), ("0-3", [0, 1, 2, 3]), (" 4, 0-1 ,9", [4, 0, 1, 9]),
