@@ -63,6 +63,7 @@ Labels = Annotated[str, typer.Option(
 # The per-task grids hold dozens of small panels: 150 dpi is sharp for them at their print size
 # and a quarter of the pixels of 300.
 _GRID_DPI = 150
+CLUSTERMAPS = ("deepest", "all", "none")
 
 # ----------------------------------------------------------------------------------------------
 # commands
@@ -203,15 +204,20 @@ def cluster_command(
     threshold: Threshold = 0.1,
     method: Method = "average",
     labels: Labels = "auto",
+    clustermaps: Annotated[str, typer.Option(
+        "--clustermaps", help="Clustermaps to draw: of the deepest analysed layer (deepest), of every "
+        "analysed layer (all), or none.")] = "deepest",
 ) -> None:
-    """Hierarchical clustering of the tasks: dendrograms, a clustermap per layer, and task maps (MDS).
+    """Hierarchical clustering of the tasks: dendrograms, clustermaps, and task maps (MDS).
 
-    Writes cluster.<format> (dendrograms of all layers), clustermap-L<l>-<layer>.<format> per layer
-    (showing --metric) and mds.<format>.
+    Writes cluster.<format> (dendrograms of all analysed layers), clustermap-L<l>-<layer>.<format>
+    (showing --metric; the deepest layer's, or per layer with --clustermaps all) and mds.<format>.
     """
     with user_errors():
         fmt = check_format(fmt, dpi)
         check_threshold(threshold, clusters)
+        if clustermaps not in CLUSTERMAPS:
+            raise ValueError(f"--clustermaps must be one of {', '.join(CLUSTERMAPS)}, got {clustermaps!r}")
         from taan_viz.analysis import check_metric
         from taan_viz.plots._style import check_labels
 
@@ -222,17 +228,21 @@ def cluster_command(
             ckpt, analysis = run.ckpt, run.analysis
             from taan_viz.export import layer_slug
 
+            mapped = {"all": list(range(len(analysis.layers))), "deepest": [len(analysis.layers) - 1],
+                      "none": []}[clustermaps]
             names = [f"cluster.{fmt}"]
-            names += [f"clustermap{metric_suffix(metric)}-{layer_slug(la.index, la.name)}.{fmt}" for la in analysis.layers]
+            names += [f"clustermap{metric_suffix(metric)}-{layer_slug(la.index, la.name)}.{fmt}"
+                      for la in (analysis.layers[k] for k in mapped)]
             names.append(f"mds.{fmt}")
             paths = claim_paths(default_out(ckpt, run.out), names, overwrite)
             from taan_viz.plots.cluster import clustermap, plot_dendrograms, plot_embeddings
 
             save_and_echo(plot_dendrograms(analysis, n_clusters=clusters, threshold=threshold, labels=labels),
                           paths[0], dpi, figure_metadata(ckpt, "dendrograms", run.note))
-            for k, la in enumerate(analysis.layers):
+            for path, k in zip(paths[1:-1], mapped):
                 fig = clustermap(analysis, k, metric=metric, n_clusters=clusters, threshold=threshold, labels=labels)
-                save_and_echo(fig, paths[1 + k], dpi, figure_metadata(ckpt, f"clustermap of layer {la.name}", run.note))
+                save_and_echo(fig, path, dpi,
+                              figure_metadata(ckpt, f"clustermap of layer {analysis.layers[k].name}", run.note))
             save_and_echo(plot_embeddings(analysis, n_clusters=clusters, threshold=threshold), paths[-1], dpi,
                   figure_metadata(ckpt, "classical MDS of the tasks", run.note))
         note_per_run(runs, "cluster")

@@ -20,6 +20,7 @@ from taan_viz.plots._style import (
     add_caption,
     category_color,
     check_labels,
+    draw_names,
     join_to_width,
     label_fontsize,
     measure_label,
@@ -134,11 +135,9 @@ def dendrogram(
     if orientation == "top":
         ax.set_xlim(*span)
         ax.set_ylim(*height)
-        ax.set_xticks(leaf_pos if show else [])
+        ax.set_xticks([])
         if show:
-            ax.set_xticklabels(names, rotation=90, fontsize=fontsize)
-            for lab, c in zip(ax.get_xticklabels(), name_colors):
-                lab.set_color(c)
+            draw_names(ax, leaf_pos, names, name_colors, side="bottom", fontsize=fontsize)
         ax.spines[["top", "right", "bottom"]].set_visible(False)
         ax.tick_params(axis="x", length=0)
         if cut is not None:
@@ -146,12 +145,9 @@ def dendrogram(
     else:
         ax.set_ylim(span[1], span[0])
         ax.set_xlim(height[1], height[0])
-        ax.yaxis.tick_right()
-        ax.set_yticks(leaf_pos if show else [])
+        ax.set_yticks([])
         if show:
-            ax.set_yticklabels(names, fontsize=fontsize)
-            for lab, c in zip(ax.get_yticklabels(), name_colors):
-                lab.set_color(c)
+            draw_names(ax, leaf_pos, names, name_colors, side="right", fontsize=fontsize, pad_pt=1.0)
         ax.spines[["top", "right", "left"]].set_visible(False)
         ax.tick_params(axis="y", length=0, pad=1)
         if cut is not None:
@@ -300,13 +296,11 @@ def clustermap(
                 group_colors=[palette.key_color(k) for k in range(palette.num_keys)])
         # Fill the grid cell so that the dendrograms' leaves line up with the rows and columns.
         ax_map.set_aspect("auto")
-        ax_map.yaxis.tick_right()
-        ax_map.set_yticks(np.arange(t) if named else [])
+        ax_map.set_yticks([])
         if named:
             size = label_fontsize(0.9 * figsize[1] * 72 * 0.75 / t)
-            ax_map.set_yticklabels([short_label(n) for n in names], fontsize=size)
-            for lab, i in zip(ax_map.get_yticklabels(), order):
-                lab.set_color(readable_color(palette.color(int(i))))
+            draw_names(ax_map, np.arange(t), [short_label(n) for n in names],
+                       [readable_color(palette.color(int(i))) for i in order], fontsize=size)
         else:
             ax_map.set_ylabel(f"{t} tasks (names: --labels all, or the export)")
             ax_map.yaxis.set_label_position("right")

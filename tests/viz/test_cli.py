@@ -50,7 +50,8 @@ def test_task_names_file(checkpoint_path, tmp_path):
 def test_every_figure_command(checkpoint_path, tmp_path, capsys):
     out = tmp_path / "all"
     assert run("curves", checkpoint_path, "-o", out, "--grid", "--residual", "--dpi", "50", "--layers", "3") == 0
-    assert run("cluster", checkpoint_path, "-o", out, "--clusters", "2", "--dpi", "50", "--layers", "2,3") == 0
+    assert run("cluster", checkpoint_path, "-o", out, "--clusters", "2", "--dpi", "50", "--layers", "2,3",
+               "--clustermaps", "all") == 0
     assert run("tree", checkpoint_path, "-o", out, "--threshold", "0.2", "--dpi", "50") == 0
     assert run("evolution", checkpoint_path, "-o", out, "--columns", "2", "--dpi", "50", "--fps", "5",
                "--layers", "3") == 0
@@ -60,6 +61,17 @@ def test_every_figure_command(checkpoint_path, tmp_path, capsys):
                 "evolution.gif"]
     assert [p.split("/")[-1] for p in written] == expected
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+
+
+def test_cluster_draws_the_deepest_clustermap_unless_asked(checkpoint_path, tmp_path, capsys):
+    out = tmp_path / "c"
+    assert run("cluster", checkpoint_path, "-o", out, "--dpi", "40") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cluster.png", "clustermap-L3-blocks.2.act.png", "mds.png"]
+    assert run("cluster", checkpoint_path, "-o", out / "n", "--dpi", "40", "--clustermaps", "none") == 0
+    assert sorted(p.name for p in (out / "n").iterdir()) == ["cluster.png", "mds.png"]
+    capsys.readouterr()
+    assert "--clustermaps must be one of deepest, all, none, got 'some'" in _one_line_error(
+        capsys, "cluster", checkpoint_path, "--clustermaps", "some")
 
 
 def test_report_and_export(checkpoint_path, tmp_path):

@@ -9,7 +9,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_hex
 
 from tests.viz.viz_helpers import TASK_NAMES
-from taan_viz.plots._style import category_color, readable_color
+from taan_viz.plots._style import category_color, name_texts, readable_color
 from taan_viz.plots.cluster import clustermap, dendrogram, embedding, plot_dendrograms, plot_embeddings
 
 
@@ -18,7 +18,7 @@ def test_dendrogram_leaves_are_the_leaf_order(analysis):
     clusters = la.flat()
     fig, ax = plt.subplots()
     dendrogram(la.clustering, ax=ax, clusters=clusters, cut=0.5)
-    labels = ax.get_yticklabels()
+    labels = name_texts(ax)
     assert [t.get_text() for t in labels] == [TASK_NAMES[i] for i in la.clustering.order]
     assert [to_hex(t.get_color()) for t in labels] == [to_hex(readable_color(category_color(clusters[i])))
                                                        for i in la.clustering.order]
@@ -28,7 +28,9 @@ def test_dendrogram_leaves_are_the_leaf_order(analysis):
     assert ax.get_xlim()[0] > ax.get_xlim()[1] == 0.0
     top = plt.figure().gca()
     dendrogram(la.clustering, ax=top, orientation="top", labels=False)
-    assert not top.get_xticklabels()
+    assert not name_texts(top) and not top.get_xticklabels()
+    dendrogram(la.clustering, ax=top, orientation="top", labels=True)
+    assert [t.get_text() for t in name_texts(top)] == [TASK_NAMES[i] for i in la.clustering.order]
 
 
 def test_dendrogram_rejects(analysis):
@@ -55,7 +57,7 @@ def test_clustermap(analysis):
     order = analysis.layers[2].clustering.order
     np.testing.assert_array_equal(np.asarray(ax_map.images[0].get_array()),
                                   analysis.layers[2].geometry.cosine[np.ix_(order, order)])
-    assert [t.get_text() for t in ax_map.get_yticklabels()] == [TASK_NAMES[i] for i in order]
+    assert [t.get_text() for t in name_texts(ax_map)] == [TASK_NAMES[i] for i in order]
     assert len(fig.axes) == 4
     with pytest.raises(ValueError, match="metric must be one of"):
         clustermap(analysis, metric="jaccard")

@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex
 
 from tests.viz.viz_helpers import make_large_checkpoint_dict
 from taan_viz.plots._palette import LINESTYLES, MARKERS, task_palette
-from taan_viz.plots._style import OKABE_ITO, readable_color
+from taan_viz.plots._style import OKABE_ITO, name_texts, readable_color
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +108,10 @@ def test_same_colour_for_same_task_in_every_figure(large):
 
     # Dendrograms and clustermap: leaf names in the task's (text-darkened) colour.
     for ax in [ax for ax in plot_dendrograms(large).axes if ax.collections]:
-        assert {t.get_text(): to_hex(t.get_color()) for t in ax.get_yticklabels()} == readable
+        assert {t.get_text(): to_hex(t.get_color()) for t in name_texts(ax)} == readable
     cmap_fig = clustermap(large, -1)
     ax_map = [ax for ax in cmap_fig.axes if ax.images and ax.get_label() != "<colorbar>"][0]
-    assert {t.get_text(): to_hex(t.get_color()) for t in ax_map.get_yticklabels()} == readable
+    assert {t.get_text(): to_hex(t.get_color()) for t in name_texts(ax_map)} == readable
 
     # Heatmap strips: the strip of each panel shows the tasks' colours in the panel's order.
     order = large.sharing_tree().order
@@ -182,10 +182,10 @@ def test_task_names_by_the_labels_rule(large, labels):
     assert any(set(r) == names for r in rows) == shown
     assert all(not r for r in rows) == (not shown)
     dendro = [ax for ax in plot_dendrograms(large, labels=labels).axes if ax.collections]
-    assert all((set(_names(ax.get_yticklabels())) == names) == shown for ax in dendro)
+    assert all((set(_names(name_texts(ax))) == names) == shown for ax in dendro)
     cmap = clustermap(large, -1, labels=labels)
     ax_map = [ax for ax in cmap.axes if ax.images and ax.get_label() != "<colorbar>"][0]
-    assert (set(_names(ax_map.get_yticklabels())) == names) == shown
+    assert (set(_names(name_texts(ax_map))) == names) == shown
     tree = large.sharing_tree()
     _, ax = tree_figure(tree, names=shown)
     plot_sharing_tree(tree, ax=ax, names=shown)
@@ -208,6 +208,6 @@ def test_labels_auto_stops_beyond_100_tasks(tmp_path):
     assert not [n for ax in heat.axes for s in ax.child_axes for n in _names(s.get_yticklabels())]
     assert "120 tasks" in [ax for ax in heat.axes if ax.images][0].get_ylabel()
     forced = [ax for ax in plot_dendrograms(a, labels="all").axes if ax.collections][0]
-    assert len(_names(forced.get_yticklabels())) == 120
+    assert len(_names(name_texts(forced))) == 120
     with pytest.raises(ValueError, match="labels must be one of auto, all, none, got 'some'"):
         plot_heatmaps(a, labels="some")

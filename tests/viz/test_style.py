@@ -11,7 +11,9 @@ from taan_viz.plots._style import (
     OKABE_ITO,
     category_color,
     category_linestyle,
+    draw_names,
     measure_label,
+    name_texts,
     paper_style,
     save_figure,
     short_label,
@@ -36,6 +38,46 @@ def test_png_metadata(tmp_path):
     assert info["Checkpoint-SHA256"] == "ab" * 32
     assert info["Source"] == "run/checkpoint.pt"
     assert "ab" * 32 in info["Description"]
+
+
+def _laid_out_fig():
+    fig = Figure(figsize=(2.4, 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("laid out")
+    draw_names(ax, [0.2, 0.8], ["first", "second"], ["C0", "C1"])
+    return fig
+
+
+def test_png_of_a_laid_out_figure_is_what_savefig_draws(tmp_path):
+    """The one-pass PNG writer: the same pixels as matplotlib's savefig, RGB when the page is
+    opaque, RGBA when it is not, with the metadata and the resolution."""
+    fig = _laid_out_fig()
+    path = save_figure(fig, tmp_path / "fast.png", dpi=80, metadata=META)
+    _laid_out_fig().savefig(tmp_path / "plain.png", dpi=80, facecolor="white")
+    fast, plain = Image.open(path), Image.open(tmp_path / "plain.png")
+    assert fast.mode == "RGB" and fast.size == plain.size == (192, 128)
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(plain.convert("RGB")))
+    assert fast.info["Software"] == "taan-viz 9.9" and round(fast.info["dpi"][0]) == 80
+    # The figure is left as it was: its canvas, resolution and layout engine.
+    assert fig.dpi == 100 and fig.get_layout_engine() is not None and fig.canvas.figure is fig
+    from taan_viz.plots._style import savefig_once
+
+    savefig_once(_laid_out_fig(), tmp_path / "clear.png", format="png", dpi=80, facecolor="none")
+    assert Image.open(tmp_path / "clear.png").mode == "RGBA"
+
+
+def test_draw_names():
+    fig = _laid_out_fig()
+    ax = fig.axes[0]
+    texts = name_texts(ax)
+    assert [t.get_text() for t in texts] == ["first", "second"] and texts[1].get_color() == "C1"
+    bottom = draw_names(ax, [0.5], ["under"], side="bottom", fontsize=5)
+    assert bottom[0].get_rotation() == 90 and len(name_texts(ax)) == 3
+    with pytest.raises(ValueError, match="side must be 'right' or 'bottom'"):
+        draw_names(ax, [0.5], ["x"], side="left")
+    with pytest.raises(ValueError, match=r"one entry per task \(2\)"):
+        draw_names(ax, [0.5], ["x", "y"])
 
 
 def test_svg_text_is_editable_and_deterministic(tmp_path):
