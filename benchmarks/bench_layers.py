@@ -38,9 +38,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from taan_core import _kernels
-from taan_core.functional import task_adaptive_activation_reference
-from taan_core.layers import TALinear
+from taan_core.nn import _kernels
+from taan_core.nn.functional import task_adaptive_activation_reference
+from taan_core.nn.layers import TALinear
 
 VARIANTS = ("relu", "lookup", "lookup_portable", "lookup_torch", "reference")
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="Runs side by side.")
     parser.add_argument("--out", default=None, help="Folder for the runs (default: a temporary folder).")
     args = parser.parse_args(argv)
-    from taan_core._multiseed import parse_seeds
+    from taan_core.train._multiseed import parse_seeds
 
     seeds = parse_seeds(args.seeds)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="taan-recovery-"))

@@ -32,9 +32,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from taan_core.functional import task_adaptive_activation_reference
+from taan_core.nn.functional import task_adaptive_activation_reference
 from taan_core.models import build_model
-from taan_core.regularizers import functional_penalty
+from taan_core.nn.regularizers import functional_penalty
 
 VARIANTS = ("hard", "taan", "taan+tracenorm", "taan+cosine", "taan+distance", "reference")
 REG_COEF = 0.1

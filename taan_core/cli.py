@@ -226,7 +226,7 @@ def train(
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
     global _RUN_OUT
     if seeds is not None or workers is not None:
-        from taan_core._multiseed import train_many
+        from taan_core.train._multiseed import train_many
 
         return train_many(ctx, seeds, workers, seed=seed, out=out, dataset=_value(dataset) or "planted",
                           model=_value(model))
@@ -243,11 +243,11 @@ def train(
     if allow_data_change and not resume:
         raise _UserError("--allow-data-change applies only with --resume")
     _RUN_OUT = out
-    from taan_core._training import check_run_dir
+    from taan_core.train._support import check_run_dir
 
     check_run_dir(out, overwrite=overwrite, resume=resume)  # before the data load and the settings
     if log == "tensorboard":
-        from taan_core._tensorboard import _writer_class
+        from taan_core.train._tensorboard import _writer_class
 
         _writer_class()  # a missing package is an error now, not after loading the data
     if resume:
@@ -309,7 +309,7 @@ def train(
 def _fit(trainer, log: str, **fit_options):
     if log != "tensorboard":
         return trainer.fit(**fit_options)
-    from taan_core._tensorboard import TensorBoardLogger
+    from taan_core.train._tensorboard import TensorBoardLogger
 
     logger = TensorBoardLogger(Path(trainer.config.out) / "tensorboard")
     if fit_options.get("overwrite"):
@@ -410,7 +410,7 @@ def evaluate_command(
              "(the data measure of taan-viz; for imported state_dicts).")] = None,
 ) -> None:
     """Print the per-task metrics of a checkpoint's model on a split of its data set."""
-    from taan_core._training import _json_safe
+    from taan_core.train._support import _json_safe
     from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
     from taan_core.data import load_dataset
     from taan_core.metrics import evaluate
@@ -432,7 +432,7 @@ def evaluate_command(
         if save is None:
             result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
         else:
-            from taan_core.adapt import record_statistics
+            from taan_core.nn.adapt import record_statistics
             from taan_core.checkpoint import save as save_model
 
             with record_statistics(net):

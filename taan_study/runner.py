@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from taan_core._training import data_fingerprint  # re-exported: the study's records use it
+from taan_core.train._support import data_fingerprint  # re-exported: the study's records use it
 from taan_study.config import RunSpec
 
 __all__ = ["data_fingerprint", "load_study_data", "run_one", "time_models", "time_one"]

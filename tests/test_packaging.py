@@ -25,7 +25,7 @@ def _floor(spec: str) -> tuple[int, ...]:
 
 def test_torch_floor_is_the_one_the_code_needs():
     spec = _pyproject_torch()
-    # torch.library.custom_op and register_fake, which taan_core._lookup uses, are torch 2.4.
+    # torch.library.custom_op and register_fake, which taan_core.nn._lookup uses, are torch 2.4.
     assert _floor(spec) == (2, 4)
     assert hasattr(torch.library, "custom_op")
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._validation import check_int, check_probability
-from taan_core.layers import TaskAdaptiveActivation, adaptive_layers
+from taan_core.nn.layers import TaskAdaptiveActivation, adaptive_layers
 
 __all__: list[str] = []
 

@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from taan_core._validation import check_int
-from taan_core.layers import TAConv2d, TALinear
+from taan_core.nn.layers import TAConv2d, TALinear
 from taan_core.models._base import (
     MultiTaskModel,
     _apply_per_task,
@@ -86,7 +86,7 @@ class TAANConfig:
 
 
 class TAAN(MultiTaskModel):
-    """Fully connected TAAN: ``L`` :class:`~taan_core.layers.TALinear` layers shared by all tasks
+    """Fully connected TAAN: ``L`` :class:`~taan_core.nn.layers.TALinear` layers shared by all tasks
     (each with its per-task activation) and one linear head per task.
 
     h_0 = flatten(x),  h_l = F^l_task(W_l h_{l-1} + c_l),  y = V_task h_L + d_task

@@ -11,7 +11,7 @@ import contextlib
 
 import pytest
 
-from taan_core import _kernels
+from taan_core.nn import _kernels
 
 __all__ = ["BACKENDS", "PATHS", "backend", "kernel_param", "needs_kernels"]
 

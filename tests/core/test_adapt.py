@@ -8,7 +8,7 @@ from torch import nn
 
 import taan_core
 from taan_core import ContextTaskActivation, adaptive_layers, set_tasks, taanify, tasks
-from taan_core.functional import task_adaptive_activation_reference
+from taan_core.nn.functional import task_adaptive_activation_reference
 
 T = 3
 

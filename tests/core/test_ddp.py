@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from taan_core._distributed import _shard_batch, _World
+from taan_core.train._distributed import _shard_batch, _World
 from taan_core.checkpoint import load_checkpoint
 from taan_core.train import RUN_FILES
 
@@ -81,7 +81,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
                OMP_NUM_THREADS="1")
     # The ranks must take the same activation path (compiled kernel or plain torch) as this
     # process, whose choice earlier tests may have switched.
-    from taan_core import _kernels
+    from taan_core.nn import _kernels
 
     if not (_kernels.enabled() and _kernels.available()):
         env["TAAN_NO_KERNELS"] = "1"

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taan_core import _kernels
-from taan_core.functional import task_adaptive_activation, task_adaptive_activation_reference
+from taan_core.nn import _kernels
+from taan_core.nn.functional import task_adaptive_activation, task_adaptive_activation_reference
 from tests.core.kernel_helpers import BACKENDS, PATHS
 from tests.core.kernel_helpers import backend as _backend
 

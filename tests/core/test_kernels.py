@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from taan_core import _kernels, _lookup
-from taan_core.functional import task_adaptive_activation, task_adaptive_activation_reference
+from taan_core.nn import _kernels, _lookup
+from taan_core.nn.functional import task_adaptive_activation, task_adaptive_activation_reference
 from tests.core.kernel_helpers import BACKENDS, backend, kernel_param
 from tests.core.kernel_helpers import needs_kernels as _needs
 
@@ -143,8 +143,8 @@ def test_set_forward_path_checks_its_argument():
 def test_environment_variable_chooses_the_path_at_import():
     script = """
 import importlib, os, torch
-from taan_core import _kernels
-from taan_core.functional import task_adaptive_activation
+from taan_core.nn import _kernels
+from taan_core.nn.functional import task_adaptive_activation
 task_adaptive_activation(torch.randn(3, 20), 0, torch.randn(1, 4), torch.randn(4))
 print(_kernels.forward_path(), _kernels.last_forward_path)
 os.environ["TAAN_KERNEL_PATH"] = "fast"

@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 
-from taan_core import _kernels
-from taan_core.functional import task_adaptive_activation_reference
-from taan_core.layers import TaskAdaptiveActivation, TAConv2d, TALinear
+from taan_core.nn import _kernels
+from taan_core.nn.functional import task_adaptive_activation_reference
+from taan_core.nn.layers import TaskAdaptiveActivation, TAConv2d, TALinear
 from tests.core.kernel_helpers import PATHS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -223,7 +223,7 @@ def test_layers_gradcheck_float64(device):
 
     def through_linear(x, weight, alpha, hinges):
         z = torch.nn.functional.linear(x, weight, lin.linear.bias)
-        from taan_core.functional import task_adaptive_activation
+        from taan_core.nn.functional import task_adaptive_activation
         return task_adaptive_activation(z, task, alpha, hinges)
 
     x = torch.randn(3, 3, dtype=torch.float64, device=device, requires_grad=True)

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taan_core.layers import TaskAdaptiveActivation
+from taan_core.nn.layers import TaskAdaptiveActivation
 from taan_core.models import (
     MODELS,
     CrossStitch,

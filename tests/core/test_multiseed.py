@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from taan_core._multiseed import parse_seeds
+from taan_core.train._multiseed import parse_seeds
 from taan_core.checkpoint import load_checkpoint
 
 from tests.core.test_cli import _FAST, _cli

@@ -1,4 +1,4 @@
-"""Tests of taan_core.regularizers against brute force: Monte Carlo and SVD."""
+"""Tests of taan_core.nn.regularizers against brute force: Monte Carlo and SVD."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taan_core.models import build_model
-from taan_core.regularizers import (
+from taan_core.nn.regularizers import (
     REGULARIZERS,
     cosine_regularizer,
     distance_regularizer,

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from taan_core._atomic import WriteError, atomic_write, remove_stale_temporaries
-from taan_core._training import LOCK_FILE, _append_jsonl, _json_line
+from taan_core.train._support import LOCK_FILE, _append_jsonl, _json_line
 from taan_core.checkpoint import CheckpointError, build_checkpoint, load_checkpoint, save_checkpoint
 from taan_core.cli import main
 from taan_core.data import load_dataset, save_npz

@@ -99,7 +99,7 @@ def test_resume_after_sigkill_mid_epoch(script, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]))
     # The child must take the same activation path (compiled kernel or plain torch) as this
     # process, whose choice earlier tests may have switched; the two differ in rounding.
-    from taan_core import _kernels
+    from taan_core.nn import _kernels
 
     if not (_kernels.enabled() and _kernels.available()):
         env["TAAN_NO_KERNELS"] = "1"
@@ -137,7 +137,7 @@ def test_resume_can_extend_the_run(script, tmp_path):
 
 @pytest.mark.slow
 def test_crash_between_best_and_last_writes(script, tmp_path, monkeypatch):
-    import taan_core.train as train_module
+    import taan_core.train._trainer as train_module
 
     run = _run(script)
     whole = run(tmp_path / "whole")

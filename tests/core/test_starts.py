@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from taan_core._starts import fresh_state, start_seed
+from taan_core.train._starts import fresh_state, start_seed
 from taan_core.checkpoint import load_checkpoint
 from taan_core.data import load_dataset
 from taan_core.models import build_model

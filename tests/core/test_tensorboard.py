@@ -79,7 +79,7 @@ def test_tensorboard_logger_writes_the_run(tmp_path):
 
 
 def test_distance_image_shows_the_matrix():
-    from taan_core._tensorboard import _distance_image
+    from taan_core.train._tensorboard import _distance_image
 
     d = distance_matrix(torch.tensor([[0.0, 0.0], [0.0, 0.1], [1.0, -1.0]]), torch.tensor([-0.5, 0.5]))
     img = _distance_image(d, pixels=30)

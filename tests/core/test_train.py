@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from taan_core.checkpoint import load_checkpoint
 from taan_core.data import load_dataset
 from taan_core.models import build_model
-from taan_core._training import _per_sample_loss
+from taan_core.train._support import _per_sample_loss
 from taan_core.train import RUN_FILES, TrainConfig, Trainer, prepare_run_dir, resolve_device
 
 TINY = dict(num_tasks=4, groups_per_layer=[2, 4], input_dim=6, hidden=[8, 8], num_hinges=4, num_outputs=2,

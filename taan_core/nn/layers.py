@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from taan_core import functional as TF
+from taan_core.nn import functional as TF
 from taan_core._validation import check_int
 
 __all__ = ["TaskAdaptiveActivation", "TALinear", "TAConv2d", "adaptive_layers"]

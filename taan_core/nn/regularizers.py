@@ -140,7 +140,7 @@ def functional_penalty(model: torch.nn.Module, name: str, c: float, measure: str
     ----------
     model : nn.Module
         Any module; its task-adaptive activations are found by type
-        (:func:`taan_core.layers.adaptive_layers`).
+        (:func:`taan_core.nn.layers.adaptive_layers`).
     name : str
         "none" or a key of :data:`REGULARIZERS`.
     c : float
@@ -166,7 +166,7 @@ def functional_penalty(model: torch.nn.Module, name: str, c: float, measure: str
         raise ValueError(f"measure must be one of {', '.join(_MEASURES)}, got {measure!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    from taan_core.layers import _layers_of
+    from taan_core.nn.layers import _layers_of
 
     layers = [act for _, act in _layers_of(model)]
     first = next(iter(model.parameters()), None)

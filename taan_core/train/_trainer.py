@@ -1,23 +1,4 @@
-"""Training any model of :mod:`taan_core.models` on a multi-task data set.
-
-``Trainer(model, data, TrainConfig(...)).fit()`` runs mixed-task batches (per-sample task ids)
-through the model, sums the per-task losses (weighted), adds the functional regulariser, and
-after every epoch evaluates the validation split, snapshots every adaptive layer's alpha and
-hinges, appends a line to ``metrics.jsonl``, writes ``last.pt`` and, when the validation
-``main`` metric improved, ``checkpoint.pt`` (see ``docs/checkpoint-format.md``).
-
-Training stops with ``TrainingDivergedError`` at the first non-finite loss or weight, naming the
-epoch and the step; nothing of that epoch is written, and ``save_checkpoint`` refuses non-finite
-weights in any case. While ``fit`` runs, the run folder is locked (``RunLock``): a second
-training into it is refused. ``last.pt`` stores a fingerprint of the data, and ``fit(resume=True)``
-refuses data that changed since (unless ``allow_data_change``).
-
-A run is reproducible: ``fit(resume=True)`` continues from ``last.pt`` with the optimiser,
-schedule, random states and sampler state, so on CPU an interrupted run (even one killed in the
-middle of an epoch) ends with exactly the coordinates of an uninterrupted one. Under torchrun
-every rank draws the same global batch and trains on its shard of it (DDP, gloo on CPU, nccl
-on CUDA); rank 0 writes the files.
-"""
+"""The Trainer: fit, evaluate and resume (the package docstring says how a run works)."""
 
 from __future__ import annotations
 
@@ -35,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._atomic import remove_stale_temporaries
-from taan_core._distributed import (
+from taan_core.train._distributed import (
     _all_sum,
     _average_buffers,
     _barrier,
@@ -45,8 +26,8 @@ from taan_core._distributed import (
     _World,
     _wrap_ddp,
 )
-from taan_core._train_config import TrainConfig, TrainResult
-from taan_core._training import (
+from taan_core.train._config import TrainConfig, TrainResult
+from taan_core.train._support import (
     RUN_FILES,
     RunLock,
     RunLockedError,
@@ -63,8 +44,7 @@ from taan_core._training import (
 )
 from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
 
-__all__ = ["RUN_FILES", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "Trainer", "TrainingDivergedError",
-           "data_fingerprint", "prepare_run_dir", "resolve_device"]
+__all__ = ["Trainer", "TrainingDivergedError"]
 
 # On accelerators the loss is checked for NaN every this many steps (a check waits for the
 # device); on CPU it is checked at every step, before the optimiser sees it.
@@ -365,7 +345,7 @@ class Trainer:
         return created, lock
 
     def _progress(self, world: _World):
-        from taan_core._progress import EpochProgress
+        from taan_core.train._progress import EpochProgress
 
         enabled = world.is_main and not self.config.quiet
         return EpochProgress(enabled=enabled, bar=enabled and sys.stderr.isatty())
@@ -390,7 +370,7 @@ class Trainer:
             per_sample = _per_sample_loss(spec.kind, out, target.to(self.device, non_blocking=True))
             # Dividing by the global count makes the ranks' losses sum to the full-batch mean.
             loss = loss + self._weights[t].item() * per_sample.sum() / counts[t].item()
-        from taan_core.regularizers import functional_penalty
+        from taan_core.nn.regularizers import functional_penalty
 
         reg = functional_penalty(self.model, self.config.reg, self.config.c, self.config.measure)
         return loss, reg
@@ -482,7 +462,7 @@ class Trainer:
         is written while they train; afterwards the chosen candidate's epochs are written as
         if it had been the only run. Returns the number of epochs the chosen candidate ran.
         """
-        from taan_core._starts import fresh_state, start_seed
+        from taan_core.train._starts import fresh_state, start_seed
 
         cfg = self.config
         initial = copy.deepcopy(self._checkpoint(world))

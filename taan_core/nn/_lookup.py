@@ -1,9 +1,9 @@
-"""The segment-lookup operation behind :func:`taan_core.functional.task_adaptive_activation`.
+"""The segment-lookup operation behind :func:`taan_core.nn.functional.task_adaptive_activation`.
 
 Tables, the plain torch path, the eager ``torch.autograd.Function``, the custom operators used
 under ``torch.compile``, and the running statistics of the layers' inputs. Arguments arrive
 validated, ``z`` contiguous, ``task`` a LongTensor (N,), ``alpha`` and ``hinges`` in the table
-dtype (float32 or wider). The fused CPU kernels live in :mod:`taan_core._kernels`.
+dtype (float32 or wider). The fused CPU kernels live in :mod:`taan_core.nn._kernels`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from taan_core import _kernels
+from taan_core.nn import _kernels
 
 __all__: list[str] = []
 

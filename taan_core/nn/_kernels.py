@@ -1,12 +1,12 @@
 """Fused CPU kernels for the segment lookup, compiled with the system C compiler at first use.
 
-The plain torch path of :mod:`taan_core.functional` takes several passes over memory (a search,
+The plain torch path of :mod:`taan_core.nn.functional` takes several passes over memory (a search,
 two gathers, a multiply-add, two scatter reductions) and costs about as much as the matrix
 product it follows. These kernels do the forward pass (search, lookup, output, one-byte segment
 index and per-row sums for the running statistics) in one pass, and the backward pass (gradient
 of z and the per-(task, segment) sums of grad and grad * z) in another.
 
-The C source, ``taan_core/_kernels.c`` (package data), is compiled once per machine into a small
+The C source, ``taan_core/nn/_kernels.c`` (package data), is compiled once per machine into a small
 shared library (cached under ``$TAAN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/taan`` or
 ``~/.cache/taan``, under a name keyed by the source text, compiler, flags and CPU) and called
 through ctypes, so nothing beyond a C compiler is needed and nothing is built at install time. It

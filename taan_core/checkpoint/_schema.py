@@ -281,7 +281,7 @@ def _load_safetensors(path: Path) -> tuple[_Parsed, dict | None]:
         raise _fail(path, "", f"expected a readable .safetensors file ({_first_line(err)})") from err
     if _SAFETENSORS_KEY not in metadata:
         # A safetensors file without our metadata may still be a bare state_dict.
-        from taan_core._checkpoint_import import import_state_dict
+        from taan_core.checkpoint._reference import import_state_dict
 
         return import_state_dict(tensors, path)
     try:
@@ -312,8 +312,3 @@ def _load_safetensors(path: Path) -> tuple[_Parsed, dict | None]:
     raw.update(layers=layers, history=history, model={"class": "", "config": {}, "state_dict": {}},
                epoch=meta.get("epoch", 0), step=meta.get("step", 0))
     return _parse_v1(raw, path), None
-
-
-# Both are part of taan_core.checkpoint's public API; show them under that name.
-CheckpointError.__module__ = "taan_core.checkpoint"
-LayerRecord.__module__ = "taan_core.checkpoint"

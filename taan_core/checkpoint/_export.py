@@ -1,6 +1,6 @@
 """The ``.safetensors`` export of a checkpoint's analysis part (no pickle at all).
 
-``load_checkpoint`` reads these files back (``_checkpoint_schema._load_safetensors``).
+``load_checkpoint`` reads these files back (``_schema._load_safetensors``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from taan_core._atomic import atomic_write
-from taan_core._checkpoint_schema import _SAFETENSORS_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from taan_core.checkpoint._schema import _SAFETENSORS_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
 if TYPE_CHECKING:
     from taan_core.checkpoint import Checkpoint
@@ -38,7 +38,7 @@ def export_safetensors(checkpoint: "Checkpoint", path: str | os.PathLike) -> Pat
     """
     from safetensors.torch import save
 
-    from taan_core.checkpoint import Checkpoint  # here: checkpoint.py re-exports this function
+    from taan_core.checkpoint._io import Checkpoint  # here: _io imports this module
 
     if not isinstance(checkpoint, Checkpoint):
         raise TypeError(f"checkpoint must be a Checkpoint, got {type(checkpoint).__name__}")

@@ -1,22 +1,25 @@
 """``taan-core train --seeds 0,1,2 --out runs/NAME``: one run per seed, into runs/NAME/seed-K/.
 
-Each seed is a separate ``taan-core train`` process with the same options plus ``--seed K
---out runs/NAME/seed-K``, so every seed folder is a normal run (resumable, readable by
-``taan-viz``) and a seed that fails leaves the others running. ``--workers N`` runs N seeds side
-by side; their output goes to ``runs/NAME/logs/seed-K.log`` and, unless ``--threads`` is given,
-each gets an equal share of the CPU cores.
+Each seed trains in its own process, started with multiprocessing's "spawn" method (a fresh
+interpreter, nothing inherited but the environment), which runs ``taan-core train`` in-process
+(:func:`taan_core.cli.main`) with the same options plus ``--seed K --out runs/NAME/seed-K``. So
+every seed folder is a normal run (resumable, readable by ``taan-viz``), a seed that fails or
+crashes leaves the others running, and no executable has to be found on PATH. ``--workers N``
+runs N seeds side by side; their output goes to ``runs/NAME/logs/seed-K.log`` and, unless
+``--threads`` is given, each gets an equal share of the CPU cores.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
 
@@ -92,6 +95,41 @@ def _threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _seed_main(argv: list[str], log: str | None) -> None:
+    """The body of one seed's process: ``taan-core`` with ``argv``, its output to ``log``.
+
+    The process's exit status is the command's (``main`` ends in ``SystemExit``).
+    """
+    if log is not None:
+        # File descriptors, not just sys.stdout: warnings from C code land in the log too.
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    from taan_core.cli import main
+
+    sys.argv = ["taan-core", *argv]
+    main(argv)
+
+
+@contextlib.contextmanager
+def _environment(extra: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``extra`` while the seeds' processes start (a spawned process reads its
+    environment at start-up, before torch sizes its thread pools)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def train_seeds(
     seeds: Sequence[int],
     out: Path,
@@ -111,7 +149,7 @@ def train_seeds(
     args : sequence of str
         Options for every seed's ``taan-core train`` (without ``--seed`` and ``--out``).
     workers : int, default 1
-        Seeds trained at the same time (separate processes).
+        Seeds trained at the same time (each seed is its own process in any case).
     threads_given : bool
         The user chose ``--threads`` (or the data set's default is a fixed count); otherwise,
         with several workers, each gets ``cpu_count // workers`` threads.
@@ -127,30 +165,33 @@ def train_seeds(
     workers = min(workers, len(seeds))
     parallel = workers > 1
     extra: list[str] = []
-    env = dict(os.environ)
+    env: dict[str, str] = {}
     if parallel and not threads_given:
         n = _threads_per_worker(workers)
         extra = ["--threads", str(n)]
         # Also the BLAS/OpenMP pools the children start before torch reads --threads.
-        env.update(OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+        env = {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+    spawn = multiprocessing.get_context("spawn")
     out.mkdir(parents=True, exist_ok=True)
     if parallel:
         (out / "logs").mkdir(exist_ok=True)
 
     def one(seed: int) -> SeedResult:
         run_out = out / f"seed-{seed}"
-        cmd = [sys.executable, "-m", "taan_core.cli", "train", *args, *extra, "--seed", str(seed),
-               "--out", str(run_out)]
+        argv = ["train", *args, *extra, "--seed", str(seed), "--out", str(run_out)]
         start = time.perf_counter()
+        # One at a time, a seed's progress bar and errors go straight to the terminal.
         log = out / "logs" / f"seed-{seed}.log" if parallel else None
+        proc = spawn.Process(target=_seed_main, args=(argv, None if log is None else str(log)), name=f"seed-{seed}")
+        proc.start()
+        proc.join()
+        # A process killed by signal N reports -N; a shell would say 128 + N.
+        code = proc.exitcode if proc.exitcode is not None and proc.exitcode >= 0 else 128 - (proc.exitcode or 0)
         if log is not None:
-            with open(log, "w", encoding="utf-8") as fh:
-                code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
-            lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+            lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()] \
+                if log.exists() else []
             message = lines[-1] if code and lines else ""
         else:
-            # One at a time: the seed's progress bar and errors go straight to the terminal.
-            code = subprocess.run(cmd, env=env).returncode
             message = "its error is printed above" if code else ""
         result = SeedResult(seed, code, time.perf_counter() - start, run_out, log, message)
         if code == 0:
@@ -160,10 +201,11 @@ def train_seeds(
             echo(f"seed {seed}: failed with exit status {code}{where}: {message or 'no error output'}")
         return result
 
-    if not parallel:
-        return [one(s) for s in seeds]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, seeds))
+    with _environment(env):
+        if not parallel:
+            return [one(s) for s in seeds]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, seeds))
 
 
 def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | None, out: Path | None,

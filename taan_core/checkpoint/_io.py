@@ -1,16 +1,5 @@
-"""The checkpoint file: the one contract between training and analysis (schema v1).
-
-A checkpoint is a ``.pt`` file written by ``torch.save`` that holds only tensors and plain Python
-types (dict, list, tuple, str, int, float, bool, None), so that ``torch.load(weights_only=True)``
-reads it without running any code. ``docs/checkpoint-format.md`` documents every field.
-
-``save_checkpoint`` writes atomically: a temporary file in the same folder, flushed and fsynced,
-then moved into place with ``os.replace``; a crash at any moment leaves either the old file or
-the new one, never a torn one. ``load_checkpoint`` checks the whole schema (types, shapes, the
-number of tasks T and of hinges M of every layer) and also reads ``.safetensors`` exports and
-bare state_dicts of the reference TAAN code. Every problem raises ``CheckpointError`` with one
-line naming the file, the field and what was expected.
-"""
+"""Build, save and load checkpoint files; rebuild their models (the package docstring says what a
+checkpoint is)."""
 
 from __future__ import annotations
 
@@ -28,8 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._atomic import atomic_write
-from taan_core._checkpoint_export import export_safetensors
-from taan_core._checkpoint_schema import (
+from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -41,21 +29,8 @@ from taan_core._checkpoint_schema import (
     _Parsed,
 )
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
-    "Checkpoint",
-    "CheckpointError",
-    "LayerRecord",
-    "build_checkpoint",
-    "export_safetensors",
-    "layer_snapshot",
-    "load_checkpoint",
-    "model_from_checkpoint",
-    "save",
-    "save_checkpoint",
-    "validate_checkpoint",
-]
+__all__ = ["Checkpoint", "build_checkpoint", "layer_snapshot", "load_checkpoint", "model_from_checkpoint", "save",
+           "save_checkpoint", "validate_checkpoint"]
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 # The first bytes of the file formats that load_checkpoint tells apart.
@@ -128,7 +103,7 @@ def layer_snapshot(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
 
     ``model`` is any module holding task-adaptive activations (:func:`adaptive_layers`).
     """
-    from taan_core.layers import _layers_of
+    from taan_core.nn.layers import _layers_of
 
     layers = _layers_of(model)
     return [_cpu(act.alpha) for _, act in layers], [_cpu(act.hinges) for _, act in layers]
@@ -218,7 +193,7 @@ def build_checkpoint(
 
 def _build(model: nn.Module, *, task_names, data, history, metrics, epoch, step, optimizer, scheduler, rng,
            sampler, extra, stacklevel: int) -> dict:
-    from taan_core.layers import _layers_of, _unwrap
+    from taan_core.nn.layers import _layers_of, _unwrap
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -410,7 +385,7 @@ def save(
         records = _plain_metrics(metrics, "metrics")
     else:
         raise TypeError(f"metrics must be a dict or a list of dicts, got {type(metrics).__name__}")
-    from taan_core.layers import _layers_of, _unwrap
+    from taan_core.nn.layers import _layers_of, _unwrap
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -507,7 +482,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if isinstance(raw, Mapping) and "format" in raw:
         return _checkpoint(_parse_v1(raw, path), dict(raw), path, sha)
     if isinstance(raw, Mapping):
-        from taan_core._checkpoint_import import import_state_dict
+        from taan_core.checkpoint._reference import import_state_dict
 
         return _checkpoint(*import_state_dict(raw, path), path, sha)
     raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")

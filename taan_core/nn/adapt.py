@@ -5,7 +5,7 @@ measure of the analysis) of a model that was trained elsewhere, e.g. an imported
 
 :func:`taanify` replaces every activation module of a chosen type (``nn.ReLU`` by default) in
 any ``nn.Module`` (an MLP, a torchvision-style CNN) by a :class:`ContextTaskActivation`, a
-:class:`~taan_core.layers.TaskAdaptiveActivation` that takes its task ids from the model rather
+:class:`~taan_core.nn.layers.TaskAdaptiveActivation` that takes its task ids from the model rather
 than from ``forward``. :func:`tasks` hands them the task ids of a batch, so the network's own
 ``forward(x)`` is unchanged::
 
@@ -29,13 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._validation import check_int
-from taan_core.layers import TaskAdaptiveActivation, _unwrap
+from taan_core.nn.layers import TaskAdaptiveActivation, _unwrap
 
 __all__ = ["ContextTaskActivation", "record_statistics", "set_tasks", "taanify", "tasks"]
 
 
 class ContextTaskActivation(TaskAdaptiveActivation):
-    """A :class:`~taan_core.layers.TaskAdaptiveActivation` whose task ids are set on the module
+    """A :class:`~taan_core.nn.layers.TaskAdaptiveActivation` whose task ids are set on the module
     (by :func:`tasks` or :func:`set_tasks`) instead of passed to ``forward``.
 
     ``forward(z)`` applies ``F_task`` with the ids last set; ``forward(z, task)`` still takes
@@ -244,7 +244,7 @@ def record_statistics(model: nn.Module) -> Iterator[nn.Module]:
     nn.Module
         ``model``.
     """
-    from taan_core.layers import adaptive_layers
+    from taan_core.nn.layers import adaptive_layers
 
     layers = [act for _, act in adaptive_layers(model)]
     if not layers:

@@ -49,7 +49,7 @@ class TrainConfig:
     task_weights : list of float or None
         Weight of every task's loss (T values); None weighs all tasks 1.
     reg : {"none", "tracenorm", "rownorm", "cosine", "distance"}
-        Regulariser of the adaptive layers (``taan_core.regularizers``), with coefficient ``c``.
+        Regulariser of the adaptive layers (``taan_core.nn.regularizers``), with coefficient ``c``.
     c : float
         In [0, 1e6].
     measure : {"standard", "data"}

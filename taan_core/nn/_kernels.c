@@ -1,4 +1,4 @@
-/* Fused CPU kernels of the segment lookup (taan_core/_kernels.py compiles this file at first use
+/* Fused CPU kernels of the segment lookup (taan_core/nn/_kernels.py compiles this file at first use
    with the system C compiler and calls it through ctypes).
 
    Forward, per element v of z with per-row task t:

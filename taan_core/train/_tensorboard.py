@@ -112,7 +112,7 @@ class TensorBoardLogger:
     def log_layers(self, model: nn.Module, step: int, *, images: bool = True) -> None:
         """Each adaptive layer's ||alpha||_F and, with ``images``, its task distance matrix."""
         from taan_core.gaussian import distance_matrix
-        from taan_core.layers import _layers_of
+        from taan_core.nn.layers import _layers_of
 
         for i, (name, act) in enumerate(_layers_of(model), start=1):
             alpha = act.alpha.detach().double().cpu()

@@ -22,8 +22,8 @@ of segment (F is continuous), exactly as in the naive form.
 In eager mode the lookup runs as a ``torch.autograd.Function``; under ``torch.compile`` it runs as
 the custom operators ``taan::task_adaptive_activation`` and ``..._backward``, which the
 compiler treats as opaque calls, so tracing never breaks (the machinery is in
-:mod:`taan_core._lookup`). On CPU a small fused C kernel
-(:mod:`taan_core._kernels`) computes both passes when a C compiler is available; everywhere else,
+:mod:`taan_core.nn._lookup`). On CPU a small fused C kernel
+(:mod:`taan_core.nn._kernels`) computes both passes when a C compiler is available; everywhere else,
 and as the fallback, plain torch operations do. With ``create_graph=True`` the backward pass is
 built from differentiable torch operations, so second derivatives work too.
 """
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from taan_core import _lookup
+from taan_core.nn import _lookup
 from taan_core._validation import _fmt_shape
 
 __all__ = ["task_adaptive_activation", "task_adaptive_activation_reference"]

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from taan_core._checkpoint_schema import (
+from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     _fail,
