@@ -14,7 +14,7 @@ labels         (N,) or (N, K)   binary/multiclass: the class (column 0 if 2-D);
 task_names     (T,) str         optional; default ``task_0`` ..
 kinds          (T,) or () str   optional; binary, multiclass, multilabel, regression
 num_outputs    (T,) int         optional; classes of a multiclass task (default: its
-                                largest label + 1), columns of a multilabel or
+                                largest label + 1; 2 to 100,000), columns of a multilabel or
                                 regression task (default: K)
 split          (N,) int or str  optional; 0/"train", 1/"val", 2/"test"; without it every
                                 task is split at random (seeded) by the fractions
@@ -53,6 +53,9 @@ __all__ = ["load_npz", "save_npz"]
 _REQUIRED = ("features", "task_ids", "labels")
 # The largest ratio of uncompressed to compressed size that deflate can reach.
 _DEFLATE_MAX_RATIO = 1032
+# More classes than this is a label column that is not one (ids, hashes) or a typo; the output
+# layer alone would hold hidden x classes weights. YouTube-8M has 3,862, ImageNet-21k 21,841.
+MAX_CLASSES = 100_000
 
 
 def save_npz(
@@ -305,6 +308,10 @@ def load_npz(
             if nonint.size:
                 raise ValueError(f"{path}: row {rows[nonint[0]]}: task {t} ({name!r}) is {kind}, label {col[nonint[0]]} is not an integer")
             k = 1 if kind == "binary" else int(num_outputs[t]) if num_outputs is not None else max(int(col.max()) + 1, 2)
+            if kind == "multiclass" and not 2 <= k <= MAX_CLASSES:
+                why = f"num_outputs gives {k}" if num_outputs is not None else f"its largest label is {int(col.max())}"
+                raise ValueError(f"{path}: task {t} ({name!r}) is multiclass with {k} class{'es' * (k != 1)} ({why}); "
+                                 f"expected 2 to {MAX_CLASSES:,}")
             high = 2 if kind == "binary" else k
             bad = np.flatnonzero((col < 0) | (col >= high))
             if bad.size:
