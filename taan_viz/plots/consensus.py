@@ -197,7 +197,8 @@ def plot_support_tree(cons: Consensus, *, names: bool | None = None):
     from matplotlib.collections import LineCollection
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
-    from matplotlib.patches import FancyBboxPatch
+
+    from taan_viz.plots.tree import draw_tree_boxes
 
     tree = cons.tree
     t = cons.num_tasks
@@ -213,27 +214,18 @@ def plot_support_tree(cons: Consensus, *, names: bool | None = None):
         fig = Figure(figsize=(min(7.2, 1.25 * (depth + 1) + (1.7 if show else 0.9)), 0.17 * rows + 1.3),
                      layout="constrained")
         ax = fig.add_subplot()
-        ax.add_patch(FancyBboxPatch((-width / 2, -pad), width, t - 1 + 2 * pad, boxstyle="round,pad=0,rounding_size=0.06",
-                                    facecolor="0.3", edgecolor="none", zorder=3))
-        segs = []
-        for l in range(depth):
-            x = l + 1
-            row = tree.groups[l]
-            for g in np.unique(row):
-                members = np.flatnonzero(row == g)
-                lo, hi = pos[members].min(), pos[members].max()
-                centre = 0.5 * (lo + hi)
-                s = float(cons.support[l][int(g)])
-                color = cmap(norm(s))
-                ax.add_patch(FancyBboxPatch((x - width / 2, lo - pad), width, hi - lo + 2 * pad,
-                                            boxstyle="round,pad=0,rounding_size=0.06", facecolor=color,
-                                            edgecolor="0.25", linewidth=0.3, zorder=3))
-                label = "1" if s >= 1 else "0" if s <= 0 else f"{s:.2f}".lstrip("0")
-                tall = hi - lo + 2 * pad >= 1.4
-                if tall or t <= _NAMES_MAX:
-                    ax.text(x, centre, label, ha="center", va="center", fontsize=5.5 if tall else 4.5,
-                            color=text_color_for(color), rotation=0 if tall else 90, zorder=4)
-                segs.append([(x - 1 + width / 2, centre), (x - width / 2, centre)])
+
+        def support(ax, l, g, members, x, centre, rows, color):
+            s = float(cons.support[l][g])
+            text = "1" if s >= 1 else "0" if s <= 0 else f"{s:.2f}".lstrip("0")
+            tall = rows + 2 * pad >= 1.4
+            if tall or t <= _NAMES_MAX:
+                ax.text(x, centre, text, ha="center", va="center", fontsize=5.5 if tall else 4.5,
+                        color=text_color_for(color), rotation=0 if tall else 90, zorder=4)
+
+        segs, _ = draw_tree_boxes(ax, tree, pos, width=width, pad=pad,
+                                  face=lambda l, g: cmap(norm(float(cons.support[l][g]))),
+                                  edge={"edgecolor": "0.25", "linewidth": 0.3}, label=support)
         heads = depth + 1
         for task in range(t):
             segs.append([(depth + width / 2, pos[task]), (heads - 0.12, pos[task])])

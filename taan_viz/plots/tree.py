@@ -38,6 +38,60 @@ def _tree_palette(tree: SharingTree):
     return task_palette(list(tree.groups), names, order=tree.order)
 
 
+def draw_tree_boxes(ax, tree: SharingTree, pos: np.ndarray, *, width: float, pad: float, face, edge=None,
+                    label=None) -> tuple[list, list]:
+    """The boxes of a sharing tree on ``ax``, shared by :func:`plot_sharing_tree` and the
+    consensus tree: the input spanning every task, then per layer (column l + 1) one rounded box
+    per group over its tasks' rows, each joined to the box before it by a straight connector.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    tree : SharingTree
+    pos : (T,) array
+        Row of each task.
+    width, pad : float
+        Box width (data units) and the room above the first and below the last row of a box.
+    face : callable (l, g) -> colour
+        Fill of group g of layer l.
+    edge : dict, optional
+        Edge properties of the group boxes (default: none).
+    label : callable (ax, l, g, members, x, centre, rows, colour), optional
+        Draws what the box of group g of layer l says: ``members`` are its tasks, (x, centre)
+        its middle, ``rows`` its height in rows (last minus first).
+
+    Returns
+    -------
+    segs, seg_colors : list
+        The connectors as line segments and their boxes' colours, for the caller's own
+        LineCollection with the head lines.
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    t = len(pos)
+    style = "round,pad=0,rounding_size=0.06"
+    edge = {"edgecolor": "none"} if edge is None else edge
+    ax.add_patch(FancyBboxPatch((-width / 2, -pad), width, t - 1 + 2 * pad, boxstyle=style, facecolor="0.3",
+                                edgecolor="none", zorder=3))
+    segs, seg_colors = [], []
+    for l in range(tree.num_layers):
+        x = l + 1
+        row = tree.groups[l]
+        for g in np.unique(row):
+            members = np.flatnonzero(row == g)
+            lo, hi = pos[members].min(), pos[members].max()
+            centre = 0.5 * (lo + hi)
+            color = face(l, int(g))
+            ax.add_patch(FancyBboxPatch((x - width / 2, lo - pad), width, hi - lo + 2 * pad, boxstyle=style,
+                                        facecolor=color, zorder=3, **edge))
+            if label is not None:
+                label(ax, l, int(g), members, x, centre, hi - lo, color)
+            # Connector: straight from the parent box, which spans this group's rows.
+            segs.append([(x - 1 + width / 2, centre), (x - width / 2, centre)])
+            seg_colors.append(color)
+    return segs, seg_colors
+
+
 def tree_figure(tree: SharingTree, *, names: bool | None = None, figsize: tuple[float, float] | None = None):
     """A Figure sized to ``tree`` (one row per task when names are shown), with one Axes for
     :func:`plot_sharing_tree`; returns ``(fig, ax)``."""
@@ -85,7 +139,6 @@ def plot_sharing_tree(
     matplotlib Axes
     """
     from matplotlib.collections import LineCollection
-    from matplotlib.patches import FancyBboxPatch
 
     t = len(tree.task_names)
     depth = tree.num_layers
@@ -107,27 +160,13 @@ def plot_sharing_tree(
         colors = _box_colors(tree, palette, neutral)
         width = 0.22
         pad = 0.32 if t <= _THIN else 0.45
-        segs, seg_colors = [], []
-        # The input spans every task.
-        ax.add_patch(FancyBboxPatch((-width / 2, -pad), width, t - 1 + 2 * pad, boxstyle="round,pad=0,rounding_size=0.06",
-                                    facecolor="0.3", edgecolor="none", mutation_aspect=1, zorder=3))
-        for l in range(depth):
-            x = l + 1
-            row = tree.groups[l]
-            for g in np.unique(row):
-                members = np.flatnonzero(row == g)
-                lo, hi = pos[members].min(), pos[members].max()
-                centre = 0.5 * (lo + hi)
-                color = colors[l][int(g)]
-                ax.add_patch(FancyBboxPatch((x - width / 2, lo - pad), width, hi - lo + 2 * pad,
-                                            boxstyle="round,pad=0,rounding_size=0.06", facecolor=color,
-                                            edgecolor="none", zorder=3))
-                if len(members) > 1 and hi - lo >= 1:
-                    ax.text(x, centre, str(len(members)), ha="center", va="center", fontsize=5.5,
-                            color="white", rotation=90 if hi - lo < 2 else 0, zorder=4)
-                # Connector: straight from the parent box, which spans this group's rows.
-                segs.append([(x - 1 + width / 2, centre), (x - width / 2, centre)])
-                seg_colors.append(color)
+        def count(ax, l, g, members, x, centre, rows, color):
+            if len(members) > 1 and rows >= 1:
+                ax.text(x, centre, str(len(members)), ha="center", va="center", fontsize=5.5, color="white",
+                        rotation=90 if rows < 2 else 0, zorder=4)
+
+        segs, seg_colors = draw_tree_boxes(ax, tree, pos, width=width, pad=pad,
+                                           face=lambda l, g: colors[l][g], label=count)
         heads = depth + 1
         for task in range(t):
             y = pos[task]
