@@ -186,7 +186,7 @@ def train_seeds(
         proc.start()
         proc.join()
         # A process killed by signal N reports -N; a shell would say 128 + N.
-        code = proc.exitcode if proc.exitcode is not None and proc.exitcode >= 0 else 128 - (proc.exitcode or 0)
+        code = proc.exitcode if proc.exitcode >= 0 else 128 - proc.exitcode
         if log is not None:
             lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()] \
                 if log.exists() else []

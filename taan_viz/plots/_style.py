@@ -147,8 +147,7 @@ def draw_names(ax, positions, names: Sequence[str], colors: Sequence | None = No
         where = offset_copy(ax.get_xaxis_transform(), fig=ax.figure, x=0, y=-pad_pt, units="points")
         place = {"ha": "center", "va": "top", "rotation": 90}
         at = [(float(p), 0.0) for p in positions]
-    return [ax.text(x, y, name, transform=where, fontsize=fontsize, color=c, clip_on=False, gid=NAME_GID,
-                    rotation_mode="anchor" if side == "right" else "default", **place)
+    return [ax.text(x, y, name, transform=where, fontsize=fontsize, color=c, clip_on=False, gid=NAME_GID, **place)
             for (x, y), name, c in zip(at, names, colors)]
 
 
@@ -353,7 +352,8 @@ def _save_png(fig, target, *, dpi: float, metadata: Mapping[str, str | None] | N
         fig.set_dpi(dpi)
         fig.set_facecolor(old_face if isinstance(face, str) and face == "auto" else face)
         canvas.draw()
-        rgba = np.array(canvas.buffer_rgba(), copy=True)
+        # A view: it keeps the renderer's buffer alive after the canvas is swapped back.
+        rgba = np.asarray(canvas.buffer_rgba())
     finally:
         fig.set_canvas(old_canvas)
         fig.set_dpi(old_dpi)
