@@ -9,12 +9,14 @@ __all__ = ["main_description", "print_settings", "print_table", "report"]
 
 
 def main_description(tasks) -> str:
-    """What "val main" averages, e.g. "mean over the 16 tasks of r2"."""
+    """What "val main" is, e.g. "pooled explained variance over the 139 tasks' samples"."""
     from collections import Counter
 
     from taan_core.metrics import headline_metric
 
-    kinds = Counter(headline_metric(t.kind) for t in tasks)
+    kinds = Counter("pooled explained variance" if t.kind == "regression" else headline_metric(t.kind) for t in tasks)
+    if set(kinds) == {"pooled explained variance"}:
+        return f"pooled explained variance over the {len(tasks)} tasks' samples"
     if len(kinds) == 1:
         return f"mean over the {len(tasks)} tasks of their {next(iter(kinds))}"
     parts = ", ".join(f"{metric} ({n} task{'s' if n > 1 else ''})" for metric, n in kinds.items())

@@ -15,9 +15,18 @@ Definitions (``n`` samples, ``K`` outputs):
 - **R^2** (regression): ``1 - SSE_j / SST_j`` per output ``j``, averaged over outputs (sklearn's
   ``r2_score`` with ``multioutput="uniform_average"``); an output with constant targets scores 1
   if it is predicted exactly and 0 otherwise.
+- **Pooled explained variance** (regression, over tasks): ``1 - SSE / SST`` over every output
+  of every regression task's samples, with SST taken around the grand mean of those targets;
+  on one output per task this is the multi-task literature's ``1 - MSE / Var(y)`` of the pooled
+  test set. **Pooled RMSE** is ``sqrt(SSE / n)`` over the same values.
 
-The headline metric of a task (higher is better; used for early stopping) is mAP@k for
-multilabel, accuracy for binary and multiclass, R^2 for regression.
+RMSE is reported in the target's units: a task whose labels were standardised
+(``TaskSpec.target_scale`` != 1) has its errors multiplied back by that scale.
+
+The headline metric of a task is mAP@k for multilabel, accuracy for binary and multiclass, R^2
+for regression. The headline of a split (``"main"``, higher is better; the trainer's early
+stopping and checkpoint choice) is the pooled explained variance for regression data sets: a
+per-task R^2 on the handful of validation samples of a small task is noise (docs/data.md).
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ __all__ = [
     "rmse",
     "r2_score",
     "task_metrics",
+    "pooled_regression_metrics",
     "headline_metric",
+    "main_metric",
     "evaluate",
 ]
 
@@ -148,7 +159,59 @@ def headline_metric(kind: str, k: int = 10) -> str:
     return names[kind]
 
 
-def task_metrics(kind: str, output: Tensor, target: Tensor, *, k: int = 10) -> dict[str, float]:
+def main_metric(tasks: Sequence) -> str:
+    """Name of a split's headline (``evaluate(...)["main"]``) for the task specs ``tasks``.
+
+    ``"ev"`` (pooled explained variance) when every task is a regression task, the kind's
+    headline when all tasks share one, ``"main"`` for a mix of kinds.
+    """
+    kinds = {t.kind for t in tasks}
+    if kinds == {"regression"}:
+        return "ev"
+    names = {headline_metric(kind) for kind in kinds}
+    return names.pop() if len(names) == 1 else "main"
+
+
+def pooled_regression_metrics(outputs: Sequence[Tensor], targets: Sequence[Tensor],
+                              scales: Sequence[float] | None = None) -> dict[str, float]:
+    """Explained variance and RMSE over the samples of several regression tasks, pooled.
+
+    Parameters
+    ----------
+    outputs, targets : sequences of Tensors of shape (n_t, K_t)
+        Predictions and targets of each task (``n_t`` may be 0).
+    scales : sequence of float, optional
+        Each task's ``target_scale``: outputs and targets are multiplied by it first, so the
+        RMSE is in the target's units (the explained variance does not depend on it when all
+        tasks share one scale).
+
+    Returns
+    -------
+    dict
+        ``{"ev": 1 - SSE / SST, "rmse": sqrt(SSE / n), "n": n}`` with SST around the grand mean
+        of all targets; ``ev`` is NaN when there are no samples or the targets are constant.
+    """
+    if len(outputs) != len(targets):
+        raise ValueError(f"outputs and targets must list the same tasks, got {len(outputs)} and {len(targets)}")
+    scales = [1.0] * len(outputs) if scales is None else list(scales)
+    out_all, y_all = [], []
+    for t, (o, y, s) in enumerate(zip(outputs, targets, scales)):
+        o, y = _check_pair(o, y, f"outputs[{t}]", f"targets[{t}]")
+        out_all.append(o.detach().to(torch.float64).reshape(-1) * s)
+        y_all.append(y.detach().to(torch.float64).reshape(-1) * s)
+    o = torch.cat(out_all) if out_all else torch.zeros(0, dtype=torch.float64)
+    y = torch.cat(y_all) if y_all else torch.zeros(0, dtype=torch.float64)
+    n = int(y.numel())
+    if n == 0:
+        return {"ev": float("nan"), "rmse": float("nan"), "n": 0}
+    sse = float((o - y).pow(2).sum())
+    sst = float((y - y.mean()).pow(2).sum())
+    ev = 1.0 - sse / sst if sst > 0 else float("nan")
+    return {"ev": ev, "rmse": (sse / n) ** 0.5, "n": n}
+
+
+def task_metrics(kind: str, output: Tensor, target: Tensor, *, k: int = 10,
+                 target_scale: float = 1.0) -> dict[str, float]:
     """Metrics of one task.
 
     Parameters
@@ -160,6 +223,8 @@ def task_metrics(kind: str, output: Tensor, target: Tensor, *, k: int = 10) -> d
         Labels in the layout of ``kind`` (see :mod:`taan_core.data.base`).
     k : int
         The k of mAP@k.
+    target_scale : float
+        Regression: the task's ``TaskSpec.target_scale``; the RMSE is multiplied by it.
 
     Returns
     -------
@@ -178,7 +243,7 @@ def task_metrics(kind: str, output: Tensor, target: Tensor, *, k: int = 10) -> d
         target = target.reshape(-1, 1)
     if output.ndim == 1:
         output = output.reshape(-1, 1)
-    return {"rmse": rmse(output, target), "r2": r2_score(output, target)}
+    return {"rmse": rmse(output, target) * float(target_scale), "r2": r2_score(output, target)}
 
 
 @torch.no_grad()
@@ -211,9 +276,13 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"per_task": {name: {metric: value}}, "mean": {metric: mean over tasks},
-        "main": mean over tasks of each task's headline metric}``. Tasks without samples in the
-        split are left out.
+        ``{"per_task": {name: {metric: value}}, "mean": {metric: mean over tasks}, "main": ...}``
+        and, when some task is a regression task, ``"pooled": {"ev", "rmse", "n"}`` over the
+        regression tasks' samples (:func:`pooled_regression_metrics`). ``main`` is the mean over
+        tasks of each task's headline metric, except that every regression task counts with the
+        pooled explained variance: for a regression data set ``main`` is that explained
+        variance (:func:`main_metric` names it). Tasks without samples in the split are left
+        out.
     """
     check_int(batch_size, "batch_size", minimum=1)
     if len(tasks) != data_split.num_tasks:
@@ -222,6 +291,7 @@ def evaluate(
     model.eval()
     per_task: dict[str, dict[str, float]] = {}
     headline: list[float] = []
+    regression: tuple[list, list, list] = ([], [], [])
     try:
         for t, spec in enumerate(tasks):
             n = data_split.num_samples(t)
@@ -233,15 +303,26 @@ def evaluate(
                 x, y = data_split.get(t, index)
                 outputs.append(model(x.to(device), t).float().cpu())
                 targets.append(y)
-            metrics = task_metrics(spec.kind, torch.cat(outputs), torch.cat(targets), k=k)
+            output, target = torch.cat(outputs), torch.cat(targets)
+            scale = getattr(spec, "target_scale", 1.0)
+            metrics = task_metrics(spec.kind, output, target, k=k, target_scale=scale)
             per_task[spec.name] = metrics
-            headline.append(metrics[headline_metric(spec.kind, k)])
+            if spec.kind == "regression":
+                for part, value in zip(regression, (output.reshape(n, -1), target.reshape(n, -1), scale)):
+                    part.append(value)
+            else:
+                headline.append(metrics[headline_metric(spec.kind, k)])
     finally:
         model.train(was_training)
     names = sorted({m for v in per_task.values() for m in v})
     mean = {m: sum(v[m] for v in per_task.values() if m in v) / sum(m in v for v in per_task.values()) for m in names}
-    main = sum(headline) / len(headline) if headline else float("nan")
-    return {"per_task": per_task, "mean": mean, "main": main}
+    result: dict = {"per_task": per_task, "mean": mean}
+    if regression[0]:
+        pooled = pooled_regression_metrics(*regression)
+        result["pooled"] = pooled
+        headline += [pooled["ev"]] * len(regression[0])
+    result["main"] = sum(headline) / len(headline) if headline else float("nan")
+    return result
 
 
 def _check_pair(a, b, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:

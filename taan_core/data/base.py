@@ -53,11 +53,17 @@ class TaskSpec:
     num_outputs : int
         Width of the task's model output: 1 for binary, the number of labels (multilabel), of
         classes (multiclass, >= 2) or of regression targets.
+    target_scale : float
+        Regression only: the labels are the targets divided by this (a data set that
+        standardises its targets records their standard deviation here), so that metrics in
+        the target's units (RMSE) multiply it back. 1.0 means the labels are in the target's
+        units.
     """
 
     name: str
     kind: str
     num_outputs: int
+    target_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -73,6 +79,14 @@ class TaskSpec:
         if self.num_outputs < 1:
             raise ValueError(f"task {self.name!r}: num_outputs must be >= 1, got {self.num_outputs}")
         object.__setattr__(self, "num_outputs", int(self.num_outputs))
+        scale = self.target_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+            raise TypeError(f"task {self.name!r}: target_scale must be a float, got {type(scale).__name__}")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"task {self.name!r}: target_scale must be finite and > 0, got {scale}")
+        if self.kind != "regression" and scale != 1.0:
+            raise ValueError(f"task {self.name!r}: target_scale applies to regression tasks, not {self.kind}")
+        object.__setattr__(self, "target_scale", float(scale))
 
     def empty_labels(self) -> Tensor:
         """Labels of zero samples in this task's layout: (0,) int64 or (0, K) float32."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,9 @@ from taan_core.metrics import (
     average_precision_at_k,
     evaluate,
     headline_metric,
+    main_metric,
     mean_average_precision_at_k,
+    pooled_regression_metrics,
     r2_score,
     rmse,
     task_metrics,
@@ -173,3 +177,64 @@ def test_evaluate_skips_tasks_without_samples():
     assert result["main"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="tasks must list"):
         evaluate(model, split, tasks[:1])
+
+
+def test_pooled_explained_variance_is_sklearns_r2_of_the_pooled_samples():
+    rng = np.random.default_rng(3)
+    ys = [rng.normal(m, 1.0, (n, 1)) for m, n in ((0.0, 5), (3.0, 40), (-2.0, 7))]
+    preds = [y + rng.normal(0, 0.5, y.shape) for y in ys]
+    pooled = pooled_regression_metrics([torch.tensor(p) for p in preds], [torch.tensor(y) for y in ys])
+    y_all, p_all = np.concatenate(ys), np.concatenate(preds)
+    assert pooled["ev"] == pytest.approx(sk_r2(y_all, p_all), rel=1e-12)
+    assert pooled["rmse"] == pytest.approx(float(np.sqrt(((y_all - p_all) ** 2).mean())), rel=1e-12)
+    assert pooled["n"] == 52
+    # It is not the mean of the per-task R^2, which the small tasks' noise dominates.
+    per_task = np.mean([sk_r2(y, p) for y, p in zip(ys, preds)])
+    assert abs(pooled["ev"] - per_task) > 0.05
+
+
+def test_pooled_metrics_edge_cases():
+    empty = pooled_regression_metrics([torch.zeros(0, 1)], [torch.zeros(0, 1)])
+    assert empty["n"] == 0 and math.isnan(empty["ev"])
+    constant = pooled_regression_metrics([torch.ones(3, 1)], [torch.ones(3, 1)])
+    assert math.isnan(constant["ev"]) and constant["rmse"] == 0.0
+    with pytest.raises(ValueError, match="same tasks"):
+        pooled_regression_metrics([torch.ones(3, 1)], [])
+    with pytest.raises(ValueError, match=r"outputs\[0\] and targets\[0\] must have the same shape"):
+        pooled_regression_metrics([torch.ones(3, 1)], [torch.ones(2, 1)])
+
+
+def test_evaluate_headline_of_regression_is_the_pooled_explained_variance_in_target_units():
+    # Two tasks standardised with scale 10: RMSE comes back in the target's units, EV is unit-free.
+    tasks = [TaskSpec("a", "regression", 1, target_scale=10.0), TaskSpec("b", "regression", 1, target_scale=10.0)]
+    ys = [torch.tensor([[0.0], [1.0], [2.0]]), torch.tensor([[5.0], [6.0]])]
+    outs = [y + 0.1 for y in ys]
+    split = TensorSplit(tasks, [torch.arange(len(y), dtype=torch.float32).reshape(-1, 1) for y in ys], ys)
+    result = evaluate(_Lookup(outs), split, tasks)
+    y_all, o_all = torch.cat(ys).numpy(), torch.cat(outs).numpy()
+    assert result["main"] == pytest.approx(sk_r2(y_all, o_all)) == pytest.approx(result["pooled"]["ev"])
+    assert result["pooled"]["rmse"] == pytest.approx(1.0)  # 0.1 standardised units x 10
+    assert result["per_task"]["a"]["rmse"] == pytest.approx(1.0)
+    assert result["per_task"]["a"]["r2"] == pytest.approx(sk_r2(ys[0].numpy(), outs[0].numpy()))
+    assert main_metric(tasks) == "ev"
+
+
+def test_evaluate_main_of_mixed_kinds_counts_regression_tasks_with_the_pooled_ev():
+    tasks = [TaskSpec("a", "binary", 1), TaskSpec("b", "regression", 1), TaskSpec("c", "regression", 1)]
+    ys = [torch.tensor([[1.0], [0.0]]), torch.tensor([[0.0], [2.0]]), torch.tensor([[4.0], [6.0]])]
+    outs = [torch.tensor([[1.0], [1.0]]), ys[1] + 1.0, ys[2]]
+    split = TensorSplit(tasks, [torch.arange(2, dtype=torch.float32).reshape(-1, 1)] * 3, ys)
+    result = evaluate(_Lookup(outs), split, tasks)
+    ev = sk_r2(torch.cat(ys[1:]).numpy(), torch.cat(outs[1:]).numpy())
+    assert result["pooled"]["ev"] == pytest.approx(ev)
+    assert result["main"] == pytest.approx((0.5 + 2 * ev) / 3)
+    assert main_metric(tasks) == "main" and main_metric(tasks[:1]) == "accuracy"
+
+
+def test_task_spec_target_scale_is_checked():
+    with pytest.raises(ValueError, match="target_scale must be finite and > 0"):
+        TaskSpec("a", "regression", 1, target_scale=0.0)
+    with pytest.raises(ValueError, match="applies to regression tasks"):
+        TaskSpec("a", "binary", 1, target_scale=2.0)
+    with pytest.raises(TypeError, match="target_scale must be a float"):
+        TaskSpec("a", "regression", 1, target_scale="2")
