@@ -35,7 +35,7 @@ except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at an
 
 __all__ = ["app", "main"]
 
-DATASETS = ("planted", "digits", "exam", "youtube8m", "omniglot", "npz")
+DATASETS = ("planted", "digits", "exam", "school", "youtube8m", "omniglot", "npz")
 MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched")
 REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 LOGS = ("none", "tensorboard")
@@ -81,7 +81,8 @@ _TRAIN_OPTIONS = ("batch_size", "sampler", "optimizer", "lr", "weight_decay", "s
                   "patience", "shared_warmup", "starts", "start_epochs", "amp", "compile", "deterministic", "seed")
 # Python names in library messages, and the options that set them.
 _OPTION_NAMES = {"data_path": "--data", "num_hinges": "--hinges", "val_fraction": "--val-fraction",
-                 "test_fraction": "--test-fraction", "batch_size": "--batch-size", "weight_decay": "--weight-decay",
+                 "test_fraction": "--test-fraction", "split_seed": "--split-seed", "batch_size": "--batch-size",
+                 "weight_decay": "--weight-decay",
                  "shared_warmup": "--shared-warmup", "start_epochs": "--start-epochs", "starts": "--starts",
                  **{name: f"--{name}" for name in ("epochs", "lr", "c", "seed", "patience", "threads", "device",
                                                    "hidden", "sampler", "optimizer", "schedule", "reg", "measure")}}
@@ -151,7 +152,8 @@ def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit
     return overrides
 
 
-def _data_config(data: Path | None, val_fraction: float | None, test_fraction: float | None) -> dict:
+def _data_config(data: Path | None, val_fraction: float | None, test_fraction: float | None,
+                 split_seed: int | None = None) -> dict:
     config: dict[str, Any] = {}
     if data is not None:
         config["data_path"] = str(data)
@@ -159,6 +161,8 @@ def _data_config(data: Path | None, val_fraction: float | None, test_fraction: f
         config["val_fraction"] = val_fraction
     if test_fraction is not None:
         config["test_fraction"] = test_fraction
+    if split_seed is not None:
+        config["seed"] = split_seed
     return config
 
 
@@ -175,6 +179,9 @@ def train(
         "--val-fraction", help="Share of every task's samples held out for validation (default: the data set's).")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(
         "--test-fraction", help="Share of every task's samples held out for testing (default: the data set's).")] = None,
+    split_seed: Annotated[Optional[int], typer.Option(
+        "--split-seed", help="Seed of the data set's random split into train, val and test (planted: of its generated "
+                             "samples); default 0. School's protocol averages over --split-seed 0..9.")] = None,
     model: Annotated[Optional[Model], typer.Option(help="Model (default: taan, taan-conv for omniglot).")] = None,
     reg: Annotated[Optional[Reg], typer.Option(help="Regulariser of the adaptive layers (default none).")] = None,
     c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient, in [0, 1e6] (default 0.1).")] = None,
@@ -280,7 +287,7 @@ def train(
         )
         resolve_device(config.device)
         _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
-        data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction))
+        data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction, split_seed))
     # The planted student is twice as wide as its teacher (16 units): a narrower student fits it
     # poorly and a wider one (64) recovers its tree less often (docs/data.md).
     widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
@@ -336,6 +343,7 @@ def _stored_options(raw: dict) -> dict[str, Any]:
     values["hinges"] = model_config.get("num_hinges")
     for key in ("val_fraction", "test_fraction"):
         values[key] = (data.get("config") or {}).get(key)
+    values["split_seed"] = (data.get("config") or {}).get("seed")
     return values
 
 

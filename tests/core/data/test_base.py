@@ -133,7 +133,7 @@ def test_split_indices_partition(n):
 
 
 def test_registry_and_errors():
-    assert set(DATASETS) == {"planted", "digits", "exam", "youtube8m", "omniglot", "npz"}
+    assert set(DATASETS) == {"planted", "digits", "exam", "school", "youtube8m", "omniglot", "npz"}
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         load_dataset("mnist")
     with pytest.raises(TypeError, match="data set name must be a str"):
