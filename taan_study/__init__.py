@@ -3,6 +3,9 @@
 - :func:`run_study` with a :class:`StudyConfig` (``taan-study``): every model on every data set
   with one budget, c chosen on validation, ``results.json`` and markdown tables; each run is a
   :class:`RunSpec`;
+- :func:`fit_linear` / :class:`LinearBaseline`: the linear baselines (ridge or logistic regression
+  per task, pooled, pooled with task intercepts), penalty chosen on validation; the study fits
+  them first on every data set where they apply;
 - :func:`render_figures`: heatmaps and sharing trees of the best TAAN runs, drawn with taan_viz;
 - :func:`format_tables` / :func:`write_tables` / :func:`insert_tables`: the tables of a
   ``results.json``.
@@ -20,16 +23,20 @@ _EXPORTS: dict[str, str] = {
     "BRANCHED_VARIANTS": "budgets",
     "BUDGETS": "budgets",
     "DEFAULT_GRID": "budgets",
+    "LINEAR_BASELINES": "linear",
+    "LinearBaseline": "linear",
     "QUICK_BUDGETS": "budgets",
     "QUICK_GRID": "budgets",
     "RESULTS_FORMAT": "study",
     "RunSpec": "config",
     "StudyConfig": "config",
     "VARIANTS": "budgets",
+    "fit_linear": "linear",
     "format_tables": "tables",
     "insert_tables": "tables",
     "render_figures": "figures",
     "reproduce_command": "cli",
+    "run_linear": "runner",
     "run_one": "runner",
     "run_study": "study",
     "select_coefficients": "study",

@@ -49,6 +49,8 @@ def reproduce_command(
     device: Annotated[str, typer.Option("--device", help="cpu|cuda|auto|...")] = "cpu",
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished identical runs in --out.")] = True,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw heatmaps and trees with taan_viz.")] = True,
+    linear: Annotated[bool, typer.Option(
+        "--linear/--no-linear", help="Fit the linear baselines (ridge / logistic regression) first.")] = True,
     doc: Annotated[Optional[Path], typer.Option(
         "--doc", help="Markdown file whose generated-tables block is refreshed (e.g. docs/results.md).")] = None,
 ) -> None:
@@ -63,7 +65,7 @@ def reproduce_command(
         datasets, seeds, quick, out, data,
         grid=_parse_floats(grid, "--grid") if grid is not None else None, tree_from=tree_from,
         grid_seeds=grid_seeds, tree_threshold=threshold, workers=workers, threads=threads, device=device, resume=resume,
-        figures=figures,
+        figures=figures, linear=linear,
     )
     results = run_study(config, log=log)
     if doc is not None:

@@ -175,6 +175,9 @@ class StudyConfig:
         Reuse the records of finished runs in ``out`` whose settings are identical.
     figures : bool
         Draw heatmaps and sharing trees of the best TAAN runs with taan_viz.
+    linear : bool
+        Fit the linear baselines of :mod:`taan_study.linear` (ridge or logistic regression per
+        task, pooled, pooled with task intercepts) on every data set where they apply.
 
     Raises
     ------
@@ -198,6 +201,7 @@ class StudyConfig:
     device: str = "cpu"
     resume: bool = True
     figures: bool = True
+    linear: bool = True
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -232,6 +236,8 @@ class StudyConfig:
         put("out", Path(self.out))
         put("tree_from", None if self.tree_from is None else str(self.tree_from))
         put("tree_threshold", float(self.tree_threshold))
+        if not isinstance(self.linear, bool):
+            raise TypeError(f"linear must be a bool, got {type(self.linear).__name__}")
 
     def data_path_of(self, dataset: str) -> str | None:
         """The data location of ``dataset``: :attr:`data_path` for a file-based one, else None."""

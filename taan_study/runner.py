@@ -28,7 +28,7 @@ import torch
 from taan_core.train._support import data_fingerprint  # re-exported: the study's records use it
 from taan_study.config import RunSpec
 
-__all__ = ["data_fingerprint", "load_study_data", "run_one", "time_models", "time_one"]
+__all__ = ["data_fingerprint", "load_study_data", "run_linear", "run_one", "time_models", "time_one"]
 
 _INFERENCE_REPEATS = 5
 # At most this many test samples are timed for inference (large data sets stream from disk).
@@ -53,6 +53,14 @@ def _load_data(name: str, data_path: str | None, config_json: str):
 def load_study_data(dataset: str, data_path: str | None = None, data_config: dict | None = None):
     """A data set of the study (cached per process: every run of a data set shares it)."""
     return _load_data(dataset, data_path, json.dumps(data_config or {}, sort_keys=True))
+
+
+def _metric_name(tasks) -> str:
+    """The headline metric of a data set's tasks, or "main" when its tasks have several."""
+    from taan_core.metrics import headline_metric
+
+    kinds = {headline_metric(t.kind) for t in tasks}
+    return kinds.pop() if len(kinds) == 1 else "main"
 
 
 def _build(spec: RunSpec, data) -> torch.nn.Module:
@@ -169,7 +177,7 @@ def run_one(spec: RunSpec, out: str | Path) -> dict:
         ``out/run_dir/run.json``.
     """
     from taan_core.checkpoint import load_checkpoint
-    from taan_core.metrics import evaluate, headline_metric
+    from taan_core.metrics import evaluate
 
     tic = time.perf_counter()
     model, data, config, device, result, stamps = _fit(spec, out)
@@ -179,12 +187,11 @@ def run_one(spec: RunSpec, out: str | Path) -> dict:
     model.to(device)
     tasks = list(data.tasks)
     test = evaluate(model, data.split("test"), tasks, config.eval_batch_size, device)
-    kinds = {headline_metric(t.kind) for t in tasks}
     seconds, samples = _inference_seconds(model, data.split("test"), config.eval_batch_size, device)
     record: dict[str, Any] = {
         "dataset": spec.dataset, "model": spec.variant, "registry": spec.registry, "reg": spec.reg,
         "c": float(spec.c), "seed": int(spec.seed), "selected": None,
-        "metric": kinds.pop() if len(kinds) == 1 else "main",
+        "metric": _metric_name(tasks),
         "val_main": float(result.best_main), "test_main": float(test["main"]),
         "test": {"per_task": test["per_task"], "mean": test["mean"], "main": float(test["main"])},
         "parameters": int(model.num_parameters()),
@@ -206,6 +213,51 @@ def run_one(spec: RunSpec, out: str | Path) -> dict:
     return record
 
 
+def run_linear(dataset: str, kind: str, out: str | Path, *, data_path: str | None = None,
+               data_config: dict | None = None, grid: list[float] | None = None,
+               eval_batch_size: int = 1024) -> dict:
+    """Fit, validate and test one linear baseline (:func:`taan_study.linear.fit_linear`) of the study.
+
+    The data are the study's (same configuration, same splits as the networks); the penalty is
+    chosen on validation, the test split only evaluated, with the networks' ``evaluate``.
+
+    Returns
+    -------
+    dict
+        A run record with the networks' keys (``registry`` "linear", ``seed`` None: the fit is
+        deterministic; no epochs, ``train_seconds_per_epoch`` None, ``fit_seconds`` the whole fit
+        over the grid), plus ``val`` (validation metrics) and ``linear`` (the fit's info). Also
+        written to ``out/run_dir/run.json``, with the weights in ``weights.pt``.
+    """
+    from taan_core.metrics import evaluate
+    from taan_study.linear import fit_linear
+
+    tic = time.perf_counter()
+    data = load_study_data(dataset, data_path, data_config)
+    model, info = fit_linear(data, kind, grid=grid)
+    tasks = list(data.tasks)
+    val = evaluate(model, data.split("val"), tasks, eval_batch_size)
+    test = evaluate(model, data.split("test"), tasks, eval_batch_size)
+    seconds, samples = _inference_seconds(model, data.split("test"), eval_batch_size, torch.device("cpu"))
+    run_dir = f"runs/{dataset}/{_slug(info['model'])}"
+    record: dict[str, Any] = {
+        "dataset": dataset, "model": info["model"], "registry": "linear", "reg": "none", "c": 0.0, "seed": None,
+        "selected": True, "metric": _metric_name(tasks),
+        "val_main": float(val["main"]), "test_main": float(test["main"]), "val": val, "test": test,
+        "parameters": int(model.num_parameters()), "train_seconds_per_epoch": None, "epoch_seconds": None,
+        "fit_seconds": info["fit_seconds"], "inference_seconds": seconds, "inference_samples": samples,
+        "best_epoch": None, "epochs_run": 0, "stopped_early": False, "wall_seconds": time.perf_counter() - tic,
+        "run_dir": run_dir, "tree": None, "num_groups": None, "ari": None, "ari_standard": None, "tree_ari": None,
+        "tree_source": None, "data_fingerprint": data_fingerprint(data), "spec": None, "linear": info,
+    }
+    folder = Path(out) / run_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": {"in_features": model.in_features, "output_dims": model.output_dims,
+                           "sharing": model.sharing}, "state_dict": model.state_dict()}, folder / "weights.pt")
+    (folder / "run.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
 def time_models(runs: list[dict], out: str | os.PathLike, repeats: int = 3,
                 log: Callable[[str], None] | None = None) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Time every selected model of every data set on its own, for Table 2.
@@ -222,7 +274,9 @@ def time_models(runs: list[dict], out: str | os.PathLike, repeats: int = 3,
     """
     log = log or (lambda line: None)
     first: dict[tuple[str, str], dict] = {}
-    for run in sorted(runs, key=lambda r: r["seed"]):
+    # The linear baselines have no epochs to time (their records hold the fit time).
+    networks = [r for r in runs if r.get("registry") != "linear"]
+    for run in sorted(networks, key=lambda r: r["seed"]):
         if run["selected"]:
             first.setdefault((run["dataset"], run["model"]), run)
     timing: dict[str, dict[str, dict[str, list[float]]]] = {}

@@ -9,6 +9,11 @@ sharing tree of each seed's TAAN (:class:`~taan_core.models.branched.Branched`) 
 same shape but a random task assignment are trained with the same budget. ``results.json``
 holds every run; :mod:`taan_study.tables` turns it into the markdown tables.
 
+Before the networks, the linear baselines of :mod:`taan_study.linear` (ridge or logistic
+regression per task, pooled, and pooled with one intercept per task) are fitted on every data set
+where they apply, on the same splits, their penalty chosen on validation; they need no seeds and
+no training loop, and their records sit in ``results.json`` beside the networks'.
+
 All models of a data set see the same splits (a data set's split depends only on its own config,
 which the study fixes) and the same batches for a given seed.
 """
@@ -27,7 +32,7 @@ from typing import Any, Callable
 from taan_study.budgets import _TRAIN_KEYS, BRANCHED_VARIANTS, VARIANTS, _model_config
 from taan_study.config import RunSpec, StudyConfig
 from taan_study.figures import render_figures
-from taan_study.runner import _slug, data_fingerprint, load_study_data, run_one, time_models
+from taan_study.runner import _slug, data_fingerprint, load_study_data, run_linear, run_one, time_models
 
 __all__ = ["RESULTS_FORMAT", "run_study", "select_coefficients"]
 
@@ -186,6 +191,49 @@ def _branched_specs(config: StudyConfig, budgets: dict[str, dict], runs: list[di
     return specs
 
 
+# Above this many training values (samples x features) the linear baselines are not fitted: the
+# fit holds the whole design matrix in float64.
+_MAX_LINEAR_VALUES = 50_000_000
+
+
+def _linear_runs(config: StudyConfig, budgets: dict[str, dict], out: Path, log: Callable[[str], None]
+                 ) -> tuple[list[dict], dict[str, str]]:
+    """The linear baselines' records of every data set, and why a data set has none (or fewer)."""
+    import math
+
+    from taan_study.linear import LINEAR_BASELINES, linear_family
+
+    records, notes = [], {}
+    for dataset in config.datasets:
+        data = load_study_data(dataset, config.data_path_of(dataset), budgets[dataset]["data_config"])
+        size = sum(data.split("train").num_samples(t) for t in range(data.num_tasks)) * math.prod(data.input_shape)
+        try:
+            linear_family(data)
+        except ValueError as err:
+            notes[dataset] = str(err)
+            continue
+        if size > _MAX_LINEAR_VALUES:
+            notes[dataset] = (f"{size:,} training values (samples x features) are more than the in-memory fit "
+                              f"takes ({_MAX_LINEAR_VALUES:,})")
+            continue
+        failed = []
+        for kind in LINEAR_BASELINES:
+            try:
+                record = run_linear(dataset, kind, out, data_path=config.data_path_of(dataset),
+                                    data_config=budgets[dataset]["data_config"],
+                                    eval_batch_size=budgets[dataset]["eval_batch_size"])
+            except ValueError as err:
+                failed.append(f"{kind}: {err}")
+                continue
+            records.append(record)
+            penalty = record["linear"]["penalty"]
+            log(f"{dataset} {record['model']} ({penalty}={record['linear']['chosen']:g}): "
+                f"val {record['val_main']:.4f} test {record['test_main']:.4f} ({record['wall_seconds']:.1f}s)")
+        if failed:
+            notes[dataset] = "; ".join(failed)
+    return records, notes
+
+
 def run_study(config: StudyConfig, log: Callable[[str], None] | None = None) -> dict:
     """Run the reproduction study and write ``results.json`` and the markdown tables into ``config.out``.
 
@@ -229,6 +277,8 @@ def run_study(config: StudyConfig, log: Callable[[str], None] | None = None) -> 
             "train_samples": sum(data.split("train").num_samples(t) for t in range(len(data.tasks))),
         }
 
+    # 0. The linear baselines: no seeds, no training loop, penalty chosen on validation.
+    linear_runs, linear_notes = _linear_runs(config, chosen_budgets, out, log) if config.linear else ([], {})
     # 1. Every model; the regularised TAANs over the whole grid on the first grid_seeds seeds.
     grid_seed_list = seed_list[:config.grid_seeds]
     specs = []
@@ -240,7 +290,8 @@ def run_study(config: StudyConfig, log: Callable[[str], None] | None = None) -> 
                     specs.append(_variant_spec(config, dataset, budget, variant, seed))
                 elif seed in grid_seed_list:
                     specs += [_variant_spec(config, dataset, budget, variant, seed, c) for c in config.grid]
-    runs = _run_all(specs, out, config.workers, config.resume, log, fingerprints)
+    runs = linear_runs + _run_all(specs, out, config.workers, config.resume, log, fingerprints)
+    _check_data(runs, fingerprints)
     # 2. c chosen on validation; the other seeds train at the chosen c only.
     chosen = select_coefficients(runs)
     rest = [_variant_spec(config, dataset, chosen_budgets[dataset], variant, seed, c)
@@ -261,8 +312,10 @@ def run_study(config: StudyConfig, log: Callable[[str], None] | None = None) -> 
                      "grid_seeds": grid_seed_list, "timing_repeats": repeats,
                      "tree_threshold": config.tree_threshold, "tree_from": config.tree_from,
                      "workers": config.workers, "budgets": chosen_budgets,
-                     "selection": "mean validation metric over the grid seeds"},
+                     "selection": "mean validation metric over the grid seeds",
+                     "linear": bool(config.linear)},
         "datasets": datasets_info, "selected_c": chosen, "runs": runs, "timing": timing,
+        "linear_notes": linear_notes,
         "wall_seconds": time.perf_counter() - started,
     }
     results["figures"] = render_figures(results, out) if config.figures else []

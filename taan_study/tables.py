@@ -1,9 +1,11 @@
 """Markdown tables of a study's ``results.json``, like the paper's Tables 1 and 2.
 
 - Table 1: test metric (mean +- sample std over seeds) of every model on every data set, with
-  the parameter counts; regularised TAANs at the coefficient chosen on validation.
+  the parameter counts; regularised TAANs at the coefficient chosen on validation; the linear
+  baselines (one deterministic fit each) above the networks.
 - Table 1b: the validation metric over the c grid, the chosen c marked.
 - Table 1c: test RMSE of the regression data sets.
+- Table 1d: the linear baselines' penalties chosen on validation, validation and test metric, fit time.
 - Table 2: training time per epoch and inference time relative to HardShare (medians over the
   selected runs), with HardShare's absolute times.
 - The planted benchmark's per-layer adjusted Rand index of the learned task clustering.
@@ -24,11 +26,39 @@ END_MARK = "<!-- generated tables: end -->"
 _METRIC_NAMES = {"r2": "R²", "accuracy": "accuracy", "rmse": "RMSE", "main": "main metric"}
 
 
-def _order(results: dict) -> list[str]:
+def _linear_order(results: dict) -> list[str]:
+    """The linear baselines present, ridge then logistic, each in :data:`LINEAR_BASELINES` order."""
+    from taan_study.linear import LINEAR_BASELINES
+
+    present = {r["model"] for r in results["runs"] if r.get("registry") == "linear"}
+    names = [names[i] for i in (0, 1) for names in LINEAR_BASELINES.values()]
+    return [m for m in names if m in present]
+
+
+def _network_order(results: dict) -> list[str]:
     from taan_study.budgets import BRANCHED_VARIANTS, VARIANTS
 
-    present = {r["model"] for r in results["runs"]}
+    present = {r["model"] for r in results["runs"] if r.get("registry") != "linear"}
     return [m for m in (*VARIANTS, *BRANCHED_VARIANTS) if m in present]
+
+
+def _order(results: dict) -> list[str]:
+    return _linear_order(results) + _network_order(results)
+
+
+def _sections(results: dict, width: int) -> list[tuple[str | None, list[str]]]:
+    """Row groups of a table of models: the linear baselines above the networks, each under a
+    label row when there are linear baselines, else the networks alone."""
+    linear = _linear_order(results)
+    if not linear:
+        return [(None, _network_order(results))]
+    blank = " |" * (width - 1)
+    return [(f"| *linear baselines* |{blank}", linear), (f"| *networks* |{blank}", _network_order(results))]
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -71,8 +101,8 @@ def summarize(results: dict) -> dict[str, dict[str, dict]]:
                 "val": _mean_std([r["val_main"] for r in runs]),
                 "c": runs[0]["c"] if runs[0]["reg"] != "none" else None,
                 "parameters": statistics.median(r["parameters"] for r in runs),
-                "run_train_seconds": statistics.median(r["train_seconds_per_epoch"] for r in runs),
-                "run_inference_seconds": statistics.median(r["inference_seconds"] for r in runs),
+                "run_train_seconds": _median(r["train_seconds_per_epoch"] for r in runs),
+                "run_inference_seconds": _median(r["inference_seconds"] for r in runs),
                 "epochs_run": _mean_std([float(r["epochs_run"]) for r in runs])[0],
                 "seeds": len(runs),
                 "metric": runs[0]["metric"],
@@ -101,18 +131,20 @@ def _table1(results: dict, summary: dict) -> list[str]:
     lines = _header(cells)
     best = {d: max((row["test"][0] for row in summary[d].values() if math.isfinite(row["test"][0])), default=None)
             for d in datasets}
-    for model in _order(results):
-        row = [model]
-        for d in datasets:
-            entry = summary[d].get(model)
-            if entry is None:
-                row += ["—", "—"]
-                continue
-            text = _fmt(*entry["test"])
-            if best[d] is not None and entry["test"][0] == best[d]:
-                text = f"**{text}**"
-            row += [text, f"{int(entry['parameters']):,}"]
-        lines.append("| " + " | ".join(row) + " |")
+    for label, models in _sections(results, len(cells)):
+        lines += [label] if label else []
+        for model in models:
+            row = [model]
+            for d in datasets:
+                entry = summary[d].get(model)
+                if entry is None:
+                    row += ["—", "—"]
+                    continue
+                text = _fmt(*entry["test"])
+                if best[d] is not None and entry["test"][0] == best[d]:
+                    text = f"**{text}**"
+                row += [text, f"{int(entry['parameters']):,}"]
+            lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
@@ -143,12 +175,37 @@ def _table1c(results: dict) -> list[str]:
     if not datasets:
         return []
     lines = _header(["model", *[f"{d}: test RMSE" for d in datasets]])
-    for model in _order(results):
-        row = [model]
-        for d in datasets:
-            runs = [r for r in results["runs"] if r["dataset"] == d and r["model"] == model and r["selected"]]
-            row.append(_fmt(*_mean_std([r["test"]["mean"]["rmse"] for r in runs])) if runs else "—")
-        lines.append("| " + " | ".join(row) + " |")
+    for label, models in _sections(results, len(datasets) + 1):
+        # Only models with a run on a regression data set (not the logistic baselines).
+        models = [m for m in models if any(r["model"] == m and r["dataset"] in datasets for r in results["runs"])]
+        lines += [label] if label and models else []
+        for model in models:
+            row = [model]
+            for d in datasets:
+                runs = [r for r in results["runs"] if r["dataset"] == d and r["model"] == model and r["selected"]]
+                row.append(_fmt(*_mean_std([r["test"]["mean"]["rmse"] for r in runs])) if runs else "—")
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _table1d(results: dict) -> list[str]:
+    """The linear baselines: penalty chosen on validation, validation and test metric, fit time."""
+    runs = [r for r in results["runs"] if r.get("registry") == "linear"]
+    if not runs:
+        return []
+    lines = _header(["data set", "model", "penalty chosen on val", "val", "test", "fit (whole grid)"])
+    for d in results["settings"]["datasets"]:
+        for model in _linear_order(results):
+            for r in (r for r in runs if r["dataset"] == d and r["model"] == model):
+                info = r["linear"]
+                chosen = f"{info['penalty']} = {info['chosen']:.3g}"
+                own = sum(info["own_choice"])
+                if own:
+                    per_task = sorted(info["chosen_per_task"])
+                    chosen = (f"own {info['penalty']} on {own} of {len(per_task)} tasks (median "
+                              f"{statistics.median(per_task):.3g}); {chosen} for the rest")
+                lines.append(f"| {d} | {model} | {chosen} | {r['val_main']:.3f} | {r['test_main']:.3f} | "
+                             f"{r['fit_seconds']:.2f} s |")
     return lines
 
 
@@ -158,7 +215,8 @@ def _table2(results: dict, summary: dict) -> list[str]:
     for d in datasets:
         cells += [f"{d}: train / epoch", f"{d}: inference"]
     lines = _header(cells)
-    for model in _order(results):
+    # The linear baselines have no epochs (Table 1d gives their fit times).
+    for model in _network_order(results):
         row = [model]
         for d in datasets:
             entry, ref = summary[d].get(model), summary[d].get("HardShare")
@@ -230,9 +288,22 @@ def _budget_table(results: dict) -> list[str]:
     return lines
 
 
+def _linear_caption(results: dict) -> str:
+    """Table 1's sentence on the linear baselines: what they are and where they were not fitted."""
+    text = ""
+    if _linear_order(results):
+        text = (" The linear baselines are one deterministic fit each (no seeds), their penalty chosen on "
+                "validation (Table 1d).")
+    notes = results.get("linear_notes") or {}
+    if notes:
+        text += " Linear baselines not fitted: " + "; ".join(f"{d}: {why}" for d, why in notes.items()) + "."
+    return text
+
+
 def format_tables(results: dict) -> dict[str, str]:
     """The markdown of every table, keyed ``budget``, ``table1``, ``table1b``, ``table2`` and, when they apply,
-    ``table1c`` (regression RMSE), ``ari`` (planted data) and ``trees`` (branched networks)."""
+    ``table1c`` (regression RMSE), ``table1d`` (linear baselines), ``ari`` (planted data) and ``trees``
+    (branched networks)."""
     summary = summarize(results)
     settings = results["settings"]
     seeds = len(settings["seeds"])
@@ -248,7 +319,8 @@ def format_tables(results: dict) -> dict[str, str]:
             "(finished runs with identical settings are reused).", "", *_budget_table(results)]),
         "table1": "\n".join([
             f"Table 1. Test metric, mean ± sample std over {seeds} seeds (best epoch on validation; regularised "
-            "TAANs at the c chosen on validation). Best mean per data set in bold.", "", *_table1(results, summary)]),
+            "TAANs at the c chosen on validation). Best mean per data set in bold." + _linear_caption(results), "",
+            *_table1(results, summary)]),
         "table1b": "\n".join([
             "Table 1b. Validation metric over the grid of c on the seeds the grid ran on (seeds "
             f"{', '.join(map(str, results['settings'].get('grid_seeds') or results['settings']['seeds']))}; "
@@ -265,6 +337,18 @@ def format_tables(results: dict) -> dict[str, str]:
         tables["table1c"] = "\n".join([
             f"Table 1c. Test RMSE of the regression data sets (mean over tasks; mean ± std over {seeds} seeds; "
             "lower is better).", "", *rmse])
+    linear = _table1d(results)
+    if linear:
+        from taan_study.linear import MIN_TASK_VAL
+
+        grid = next(r["linear"]["grid"] for r in results["runs"] if r.get("registry") == "linear")
+        tables["table1d"] = "\n".join([
+            "Table 1d. Linear baselines: ridge regression (regression tasks) or L2 logistic regression "
+            "(classification tasks) on the flattened inputs, fitted on the training split with unpenalised "
+            f"intercepts; the penalty (alpha, or C) is chosen on the validation split from {len(grid)} values "
+            f"between {min(grid):g} and {max(grid):g} (regression: pooled validation MSE; classification: mean "
+            f"validation accuracy), per task for a task with at least {MIN_TASK_VAL} validation samples. Val and "
+            "test: the networks' metric, from the same evaluation.", "", *linear])
     ari = _ari_table(results)
     if ari:
         tables["ari"] = "\n".join([
@@ -277,7 +361,7 @@ def format_tables(results: dict) -> dict[str, str]:
     trees = _tree_table(results)
     if len(trees) > 2:
         tables["trees"] = "\n".join(["Sharing trees the branched networks follow.", "", *trees])
-    order = ("budget", "table1", "table1b", "table1c", "table2", "ari", "trees")
+    order = ("budget", "table1", "table1b", "table1c", "table1d", "table2", "ari", "trees")
     return {key: tables[key] for key in order if key in tables}
 
 
@@ -285,7 +369,8 @@ def write_tables(results: dict, out) -> Path:
     """Write ``tables.md`` (all tables), ``table1.md`` and ``table2.md`` into ``out``; returns tables.md."""
     out = Path(out)
     tables = format_tables(results)
-    (out / "table1.md").write_text("\n\n".join(tables[k] for k in ("table1", "table1b", "table1c") if k in tables)
+    (out / "table1.md").write_text("\n\n".join(tables[k] for k in ("table1", "table1b", "table1c", "table1d")
+                                                if k in tables)
                                    + "\n")
     (out / "table2.md").write_text(tables["table2"] + "\n")
     path = out / "tables.md"

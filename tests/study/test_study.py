@@ -66,10 +66,11 @@ def test_study_writes_results_with_every_model_trained(study):
     for key in ("created", "machine", "settings", "datasets", "selected_c", "runs", "timing", "figures",
                 "wall_seconds"):
         assert key in stored
-    runs = stored["runs"]
-    # Grid on seed 0 (2 values x 3 regularisers), chosen c on seed 1, 2 branched per seed.
-    assert len(runs) == 2 * 6 + 2 * 3 + 3 + 2 * 2
-    assert len(lines) >= len(runs)
+    # Grid on seed 0 (2 values x 3 regularisers), chosen c on seed 1, 2 branched per seed; the three
+    # linear baselines (tests/study/test_linear.py checks their records).
+    assert len(stored["runs"]) == 2 * 6 + 2 * 3 + 3 + 2 * 2 + 3
+    assert len(lines) >= len(stored["runs"])
+    runs = [r for r in stored["runs"] if r["registry"] != "linear"]
     models = {*VARIANTS, *BRANCHED_VARIANTS}
     for seed in (0, 1):
         trained = {r["model"] for r in runs if r["seed"] == seed and r["selected"]}
@@ -102,7 +103,7 @@ def test_study_tables(study):
         assert f"| {model} |" in text
     assert "| HardShare | 1.00× | 1.00× |" in (out / "table2.md").read_text()
     tables = format_tables(results)
-    assert list(tables) == ["budget", "table1", "table1b", "table1c", "table2", "ari", "trees"]
+    assert list(tables) == ["budget", "table1", "table1b", "table1c", "table1d", "table2", "ari", "trees"]
     hard = [r["test_main"] for r in results["runs"] if r["model"] == "HardShare"]
     assert f"{np.mean(hard):.3f} ± {np.std(hard, ddof=1):.3f}" in tables["table1"]
     rmse = [r["test"]["mean"]["rmse"] for r in results["runs"] if r["model"] == "HardShare"]
@@ -113,6 +114,37 @@ def test_study_tables(study):
              and r["seed"] == 0]
     assert f"**{seed0[0]:.3f}** ✓" in tables["table1b"]
     assert "| planted | 4 | " in tables["budget"]
+
+
+@pytest.mark.slow
+def test_study_records_linear_baselines(study):
+    from taan_core.metrics import evaluate
+    from taan_study.linear import LINEAR_BASELINES, fit_linear
+    from taan_study.runner import load_study_data
+
+    out, results, lines = study
+    stored = json.loads((out / "results.json").read_text())
+    linear = [r for r in stored["runs"] if r["registry"] == "linear"]
+    names = [LINEAR_BASELINES[k][0] for k in LINEAR_BASELINES]
+    assert [r["model"] for r in linear] == names and stored["linear_notes"] == {}
+    data = load_study_data("planted", None, stored["settings"]["budgets"]["planted"]["data_config"])
+    for record in linear:
+        # The networks' data and evaluation; val and test recorded, the fit timed; no seed, no epochs.
+        assert record["data_fingerprint"] == stored["datasets"]["planted"]["fingerprint"]
+        model, _ = fit_linear(data, record["linear"]["kind"])
+        assert record["test"]["main"] == record["test_main"] == evaluate(model, data.split("test"), data.tasks)["main"]
+        assert record["val_main"] == evaluate(model, data.split("val"), data.tasks)["main"]
+        assert record["seed"] is None and record["selected"] and record["epochs_run"] == 0
+        assert record["fit_seconds"] > 0 and record["inference_seconds"] > 0
+        assert any(line.startswith(f"planted {record['model']} (alpha=") for line in lines)
+    text = (out / "tables.md").read_text()
+    table1 = format_tables(results)["table1"]
+    # Above the networks, under their own label; in Table 1d with the chosen penalty; not in Table 2.
+    assert table1.index("| *linear baselines* |") < table1.index("| Ridge per task |") < table1.index("| *networks* |")
+    assert table1.index("| *networks* |") < table1.index("| STL |")
+    for name in names:
+        assert f"| planted | {name} | " in text
+        assert f"| {name} |" not in (out / "table2.md").read_text()
 
 
 @pytest.mark.slow
@@ -141,8 +173,9 @@ def test_study_resumes_and_takes_tree_from_checkpoint(study, tmp_path):
     lines: list[str] = []
     again = run_study(StudyConfig(["planted"], 2, True, out, grid=[0.1, 1.0], grid_seeds=1, budgets=_TINY,
                                   workers=1, timing_repeats=0, figures=False, tree_from=source), log=lines.append)
-    # Only the branched networks are trained again (their tree changed); the rest is reused.
-    assert len(lines) == 4
+    # Only the branched networks are trained again (their tree changed); the rest is reused (the
+    # linear baselines are refitted, which takes no training: their lines do not start with "[").
+    assert len([line for line in lines if line.startswith("[")]) == 4
     branched = [r for r in again["runs"] if r["model"].startswith("Branched")]
     assert {r["tree_source"] for r in branched} == {str(source)}
     assert [r["tree"] for r in branched if r["model"] == "Branched (TAAN tree)"][0] == tree_from_checkpoint(source)
