@@ -255,6 +255,34 @@ class Comparison:
     def num_tasks(self) -> int:
         return len(self.task_names)
 
+    def table(self) -> list[str]:
+        """The result as lines of a plain-text table: one row per layer."""
+        symbol = "rho" if self.method == "spearman" else "r"
+        head = ["layer", "name", symbol, "p"]
+        if self.num_runs > 1:
+            head += [f"runs: mean {symbol}", "std", "min", "max"]
+        if self.grouping is not None:
+            head.append(f"ARI vs {self.grouping}")
+        rows = []
+        for la in self.layers:
+            row = [str(la.index + 1), la.name, f"{la.rho:.3f}", f"{la.pvalue:.2g}"]
+            if self.num_runs > 1:
+                row += [f"{v:.3f}" for v in la.spread.values()]
+            if la.ari is not None:
+                row.append(f"{float(la.ari.mean()):.3f}")
+            rows.append(row)
+        widths = [max(len(r[k]) for r in [head, *rows]) for k in range(len(head))]
+        return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+
+    def write_json(self, path: "str | Path", extra: dict | None = None) -> Path:
+        """Write :meth:`to_dict` (plus ``extra``) as strict, indented JSON, atomically."""
+        import json
+
+        from taan_core._atomic import atomic_write
+
+        text = json.dumps({**self.to_dict(), **dict(extra or {})}, indent=1, allow_nan=False) + "\n"
+        return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``compare.json``; NaN becomes None, so the JSON is strict."""
         def num(v) -> float | None:

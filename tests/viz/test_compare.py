@@ -358,3 +358,78 @@ def test_plot_compare(tmp_path):
     assert format_p(float("nan")) == "p undefined" and format_p(1e-4) == "p = 0.0001"
     with pytest.raises(ValueError, match="max_columns"):
         plot_compare(cmp, max_columns=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# taan-viz compare
+
+
+def _run(*args) -> int:
+    from taan_viz.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    return exc.value.code
+
+
+def test_cli_compare_one_run(tmp_path, capsys):
+    from PIL import Image
+
+    path, groups, names = _planted(tmp_path)
+    csv = _planted_csv(tmp_path, groups, names)
+    assert _run("compare", path, "--against", csv, "--group-by", "g3", "--permutations", "999", "--dpi", "60") == 0
+    out = path.parent / "checkpoint-viz"
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(out / "compare.png"), str(out / "compare.json")]
+    assert "1 row(s) of tasks not in the runs ignored (not_a_task)" in captured.err
+    table = [line for line in captured.err.splitlines() if not line.startswith("taan-viz:")]
+    assert table[0].split() == ["layer", "name", "rho", "p", "ARI", "vs", "g3"] and len(table) == 4
+    assert table[3].split()[:2] == ["3", "blocks.2.act"] and table[3].split()[-1] == "1.000"
+    doc = json.loads((out / "compare.json").read_text())
+    assert [la["p"] for la in doc["layers"]] == [0.001] * 3
+    assert doc["layers"][2]["ari"] == 1.0 and doc["permutations"] == 999 and doc["against"]["ignored_tasks"] == [
+        "not_a_task"]
+    with Image.open(out / "compare.png") as im:
+        assert len(im.info["Checkpoint-SHA256"]) == 64
+    # Files are not replaced without --overwrite.
+    assert _run("compare", path, "--against", csv) == 2
+    assert "compare.png exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_cli_compare_several_runs_and_a_matrix(tmp_path, capsys):
+    for seed in range(2):
+        path, groups, names = _planted(tmp_path / "runs", seed=seed)
+    known = read_known(_planted_csv(tmp_path, groups, names)).distance(names)
+    matrix = _write(tmp_path / "m.csv", _matrix_csv(names, known))
+    assert _run("compare", tmp_path / "runs", "--against", matrix, "--kind", "matrix", "--permutations", "99",
+                "--layers", "2,3", "--dpi", "40", "--format", "svg") == 0
+    out = tmp_path / "runs" / "compare"
+    assert sorted(p.name for p in out.iterdir()) == ["compare.json", "compare.svg"]
+    doc = json.loads((out / "compare.json").read_text())
+    assert [la["position"] for la in doc["layers"]] == [2, 3] and sorted(doc["layers"][0]["runs"]) == ["seed-0", "seed-1"]
+    assert set(doc["layers"][0]["spread"]) == {"mean", "std", "min", "max"} and doc["against"]["kind"] == "matrix"
+    assert "runs: mean rho" in capsys.readouterr().err
+
+
+def _one_line_error(capsys, *args) -> str:
+    assert _run(*args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("taan-viz: error: ") and "Traceback" not in err
+    return err
+
+
+def test_cli_compare_errors(tmp_path, checkpoint_path, capsys):
+    hostile = _write(tmp_path / "hostile.csv", ",cars,boats\ncars,0,1\nboats,2,0\n")
+    err = _one_line_error(capsys, "compare", checkpoint_path, "--against", hostile)
+    assert str(hostile) in err and "must be symmetric" in err
+    missing = _write(tmp_path / "few.csv", "task,kind\ncars,vehicle\nboats,vehicle\n")
+    assert f"{missing}: 4 task(s) of the run are missing from it: 'trains'" in _one_line_error(
+        capsys, "compare", checkpoint_path, "--against", missing)
+    assert "no such file" in _one_line_error(capsys, "compare", checkpoint_path, "--against", tmp_path / "nope.csv").lower()
+    good = _write(tmp_path / "ok.csv", "task,kind\n" + "".join(f"{n},k{i % 2}\n" for i, n in enumerate(TASK_NAMES)))
+    assert "--kind must be one of auto, matrix, attributes" in _one_line_error(
+        capsys, "compare", checkpoint_path, "--against", good, "--kind", "table")
+    assert "--permutations must be >= 1" in _one_line_error(
+        capsys, "compare", checkpoint_path, "--against", good, "--permutations", "0")
+    assert "no column 'size'" in _one_line_error(capsys, "compare", checkpoint_path, "--against", good, "--group-by", "size")
+    assert "Missing option '--against'" in _one_line_error(capsys, "compare", checkpoint_path)
