@@ -98,7 +98,7 @@ def mantel_test(d1, d2, permutations: int = 9999, seed: "int | None" = 0, method
     Ranks are taken once: a relabelling only moves the entries of ``d2``'s upper triangle among
     themselves, so their mean and spread, hence the denominator, stay the same and each permuted
     statistic is one sum of products, computed for batches of permutations at a time (9999
-    permutations of 139 tasks take about half a second).
+    permutations of 139 tasks take about 0.6 s).
 
     Parameters
     ----------
