@@ -319,7 +319,7 @@ def test_several_runs_give_the_spread(tmp_path):
     assert "runs: ρ " in fig.axes[0].get_title() and "mean distance: ρ = " in fig.axes[0].get_title()
 
 
-def test_compare_runs_errors(tmp_path, analysis):
+def test_compare_runs_errors(tmp_path, checkpoint, analysis):
     known = KnownTasks(source="k.csv", kind="attributes", task_names=tuple(TASK_NAMES[:5]),
                        columns={"g": ("a", "a", "b", "b", "c")})
     with pytest.raises(ValueError, match=r"k.csv: 1 task\(s\) of the run are missing from it: 'birds'"):
@@ -330,6 +330,13 @@ def test_compare_runs_errors(tmp_path, analysis):
         compare_runs(analysis, full, grouping="h")
     with pytest.raises(ValueError, match="runs must have 1 labels"):
         compare_runs([analysis], full, runs=["a", "b"])
+    with pytest.raises(ValueError, match="give at least one analysis"):
+        compare_runs([], full)
+    from taan_viz.analysis import analyze
+
+    fewer = analyze(checkpoint, layers="2,3")
+    with pytest.raises(ValueError, match="runs must have the same tasks and analysed layers"):
+        compare_runs([analysis, fewer], full)
     # Layer 1 of the fixture: every task has the same activation, so rho is undefined (None in JSON).
     cmp = compare_runs(analysis, full, permutations=9)
     assert math.isnan(cmp.layers[0].rho) and json.loads(json.dumps(cmp.to_dict()))["layers"][0]["rho"] is None
