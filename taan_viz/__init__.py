@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "SharingTree": "sharing",
     "classical_mds": "embedding",
     "Consensus": "consensus",
+    "compare_runs": "compare",
+    "mantel_test": "compare",
+    "read_known": "compare",
+    "Comparison": "compare",
     "expand_runs": "runs",
     "measure_mismatch": "measure_check",
     "export_analysis": "export",
@@ -38,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "layers_frame": "frames",
     "plot_sharing_tree": "plots",
     "plot_evolution": "plots",
+    "plot_compare": "plots",
     "save_figure": "plots",
 }
 

@@ -461,6 +461,76 @@ def consensus_command(
             typer.echo(f"layer {la.index + 1} {la.name}: stability {la.stability:.3f}", err=True)
 
 
+@app.command("compare")
+def compare_command(
+    checkpoints: Checkpoints,
+    against: Annotated[Path, typer.Option(
+        "--against", help="CSV of what is known about the tasks: a task-by-task distance matrix, or a table of "
+        "per-task attributes (first column the task name).", show_default=False)],
+    kind: Annotated[str, typer.Option(
+        "--kind", help="Form of the --against file: auto (a matrix when the header names the same tasks as the "
+        "first column), matrix or attributes.")] = "auto",
+    group_by: Annotated[Optional[str], typer.Option(
+        "--group-by", help="An attribute column: also score each layer's groups against it (adjusted Rand index).",
+        show_default=False)] = None,
+    permutations: Annotated[int, typer.Option(
+        "--permutations", help="Random relabellings of the tasks in the Mantel test.")] = 9999,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the relabellings.")] = 0,
+    layers: Layers = None,
+    measure: Measure = "data",
+    out: Annotated[Optional[Path], typer.Option(
+        "-o", "--out", help="Output folder (default: <checkpoint stem>-viz next to one checkpoint; compare/ in the "
+        "folder holding several runs).", show_default=False)] = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    threshold: Threshold = 0.1,
+) -> None:
+    """Test each layer's task distances against what is known about the tasks (Mantel test).
+
+    Writes compare.<format> (per layer, the TAAN distance of every pair of tasks against the known
+    distance, with Spearman's rho and the permutation p-value) and compare.json; prints the table on
+    stderr. With several runs: each run's rho, their spread, and the test of their mean distance.
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        check_threshold(threshold, None)
+        if permutations < 1:
+            raise ValueError(f"--permutations must be >= 1, got {permutations}")
+        from taan_viz.compare import KINDS, compare_runs, read_known
+
+        if kind not in KINDS:
+            raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        known = read_known(against, kind=kind)
+        runs = load_runs(checkpoints, measure, layers, task_names)
+        cmp = compare_runs([r.analysis for r in runs], known, grouping=group_by, permutations=permutations,
+                           seed=seed, runs=[r.label for r in runs], threshold=threshold)
+        out_dir = default_out(runs[0].ckpt, out) if len(runs) == 1 else (out or common_out(runs, "compare"))
+        fig_path, json_path = claim_paths(out_dir, [f"compare.{fmt}", "compare.json"], overwrite)
+        if cmp.ignored:
+            shown = ", ".join(cmp.ignored[:3]) + (f" and {len(cmp.ignored) - 3} more" if len(cmp.ignored) > 3 else "")
+            typer.echo(f"taan-viz: note: {against}: {len(cmp.ignored)} row(s) of tasks not in the runs ignored "
+                       f"({shown})", err=True)
+        from taan_viz.plots.compare import plot_compare
+
+        title = "TAAN distances against known distances"
+        if len(runs) == 1:
+            meta = figure_metadata(runs[0].ckpt, title, runs[0].note)
+        else:
+            meta = {"version": tool_version(), "source": "; ".join(str(r.ckpt.path) for r in runs), "title": title,
+                    "description": f"taan-viz {title} of {len(runs)} runs."}
+        save_and_echo(plot_compare(cmp), fig_path, dpi, meta)
+        extra = {"version": tool_version(), "sha256": {r.label: r.ckpt.sha256 for r in runs}}
+        notes = {r.label: r.note for r in runs if r.note}
+        if notes:
+            extra["measure_warnings"] = notes
+        cmp.write_json(json_path, extra)
+        typer.echo(str(json_path))
+        for line in cmp.table():
+            typer.echo(line, err=True)
+
+
 @app.command("inspect")
 def inspect_command(
     checkpoints: Checkpoints,

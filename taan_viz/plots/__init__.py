@@ -11,6 +11,7 @@ from taan_viz.plots.cluster import (
     plot_embeddings,
     seaborn_clustermap,
 )
+from taan_viz.plots.compare import plot_compare
 from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread, plot_support_tree
 from taan_viz.plots.curves import activation_curves, activation_values, plot_curve_grid, plot_curves
 from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
@@ -29,6 +30,7 @@ __all__ = [
     "heatmap",
     "paper_style",
     "plot_coclustering",
+    "plot_compare",
     "plot_curve_grid",
     "plot_curves",
     "plot_curves_evolution",
