@@ -56,23 +56,6 @@ GaussMeasure = _choices("GaussMeasure", ("standard", "data"))
 Split = _choices("Split", ("train", "val", "test"))
 Log = _choices("Log", LOGS)
 
-# Per-data-set defaults of the options the user did not give. planted is sized to train in about
-# a minute on two CPU cores; youtube8m and omniglot follow the paper's reference settings.
-# --model taan on planted also takes the benchmark's student fields (taan_core.data.planted).
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "planted": {"model": "taan", "hidden": [32, 32, 32], "hinges": 4, "epochs": 45, "batch_size": 16,
-                "lr": 1e-2, "weight_decay": 0.0, "patience": 0, "schedule": "cosine", "threads": 1},
-    "digits": {"model": "taan", "hidden": [64, 64], "hinges": 8, "epochs": 30, "batch_size": 16, "lr": 1e-3,
-               "weight_decay": 0.0, "patience": 5, "schedule": "none"},
-    "exam": {"model": "taan", "hidden": [32, 32], "hinges": 8, "epochs": 50, "batch_size": 8, "lr": 1e-3,
-             "weight_decay": 0.0, "patience": 10, "schedule": "none"},
-    "youtube8m": {"model": "taan", "hidden": [1024, 1024, 1024], "hinges": 64, "epochs": 10, "batch_size": 256,
-                  "lr": 1e-4, "weight_decay": 0.005, "patience": 3, "schedule": "none"},
-    "omniglot": {"model": "taan-conv", "hidden": [512], "hinges": 32, "epochs": 50, "batch_size": 5, "lr": 1e-4,
-                 "weight_decay": 0.005, "patience": 10, "schedule": "none"},
-    "npz": {"model": "taan", "hidden": [256, 256, 256], "hinges": 16, "epochs": 20, "batch_size": 32, "lr": 1e-3,
-            "weight_decay": 0.0, "patience": 5, "schedule": "none"},
-}
 # Options that may accompany --resume with any value: they extend or move a run without changing
 # what it is. Every other option must repeat the run's stored value.
 _RESUMABLE = {"epochs", "device", "threads", "out", "data", "log"}
@@ -137,12 +120,15 @@ def _parse_hidden(text: str) -> list[int]:
     return widths
 
 
-def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit_hinges: bool) -> dict:
+def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit_hinges: bool,
+                     extra: dict[str, Any] | None = None) -> dict:
+    """The model config fields the options set; ``extra`` (a data set's ``model_config`` defaults)
+    contributes the fields that ``model``'s config has."""
     from taan_core.models import MODELS as registry
     import dataclasses
 
     fields = {f.name for f in dataclasses.fields(registry[model].config_class)}
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {k: v for k, v in (extra or {}).items() if k in fields}
     if "hidden" in fields:
         overrides["hidden"] = hidden
     if "num_hinges" in fields and hinges is not None:
@@ -242,7 +228,9 @@ def train(
                                                "workers")}
     log = _value(log) or "none"
     dataset = _value(dataset) or "planted"
-    defaults = _DEFAULTS[dataset]
+    from taan_core.train._defaults import DATASET_DEFAULTS
+
+    defaults = DATASET_DEFAULTS[dataset]
     model = _value(model) or defaults["model"]
     out = out if out is not None else Path("runs") / f"{dataset}-{model}"
     if resume and overwrite:
@@ -275,14 +263,14 @@ def train(
     with _as_options():
         config = TrainConfig(
             epochs=pick(epochs, "epochs"), batch_size=pick(batch_size, "batch_size"),
-            sampler=_value(sampler) or "balanced", optimizer=_value(optimizer) or "adam", lr=pick(lr, "lr"),
+            sampler=_value(sampler) or defaults["sampler"], optimizer=_value(optimizer) or "adam", lr=pick(lr, "lr"),
             weight_decay=pick(weight_decay, "weight_decay"), schedule=_value(schedule) or defaults["schedule"],
             reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0, measure=_value(measure) or "standard",
-            patience=pick(patience, "patience"), shared_warmup=0.1 if shared_warmup is None else shared_warmup,
-            starts=3 if starts is None else starts, start_epochs=0.2 if start_epochs is None else start_epochs,
+            patience=pick(patience, "patience"), shared_warmup=pick(shared_warmup, "shared_warmup"),
+            starts=pick(starts, "starts"), start_epochs=0.2 if start_epochs is None else start_epochs,
             device=device or "auto", amp=True if amp is None else amp,
             compile=bool(compile), deterministic=bool(deterministic),
-            threads=threads if threads is not None else defaults.get("threads", 0),
+            threads=pick(threads, "threads"),
             seed=0 if seed is None else seed, out=str(out), quiet=quiet,
         )
         resolve_device(config.device)
@@ -299,7 +287,7 @@ def train(
             overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
         else:
             overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
-                                         explicit_hinges=hinges is not None)
+                                         explicit_hinges=hinges is not None, extra=defaults["model_config"])
             if model == "taan" and dataset == "planted":
                 from taan_core.data.planted import PLANTED_STUDENT_TAAN
 

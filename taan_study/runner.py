@@ -56,11 +56,10 @@ def load_study_data(dataset: str, data_path: str | None = None, data_config: dic
 
 
 def _metric_name(tasks) -> str:
-    """The headline metric of a data set's tasks, or "main" when its tasks have several."""
-    from taan_core.metrics import headline_metric
+    """The name of ``evaluate(...)["main"]`` for a data set's tasks (``ev``, ``accuracy``, ...)."""
+    from taan_core.metrics import main_metric
 
-    kinds = {headline_metric(t.kind) for t in tasks}
-    return kinds.pop() if len(kinds) == 1 else "main"
+    return main_metric(tasks)
 
 
 def _build(spec: RunSpec, data) -> torch.nn.Module:

@@ -23,7 +23,7 @@ __all__ = ["BEGIN_MARK", "END_MARK", "format_tables", "insert_tables", "summariz
 BEGIN_MARK = "<!-- generated tables: begin -->"
 END_MARK = "<!-- generated tables: end -->"
 
-_METRIC_NAMES = {"r2": "R²", "accuracy": "accuracy", "rmse": "RMSE", "main": "main metric"}
+_METRIC_NAMES = {"ev": "explained variance (pooled)", "r2": "R²", "accuracy": "accuracy", "rmse": "RMSE", "main": "main metric"}
 
 
 def _linear_order(results: dict) -> list[str]:

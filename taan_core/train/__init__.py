@@ -21,13 +21,14 @@ on CUDA); rank 0 writes the files.
 Modules: ``_trainer`` (the Trainer), ``_config`` (TrainConfig, TrainResult), ``_starts`` (the
 candidate starts), ``_support`` (device choice, run folders and their lock, losses, random
 states, the data fingerprint, metrics.jsonl), ``_distributed`` (torchrun / DDP), ``_progress``
-(the progress line), ``_multiseed`` (``taan-core train --seeds``), ``_tensorboard`` (the
+(the progress line), ``_defaults`` (each data set's training defaults), ``_multiseed`` (``taan-core train --seeds``), ``_tensorboard`` (the
 TensorBoard hook). The public names are the ones below.
 """
 
 from __future__ import annotations
 
 from taan_core.train._config import TrainConfig, TrainResult
+from taan_core.train._defaults import DATASET_DEFAULTS
 from taan_core.train._support import (
     RUN_FILES,
     RunLock,
@@ -38,5 +39,5 @@ from taan_core.train._support import (
 )
 from taan_core.train._trainer import Trainer, TrainingDivergedError
 
-__all__ = ["RUN_FILES", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "Trainer", "TrainingDivergedError",
+__all__ = ["DATASET_DEFAULTS", "RUN_FILES", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "Trainer", "TrainingDivergedError",
            "data_fingerprint", "prepare_run_dir", "resolve_device"]

@@ -227,10 +227,10 @@ def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | 
     chosen = parse_seeds(seeds)
     if out is None:
         out = Path("runs") / f"{dataset}-{model or ('taan-conv' if dataset == 'omniglot' else 'taan')}"
-    from taan_core.cli import _DEFAULTS  # noqa: F811 - the per-data-set defaults, read at call time
+    from taan_core.train._defaults import DATASET_DEFAULTS
 
     # planted trains on one thread by default (its model is too small to gain from more).
-    fixed_threads = ctx.params.get("threads") is not None or _DEFAULTS.get(dataset, {}).get("threads", 0) > 0
+    fixed_threads = ctx.params.get("threads") is not None or DATASET_DEFAULTS.get(dataset, {}).get("threads", 0) > 0
     results = train_seeds(chosen, out, child_arguments(ctx), workers=1 if workers is None else workers,
                           threads_given=fixed_threads,
                           echo=lambda line: typer.echo(line, err=True))

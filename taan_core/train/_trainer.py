@@ -145,7 +145,11 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self._adaptive_params = [p for _, act in self.model.adaptive_layers() for p in (act.alpha, act.hinges)]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The fused step instead of torch's default Python loop over every parameter tensor on
+        # CPU: with one head per task that loop cost 10 ms a step at 139 tasks, more than the
+        # model's forward and backward. Fused Adam exists for CPU and CUDA only.
+        fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+        self.optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         from taan_core.data import MultiTaskBatchSampler
 
         self.sampler = MultiTaskBatchSampler(self.data.split("train"), cfg.batch_size, mode=cfg.sampler,

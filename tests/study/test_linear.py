@@ -320,7 +320,7 @@ def test_study_linear_runs_and_notes(tmp_path):
         assert record["test_main"] == test["main"] and record["test"]["per_task"] == test["per_task"]
         assert record["val_main"] == evaluate(model, data.split("val"), data.tasks)["main"]
         assert record["registry"] == "linear" and record["seed"] is None and record["selected"]
-        assert record["fit_seconds"] > 0 and record["inference_seconds"] > 0 and record["metric"] == "r2"
+        assert record["fit_seconds"] > 0 and record["inference_seconds"] > 0 and record["metric"] == "ev"
         stored = json.loads((config.out / record["run_dir"] / "run.json").read_text())
         assert stored["test_main"] == record["test_main"]
     results = {"settings": {"datasets": ["planted", "npz"], "seeds": [0], "grid": [0.1], "quick": True,
