@@ -16,6 +16,7 @@ from taan_viz.analysis import METRICS, Analysis, check_metric
 from taan_viz.plots._style import (
     DIVERGING_CMAP,
     LABEL_ROW_PT,
+    PAPER_RC,
     SEQUENTIAL_CMAP,
     add_caption,
     category_color,
@@ -75,6 +76,50 @@ def _axes_points(ax) -> tuple[float, float]:
     fig_w, fig_h = ax.figure.get_size_inches()
     pos = ax.get_position()
     return pos.width * fig_w * 72, pos.height * fig_h * 72
+
+
+def _text_width_pt(text: str, fontsize: float) -> float:
+    """Width of one line of ``text`` in points, from the font's metrics (no figure needed)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    return text_to_path.get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)[0]
+
+
+def _panel_titles(heads: Sequence[tuple[int, str]], measures: Sequence[str], width_pt: float,
+                  fontsize: float) -> tuple[list[str], float]:
+    """Titles of the panels and their font size, each line at most ``width_pt`` points wide.
+
+    ``heads`` are (layer number, layer name), ``measures`` the panels' ``N(mu, sigma²)``. Every
+    panel gets the same layout, the first that fits all of them: "layer 1 · name" over
+    "x ~ N(...)"; else "layer 1", the name and the measure on three lines, at the font size
+    or, when a name is still too wide, one or two points smaller; else the same with names
+    cut to the width (the layer number stays whole, and the full name is in the export)."""
+    sizes = [fontsize, fontsize - 1, fontsize - 2]
+
+    def fits(lines: Sequence[str], size: float) -> bool:
+        # 5 % margin: drawn text is a little wider than the metrics (hinting, kerning).
+        return all(1.05 * _text_width_pt(line, size) <= width_pt for line in lines)
+
+    def measure_lines(size: float) -> list[str]:
+        with_x = [f"x ~ {m}" for m in measures]
+        return with_x if fits(with_x, size) else list(measures)
+
+    two = [f"layer {k} · {name}" for k, name in heads]
+    if fits(two, fontsize) and fits([f"x ~ {m}" for m in measures], fontsize):
+        return [f"{h}\nx ~ {m}" for h, m in zip(two, measures)], fontsize
+    for size in sizes:
+        lines = [f"layer {k}" for k, _ in heads] + [n for _, n in heads] + measure_lines(size)
+        if fits(lines, size):
+            return [f"layer {k}\n{n}\n{m}" for (k, n), m in zip(heads, measure_lines(size))], size
+    size = sizes[-1]
+
+    def cut(name: str) -> str:
+        while len(name) > 2 and not fits([name], size):
+            name = name[:-2] + "\u2026"
+        return name
+
+    return [f"layer {k}\n{cut(n)}\n{m}" for (k, n), m in zip(heads, measure_lines(size))], size
 
 
 def _annot_format(norm) -> str:
@@ -356,6 +401,18 @@ def plot_heatmaps(
         for ax in grid.flat[n:]:
             ax.set_visible(False)
         shared_cmap, shared_norm = metric_norm(metric, mats)
+        # Titles centre over their panels, one panel pitch apart: each line must fit a pitch
+        # (less a gap), or neighbouring titles run into each other.
+        pitch_pt = (fig.get_figwidth() - label_in - 0.9) / ncols * 72
+        titles, title_size = _panel_titles(
+            [(la.index + 1, short_label(la.name, 28)) for la in chosen],
+            [measure_label(la.geometry.mu, la.geometry.sigma) for la in chosen],
+            pitch_pt - 8, PAPER_RC["axes.titlesize"])
+        # Where each panel sits in its layout box (a colour bar sets it). An equal-aspect panel
+        # is narrower or shorter than its box; centred, it moves after constrained layout has
+        # measured the title above it, which can then leave the page (by 3 pt at 100 dpi). At
+        # the top of the box it stays where it was measured; at the right, beside its bar.
+        top_right = (1.0, 1.0)
         for k, (la, mat, ax) in enumerate(zip(chosen, mats, axes)):
             cmap, norm = (shared_cmap, shared_norm) if scale == "shared" else metric_norm(metric, [mat])
             first_col = k % ncols == 0
@@ -364,16 +421,14 @@ def plot_heatmaps(
             # Rows and columns share one order, so names left of each row of panels suffice
             # once panels are sized for their names (and halve the text to lay out).
             heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot,
-                    groups=strip, group_colors=colors, cbar=scale == "layer",
+                    groups=strip, group_colors=colors, cbar=scale == "layer", cbar_kws={"panchor": top_right},
                     xticklabels=named and not grown, yticklabels=named and first_col)
             if named and grown:
                 ax.set_xlabel("columns: the rows' tasks, same order", fontsize=6, color="0.35")
-            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
-                         "x ~ " + measure_label(la.geometry.mu, la.geometry.sigma),
-                         pad=10 if strip is not None else 4)
+            ax.set_title(titles[k], fontsize=title_size, pad=10 if strip is not None else 4)
         if scale == "shared":
             bar = fig.colorbar(axes[-1].images[0], ax=list(grid.flat), shrink=0.85 if nrows == 1 else 0.5,
-                               aspect=25, label=METRICS[metric][0])
+                               aspect=25, label=METRICS[metric][0], panchor=top_right)
             bar.outline.set_visible(False)
         if not named:
             for ax in axes:

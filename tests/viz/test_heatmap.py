@@ -147,3 +147,54 @@ def test_cell_values_fit_their_cells():
     heatmap(data, ax=wide, annot=True, cbar=False)
     assert "." in wide.texts[1].get_text()
     assert "." not in axes[0].texts[1].get_text() and axes[0].texts[1].get_fontsize() < wide.texts[1].get_fontsize()
+
+
+LONG_TASK_NAMES = ["Japanese_(katakana)", "Japanese_(hiragana)", "Korean", "Latin", "Greek", "Cyrillic",
+                   "Armenian", "Early_Aramaic"]
+
+
+def _conv_analysis(tmp_path, layers: int, layer_names=None):
+    import torch
+
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+    from tests.viz.viz_helpers import make_checkpoint_dict
+
+    groups = [[0] * 8, [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 1, 2, 2, 3, 4],
+              [0, 1, 2, 2, 3, 4, 5, 6]][-layers:]
+    names = layer_names or [f"convs.{i}.act" for i in range(layers)]
+    path = tmp_path / "conv.pt"
+    torch.save(make_checkpoint_dict(groups=groups, task_names=LONG_TASK_NAMES, layer_names=names), path)
+    return analyze(load_checkpoint(path))
+
+
+@pytest.mark.parametrize("layers, layer_names", [
+    (5, None),
+    (5, [f"features.denseblock{i}.denselayer16.act" for i in range(5)]),
+    (3, None),
+    (1, None),
+])
+def test_panel_titles_do_not_collide(tmp_path, layers, layer_names):
+    """Titles of side-by-side panels (8 tasks with long names) neither overlap nor leave the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    analysis = _conv_analysis(tmp_path, layers, layer_names)
+    fig = plot_heatmaps(analysis)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    panels = _panels(fig)
+    assert len(panels) == layers
+    boxes = sorted((ax.title.get_window_extent(renderer) for ax in panels), key=lambda b: b.x0)
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0
+    page = fig.bbox
+    for box in boxes:
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+    for la, ax in zip(analysis.layers, panels):
+        title = ax.get_title()
+        assert title.startswith(f"layer {la.index + 1}") and "N(" in title
+    if layers == 5 and layer_names is None:
+        # Too narrow for "layer 1 · convs.0.act" on one line: the name gets its own, whole.
+        assert panels[0].get_title().split("\n")[:2] == ["layer 1", "convs.0.act"]
+    if layers == 1:
+        assert panels[0].get_title().startswith("layer 1 · convs.0.act\nx ~ N(")
