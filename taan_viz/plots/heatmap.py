@@ -8,6 +8,7 @@ draws every layer of an :class:`~taan_viz.analysis.Analysis` side by side, with 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -122,28 +123,72 @@ def _panel_titles(heads: Sequence[tuple[int, str]], measures: Sequence[str], wid
     return [f"layer {k}\n{cut(n)}\n{m}" for (k, n), m in zip(heads, measure_lines(size))], size
 
 
-def _annot_format(norm) -> str:
-    top = max(abs(norm.vmin), abs(norm.vmax))
-    decimals = 2 if top <= 0 else int(min(4, max(0, 2 - math.floor(math.log10(top)))))
-    if top >= 100:
+def _annot_format(values: np.ndarray) -> str:
+    """Format of the cell values, chosen from the data: one decimal more than values 5 % of
+    their range apart need to print differently, for cells with room; a narrow cell drops that
+    one (:func:`_fit_annotation`), never more. Distances in [0, 1] print as ``0.253`` or
+    ``0.25``, never as 0 or 1; cosines close to 1 as ``0.9341`` or ``0.934``."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return "{:.2f}"
+    top = float(np.abs(finite).max())
+    if top >= 1e4 or 0 < top < 1e-3:
         return "{:.3g}"
+    spread = float(finite.max() - finite.min()) or top or 1.0
+    decimals = int(min(4, max(0, math.ceil(-math.log10(spread / 20)) + 1)))
     return f"{{:.{decimals}f}}"
 
 
-def _fit_annotation(fmt: str, values: np.ndarray, cell_pt: float) -> tuple[str, float]:
-    """A format and font size whose text fits a cell of ``cell_pt`` points: fewer decimals
-    (down to none) before a font smaller than 4 pt."""
-    def size(f: str) -> float:
-        chars = max(len(f.format(v)) for v in values.ravel()) if values.size else 1
-        # Digits are about 0.55 em wide; keep a 15 % margin and at most 70 % of the height.
-        return min(6.5, 0.85 * cell_pt / (0.55 * chars), 0.7 * cell_pt)
+def _cell_text(fmt: str, value: float, bare: bool = False) -> str:
+    """``value`` in ``fmt``; ``bare`` drops the leading zero of fractions (".25", and "0" for
+    a zero), for cells too narrow for "0.25"."""
+    text = fmt.format(value)
+    # "-0.00" reads as a sign error; zero is zero.
+    if text.startswith("-") and text.strip("-0.") == "":
+        text = text[1:]
+    if bare and text.lstrip("-").startswith("0."):
+        text = "0" if text.strip("0.") == "" else text.replace("0.", ".", 1)
+    # A true minus sign, not a hyphen.
+    return "\u2212" + text[1:] if text.startswith("-") else text
 
+
+def _annotation_size(texts: Sequence[str], cell_pt: float) -> float:
+    """Font size at which the longest of ``texts`` fits a cell of ``cell_pt`` points."""
+    chars = max((len(text) for text in texts), default=1)
+    # Digits are about 0.55 em wide; keep a 15 % margin and at most 70 % of the height.
+    return min(6.5, 0.85 * cell_pt / (0.55 * max(chars, 1)), 0.7 * cell_pt)
+
+
+def _fit_annotation(fmt: str, values: np.ndarray, cell_pt: float) -> tuple[str, bool, float]:
+    """A format, whether to drop leading zeros (:func:`_cell_text`) and a font size whose text
+    fits a cell of ``cell_pt`` points.
+
+    Digits come first: a narrow cell loses the leading zero of fractions (".25", when every
+    value is one), then one decimal, and only then does the font go below 3.5 pt (to 2.5 pt;
+    3.5 pt is 15 pixels high at the 300 dpi of the saved figures)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+
+    def size(f: str, bare: bool) -> float:
+        return _annotation_size([_cell_text(f, v, bare) for v in values], cell_pt)
+
+    formats = [fmt]
     if fmt.endswith("f}"):
         decimals = int(fmt[fmt.index(".") + 1:-2])
-        while decimals > 0 and size(fmt) < 4.0:
-            decimals -= 1
-            fmt = f"{{:.{decimals}f}}"
-    return fmt, max(2.5, size(fmt))
+        if decimals > 0:
+            formats.append(f"{{:.{decimals - 1}f}}")
+    candidates = []
+    for f in formats:
+        candidates.append((f, False))
+        # Without leading zeros only when every value is a fraction: ".25" beside "1.50" misleads.
+        if all(_cell_text(f, v).lstrip("\u2212").startswith("0") for v in values):
+            candidates.append((f, True))
+    for f, bare in candidates:
+        if size(f, bare) >= 3.5:
+            return f, bare, size(f, bare)
+    # Nothing fits at 3.5 pt: the largest font of the candidates (the first on ties).
+    f, bare = max(candidates, key=lambda c: size(*c))
+    return f, bare, max(2.5, size(f, bare))
 
 
 def _group_strip(ax, groups: np.ndarray, where: str, size: float, colors: Sequence[str] | None = None):
@@ -216,8 +261,10 @@ def heatmap(
     annot : bool, optional
         Write the values in the cells; default on for T <= 10. The font and the number of
         decimals are chosen so that a value fits its cell.
-    fmt : str, optional
-        Format of annotations (``"{:.2f}"``); chosen from the value range by default.
+    fmt : str or callable, optional
+        Format of annotations (``"{:.2f}"``), or a function from a value to its text (drawn
+        as it returns it). By default chosen from the data: one decimal more than values 5 %
+        of their range apart need to differ, and one fewer (never more) where cells are narrow.
     groups : sequence of int, optional
         Group of each task (same order); drawn as colour strips above and left of the matrix.
     group_colors : sequence of str, optional
@@ -277,17 +324,18 @@ def heatmap(
     if annot is None:
         annot = t <= _ANNOT_MAX
     if annot:
-        fmt, size = _fit_annotation(_annot_format(norm) if fmt is None else fmt, mat, cell_pt)
+        if callable(fmt):
+            text_of = fmt
+            size = max(2.5, _annotation_size([fmt(v) for v in mat.ravel()], cell_pt))
+        else:
+            fmt, bare, size = _fit_annotation(_annot_format(mat) if fmt is None else fmt, mat, cell_pt)
+            text_of = partial(_cell_text, fmt, bare=bare)
         kws = {"ha": "center", "va": "center", "fontsize": size}
         kws.update(annot_kws or {})
         colors = image.cmap(image.norm(mat))
         for i in range(t):
             for j in range(t):
-                text = fmt.format(mat[i, j])
-                # "-0.00" reads as a sign error; zero is zero. A true minus sign, not a hyphen.
-                if text.startswith("-"):
-                    text = text[1:] if text.strip("-0.") == "" else "\u2212" + text[1:]
-                ax.text(j, i, text, color=text_color_for(colors[i, j]), **kws)
+                ax.text(j, i, text_of(mat[i, j]), color=text_color_for(colors[i, j]), **kws)
     if groups is not None:
         size = max(0.012, min(0.05, 0.6 / t))
         _group_strip(ax, np.asarray(groups), "top", size, group_colors)
@@ -413,6 +461,15 @@ def plot_heatmaps(
         # measured the title above it, which can then leave the page (by 3 pt at 100 dpi). At
         # the top of the box it stays where it was measured; at the right, beside its bar.
         top_right = (1.0, 1.0)
+        fmt, annot_kws = None, None
+        if scale == "shared" and (t <= _ANNOT_MAX if annot is None else annot):
+            # One format and font of the cell values for every panel of a shared scale, fitted
+            # to all their values, so that the panels read alike. Panels have one size, the
+            # size heatmap() fits to.
+            values = np.concatenate([m.ravel() for m in mats])
+            cell_pt = 0.85 * min(_axes_points(axes[0])) / t
+            digits, bare, size = _fit_annotation(_annot_format(values), values, cell_pt)
+            fmt, annot_kws = partial(_cell_text, digits, bare=bare), {"fontsize": size}
         for k, (la, mat, ax) in enumerate(zip(chosen, mats, axes)):
             cmap, norm = (shared_cmap, shared_norm) if scale == "shared" else metric_norm(metric, [mat])
             first_col = k % ncols == 0
@@ -420,7 +477,8 @@ def plot_heatmaps(
             colors = [palette.key_color(g) for g in range(palette.num_keys)] if groups else None
             # Rows and columns share one order, so names left of each row of panels suffice
             # once panels are sized for their names (and halve the text to lay out).
-            heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot,
+            heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot, fmt=fmt,
+                    annot_kws=annot_kws,
                     groups=strip, group_colors=colors, cbar=scale == "layer", cbar_kws={"panchor": top_right},
                     xticklabels=named and not grown, yticklabels=named and first_col)
             if named and grown:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -146,7 +148,61 @@ def test_cell_values_fit_their_cells():
     wide = plt.figure(figsize=(6, 6)).gca()
     heatmap(data, ax=wide, annot=True, cbar=False)
     assert "." in wide.texts[1].get_text()
-    assert "." not in axes[0].texts[1].get_text() and axes[0].texts[1].get_fontsize() < wide.texts[1].get_fontsize()
+    # The narrow cells drop one decimal of the wide ones (never more) and take a smaller font.
+    assert wide.texts[1].get_text() == "0.70" and axes[0].texts[1].get_text() == "0.7"
+    assert axes[0].texts[1].get_fontsize() < wide.texts[1].get_fontsize()
+
+
+def _values(ax) -> list[float]:
+    return [float(t.get_text().replace("\u2212", "-")) for t in ax.texts]
+
+
+@pytest.mark.parametrize("panels", [1, 5])
+def test_cell_values_keep_their_digits(panels):
+    """Distances in [0, 1] print with the digits that tell them apart, not as 0 or 1, also in
+    the narrow panels of a 5-layer figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    values = np.array([0.03, 0.25, 0.61])
+    rng = np.random.default_rng(0)
+    data = rng.choice(values, size=(8, 8))
+    data = np.triu(data, 1) + np.triu(data, 1).T
+    fig = Figure(figsize=(7.2, 2.0) if panels == 5 else (4, 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    for ax in axes:
+        heatmap(data, labels=[f"task {i}" for i in range(8)], ax=ax, annot=True, cbar=False)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        texts = [t.get_text() for t in ax.texts]
+        assert len(texts) == 64
+        np.testing.assert_allclose(_values(ax), data.ravel(), atol=0.005)
+        # Each value with at least its two decimals ("0.25", ".25" in narrow cells, "0.250").
+        for v in values:
+            assert any(re.fullmatch(r"0?\.\d{2,}", text) and abs(float(text) - v) < 0.005 for text in texts), \
+                (v, set(texts))
+        assert not {"1", "1.0"} & set(texts)
+        cell = ax.get_window_extent(renderer).width / 8
+        assert max(t.get_window_extent(renderer).width for t in ax.texts) <= cell
+
+
+def test_annotation_format_follows_the_data():
+    from taan_viz.plots.heatmap import _annot_format, _cell_text
+
+    # Cosines close to 1: three decimals tell them apart (two would print 0.93, 0.93, 0.94).
+    cos = np.array([[1.0, 0.934, 0.9312], [0.934, 1.0, 0.9375], [0.9312, 0.9375, 1.0]])
+    fig, ax = plt.subplots(figsize=(4, 4))
+    heatmap(cos, ax=ax, metric="cosine", annot=True, cbar=False)
+    assert len({t.get_text() for t in ax.texts}) == 4
+    assert _annot_format(np.array([0.0, 0.61])) == "{:.3f}"
+    assert _annot_format(np.array([0.0, 9.87])) == "{:.2f}"
+    assert _annot_format(np.array([0.0, 450.0])) == "{:.0f}"
+    assert _annot_format(np.array([0.0, 2e-5])) == "{:.3g}"
+    assert _annot_format(np.array([np.nan])) == "{:.2f}"
+    assert _cell_text("{:.2f}", -0.001) == "0.00"
+    assert _cell_text("{:.2f}", -0.25) == "\u22120.25"
+    assert _cell_text("{:.2f}", -0.25, bare=True) == "\u2212.25"
+    assert _cell_text("{:.2f}", 0.0, bare=True) == "0"
 
 
 LONG_TASK_NAMES = ["Japanese_(katakana)", "Japanese_(hiragana)", "Korean", "Latin", "Greek", "Cyrillic",
