@@ -19,6 +19,7 @@ from taan_viz.plots._style import (
     LABEL_ROW_PT,
     PAPER_RC,
     SEQUENTIAL_CMAP,
+    SINGLE_RUN_NOTE,
     add_caption,
     category_color,
     check_labels,
@@ -28,6 +29,7 @@ from taan_viz.plots._style import (
     short_label,
     show_labels,
     text_color_for,
+    wrap_to_width,
 )
 
 __all__ = ["heatmap", "metric_norm", "plot_heatmaps"]
@@ -368,6 +370,7 @@ def plot_heatmaps(
     palette=None,
     figsize: tuple[float, float] | None = None,
     caption: bool = True,
+    single_run: bool = True,
 ):
     """One heatmap per layer, tasks in one clustered order, one colour scale.
 
@@ -401,6 +404,11 @@ def plot_heatmaps(
     caption : bool, default True
         A one-line note under the panels saying how tasks are ordered and which measure is used.
 
+    single_run : bool, default True
+        The caption's last line says that one run cannot tell how stable its groups are, and
+        how to find out (:data:`~taan_viz.plots._style.SINGLE_RUN_NOTE`). False where the figure
+        sits beside the consensus of several runs.
+
     Returns
     -------
     matplotlib Figure
@@ -432,6 +440,14 @@ def plot_heatmaps(
     else:
         panel, ncols = None, n
     nrows = -(-n // ncols)
+    if order_by == "tree":
+        how = (f"tasks ordered by {analysis.method}-linkage clustering of layer "
+               f"{max(la.index for la in analysis.layers) + 1}, grouped by the sharing tree")
+    elif ref is None:
+        how = "task order of the checkpoint"
+    else:
+        how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
+    note = (f"{how}; strip {palette.describe()}" if groups else how) + (f"\n{SINGLE_RUN_NOTE}" if single_run else "")
     if figsize is None:
         if panel is None:
             # Panels as large as a 7.2 in (two-column) page allows; the labels' length decides
@@ -439,9 +455,12 @@ def plot_heatmaps(
             rot = _tick_rotation(names) if named else 0
             below = label_in * (1.0 if rot == 90 else 0.72 if rot == 45 else 0.15)
             panel = min(2.4 if n > 1 else 3.4, (7.2 - 0.9 - label_in) / n)
-            figsize = (min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below + (0.2 if caption else 0))
+            width, height = min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below
         else:
-            figsize = (ncols * (panel + 0.25) + label_in + 0.9, nrows * (panel + 0.7) + (0.2 if caption else 0))
+            width, height = ncols * (panel + 0.25) + label_in + 0.9, nrows * (panel + 0.7)
+        # Room for each line of the caption as add_caption wraps it (6.5 pt, 1.2 line spacing).
+        lines = wrap_to_width(note, width * 0.96, 6.5).count("\n") + 1 if caption else 0
+        figsize = (width, height + lines * 6.5 * 1.2 / 72)
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         grid = fig.subplots(nrows, ncols, squeeze=False)
@@ -494,13 +513,5 @@ def plot_heatmaps(
             for ax in axes[::ncols]:
                 ax.set_ylabel(f"{t} tasks" + (" (names: --labels all, or the export)" if t > 1 else ""))
         if caption:
-            if order_by == "tree":
-                how = (f"tasks ordered by {analysis.method}-linkage clustering of layer "
-                       f"{max(la.index for la in analysis.layers) + 1}, grouped by the sharing tree")
-            elif ref is None:
-                how = "task order of the checkpoint"
-            else:
-                how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
-            extra = f"; strip {palette.describe()}" if groups else ""
-            add_caption(fig, f"{how}{extra}")
+            add_caption(fig, note)
     return fig
