@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from taan_viz.consensus import Consensus
+from taan_viz.consensus import STABILITY_THRESHOLD, Consensus
 
 __all__ = ["CONSENSUS_FILES", "consensus_figures", "consensus_section", "write_consensus_json"]
 
@@ -50,11 +50,13 @@ def consensus_section(cons: Consensus, dpi: int = 150, representative: str | Non
               "ARI vs planted, mean over runs"]
     rep = representative or cons.runs[cons.representative]
     intro = (f"{cons.num_runs} runs ({', '.join(cons.runs)}). Stability 1 means every run finds the same groups; "
-             "about 0 means no more agreement than chance. The other sections of this report show one run, "
+             f"about 0 means no more agreement than chance; below {STABILITY_THRESHOLD:g} a layer's groups depend "
+             "on the run. The other sections of this report show one run, "
              f"{rep}, the one that agrees most with the others (highest summed ARI).")
     figures = [ReportFigure(f"consensus-{key}", title.capitalize(), "", figure_uri(fig, dpi))
                for key, (title, fig) in consensus_figures(cons).items()]
     return ReportSection(id="consensus", title=f"Consensus of {cons.num_runs} runs", paragraphs=[intro],
+                         warnings=cons.warnings,
                          figures=figures, tables=[(header, rows)])
 
 

@@ -73,6 +73,9 @@ class ReportSection:
     figures : list of ReportFigure
     tables : list of (header, rows)
     notes : list of str
+    warnings : list of str
+        Lines a reader must not miss (e.g. a layer whose groups differ between runs), one
+        paragraph each after ``paragraphs``, in dark red.
     """
 
     id: str
@@ -81,6 +84,7 @@ class ReportSection:
     figures: list[ReportFigure] = field(default_factory=list)
     tables: list[tuple[Sequence[str], Sequence[Sequence[Any]]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def figure_uri(fig, dpi: int) -> str:
@@ -207,22 +211,25 @@ def render_report(
     t = analysis.num_tasks
     deepest = max(range(len(analysis.layers)), key=lambda k: analysis.layers[k].index)
     how = f"{n_clusters} clusters per layer" if n_clusters else f"groups of the sharing tree at {threshold:g}"
+    # Beside a consensus of several runs the figures need not say that one run cannot tell how
+    # stable its groups are: the consensus section says how stable they are.
+    single_run = not any(sec.id == "consensus" for sec in sections)
 
     def tree_fig():
         fig, ax = tree_figure(tree)
-        plot_sharing_tree(tree, ax=ax, palette=palette)
+        plot_sharing_tree(tree, ax=ax, palette=palette, single_run=single_run)
         return fig
 
     specs: list[tuple[str, str, str, Callable]] = [
         ("heatmap", "Functional distances", "Distance d(Fₛ, Fₜ) between the tasks' activations in every layer, "
          "one colour scale; tasks in the sharing-tree order.",
-         lambda: plot_heatmaps(analysis, threshold=threshold, palette=palette)),
+         lambda: plot_heatmaps(analysis, threshold=threshold, palette=palette, single_run=single_run)),
         # Beyond 40 tasks the distance heatmap grows to hold every name; the cosines follow it in
         # the same order, so they leave the names to it and stay one page wide.
         ("heatmap-cosine", "Cosine similarities", "cos(Fₛ, Fₜ) on the diverging scale [−1, 1]"
          + (", tasks in the order of the distance heatmap, which names them." if t > 40 else "."),
          lambda: plot_heatmaps(analysis, metric="cosine", threshold=threshold, palette=palette,
-                               labels="none" if t > 40 else "auto")),
+                               labels="none" if t > 40 else "auto", single_run=single_run)),
         ("curves", "Activation functions", f"Every task's Fₜ (top) and its residual Fₜ − relu (bottom), coloured "
          f"by task ({how}); shaded: the measure; ticks: hinges.",
          lambda: plot_curves(analysis, n_clusters=n_clusters, threshold=threshold, residual=True, palette=palette)),

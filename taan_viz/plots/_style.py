@@ -21,6 +21,7 @@ __all__ = [
     "OKABE_ITO",
     "PAPER_RC",
     "SEQUENTIAL_CMAP",
+    "SINGLE_RUN_NOTE",
     "add_caption",
     "category_color",
     "category_linestyle",
@@ -46,6 +47,10 @@ _LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (4, 1.5, 1, 1.5)))
 SEQUENTIAL_CMAP = "viridis"
 DIVERGING_CMAP = "RdBu_r"
 FORMATS = ("png", "svg", "pdf")
+
+# Under the figures of one run: its groups may not come back with another seed, and one run
+# cannot tell (taan_viz.consensus measures it over several).
+SINGLE_RUN_NOTE = "one run, stability unknown: taan-core train --seeds 0-4, then taan-viz consensus"
 
 PAPER_RC: dict = {
     "font.size": 8,
@@ -162,7 +167,8 @@ def wrap_to_width(text: str, width_in: float, fontsize: float) -> str:
     import textwrap
 
     chars = max(20, int(width_in * 72 / (0.56 * fontsize)))
-    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+    # Not at hyphens: "taan-viz" and "--seeds" are commands and options, read whole.
+    return "\n".join(textwrap.fill(part, chars, break_on_hyphens=False) for part in text.split("\n"))
 
 
 def join_to_width(parts: list[str], width_in: float, fontsize: float, sep: str = " · ") -> str:

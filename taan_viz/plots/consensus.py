@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from taan_viz.consensus import Consensus
-from taan_viz.plots._style import SEQUENTIAL_CMAP, paper_style, short_label, text_color_for
+from taan_viz.plots._style import SEQUENTIAL_CMAP, add_caption, paper_style, short_label, text_color_for
 
 __all__ = ["plot_coclustering", "plot_distance_spread", "plot_support_tree"]
 
@@ -23,6 +23,15 @@ _ANNOTATE_MAX = 10
 # Support is read like bootstrap support: low values should stand out, high ones recede.
 _SUPPORT_CMAP = "RdYlBu"
 _SPREAD_CMAP = "magma_r"
+# Dark red, for the lines that say a layer's groups differ between runs.
+_WARNING_COLOR = "#A50F15"
+
+
+def _say_unstable(fig, cons: Consensus) -> None:
+    """Under the figure, one line per layer whose runs disagree (stability below
+    :data:`~taan_viz.consensus.STABILITY_THRESHOLD`); nothing when every layer is stable."""
+    if cons.warnings:
+        add_caption(fig, "\n".join(cons.warnings), fontsize=7, color=_WARNING_COLOR)
 
 
 def _tick_fontsize(t: int) -> float:
@@ -125,6 +134,7 @@ def plot_coclustering(cons: Consensus, *, annot: bool | None = None):
         cut = (f"{cons.n_clusters} clusters per layer" if cons.n_clusters is not None
                else f"clusters cut at {cons.threshold:g} × RMS norm")
         fig.suptitle(f"Co-clustering over {cons.num_runs} runs ({cut}); lines: consensus-tree groups")
+        _say_unstable(fig, cons)
     return fig
 
 
@@ -172,6 +182,7 @@ def plot_distance_spread(cons: Consensus, *, annot: bool | None = None):
         fig.colorbar(im_s, ax=axes, shrink=0.8, aspect=30, pad=0.01).set_label("std over runs (upper triangle)")
         fig.colorbar(im_m, ax=axes, shrink=0.8, aspect=30, pad=0.01).set_label("mean d(Fₛ, Fₜ) (lower triangle)")
         fig.suptitle(f"Functional distance over {cons.num_runs} runs: mean (lower) and spread (upper)")
+        _say_unstable(fig, cons)
     return fig
 
 
@@ -249,4 +260,5 @@ def plot_support_tree(cons: Consensus, *, names: bool | None = None):
         counts = " → ".join(str(k) for k in tree.num_groups)
         ax.set_title(f"Consensus sharing tree: tasks together in more than half of the runs' trees "
                      f"(each d ≤ {cons.threshold:g} × RMS norm);\ngroups per layer {counts}", fontsize=7)
+        _say_unstable(fig, cons)
     return fig

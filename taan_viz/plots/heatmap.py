@@ -8,6 +8,7 @@ draws every layer of an :class:`~taan_viz.analysis.Analysis` side by side, with 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +17,9 @@ from taan_viz.analysis import METRICS, Analysis, check_metric
 from taan_viz.plots._style import (
     DIVERGING_CMAP,
     LABEL_ROW_PT,
+    PAPER_RC,
     SEQUENTIAL_CMAP,
+    SINGLE_RUN_NOTE,
     add_caption,
     category_color,
     check_labels,
@@ -26,6 +29,7 @@ from taan_viz.plots._style import (
     short_label,
     show_labels,
     text_color_for,
+    wrap_to_width,
 )
 
 __all__ = ["heatmap", "metric_norm", "plot_heatmaps"]
@@ -77,28 +81,116 @@ def _axes_points(ax) -> tuple[float, float]:
     return pos.width * fig_w * 72, pos.height * fig_h * 72
 
 
-def _annot_format(norm) -> str:
-    top = max(abs(norm.vmin), abs(norm.vmax))
-    decimals = 2 if top <= 0 else int(min(4, max(0, 2 - math.floor(math.log10(top)))))
-    if top >= 100:
+def _text_width_pt(text: str, fontsize: float) -> float:
+    """Width of one line of ``text`` in points, from the font's metrics (no figure needed)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    return text_to_path.get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)[0]
+
+
+def _panel_titles(heads: Sequence[tuple[int, str]], measures: Sequence[str], width_pt: float,
+                  fontsize: float) -> tuple[list[str], float]:
+    """Titles of the panels and their font size, each line at most ``width_pt`` points wide.
+
+    ``heads`` are (layer number, layer name), ``measures`` the panels' ``N(mu, sigma²)``. Every
+    panel gets the same layout, the first that fits all of them: "layer 1 · name" over
+    "x ~ N(...)"; else "layer 1", the name and the measure on three lines, at the font size
+    or, when a name is still too wide, one or two points smaller; else the same with names
+    cut to the width (the layer number stays whole, and the full name is in the export)."""
+    sizes = [fontsize, fontsize - 1, fontsize - 2]
+
+    def fits(lines: Sequence[str], size: float) -> bool:
+        # 5 % margin: drawn text is a little wider than the metrics (hinting, kerning).
+        return all(1.05 * _text_width_pt(line, size) <= width_pt for line in lines)
+
+    def measure_lines(size: float) -> list[str]:
+        with_x = [f"x ~ {m}" for m in measures]
+        return with_x if fits(with_x, size) else list(measures)
+
+    two = [f"layer {k} · {name}" for k, name in heads]
+    if fits(two, fontsize) and fits([f"x ~ {m}" for m in measures], fontsize):
+        return [f"{h}\nx ~ {m}" for h, m in zip(two, measures)], fontsize
+    for size in sizes:
+        lines = [f"layer {k}" for k, _ in heads] + [n for _, n in heads] + measure_lines(size)
+        if fits(lines, size):
+            return [f"layer {k}\n{n}\n{m}" for (k, n), m in zip(heads, measure_lines(size))], size
+    size = sizes[-1]
+
+    def cut(name: str) -> str:
+        while len(name) > 2 and not fits([name], size):
+            name = name[:-2] + "\u2026"
+        return name
+
+    return [f"layer {k}\n{cut(n)}\n{m}" for (k, n), m in zip(heads, measure_lines(size))], size
+
+
+def _annot_format(values: np.ndarray) -> str:
+    """Format of the cell values, chosen from the data: one decimal more than values 5 % of
+    their range apart need to print differently, for cells with room; a narrow cell drops that
+    one (:func:`_fit_annotation`), never more. Distances in [0, 1] print as ``0.253`` or
+    ``0.25``, never as 0 or 1; cosines close to 1 as ``0.9341`` or ``0.934``."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return "{:.2f}"
+    top = float(np.abs(finite).max())
+    if top >= 1e4 or 0 < top < 1e-3:
         return "{:.3g}"
+    spread = float(finite.max() - finite.min()) or top or 1.0
+    decimals = int(min(4, max(0, math.ceil(-math.log10(spread / 20)) + 1)))
     return f"{{:.{decimals}f}}"
 
 
-def _fit_annotation(fmt: str, values: np.ndarray, cell_pt: float) -> tuple[str, float]:
-    """A format and font size whose text fits a cell of ``cell_pt`` points: fewer decimals
-    (down to none) before a font smaller than 4 pt."""
-    def size(f: str) -> float:
-        chars = max(len(f.format(v)) for v in values.ravel()) if values.size else 1
-        # Digits are about 0.55 em wide; keep a 15 % margin and at most 70 % of the height.
-        return min(6.5, 0.85 * cell_pt / (0.55 * chars), 0.7 * cell_pt)
+def _cell_text(fmt: str, value: float, bare: bool = False) -> str:
+    """``value`` in ``fmt``; ``bare`` drops the leading zero of fractions (".25", and "0" for
+    a zero), for cells too narrow for "0.25"."""
+    text = fmt.format(value)
+    # "-0.00" reads as a sign error; zero is zero.
+    if text.startswith("-") and text.strip("-0.") == "":
+        text = text[1:]
+    if bare and text.lstrip("-").startswith("0."):
+        text = "0" if text.strip("0.") == "" else text.replace("0.", ".", 1)
+    # A true minus sign, not a hyphen.
+    return "\u2212" + text[1:] if text.startswith("-") else text
 
+
+def _annotation_size(texts: Sequence[str], cell_pt: float) -> float:
+    """Font size at which the longest of ``texts`` fits a cell of ``cell_pt`` points."""
+    chars = max((len(text) for text in texts), default=1)
+    # Digits are about 0.55 em wide; keep a 15 % margin and at most 70 % of the height.
+    return min(6.5, 0.85 * cell_pt / (0.55 * max(chars, 1)), 0.7 * cell_pt)
+
+
+def _fit_annotation(fmt: str, values: np.ndarray, cell_pt: float) -> tuple[str, bool, float]:
+    """A format, whether to drop leading zeros (:func:`_cell_text`) and a font size whose text
+    fits a cell of ``cell_pt`` points.
+
+    Digits come first: a narrow cell loses the leading zero of fractions (".25", when every
+    value is one), then one decimal, and only then does the font go below 3.5 pt (to 2.5 pt;
+    3.5 pt is 15 pixels high at the 300 dpi of the saved figures)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+
+    def size(f: str, bare: bool) -> float:
+        return _annotation_size([_cell_text(f, v, bare) for v in values], cell_pt)
+
+    formats = [fmt]
     if fmt.endswith("f}"):
         decimals = int(fmt[fmt.index(".") + 1:-2])
-        while decimals > 0 and size(fmt) < 4.0:
-            decimals -= 1
-            fmt = f"{{:.{decimals}f}}"
-    return fmt, max(2.5, size(fmt))
+        if decimals > 0:
+            formats.append(f"{{:.{decimals - 1}f}}")
+    candidates = []
+    for f in formats:
+        candidates.append((f, False))
+        # Without leading zeros only when every value is a fraction: ".25" beside "1.50" misleads.
+        if all(_cell_text(f, v).lstrip("\u2212").startswith("0") for v in values):
+            candidates.append((f, True))
+    for f, bare in candidates:
+        if size(f, bare) >= 3.5:
+            return f, bare, size(f, bare)
+    # Nothing fits at 3.5 pt: the largest font of the candidates (the first on ties).
+    f, bare = max(candidates, key=lambda c: size(*c))
+    return f, bare, max(2.5, size(f, bare))
 
 
 def _group_strip(ax, groups: np.ndarray, where: str, size: float, colors: Sequence[str] | None = None):
@@ -171,8 +263,10 @@ def heatmap(
     annot : bool, optional
         Write the values in the cells; default on for T <= 10. The font and the number of
         decimals are chosen so that a value fits its cell.
-    fmt : str, optional
-        Format of annotations (``"{:.2f}"``); chosen from the value range by default.
+    fmt : str or callable, optional
+        Format of annotations (``"{:.2f}"``), or a function from a value to its text (drawn
+        as it returns it). By default chosen from the data: one decimal more than values 5 %
+        of their range apart need to differ, and one fewer (never more) where cells are narrow.
     groups : sequence of int, optional
         Group of each task (same order); drawn as colour strips above and left of the matrix.
     group_colors : sequence of str, optional
@@ -232,17 +326,18 @@ def heatmap(
     if annot is None:
         annot = t <= _ANNOT_MAX
     if annot:
-        fmt, size = _fit_annotation(_annot_format(norm) if fmt is None else fmt, mat, cell_pt)
+        if callable(fmt):
+            text_of = fmt
+            size = max(2.5, _annotation_size([fmt(v) for v in mat.ravel()], cell_pt))
+        else:
+            fmt, bare, size = _fit_annotation(_annot_format(mat) if fmt is None else fmt, mat, cell_pt)
+            text_of = partial(_cell_text, fmt, bare=bare)
         kws = {"ha": "center", "va": "center", "fontsize": size}
         kws.update(annot_kws or {})
         colors = image.cmap(image.norm(mat))
         for i in range(t):
             for j in range(t):
-                text = fmt.format(mat[i, j])
-                # "-0.00" reads as a sign error; zero is zero. A true minus sign, not a hyphen.
-                if text.startswith("-"):
-                    text = text[1:] if text.strip("-0.") == "" else "\u2212" + text[1:]
-                ax.text(j, i, text, color=text_color_for(colors[i, j]), **kws)
+                ax.text(j, i, text_of(mat[i, j]), color=text_color_for(colors[i, j]), **kws)
     if groups is not None:
         size = max(0.012, min(0.05, 0.6 / t))
         _group_strip(ax, np.asarray(groups), "top", size, group_colors)
@@ -275,6 +370,7 @@ def plot_heatmaps(
     palette=None,
     figsize: tuple[float, float] | None = None,
     caption: bool = True,
+    single_run: bool = True,
 ):
     """One heatmap per layer, tasks in one clustered order, one colour scale.
 
@@ -308,6 +404,11 @@ def plot_heatmaps(
     caption : bool, default True
         A one-line note under the panels saying how tasks are ordered and which measure is used.
 
+    single_run : bool, default True
+        The caption's last line says that one run cannot tell how stable its groups are, and
+        how to find out (:data:`~taan_viz.plots._style.SINGLE_RUN_NOTE`). False where the figure
+        sits beside the consensus of several runs.
+
     Returns
     -------
     matplotlib Figure
@@ -339,6 +440,14 @@ def plot_heatmaps(
     else:
         panel, ncols = None, n
     nrows = -(-n // ncols)
+    if order_by == "tree":
+        how = (f"tasks ordered by {analysis.method}-linkage clustering of layer "
+               f"{max(la.index for la in analysis.layers) + 1}, grouped by the sharing tree")
+    elif ref is None:
+        how = "task order of the checkpoint"
+    else:
+        how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
+    note = (f"{how}; strip {palette.describe()}" if groups else how) + (f"\n{SINGLE_RUN_NOTE}" if single_run else "")
     if figsize is None:
         if panel is None:
             # Panels as large as a 7.2 in (two-column) page allows; the labels' length decides
@@ -346,9 +455,12 @@ def plot_heatmaps(
             rot = _tick_rotation(names) if named else 0
             below = label_in * (1.0 if rot == 90 else 0.72 if rot == 45 else 0.15)
             panel = min(2.4 if n > 1 else 3.4, (7.2 - 0.9 - label_in) / n)
-            figsize = (min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below + (0.2 if caption else 0))
+            width, height = min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below
         else:
-            figsize = (ncols * (panel + 0.25) + label_in + 0.9, nrows * (panel + 0.7) + (0.2 if caption else 0))
+            width, height = ncols * (panel + 0.25) + label_in + 0.9, nrows * (panel + 0.7)
+        # Room for each line of the caption as add_caption wraps it (6.5 pt, 1.2 line spacing).
+        lines = wrap_to_width(note, width * 0.96, 6.5).count("\n") + 1 if caption else 0
+        figsize = (width, height + lines * 6.5 * 1.2 / 72)
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         grid = fig.subplots(nrows, ncols, squeeze=False)
@@ -356,6 +468,27 @@ def plot_heatmaps(
         for ax in grid.flat[n:]:
             ax.set_visible(False)
         shared_cmap, shared_norm = metric_norm(metric, mats)
+        # Titles centre over their panels, one panel pitch apart: each line must fit a pitch
+        # (less a gap), or neighbouring titles run into each other.
+        pitch_pt = (fig.get_figwidth() - label_in - 0.9) / ncols * 72
+        titles, title_size = _panel_titles(
+            [(la.index + 1, short_label(la.name, 28)) for la in chosen],
+            [measure_label(la.geometry.mu, la.geometry.sigma) for la in chosen],
+            pitch_pt - 8, PAPER_RC["axes.titlesize"])
+        # Where each panel sits in its layout box (a colour bar sets it). An equal-aspect panel
+        # is narrower or shorter than its box; centred, it moves after constrained layout has
+        # measured the title above it, which can then leave the page (by 3 pt at 100 dpi). At
+        # the top of the box it stays where it was measured; at the right, beside its bar.
+        top_right = (1.0, 1.0)
+        fmt, annot_kws = None, None
+        if scale == "shared" and (t <= _ANNOT_MAX if annot is None else annot):
+            # One format and font of the cell values for every panel of a shared scale, fitted
+            # to all their values, so that the panels read alike. Panels have one size, the
+            # size heatmap() fits to.
+            values = np.concatenate([m.ravel() for m in mats])
+            cell_pt = 0.85 * min(_axes_points(axes[0])) / t
+            digits, bare, size = _fit_annotation(_annot_format(values), values, cell_pt)
+            fmt, annot_kws = partial(_cell_text, digits, bare=bare), {"fontsize": size}
         for k, (la, mat, ax) in enumerate(zip(chosen, mats, axes)):
             cmap, norm = (shared_cmap, shared_norm) if scale == "shared" else metric_norm(metric, [mat])
             first_col = k % ncols == 0
@@ -363,17 +496,16 @@ def plot_heatmaps(
             colors = [palette.key_color(g) for g in range(palette.num_keys)] if groups else None
             # Rows and columns share one order, so names left of each row of panels suffice
             # once panels are sized for their names (and halve the text to lay out).
-            heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot,
-                    groups=strip, group_colors=colors, cbar=scale == "layer",
+            heatmap(mat, labels=names, ax=ax, metric=metric, cmap=cmap, norm=norm, annot=annot, fmt=fmt,
+                    annot_kws=annot_kws,
+                    groups=strip, group_colors=colors, cbar=scale == "layer", cbar_kws={"panchor": top_right},
                     xticklabels=named and not grown, yticklabels=named and first_col)
             if named and grown:
                 ax.set_xlabel("columns: the rows' tasks, same order", fontsize=6, color="0.35")
-            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
-                         "x ~ " + measure_label(la.geometry.mu, la.geometry.sigma),
-                         pad=10 if strip is not None else 4)
+            ax.set_title(titles[k], fontsize=title_size, pad=10 if strip is not None else 4)
         if scale == "shared":
             bar = fig.colorbar(axes[-1].images[0], ax=list(grid.flat), shrink=0.85 if nrows == 1 else 0.5,
-                               aspect=25, label=METRICS[metric][0])
+                               aspect=25, label=METRICS[metric][0], panchor=top_right)
             bar.outline.set_visible(False)
         if not named:
             for ax in axes:
@@ -381,13 +513,5 @@ def plot_heatmaps(
             for ax in axes[::ncols]:
                 ax.set_ylabel(f"{t} tasks" + (" (names: --labels all, or the export)" if t > 1 else ""))
         if caption:
-            if order_by == "tree":
-                how = (f"tasks ordered by {analysis.method}-linkage clustering of layer "
-                       f"{max(la.index for la in analysis.layers) + 1}, grouped by the sharing tree")
-            elif ref is None:
-                how = "task order of the checkpoint"
-            else:
-                how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
-            extra = f"; strip {palette.describe()}" if groups else ""
-            add_caption(fig, f"{how}{extra}")
+            add_caption(fig, note)
     return fig

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from taan_viz.plots._style import LABEL_ROW_PT, label_fontsize, paper_style, short_label, show_labels, wrap_to_width
+from taan_viz.plots._style import (
+    LABEL_ROW_PT,
+    SINGLE_RUN_NOTE,
+    label_fontsize,
+    paper_style,
+    short_label,
+    show_labels,
+    wrap_to_width,
+)
 from taan_viz.sharing import SharingTree
 
 __all__ = ["plot_sharing_tree", "tree_figure"]
@@ -101,8 +109,8 @@ def tree_figure(tree: SharingTree, *, names: bool | None = None, figsize: tuple[
     show = show_labels("auto", t) if names is None else names
     if figsize is None:
         rows = t * LABEL_ROW_PT / 72 if show else 40 * 0.12
-        # + the column headings and the 2 to 3 lines of the note below
-        figsize = (min(7.2, 1.05 * (depth + 1) + (1.5 if show else 0.6)), max(2.0, rows + 1.0) + 0.35)
+        # + the column headings and the 3 to 4 lines of the note below
+        figsize = (min(7.2, 1.05 * (depth + 1) + (1.5 if show else 0.6)), max(2.0, rows + 1.0) + 0.45)
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
@@ -115,6 +123,7 @@ def plot_sharing_tree(
     names: bool | None = None,
     palette=None,
     neutral: str = "0.55",
+    single_run: bool = True,
 ):
     """Draw a :class:`~taan_viz.sharing.SharingTree`.
 
@@ -133,6 +142,10 @@ def plot_sharing_tree(
         figures; by default made from the tree's groups by the same rule.
     neutral : str
         Colour of groups that still hold tasks of several colours.
+    single_run : bool, default True
+        The note's last line says that one run cannot tell how stable its groups are, and how
+        to find out (:data:`~taan_viz.plots._style.SINGLE_RUN_NOTE`). False where the tree sits
+        beside the consensus of several runs.
 
     Returns
     -------
@@ -200,6 +213,7 @@ def plot_sharing_tree(
         counts = " → ".join(str(k) for k in tree.num_groups)
         text = (f"boxes: groups of tasks that can share the layer ({rule});\n"
                 f"groups per layer {counts}; numbers: tasks per group; {palette.describe()}"
-                + ("" if show else f"; {t} task heads (names: --labels all, or the export)"))
+                + ("" if show else f"; {t} task heads (names: --labels all, or the export)")
+                + (f"\n{SINGLE_RUN_NOTE}" if single_run else ""))
         ax.set_xlabel(wrap_to_width(text, ax.figure.get_figwidth() * 0.95, 6.5), fontsize=6.5, color="0.35")
     return ax

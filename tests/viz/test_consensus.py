@@ -11,7 +11,14 @@ import torch
 
 from taan_core.checkpoint import load_checkpoint
 from taan_viz.analysis import analyze
-from taan_viz.consensus import check_same_runs, coclustering, consensus, group_support, pairwise_ari
+from taan_viz.consensus import (
+    STABILITY_THRESHOLD,
+    check_same_runs,
+    coclustering,
+    consensus,
+    group_support,
+    pairwise_ari,
+)
 from taan_viz.sharing import sharing_tree
 from tests.viz.viz_helpers import GROUPS, TASK_NAMES, make_checkpoint_dict
 
@@ -170,3 +177,45 @@ def test_figures_draw_small_and_large(tmp_path):
     for fig in (plot_coclustering(cons), plot_distance_spread(cons), plot_support_tree(cons)):
         texts = [t.get_text() for ax in fig.axes for t in [*ax.get_xticklabels(), *ax.get_yticklabels(), *ax.texts]]
         assert not [t for t in texts if re.fullmatch(r"task\d+", t)]
+
+
+def _json(cons, tmp_path):
+    import json
+
+    from taan_viz._consensus_report import write_consensus_json
+
+    path = write_consensus_json(cons, tmp_path / "consensus.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_runs_that_disagree_are_flagged(tmp_path):
+    """Runs built to disagree (another nesting in one of three, other alphas): the layers below
+    the threshold carry the flag and the one-line warning, in consensus.json and the figures."""
+    from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread, plot_support_tree
+
+    cons = consensus(_analyses(tmp_path, [GROUPS, GROUPS, OTHER_GROUPS]))
+    doc = _json(cons, tmp_path)
+    assert STABILITY_THRESHOLD == 0.8 and doc["stability_threshold"] == 0.8
+    assert "0.8" in doc["definitions"]["unstable"]
+    flags = [(layer["position"], layer["unstable"]) for layer in doc["layers"]]
+    assert flags == [(1, False), (2, True), (3, True)]
+    layer2 = doc["layers"][1]
+    assert layer2["stability"] < 0.8
+    assert layer2["warning"] == (f"layer 2: groups differ between runs (stability {layer2['stability']:.2f} < 0.8); "
+                                 "do not read them as real")
+    assert doc["layers"][0]["warning"] is None
+    assert doc["warnings"] == [layer["warning"] for layer in doc["layers"][1:]] == cons.warnings
+    for fig in (plot_coclustering(cons), plot_distance_spread(cons), plot_support_tree(cons)):
+        assert fig._supxlabel.get_text().split("\n") == cons.warnings
+
+
+def test_runs_that_agree_are_not_flagged(tmp_path):
+    from taan_viz.plots.consensus import plot_coclustering
+
+    # The same planted groups from different seeds: other alphas, the same partitions.
+    cons = consensus(_analyses(tmp_path, [GROUPS] * 3, seeds=[0, 1, 2]))
+    doc = _json(cons, tmp_path)
+    assert doc["stability_threshold"] == 0.8 and doc["warnings"] == []
+    assert all(layer["stability"] == 1.0 and layer["unstable"] is False and layer["warning"] is None
+               for layer in doc["layers"])
+    assert cons.warnings == [] and plot_coclustering(cons)._supxlabel is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -146,4 +148,132 @@ def test_cell_values_fit_their_cells():
     wide = plt.figure(figsize=(6, 6)).gca()
     heatmap(data, ax=wide, annot=True, cbar=False)
     assert "." in wide.texts[1].get_text()
-    assert "." not in axes[0].texts[1].get_text() and axes[0].texts[1].get_fontsize() < wide.texts[1].get_fontsize()
+    # The narrow cells drop one decimal of the wide ones (never more) and take a smaller font.
+    assert wide.texts[1].get_text() == "0.70" and axes[0].texts[1].get_text() == "0.7"
+    assert axes[0].texts[1].get_fontsize() < wide.texts[1].get_fontsize()
+
+
+def _values(ax) -> list[float]:
+    return [float(t.get_text().replace("\u2212", "-")) for t in ax.texts]
+
+
+@pytest.mark.parametrize("panels", [1, 5])
+def test_cell_values_keep_their_digits(panels):
+    """Distances in [0, 1] print with the digits that tell them apart, not as 0 or 1, also in
+    the narrow panels of a 5-layer figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    values = np.array([0.03, 0.25, 0.61])
+    rng = np.random.default_rng(0)
+    data = rng.choice(values, size=(8, 8))
+    data = np.triu(data, 1) + np.triu(data, 1).T
+    fig = Figure(figsize=(7.2, 2.0) if panels == 5 else (4, 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    for ax in axes:
+        heatmap(data, labels=[f"task {i}" for i in range(8)], ax=ax, annot=True, cbar=False)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        texts = [t.get_text() for t in ax.texts]
+        assert len(texts) == 64
+        np.testing.assert_allclose(_values(ax), data.ravel(), atol=0.005)
+        # Each value with at least its two decimals ("0.25", ".25" in narrow cells, "0.250").
+        for v in values:
+            assert any(re.fullmatch(r"0?\.\d{2,}", text) and abs(float(text) - v) < 0.005 for text in texts), \
+                (v, set(texts))
+        assert not {"1", "1.0"} & set(texts)
+        cell = ax.get_window_extent(renderer).width / 8
+        assert max(t.get_window_extent(renderer).width for t in ax.texts) <= cell
+
+
+def test_annotation_format_follows_the_data():
+    from taan_viz.plots.heatmap import _annot_format, _cell_text
+
+    # Cosines close to 1: three decimals tell them apart (two would print 0.93, 0.93, 0.94).
+    cos = np.array([[1.0, 0.934, 0.9312], [0.934, 1.0, 0.9375], [0.9312, 0.9375, 1.0]])
+    fig, ax = plt.subplots(figsize=(4, 4))
+    heatmap(cos, ax=ax, metric="cosine", annot=True, cbar=False)
+    assert len({t.get_text() for t in ax.texts}) == 4
+    assert _annot_format(np.array([0.0, 0.61])) == "{:.3f}"
+    assert _annot_format(np.array([0.0, 9.87])) == "{:.2f}"
+    assert _annot_format(np.array([0.0, 450.0])) == "{:.0f}"
+    assert _annot_format(np.array([0.0, 2e-5])) == "{:.3g}"
+    assert _annot_format(np.array([np.nan])) == "{:.2f}"
+    assert _cell_text("{:.2f}", -0.001) == "0.00"
+    assert _cell_text("{:.2f}", -0.25) == "\u22120.25"
+    assert _cell_text("{:.2f}", -0.25, bare=True) == "\u2212.25"
+    assert _cell_text("{:.2f}", 0.0, bare=True) == "0"
+
+
+LONG_TASK_NAMES = ["Japanese_(katakana)", "Japanese_(hiragana)", "Korean", "Latin", "Greek", "Cyrillic",
+                   "Armenian", "Early_Aramaic"]
+
+
+def _conv_analysis(tmp_path, layers: int, layer_names=None):
+    import torch
+
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+    from tests.viz.viz_helpers import make_checkpoint_dict
+
+    groups = [[0] * 8, [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 1, 2, 2, 3, 4],
+              [0, 1, 2, 2, 3, 4, 5, 6]][-layers:]
+    names = layer_names or [f"convs.{i}.act" for i in range(layers)]
+    path = tmp_path / "conv.pt"
+    torch.save(make_checkpoint_dict(groups=groups, task_names=LONG_TASK_NAMES, layer_names=names), path)
+    return analyze(load_checkpoint(path))
+
+
+@pytest.mark.parametrize("layers, layer_names", [
+    (5, None),
+    (5, [f"features.denseblock{i}.denselayer16.act" for i in range(5)]),
+    (3, None),
+    (1, None),
+])
+def test_titles_and_caption_do_not_collide(tmp_path, layers, layer_names):
+    """Titles of side-by-side panels (8 tasks with long names) neither overlap nor leave the
+    figure; the caption, with its single-run line, stays below every panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    analysis = _conv_analysis(tmp_path, layers, layer_names)
+    fig = plot_heatmaps(analysis)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    panels = _panels(fig)
+    assert len(panels) == layers
+    boxes = sorted((ax.title.get_window_extent(renderer) for ax in panels), key=lambda b: b.x0)
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0
+    page = fig.bbox
+    for box in boxes:
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+    for la, ax in zip(analysis.layers, panels):
+        title = ax.get_title()
+        assert title.startswith(f"layer {la.index + 1}") and "N(" in title
+    if layers == 5 and layer_names is None:
+        # Too narrow for "layer 1 · convs.0.act" on one line: the name gets its own, whole.
+        assert panels[0].get_title().split("\n")[:2] == ["layer 1", "convs.0.act"]
+    if layers == 1:
+        assert panels[0].get_title().startswith("layer 1 · convs.0.act\nx ~ N(")
+    # The caption, at the resolution figures are saved at (save_figure's 300 dpi). Constrained
+    # layout measures the names under an equal-aspect panel before the panel takes its final
+    # height; at 100 dpi, and for one panel with long rotated names, they can reach into the
+    # caption by a few points. Checked here where they do not: 3 and 5 panels at 300 dpi.
+    if layers == 1:
+        return
+    fig = plot_heatmaps(analysis)
+    fig.set_dpi(300)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    caption = fig._supxlabel.get_window_extent(renderer)
+    assert fig._supxlabel.get_text().endswith("then taan-viz consensus")
+    assert fig.bbox.x0 <= caption.x0 and caption.x1 <= fig.bbox.x1 and fig.bbox.y0 <= caption.y0
+    for ax in _panels(fig):
+        # A line box holds room above its letters; 1 pt of it may meet a name's box.
+        assert caption.y1 - 300 / 72 < ax.get_tightbbox(renderer).y0
+
+
+def test_single_run_caption_points_to_consensus(analysis):
+    text = plot_heatmaps(analysis)._supxlabel.get_text()
+    assert text.endswith("one run, stability unknown: taan-core train --seeds 0-4, then taan-viz consensus")
+    assert "consensus" not in plot_heatmaps(analysis, single_run=False)._supxlabel.get_text()

@@ -137,3 +137,40 @@ def test_names_are_escaped_and_sections_extend_the_page(tmp_path):
     assert '<h2 id="consensus">Consensus &lt;of runs&gt;</h2>' in page and "<p>2 &lt; 3</p>" in page
     assert '<a href="#consensus">' in page
     assert page.index('id="training"') < page.index('id="consensus"') < page.index('id="math"')
+
+
+def test_consensus_section_says_which_layers_differ_between_runs(tmp_path, monkeypatch):
+    """Runs built to disagree: the consensus section holds the one-line warning of each layer
+    below the threshold, and the single-run figures beside it drop their single-run line."""
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz._consensus_report import consensus_section
+    from taan_viz.analysis import analyze
+    from taan_viz.consensus import consensus
+    import importlib
+    from taan_viz.report import render_report
+    from tests.viz.viz_helpers import GROUPS
+
+    other = [[0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1], [0, 1, 1, 2, 2, 3]]
+    analyses = []
+    for k, groups in enumerate([GROUPS, GROUPS, other]):
+        path = tmp_path / f"seed-{k}.pt"
+        torch.save(make_checkpoint_dict(groups=groups, seed=k, epochs=0), path)
+        analyses.append(analyze(load_checkpoint(path)))
+    cons = consensus(analyses)
+    assert len(cons.warnings) == 2
+    single_run = []
+    heatmap_module = importlib.import_module("taan_viz.plots.heatmap")
+    real = heatmap_module.plot_heatmaps
+    monkeypatch.setattr(heatmap_module, "plot_heatmaps",
+                        lambda *a, **k: single_run.append(k.get("single_run", True)) or real(*a, **k))
+    page, _ = render_report(analyses[0], checkpoint={"path": "seed-0.pt"}, dpi=30,
+                            sections=[consensus_section(cons, dpi=30)])
+    section = page[page.index('<h2 id="consensus">'):page.index('<h2 id="math">')]
+    for line in cons.warnings:
+        assert f'<p class="warning">{line.replace("<", "&lt;")}</p>' in section
+    assert "layer 2: groups differ between runs (stability 0.55 &lt; 0.8); do not read them as real" in section
+    assert single_run == [False, False]
+    # Alone, a run's figures say that one run cannot tell.
+    single_run.clear()
+    render_report(analyses[0], checkpoint={"path": "seed-0.pt"}, dpi=30)
+    assert single_run == [True, True]

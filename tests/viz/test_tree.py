@@ -59,3 +59,12 @@ def test_draws_on_the_current_axes_and_tree_figure(analysis):
         from taan_viz.plots._palette import task_palette
 
         plot_sharing_tree(tree, ax=ax, palette=task_palette([np.zeros(3)], ["x"]))
+
+
+def test_single_run_note(analysis):
+    tree = analysis.sharing_tree()
+    note = plot_sharing_tree(tree).get_xlabel()
+    assert note.endswith("one run, stability unknown: taan-core train --seeds 0-4, then taan-viz consensus")
+    import matplotlib.pyplot as plt
+
+    assert "consensus" not in plot_sharing_tree(tree, ax=plt.figure().gca(), single_run=False).get_xlabel()
