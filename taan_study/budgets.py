@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from taan_core.data.planted import PLANTED_STUDENT_TAAN
+from taan_core.train._defaults import DATASET_DEFAULTS
 
 __all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS"]
 
@@ -29,6 +30,21 @@ DEFAULT_GRID = (0.01, 0.1, 1.0)
 QUICK_GRID = (0.01, 0.1)
 
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "patience", "eval_batch_size")
+# TrainConfig fields a budget may set; without them a run takes TrainConfig's defaults.
+_OPTIONAL_TRAIN_KEYS = ("sampler", "starts", "shared_warmup")
+
+
+def _from_defaults(dataset: str, **changes: Any) -> dict[str, Any]:
+    """A budget that is ``taan-core train``'s defaults of ``dataset`` (DATASET_DEFAULTS), so the
+    study and the command line train the same networks; ``changes`` overrides entries."""
+    d = DATASET_DEFAULTS[dataset]
+    budget = {"data_config": {}, "hidden": list(d["hidden"]), "num_hinges": d["hinges"], "eval_batch_size": 1024,
+              "taan": dict(d["model_config"]),
+              **{k: d[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "schedule", "patience",
+                                   *_OPTIONAL_TRAIN_KEYS)}}
+    budget.update(changes)
+    return budget
+
 # The training budget and model size of each data set. Every model of a data set gets the same
 # one; nothing here was chosen by looking at test results.
 BUDGETS: dict[str, dict[str, Any]] = {
@@ -48,6 +64,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
                   "eval_batch_size": 1024},
     "npz": {"data_config": {}, "hidden": [256, 256, 256], "num_hinges": 16, "epochs": 20, "batch_size": 32,
             "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
+    "school": _from_defaults("school"),
 }
 # Tiny budgets that run the whole pipeline in a few minutes (a smoke test, not a result).
 QUICK_BUDGETS: dict[str, dict[str, Any]] = {
@@ -64,7 +81,8 @@ QUICK_BUDGETS: dict[str, dict[str, Any]] = {
     "npz": {"data_config": {}, "hidden": [16, 16], "num_hinges": 4, "epochs": 2, "batch_size": 32,
             "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0, "eval_batch_size": 1024},
 }
-_FILE_DATASETS = ("youtube8m", "npz")
+QUICK_BUDGETS["school"] = _from_defaults("school", hidden=[8, 8], num_hinges=4, epochs=2, patience=0)
+_FILE_DATASETS = ("school", "youtube8m", "npz")
 
 
 def _model_config(registry: str, budget: dict) -> dict:

@@ -26,13 +26,14 @@ def _parse_floats(text: str, option: str) -> list[float]:
 
 def reproduce_command(
     datasets: Annotated[str, typer.Option(
-        "--datasets", help="Comma-separated data sets: planted, digits, exam, youtube8m, npz.")] = "planted,digits,exam",
+        "--datasets", help="Comma-separated data sets: planted, digits, exam, school, youtube8m, npz."
+    )] = "planted,digits,exam",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per model (0, 1, ...).")] = 3,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny budgets: the whole pipeline in a few minutes.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Study folder: results.json, tables, runs, figures.")] = Path(
         "runs/reproduce"),
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Data location of the file-based data set (youtube8m folder, npz file).")] = None,
+        "--data", help="Data location of the file-based data set (school.mat, youtube8m folder, npz file).")] = None,
     tree_from: Annotated[Optional[Path], typer.Option(
         "--tree-from", help="TAAN checkpoint whose sharing tree the branched networks follow "
         "(default: each seed's TAAN of the study).")] = None,

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from taan_study.budgets import _TRAIN_KEYS, BRANCHED_VARIANTS, VARIANTS, _model_config
+from taan_study.budgets import _OPTIONAL_TRAIN_KEYS, _TRAIN_KEYS, BRANCHED_VARIANTS, VARIANTS, _model_config
 from taan_study.config import RunSpec, StudyConfig
 from taan_study.figures import render_figures
 from taan_study.runner import _slug, data_fingerprint, load_study_data, run_linear, run_one, time_models
@@ -48,7 +48,7 @@ def _run_spec(config: StudyConfig, dataset: str, budget: dict, variant: str, see
         variant=variant, registry=registry,
         model_config=model_config if model_config is not None else _model_config(registry, budget),
         reg=reg, c=float(c) if reg != "none" else 0.0, seed=seed,
-        train={k: budget[k] for k in _TRAIN_KEYS}, tree_source=tree_source,
+        train={k: budget[k] for k in _TRAIN_KEYS + _OPTIONAL_TRAIN_KEYS if k in budget}, tree_source=tree_source,
         run_dir=f"runs/{dataset}/{_slug(variant)}{suffix}-s{seed}",
         threads=config.threads, device=config.device, tree_threshold=config.tree_threshold,
     )

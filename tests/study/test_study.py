@@ -382,3 +382,22 @@ def test_run_spec_round_trips_through_its_stored_form():
     assert RunSpec.from_dict(stored) == spec
     with pytest.raises(ValueError, match=r"unknown run spec fields \['nope'\]"):
         RunSpec.from_dict({**stored, "nope": 1})
+
+
+def test_school_budget_is_the_command_lines_defaults(tmp_path):
+    from taan_core.train import DATASET_DEFAULTS
+    from taan_study.study import _variant_spec
+
+    config = StudyConfig("school", [0], data_path=str(tmp_path / "school.mat"), out=str(tmp_path))
+    defaults = DATASET_DEFAULTS["school"]
+    taan = _variant_spec(config, "school", config.budget("school"), "TAAN", 0)
+    hard = _variant_spec(config, "school", config.budget("school"), "HardShare", 0)
+    for spec in (taan, hard):
+        assert spec.data_path == str(tmp_path / "school.mat")
+        assert {k: spec.train[k] for k in ("epochs", "batch_size", "lr", "sampler", "starts", "patience")} == {
+            k: defaults[k] for k in ("epochs", "batch_size", "lr", "sampler", "starts", "patience")}
+        assert spec.model_config["hidden"] == defaults["hidden"]
+    assert taan.model_config["num_hinges"] == defaults["hinges"]
+    assert {k: taan.model_config[k] for k in defaults["model_config"]} == defaults["model_config"]
+    with pytest.raises(ValueError, match="reads files: pass data_path"):
+        StudyConfig("school", [0], out=str(tmp_path))
