@@ -55,8 +55,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
                 "taan": PLANTED_STUDENT_TAAN},
     "digits": {"data_config": {}, "hidden": [64, 64], "num_hinges": 8, "epochs": 30, "batch_size": 16,
                "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
-    "exam": {"data_config": {}, "hidden": [32, 32], "num_hinges": 8, "epochs": 30, "batch_size": 8,
-             "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
+    "exam": _from_defaults("exam"),
     # The paper's YouTube-8M setting (hidden 1024 x 3, M = 64, Adam 1e-4, weight decay 0.005,
     # 256 per task, patience 3).
     "youtube8m": {"data_config": {}, "hidden": [1024, 1024, 1024], "num_hinges": 64, "epochs": 10,
