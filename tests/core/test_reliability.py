@@ -532,7 +532,7 @@ def test_train_prints_its_settings_and_the_files_it_wrote(npz, tmp_path, capsys)
     assert "lr 0.01" in settings["optimiser"]
     assert "2, patience 7, batch 8" in settings["epochs"]
     assert settings["device"].split()[1:] == ["cpu,", "1", "thread"]
-    assert "val main  mean over the 4 tasks of each task's headline metric: r2 (1 task), accuracy (2 tasks)" in err
+    assert "val main  mean over the 4 tasks of each task's headline metric: pooled explained variance (1 task), accuracy (2 tasks)" in err
     assert "ran 2 of 2 epochs (no early stop)" in err
     assert lines[-1] == f"wrote {out / 'checkpoint.pt'}, {out / 'last.pt'}, {out / 'metrics.jsonl'}"
 
@@ -557,7 +557,7 @@ def test_help_shows_whole_choice_lists_at_80_columns():
     assert "…" not in child.stdout
     lines = child.stdout.splitlines()
     for option, choices, help_text in (
-            ("--dataset", "planted|digits|exam|youtube8m|omniglot|npz", "Data set"),
+            ("--dataset", "planted|digits|exam|school|youtube8m|omniglot|npz", "Data set"),
             ("--model", "taan|taan-conv|stl|hard|soft-order|cross-stitch|mmoe|branched", "Model"),
             ("--reg", "none|tracenorm|rownorm|cosine|distance", "Regulariser"),
             ("--sampler", "balanced|proportional", "Batch sampling")):
