@@ -4,6 +4,7 @@ list of commands)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
@@ -180,8 +181,6 @@ def default_out(ckpt, out: Path | None, sub: str | None = None) -> Path:
 
 def common_out(runs: list[Run], sub: str) -> Path:
     """``<folder holding the runs>/sub``: ``runs/NAME/consensus`` for ``runs/NAME/seed-*/checkpoint.pt``."""
-    import os
-
     folders = {str(r.ckpt.path.resolve().parent) for r in runs}
     base = Path(os.path.commonpath(sorted(folders)))
     if len(folders) == 1:
@@ -192,10 +191,14 @@ def common_out(runs: list[Run], sub: str) -> Path:
 
 
 def claim_paths(out: Path, names: list[str], overwrite: bool) -> list[Path]:
-    """The target paths; refuses (before anything is written) when one exists."""
+    """The target paths; refuses (before anything is written) when one exists or is a link."""
+    from taan_core._atomic import refuse_link
+
     paths = [out / n for n in names]
+    for path in paths:
+        refuse_link(path)
     if not overwrite:
-        existing = [p for p in paths if p.exists()]
+        existing = [p for p in paths if os.path.lexists(p)]
         if existing:
             raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
     if out.exists() and not out.is_dir():

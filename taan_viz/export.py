@@ -32,12 +32,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
+from taan_core._atomic import refuse_link, write_file
 from taan_viz.analysis import METRICS, Analysis, check_metric
 
 __all__ = ["export_analysis", "export_names", "layer_slug"]
@@ -212,12 +214,17 @@ def export_analysis(
     ------
     FileExistsError
         A target exists and ``overwrite`` is False.
+    taan_core._atomic.WriteError
+        A target is a symbolic link (refused whatever ``overwrite`` says; nothing is written),
+        or the file system refuses a write.
     """
     check_metric(metric)
     out = Path(out)
     names = export_names(analysis, metric)
+    for name in names:
+        refuse_link(out / name)
     if not overwrite:
-        existing = [n for n in names if (out / n).exists()]
+        existing = [n for n in names if os.path.lexists(out / n)]
         if existing:
             raise FileExistsError(f"{out / existing[0]} exists ({len(existing)} of the export files do); "
                                   "pass --overwrite to replace them")
@@ -244,11 +251,7 @@ def export_analysis(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, make in writers:
-        content = make()
-        path = out / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-        written.append(path)
+        # Atomic: a file appears whole or not at all, and a link at its name is replaced, never
+        # written through.
+        written.append(write_file(out / name, make()))
     return written

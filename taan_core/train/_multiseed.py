@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from taan_core._atomic import refuse_link
+
 __all__ = ["SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
 
 # Options of `train` that the parent consumes; every other option given is passed to each seed.
@@ -102,7 +104,15 @@ def _seed_main(argv: list[str], log: str | None) -> None:
     """
     if log is not None:
         # File descriptors, not just sys.stdout: warnings from C code land in the log too.
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        from taan_core._atomic import WriteError, open_nofollow
+
+        try:
+            # Never through a link planted as the log: O_TRUNC would empty its target.
+            fd = open_nofollow(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as err:
+            message = str(err) if isinstance(err, WriteError) else f"cannot write {log}: {err.strerror}"
+            print(f"taan-core: error: {message}", file=sys.stderr)
+            sys.exit(2)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(fd, 1)
@@ -174,6 +184,7 @@ def train_seeds(
     spawn = multiprocessing.get_context("spawn")
     out.mkdir(parents=True, exist_ok=True)
     if parallel:
+        refuse_link(out / "logs")
         (out / "logs").mkdir(exist_ok=True)
 
     def one(seed: int) -> SeedResult:
@@ -182,6 +193,10 @@ def train_seeds(
         start = time.perf_counter()
         # One at a time, a seed's progress bar and errors go straight to the terminal.
         log = out / "logs" / f"seed-{seed}.log" if parallel else None
+        if log is not None and log.is_symlink():
+            message = f"{log} is a symbolic link; refused to write through it (remove the link)"
+            echo(f"seed {seed}: failed: {message}")
+            return SeedResult(seed, 2, 0.0, run_out, log, message)
         proc = spawn.Process(target=_seed_main, args=(argv, None if log is None else str(log)), name=f"seed-{seed}")
         proc.start()
         proc.join()
@@ -189,7 +204,7 @@ def train_seeds(
         code = proc.exitcode if proc.exitcode >= 0 else 128 - proc.exitcode
         if log is not None:
             lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()] \
-                if log.exists() else []
+                if log.exists() and not log.is_symlink() else []
             message = lines[-1] if code and lines else ""
         else:
             message = "its error is printed above" if code else ""
