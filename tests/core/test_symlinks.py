@@ -88,6 +88,7 @@ def test_the_cli_names_a_planted_link_in_one_line(tmp_path, target, capsys):
     assert target.read_bytes() == _SECRET
 
 
+@pytest.mark.slow
 def test_a_link_planted_as_a_seed_log_is_refused(tmp_path, target, capsys):
     npz = _write_npz(tmp_path / "mixed.npz")
     out = tmp_path / "runs"
