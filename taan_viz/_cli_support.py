@@ -198,7 +198,7 @@ def default_out(ckpt, out: Path | None, sub: str | None = None) -> Path:
 
 def common_out(runs: list[Run], sub: str) -> Path:
     """``<folder holding the runs>/sub``: ``runs/NAME/consensus`` for ``runs/NAME/seed-*/checkpoint.pt``."""
-    folders = {str(r.ckpt.path.resolve().parent) for r in runs}
+    folders = {os.path.dirname(os.path.realpath(r.ckpt.path)) for r in runs}
     base = Path(os.path.commonpath(sorted(folders)))
     if len(folders) == 1:
         return base / sub

@@ -60,7 +60,9 @@ def expand_runs(paths: Sequence["str | Path"]) -> list[Path]:
             out.append(path)
     seen: set[Path] = set()
     for p in out:
-        key = p.resolve()
+        # realpath, not Path.resolve: it never raises (resolve raises RuntimeError on a link
+        # loop), and load_checkpoint then names the file in one line.
+        key = os.path.realpath(p)
         if key in seen:
             raise ValueError(f"{p}: the same run is given twice")
         seen.add(key)
