@@ -6,6 +6,13 @@ Temporary files are named ``.<name>.<pid>.<random>.tmp``: the pid lets the next 
 leftovers of a killed process from the files another live process is writing
 (``remove_stale_temporaries``). Finished files get the mode of a plain ``open()`` (0666 less
 the umask), not the 0600 of ``mkstemp``.
+
+Symbolic links. ``mkstemp`` creates the temporary file with ``O_CREAT | O_EXCL | O_NOFOLLOW``,
+so nothing planted under its random name is ever written through; ``os.replace`` onto a
+destination that is a symbolic link replaces the link itself and leaves its target untouched,
+which is what a writer that owns the destination name wants. Files that are opened in place
+(appended to, locked, truncated) go through :func:`open_nofollow`, which refuses a link in one
+line instead of following it.
 """
 
 from __future__ import annotations
@@ -17,13 +24,46 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-__all__ = ["WriteError", "atomic_write", "remove_stale_temporaries"]
+__all__ = ["WriteError", "atomic_write", "open_nofollow", "refuse_link", "remove_stale_temporaries", "write_file"]
 
 _TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
 
 
 class WriteError(OSError):
     """A file could not be written; the previous file, if any, is intact. One line of text."""
+
+
+def _link_message(path: "str | os.PathLike") -> str:
+    return f"{path} is a symbolic link; refused to write through it (remove the link, or choose another folder)"
+
+
+def refuse_link(path: "str | os.PathLike") -> None:
+    """Raise WriteError (one line) when ``path`` itself is a symbolic link (broken or not)."""
+    if os.path.islink(path):
+        raise WriteError(_link_message(path))
+
+
+def open_nofollow(path: "str | os.PathLike", flags: int, mode: int = 0o666) -> int:
+    """``os.open(path, flags | O_NOFOLLOW, mode)``: a file descriptor, never one of a link's target.
+
+    Raises
+    ------
+    WriteError
+        One line, when ``path`` is a symbolic link (checked after the fact too where the
+        platform lacks ``O_NOFOLLOW``).
+    OSError
+        Any other failure of ``os.open``, unchanged.
+    """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    if not nofollow:  # pragma: no cover - platforms without O_NOFOLLOW
+        refuse_link(path)
+    try:
+        return os.open(path, flags | nofollow, mode)
+    except OSError as err:
+        # ELOOP on Linux and macOS; EMLINK on FreeBSD; EEXIST when O_EXCL meets a dangling link.
+        if err.errno in (errno.ELOOP, errno.EMLINK, errno.EEXIST) and os.path.islink(path):
+            raise WriteError(_link_message(path)) from None
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -106,6 +146,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_file(path: str | os.PathLike, data: "bytes | str") -> Path:
+    """``atomic_write`` of ``data`` (str is written as UTF-8): never through a link at ``path``."""
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return atomic_write(path, lambda fh: fh.write(payload))
 
 
 def _alive(pid: int) -> bool:

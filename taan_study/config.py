@@ -109,10 +109,16 @@ def _check_datasets(datasets: Sequence[str] | str, data_path: str | None) -> tup
 def _check_seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(seeds, bool):
         raise TypeError("seeds must be an int or a list of ints, got bool")
+    from taan_core.train._multiseed import MAX_SEEDS
+
     if isinstance(seeds, int):
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {seeds}")
+        if seeds > MAX_SEEDS:
+            raise ValueError(f"seeds must be at most {MAX_SEEDS}, got {seeds}")
         return tuple(range(seeds))
+    if hasattr(seeds, "__len__") and len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds must name at most {MAX_SEEDS} seeds, got {len(seeds)}")
     out = [int(s) for s in seeds]
     if not out or any(s < 0 for s in out) or len(set(out)) != len(out):
         raise ValueError(f"seeds must be distinct ints >= 0, got {list(seeds)}")

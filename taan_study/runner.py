@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from taan_core._atomic import write_file
 from taan_core.train._support import data_fingerprint  # re-exported: the study's records use it
 from taan_study.config import RunSpec
 
@@ -208,7 +209,7 @@ def run_one(spec: RunSpec, out: str | Path) -> dict:
     elif "groups" in spec.model_config:
         tree = spec.model_config["groups"]
         record.update(tree=tree, num_groups=[max(row) + 1 for row in tree])
-    (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    write_file(run_dir / "run.json", json.dumps(record, indent=1))
     return record
 
 
@@ -253,7 +254,7 @@ def run_linear(dataset: str, kind: str, out: str | Path, *, data_path: str | Non
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"config": {"in_features": model.in_features, "output_dims": model.output_dims,
                            "sharing": model.sharing}, "state_dict": model.state_dict()}, folder / "weights.pt")
-    (folder / "run.json").write_text(json.dumps(record, indent=1))
+    write_file(folder / "run.json", json.dumps(record, indent=1))
     return record
 
 

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from taan_core._atomic import write_file
 from taan_study.budgets import _OPTIONAL_TRAIN_KEYS, _TRAIN_KEYS, BRANCHED_VARIANTS, VARIANTS, _model_config
 from taan_study.config import RunSpec, StudyConfig
 from taan_study.figures import render_figures
@@ -320,6 +321,6 @@ def run_study(config: StudyConfig, log: Callable[[str], None] | None = None) -> 
     }
     results["figures"] = render_figures(results, out) if config.figures else []
     results["wall_seconds"] = time.perf_counter() - started
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_file(out / "results.json", json.dumps(results, indent=1))
     write_tables(results, out)
     return results

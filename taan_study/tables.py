@@ -18,6 +18,8 @@ import math
 import statistics
 from pathlib import Path
 
+from taan_core._atomic import write_file
+
 __all__ = ["BEGIN_MARK", "END_MARK", "format_tables", "insert_tables", "summarize", "write_tables"]
 
 BEGIN_MARK = "<!-- generated tables: begin -->"
@@ -369,13 +371,10 @@ def write_tables(results: dict, out) -> Path:
     """Write ``tables.md`` (all tables), ``table1.md`` and ``table2.md`` into ``out``; returns tables.md."""
     out = Path(out)
     tables = format_tables(results)
-    (out / "table1.md").write_text("\n\n".join(tables[k] for k in ("table1", "table1b", "table1c", "table1d")
-                                                if k in tables)
-                                   + "\n")
-    (out / "table2.md").write_text(tables["table2"] + "\n")
-    path = out / "tables.md"
-    path.write_text("\n\n".join(tables.values()) + "\n")
-    return path
+    write_file(out / "table1.md", "\n\n".join(tables[k] for k in ("table1", "table1b", "table1c", "table1d")
+                                              if k in tables) + "\n")
+    write_file(out / "table2.md", tables["table2"] + "\n")
+    return write_file(out / "tables.md", "\n\n".join(tables.values()) + "\n")
 
 
 def insert_tables(document, results: dict) -> Path:

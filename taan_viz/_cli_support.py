@@ -4,6 +4,7 @@ list of commands)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
@@ -134,7 +135,8 @@ def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: P
     """Read and analyse every run named by ``paths`` (see :func:`taan_viz.runs.expand_runs`).
 
     Every checkpoint is read and checked before any output is written; several runs must have
-    the same tasks and layers. A run whose figures are drawn under another measure than its
+    the same tasks and layers. Of several runs, one whose folder says it did not finish
+    (:func:`taan_viz.runs.unfinished`) is left out with one warning line. A run whose figures are drawn under another measure than its
     functional regulariser used gets one warning line on stderr.
     """
     from taan_core.checkpoint import load_checkpoint
@@ -144,9 +146,25 @@ def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: P
     from taan_viz.measure_check import measure_mismatch
     from taan_viz.runs import expand_runs, run_labels
 
+    from taan_viz.runs import unfinished
+
     m = parse_measure(measure)
     files = expand_runs(paths)
     ckpts = [load_checkpoint(f) for f in files]
+    if len(ckpts) > 1:
+        # Several runs: one that did not finish would pass for a result; leave it out, say so.
+        kept = []
+        for f, ckpt in zip(files, ckpts):
+            reason = unfinished(f, ckpt.raw)
+            if reason is None:
+                kept.append((f, ckpt))
+            else:
+                typer.echo(f"taan-viz: warning: skipped {f.parent if f.name == 'checkpoint.pt' else f}: {reason}",
+                           err=True)
+        if not kept:
+            raise ValueError(f"none of the {len(files)} runs finished (see the warnings above); "
+                             "resume them with taan-core train --resume, or name a checkpoint alone to draw it")
+        files, ckpts = [f for f, _ in kept], [c for _, c in kept]
     check_same_runs(ckpts)
     names = None if task_names is None else read_task_names(task_names, ckpts[0].num_tasks)
     labels = run_labels(files)
@@ -180,9 +198,7 @@ def default_out(ckpt, out: Path | None, sub: str | None = None) -> Path:
 
 def common_out(runs: list[Run], sub: str) -> Path:
     """``<folder holding the runs>/sub``: ``runs/NAME/consensus`` for ``runs/NAME/seed-*/checkpoint.pt``."""
-    import os
-
-    folders = {str(r.ckpt.path.resolve().parent) for r in runs}
+    folders = {os.path.dirname(os.path.realpath(r.ckpt.path)) for r in runs}
     base = Path(os.path.commonpath(sorted(folders)))
     if len(folders) == 1:
         return base / sub
@@ -192,10 +208,14 @@ def common_out(runs: list[Run], sub: str) -> Path:
 
 
 def claim_paths(out: Path, names: list[str], overwrite: bool) -> list[Path]:
-    """The target paths; refuses (before anything is written) when one exists."""
+    """The target paths; refuses (before anything is written) when one exists or is a link."""
+    from taan_core._atomic import refuse_link
+
     paths = [out / n for n in names]
+    for path in paths:
+        refuse_link(path)
     if not overwrite:
-        existing = [p for p in paths if p.exists()]
+        existing = [p for p in paths if os.path.lexists(p)]
         if existing:
             raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
     if out.exists() and not out.is_dir():

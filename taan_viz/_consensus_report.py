@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from taan_core._atomic import write_file
 from taan_viz.consensus import STABILITY_THRESHOLD, Consensus
 
 __all__ = ["CONSENSUS_FILES", "consensus_figures", "consensus_section", "write_consensus_json"]
@@ -33,7 +34,7 @@ def write_consensus_json(cons: Consensus, path: "str | Path", extra: dict | None
     text = json.dumps(doc, indent=1)
     # One line per matrix row (and per short list), not one line per number.
     text = re.sub(r"\[\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
-    path.write_text(text + "\n", encoding="utf-8")
+    write_file(path, text + "\n")
     return path
 
 

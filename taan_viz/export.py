@@ -32,12 +32,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
+from taan_core._atomic import refuse_link, write_file
 from taan_viz.analysis import METRICS, Analysis, check_metric
 
 __all__ = ["export_analysis", "export_names", "layer_slug"]
@@ -104,8 +106,16 @@ def _clusters_csv(analysis: Analysis, clusters: list[np.ndarray], sharing: np.nd
     return buf.getvalue()
 
 
+def _json_value(value, indent: str) -> str:
+    text = json.dumps(value, indent=1, allow_nan=False)
+    return text.replace("\n", "\n" + indent)
+
+
 def _json_doc(analysis: Analysis, metric: str, clusters: list[np.ndarray], metadata: Mapping[str, str],
               formatted: list[list[str]]) -> str:
+    for la in analysis.layers:
+        if not np.isfinite(la.geometry.matrix(metric)).all():
+            raise ValueError(f"layer {la.name}: the {metric} matrix has non-finite values, which JSON cannot hold")
     layers = []
     for la, lab in zip(analysis.layers, clusters):
         g = la.geometry
@@ -117,7 +127,7 @@ def _json_doc(analysis: Analysis, metric: str, clusters: list[np.ndarray], metad
             "sigma": g.sigma,
             "num_hinges": int(g.hinges.shape[0]),
             "norms": g.norms.tolist(),
-            "matrix": f"@matrix{la.index}@",
+            "matrix": None,  # written below, one row per line
             "cophenetic_correlation": None if np.isnan(coph) else coph,
             "clusters": (lab + 1).tolist(),
             "leaf_order": la.clustering.order.tolist(),
@@ -135,15 +145,21 @@ def _json_doc(analysis: Analysis, metric: str, clusters: list[np.ndarray], metad
         "task_names": list(analysis.task_names),
         "layers": layers,
     }
-    text = json.dumps(doc, indent=1, allow_nan=False)
-    # Matrices one row per line: indenting every number would make the file (and the time to
-    # write it) several times larger for thousands of tasks.
-    for la, rows in zip(analysis.layers, formatted):
-        if not np.isfinite(la.geometry.matrix(metric)).all():
-            raise ValueError(f"layer {la.name}: the {metric} matrix has non-finite values, which JSON cannot hold")
-        body = ",\n".join(f"[{row}]" for row in rows)
-        text = text.replace(f'"@matrix{la.index}@"', f"[\n{body}\n]", 1)
-    return text + "\n"
+    # The document is assembled from json.dumps of its own values, never by replacing text in
+    # it, so no task or layer name can be mistaken for a part of the structure. Matrices go one
+    # row per line (the rows are already valid JSON numbers): indenting every number would make
+    # the file, and the time to write it, several times larger for thousands of tasks.
+    fields = [f' {json.dumps(key)}: {_json_value(value, " ")}' for key, value in doc.items() if key != "layers"]
+    entries = []
+    for layer, rows in zip(layers, formatted):
+        parts = []
+        for key, value in layer.items():
+            text = "[\n" + ",\n".join(f"[{row}]" for row in rows) + "\n   ]" if key == "matrix" else \
+                _json_value(value, "   ")
+            parts.append(f"   {json.dumps(key)}: {text}")
+        entries.append("  {\n" + ",\n".join(parts) + "\n  }")
+    fields.append(' "layers": [\n' + ",\n".join(entries) + "\n ]")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
 def _npz_bytes(analysis: Analysis, clusters: list[np.ndarray]) -> bytes:
@@ -212,12 +228,17 @@ def export_analysis(
     ------
     FileExistsError
         A target exists and ``overwrite`` is False.
+    taan_core._atomic.WriteError
+        A target is a symbolic link (refused whatever ``overwrite`` says; nothing is written),
+        or the file system refuses a write.
     """
     check_metric(metric)
     out = Path(out)
     names = export_names(analysis, metric)
+    for name in names:
+        refuse_link(out / name)
     if not overwrite:
-        existing = [n for n in names if (out / n).exists()]
+        existing = [n for n in names if os.path.lexists(out / n)]
         if existing:
             raise FileExistsError(f"{out / existing[0]} exists ({len(existing)} of the export files do); "
                                   "pass --overwrite to replace them")
@@ -244,11 +265,7 @@ def export_analysis(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, make in writers:
-        content = make()
-        path = out / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-        written.append(path)
+        # Atomic: a file appears whole or not at all, and a link at its name is replaced, never
+        # written through.
+        written.append(write_file(out / name, make()))
     return written

@@ -222,8 +222,14 @@ def layer_geometry(alpha, hinges, mu: float = 0.0, sigma: float = 1.0, name: str
         cos = cosine_matrix(a, h, mu, sigma).numpy()
     if not (np.isfinite(inner).all() and np.isfinite(sq).all()):
         # A tiny sigma (e.g. 1e-300 in a checkpoint or --measure) overflows the standardised hinges.
+        lo, hi = h.min().item(), h.max().item()
+        # Advise a measure other than the one in use: standard, unless that is it; and always
+        # one that spans the hinges.
+        spans = f"{(lo + hi) / 2:g},{max((hi - lo) / 2, 1.0):g}"
+        advice = f"--measure {spans}, which spans them" if (mu, sigma) == (0.0, 1.0) else \
+            f"--measure standard, or {spans}, which spans them"
         raise ValueError(f"layer {name}: the activations' geometry under the measure N({mu:g}, {sigma:g}²) is not "
-                         f"finite: sigma is too small (or mu too far) for hinges in [{h.min().item():g}, "
-                         f"{h.max().item():g}]; choose another measure (--measure standard or MU,SIGMA)")
+                         f"finite: sigma is too small (or mu too far) for hinges in [{lo:g}, {hi:g}]; choose "
+                         f"another measure ({advice})")
     return LayerGeometry(name=name, mu=float(mu), sigma=float(sigma), alpha=a.numpy(), hinges=h.numpy(),
                          inner_product=inner, distance=np.sqrt(sq), squared_distance=sq, cosine=cos)

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from taan_core._atomic import refuse_link, write_file
 from taan_viz.analysis import METRICS, Analysis, Snapshot
 
 __all__ = ["REPORT_FILES", "ReportFigure", "ReportSection", "build_report", "figure_uri", "render_report",
@@ -359,8 +361,10 @@ def build_report(
     FileExistsError
     """
     out = Path(out)
+    for name in REPORT_FILES:
+        refuse_link(out / name)
     if not overwrite:
-        existing = [n for n in REPORT_FILES if (out / n).exists()]
+        existing = [n for n in REPORT_FILES if os.path.lexists(out / n)]
         if existing:
             raise FileExistsError(f"{out / existing[0]} exists; pass --overwrite to replace it")
     versions = tool_versions()
@@ -384,6 +388,6 @@ def build_report(
         **dict(manifest_extra or {}),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "index.html").write_bytes(data)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_file(out / "index.html", data)
+    write_file(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return [out / n for n in REPORT_FILES]

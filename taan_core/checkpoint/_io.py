@@ -4,6 +4,7 @@ checkpoint is)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import pickle
@@ -447,6 +448,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.exists():
+        if path.is_symlink():
+            # exists() is False for a link loop and a dangling link alike; say which.
+            try:
+                os.stat(path)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise _fail(path, "", "a loop of symbolic links, which leads to no file") from None
+            raise _fail(path, "", f"a symbolic link to {os.readlink(path)}, which does not exist")
         raise _fail(path, "", "no such file")
     if not path.is_file():
         raise _fail(path, "", "expected a regular file")

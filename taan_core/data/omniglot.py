@@ -27,6 +27,9 @@ __all__ = ["load_omniglot", "OMNIGLOT_FOLDERS"]
 
 OMNIGLOT_FOLDERS: tuple[str, ...] = ("images_background", "images_evaluation")
 _IMAGE_SIZE = 105
+# Ten times the stored size: larger only invents pixels, and a checkpoint's data.config asking for
+# 10^6 would allocate 10^12 bytes per image.
+_MAX_IMAGE_SIZE = 10 * _IMAGE_SIZE
 
 
 def _subdirs(path: str) -> list[str]:
@@ -38,15 +41,17 @@ def _read_image(path: str, size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            img = img.convert("L")
+            # The size is in the header: check it before decoding, so a small file declaring a
+            # huge image (a decompression bomb) is refused without allocating its pixels.
             if img.size != (_IMAGE_SIZE, _IMAGE_SIZE):
                 raise ValueError(
                     f"{path}: image must be {_IMAGE_SIZE}x{_IMAGE_SIZE} pixels, got {img.size[0]}x{img.size[1]}"
                 )
+            img = img.convert("L")
             if size != _IMAGE_SIZE:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from err
     return 255 - pixels
 
@@ -87,6 +92,9 @@ def load_omniglot(
     if data_path is None:
         raise ValueError("the omniglot data set needs data_path, the folder holding images_background/images_evaluation")
     check_int(image_size, "image_size", minimum=1)
+    if image_size > _MAX_IMAGE_SIZE:
+        raise ValueError(f"{data_path}: image_size must be at most {_MAX_IMAGE_SIZE} (ten times the stored "
+                         f"{_IMAGE_SIZE} pixels), got {image_size}")
     _check_fractions(val_fraction, test_fraction)
     check_int(seed, "seed", minimum=0)
     root = str(data_path)

@@ -71,7 +71,8 @@ def _read_vocabulary(path: str, domains: Sequence[str] | None) -> tuple[list[str
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file (the YouTube-8M vocabulary.csv)")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a byte order mark (as spreadsheet programs write) is not part of the header.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             members, largest = _vocabulary_rows(path, csv.DictReader(fh))
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: line {_first_non_utf8_line(path)} is not UTF-8 text ({err.reason}); "

@@ -14,6 +14,14 @@ uses OpenMP; torch's own libgomp is already loaded under the same soname, so the
 torch's thread pool. When no compiler is found, compilation fails, or ``TAAN_NO_KERNELS=1`` is
 set, :func:`usable` answers False and the plain torch path runs instead.
 
+Loading a shared library runs its code, so the cache is trusted only if it is the user's own:
+the cache folder, every folder above it and the library file must belong to the current user
+(folders above may belong to root), and none may be writable by group or others (a folder above
+may, if its sticky bit is set, as /tmp's is); the library must be a regular file, not a link.
+Otherwise a warning names the folder, nothing is loaded from it, and the plain torch path runs.
+A new library is built in a private temporary folder inside the cache and renamed into place, so
+no process ever loads a partial file.
+
 The forward pass has two paths in C: AVX-512 (float32 and bfloat16 inputs, at most 94 hinges, on
 a CPU with AVX-512F) and portable C (everything else). :func:`set_forward_path` (or
 ``TAAN_KERNEL_PATH`` = ``auto``, ``portable`` or ``avx512`` at import) chooses between them, so
@@ -28,9 +36,11 @@ import importlib.resources
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -101,29 +111,104 @@ def _library_path(source: str, compiler: str) -> Path:
     return _cache_dir() / f"taan_lookup_{digest}.so"
 
 
+class UntrustedCacheError(RuntimeError):
+    """The kernel cache could be written by someone else: its libraries are not loaded."""
+
+
+def _owner_ok(st: os.stat_result, *, root_ok: bool) -> bool:
+    return st.st_uid == os.getuid() or (root_ok and st.st_uid == 0)
+
+
+def _check_trusted(folder: Path, library: Path | None = None) -> None:
+    """Raise UntrustedCacheError unless ``folder`` (and ``library`` in it, when it exists) can be
+    changed by no one but the current user (and root)."""
+    if not hasattr(os, "getuid"):  # pragma: no cover - Windows: no POSIX owners to check
+        return
+    folder = Path(os.path.abspath(folder))
+    try:
+        st = os.stat(folder)
+    except OSError as err:
+        raise UntrustedCacheError(f"kernel cache folder {folder}: {err.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedCacheError(f"kernel cache folder {folder} is not a folder")
+    if not _owner_ok(st, root_ok=False):
+        raise UntrustedCacheError(f"kernel cache folder {folder} belongs to uid {st.st_uid}, not to this user "
+                                  f"(uid {os.getuid()}); not loading compiled code from it")
+    if st.st_mode & 0o022:
+        raise UntrustedCacheError(f"kernel cache folder {folder} is writable by group or others "
+                                  f"(mode {stat.S_IMODE(st.st_mode):o}); not loading compiled code from it "
+                                  f"(chmod go-w {folder})")
+    for above in folder.parents:
+        try:
+            st = os.stat(above)
+        except OSError:
+            continue
+        sticky = st.st_mode & stat.S_ISVTX
+        if not _owner_ok(st, root_ok=True) or (st.st_mode & 0o022 and not sticky):
+            raise UntrustedCacheError(f"kernel cache folder {folder}: the folder above it, {above}, can be changed "
+                                      "by other users; not loading compiled code from it")
+    if library is None:
+        return
+    try:
+        st = os.lstat(library)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UntrustedCacheError(f"kernel cache folder {folder}: {library.name} is not a regular file; "
+                                  "not loading it")
+    if not _owner_ok(st, root_ok=False) or st.st_mode & 0o022:
+        raise UntrustedCacheError(f"kernel cache folder {folder}: {library.name} belongs to uid {st.st_uid} with "
+                                  f"mode {stat.S_IMODE(st.st_mode):o} (expected this user's, writable by no one "
+                                  "else); not loading it")
+
+
+def _build(compiler: str, source: str, workdir: Path, target: Path) -> None:
+    """Compile ``source`` in a private folder inside ``workdir`` and rename it to ``target``."""
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".build-") as tmp:  # mode 0700
+        src = Path(tmp) / "lookup.c"
+        src.write_text(source, encoding="utf-8")
+        built = Path(tmp) / "lookup.so"
+        proc = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(built)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            detail = proc.stderr.strip()[:500] or f"exit status {proc.returncode}"
+            raise RuntimeError(f"{compiler} failed: {detail}")
+        # Writable by no one else whatever the umask, so the next load trusts it.
+        os.chmod(built, 0o755)
+        os.replace(built, target)  # atomic: concurrent processes never load a partial file
+
+
+def _make_private_folders(folder: Path) -> None:
+    """``folder`` and the folders missing above it, each created with mode 0700 (any umask)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+
+
 def _compile() -> ctypes.CDLL:
     compiler = _find_compiler()
     if compiler is None:
         raise RuntimeError("no C compiler found (gcc, cc or clang)")
     source = _source()
     target = _library_path(source, compiler)
+    try:
+        _make_private_folders(target.parent)
+    except OSError:
+        # No usable cache: build into a private temporary folder, load, and forget it.
+        with tempfile.TemporaryDirectory(prefix="taan-kernels-") as tmp:
+            private = Path(tmp) / target.name
+            _build(compiler, source, Path(tmp), private)
+            return _bind(ctypes.CDLL(str(private)))
+    _check_trusted(target.parent, target)
     if not target.exists():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            workdir = target.parent
-        except OSError:
-            workdir = Path(tempfile.gettempdir())
-            target = workdir / target.name
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            src = Path(tmp) / "lookup.c"
-            src.write_text(source, encoding="utf-8")
-            built = Path(tmp) / "lookup.so"
-            proc = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(built)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                detail = proc.stderr.strip()[:500] or f"exit status {proc.returncode}"
-                raise RuntimeError(f"{compiler} failed: {detail}")
-            os.replace(built, target)  # atomic: concurrent processes never load a partial file
-    lib = ctypes.CDLL(str(target))
+        _build(compiler, source, target.parent, target)
+        _check_trusted(target.parent, target)
+    return _bind(ctypes.CDLL(str(target)))
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for tag, _ in _TAGS.values():
         fwd = getattr(lib, f"taan_fwd_{tag}")
@@ -146,6 +231,10 @@ def _load() -> ctypes.CDLL | None:
                 try:
                     _lib = _compile()
                     status = "compiled C kernel"
+                except UntrustedCacheError as err:
+                    _lib = None
+                    status = f"unavailable: {err}"
+                    warnings.warn(f"{err}; the plain torch path runs instead", RuntimeWarning, stacklevel=3)
                 except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                     _lib = None
                     status = f"unavailable: {err}"

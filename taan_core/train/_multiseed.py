@@ -7,29 +7,55 @@ every seed folder is a normal run (resumable, readable by ``taan-viz``), a seed 
 crashes leaves the others running, and no executable has to be found on PATH. ``--workers N``
 runs N seeds side by side; their output goes to ``runs/NAME/logs/seed-K.log`` and, unless
 ``--threads`` is given, each gets an equal share of the CPU cores.
+
+No seed outlives the command. On Linux each seed's process asks the kernel (``prctl``
+``PR_SET_PDEATHSIG``) to be killed when the parent dies, even by SIGKILL; a seed killed that
+way keeps the ``last.pt`` of its last completed epoch (``--resume`` continues it) and the lock
+it held is dropped by the kernel. Ctrl-C (or SIGINT to the parent alone) starts no further
+seed, passes SIGINT to the running ones, waits a few seconds for them to stop cleanly, kills
+those still running, and ends the command with status 130.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-__all__ = ["SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
+from taan_core._atomic import refuse_link
+
+__all__ = ["MAX_SEEDS", "SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
+
+# More seeds than anyone trains; a larger count is a typo (--seeds 0-100000000) that would
+# otherwise fill memory with the list before anything is said.
+MAX_SEEDS = 10_000
 
 # Options of `train` that the parent consumes; every other option given is passed to each seed.
 _PARENT_ONLY = ("seeds", "workers", "seed", "out")
 
 
+def _too_many(count: int) -> ValueError:
+    return ValueError(f"--seeds names {count} seeds, more than the {MAX_SEEDS} one command trains; "
+                      "split them over several commands")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """Seeds from ``"0,1,2"`` or a range ``"0-4"`` (or a mix, ``"0-2,7"``); ValueError otherwise."""
-    seeds: list[int] = []
+    """Seeds from ``"0,1,2"`` or a range ``"0-4"`` (or a mix, ``"0-2,7"``); ValueError otherwise.
+
+    At most :data:`MAX_SEEDS` seeds; the count of a range is checked before it is expanded, and
+    repeats are found in one pass.
+    """
+    parts: list[tuple[int, int]] = []
+    count = 0
     try:
         for part in text.replace(" ", "").split(","):
             if not part:
@@ -39,16 +65,24 @@ def parse_seeds(text: str) -> list[int]:
                 lo_i, hi_i = int(lo), int(hi)
                 if hi_i < lo_i:
                     raise ValueError
-                seeds.extend(range(lo_i, hi_i + 1))
             else:
-                seeds.append(int(part))
+                lo_i = hi_i = int(part)
+            parts.append((lo_i, hi_i))
+            count += hi_i - lo_i + 1
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated ints or ranges like 0,1,2 or 0-4, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds must name at least one seed, each >= 0, got {text!r}")
-    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
-    if dupes:
-        raise ValueError(f"--seeds names seed {dupes[0]} twice")
+    if not parts or any(lo < 0 for lo, _ in parts):
+        raise ValueError(f"--seeds must name at least one seed, each >= 0, got {text[:80]!r}")
+    if count > MAX_SEEDS:
+        raise _too_many(count)
+    seeds: list[int] = []
+    seen: set[int] = set()
+    for lo, hi in parts:
+        for s in range(lo, hi + 1):
+            if s in seen:
+                raise ValueError(f"--seeds names seed {s} twice")
+            seen.add(s)
+            seeds.append(s)
     return seeds
 
 
@@ -91,18 +125,69 @@ class SeedResult:
     message: str
 
 
+def _memory_available() -> int | None:
+    """Bytes of memory available (``MemAvailable`` of /proc/meminfo), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# What one seed's process needs at least: an interpreter with torch loaded, before any data.
+_WORKER_MEMORY = 512 * 2**20
+
+
+def max_workers() -> int:
+    """Seeds that can train side by side here: one per CPU core, and 512 MiB of available memory
+    each (at least one)."""
+    cores = os.cpu_count() or 1
+    memory = _memory_available()
+    by_memory = cores if memory is None else max(1, memory // _WORKER_MEMORY)
+    return max(1, min(cores, by_memory))
+
+
 def _threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _seed_main(argv: list[str], log: str | None) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` dies (Linux); exit at once if it
+    already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the parent's clean-up still stops the seeds
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _seed_main(argv: list[str], log: str | None, parent: int | None = None) -> None:
     """The body of one seed's process: ``taan-core`` with ``argv``, its output to ``log``.
 
     The process's exit status is the command's (``main`` ends in ``SystemExit``).
     """
+    if parent is not None:
+        _die_with_parent(parent)
     if log is not None:
         # File descriptors, not just sys.stdout: warnings from C code land in the log too.
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        from taan_core._atomic import WriteError, open_nofollow
+
+        try:
+            # Never through a link planted as the log: O_TRUNC would empty its target.
+            fd = open_nofollow(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as err:
+            message = str(err) if isinstance(err, WriteError) else f"cannot write {log}: {err.strerror}"
+            print(f"taan-core: error: {message}", file=sys.stderr)
+            sys.exit(2)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(fd, 1)
@@ -163,6 +248,10 @@ def train_seeds(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be an int >= 1, got {workers!r}")
     workers = min(workers, len(seeds))
+    limit = max_workers()
+    if workers > limit:
+        raise ValueError(f"--workers {workers} is more than this machine runs side by side ({limit}: one per CPU core "
+                         f"({os.cpu_count()}), 512 MiB of available memory each); use --workers {limit} or fewer")
     parallel = workers > 1
     extra: list[str] = []
     env: dict[str, str] = {}
@@ -172,24 +261,41 @@ def train_seeds(
         # Also the BLAS/OpenMP pools the children start before torch reads --threads.
         env = {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
     spawn = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+    guard = threading.Lock()
+    running: set = set()
     out.mkdir(parents=True, exist_ok=True)
     if parallel:
+        refuse_link(out / "logs")
         (out / "logs").mkdir(exist_ok=True)
 
-    def one(seed: int) -> SeedResult:
+    def one(seed: int) -> SeedResult | None:
         run_out = out / f"seed-{seed}"
         argv = ["train", *args, *extra, "--seed", str(seed), "--out", str(run_out)]
         start = time.perf_counter()
         # One at a time, a seed's progress bar and errors go straight to the terminal.
         log = out / "logs" / f"seed-{seed}.log" if parallel else None
-        proc = spawn.Process(target=_seed_main, args=(argv, None if log is None else str(log)), name=f"seed-{seed}")
-        proc.start()
+        if log is not None and log.is_symlink():
+            message = f"{log} is a symbolic link; refused to write through it (remove the link)"
+            echo(f"seed {seed}: failed: {message}")
+            return SeedResult(seed, 2, 0.0, run_out, log, message)
+        with guard:
+            if stopping.is_set():
+                return None
+            proc = spawn.Process(target=_seed_main, args=(argv, None if log is None else str(log), os.getpid()),
+                                 name=f"seed-{seed}")
+            proc.start()
+            running.add(proc)
         proc.join()
+        with guard:
+            running.discard(proc)
+        if stopping.is_set():
+            return None
         # A process killed by signal N reports -N; a shell would say 128 + N.
         code = proc.exitcode if proc.exitcode >= 0 else 128 - proc.exitcode
         if log is not None:
             lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()] \
-                if log.exists() else []
+                if log.exists() and not log.is_symlink() else []
             message = lines[-1] if code and lines else ""
         else:
             message = "its error is printed above" if code else ""
@@ -202,10 +308,34 @@ def train_seeds(
         return result
 
     with _environment(env):
-        if not parallel:
-            return [one(s) for s in seeds]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, seeds))
+        pool = ThreadPoolExecutor(max_workers=workers) if parallel else None
+        try:
+            results = list(pool.map(one, seeds)) if pool is not None else [one(s) for s in seeds]
+        except BaseException:
+            # Ctrl-C (or any failure of the parent): start nothing more, stop what runs.
+            stopping.set()
+            _stop(running, guard)
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        return [r for r in results if r is not None]
+
+
+def _stop(running: set, guard: threading.Lock, grace: float = 5.0) -> None:
+    """SIGINT to every running seed, then SIGKILL to those still alive after ``grace`` seconds."""
+    with guard:
+        procs = list(running)
+    for proc in procs:
+        if proc.pid is not None and proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | None, out: Path | None,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from taan_core._atomic import WriteError, _reason, atomic_write
+from taan_core._atomic import WriteError, _reason, atomic_write, open_nofollow, refuse_link
 
 __all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "RunLockedError", "check_run_dir", "data_fingerprint",
            "prepare_run_dir", "resolve_device"]
@@ -63,6 +63,9 @@ def _run_files(out: Path, *, overwrite: bool, resume: bool) -> list[str]:
     """The run files already in ``out``, after refusing a folder that cannot take the run."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
+    # A link where training writes would make it write (truncate, append, replace) elsewhere.
+    for name in (*RUN_FILES, LOCK_FILE):
+        refuse_link(out / name)
     if resume:
         if not (out / "last.pt").is_file():
             raise FileNotFoundError(f"{out / 'last.pt'}: no such file, nothing to resume (run without --resume)")
@@ -79,7 +82,7 @@ def check_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bo
     holds the folder's lock right now)."""
     out = Path(out)
     _run_files(out, overwrite=overwrite, resume=resume)
-    if (out / LOCK_FILE).exists():
+    if os.path.lexists(out / LOCK_FILE):
         RunLock(out).acquire().release()
     return out
 
@@ -120,6 +123,8 @@ class RunLock:
     The lock file holds the owner's pid, for the message of a refused second training. The
     kernel drops the lock when its process ends, however it ends, so the file a killed run
     leaves behind never blocks. Where ``fcntl`` does not exist (Windows) the lock does nothing.
+    A symbolic link planted as the lock file is never followed (a one-line ``WriteError``):
+    opening it would truncate its target.
 
     Parameters
     ----------
@@ -138,7 +143,7 @@ class RunLock:
         except ImportError:  # pragma: no cover - Windows
             return self
         while self._fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -275,10 +280,15 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    """Append one line; on failure cut the file back to its old end, so no torn line stays."""
+    """Append one line; on failure cut the file back to its old end, so no torn line stays.
+
+    A symbolic link at ``path`` is refused (one-line WriteError), never appended through.
+    """
     line = memoryview(_json_line(record).encode())
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except WriteError:
+        raise
     except OSError as err:
         raise WriteError(f"cannot write {path}: {_reason(err)}") from err
     try:

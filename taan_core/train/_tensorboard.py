@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from taan_core._atomic import refuse_link
 from taan_core._validation import check_int
 
 __all__ = ["TensorBoardLogger"]
@@ -76,11 +77,15 @@ class TensorBoardLogger:
     def _writer(self):
         # Opened on first use, so a run that fails to start (an existing run folder) leaves nothing.
         if self._open is None:
+            # A planted link would send the event files (and clear()'s deletions) elsewhere; the
+            # event file's own name holds the time, host and pid, so it cannot be planted ahead.
+            refuse_link(self.log_dir)
             self._open = self._writer_class(log_dir=str(self.log_dir))
         return self._open
 
     def clear(self) -> None:
         """Delete the event files of an earlier run in ``log_dir`` (for an overwritten run)."""
+        refuse_link(self.log_dir)
         if self.log_dir.is_dir():
             for path in self.log_dir.glob("events.out.tfevents.*"):
                 path.unlink()

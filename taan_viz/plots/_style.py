@@ -294,9 +294,12 @@ def save_figure(fig, path: "str | Path", *, dpi: int = 300, metadata: Mapping[st
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt or 'no suffix'!r} ({path.name})")
     if isinstance(dpi, bool) or not isinstance(dpi, int) or not 20 <= dpi <= 2400:
         raise ValueError(f"dpi must be an int in [20, 2400], got {dpi!r}")
+    from taan_core._atomic import atomic_write
+
     rc = {"svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "taan-viz", "savefig.facecolor": "white"}
     with matplotlib.rc_context(rc):
-        savefig_once(fig, path, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata))
+        # Atomic, like every taan output: a link at ``path`` is replaced, never written through.
+        atomic_write(path, lambda fh: savefig_once(fig, fh, format=fmt, dpi=dpi, metadata=_metadata(fmt, metadata)))
     return path
 
 

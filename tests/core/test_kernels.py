@@ -217,6 +217,92 @@ def test_a_failing_compiler_is_reported(fresh_load):
 
 
 # --------------------------------------------------------------------------------------------
+# the cache is trusted only if it is the user's own
+
+
+def _plain_path_runs():
+    alpha, hinges = _tables(2, 3, seed=5, dtype=torch.float64)
+    z, task = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0])
+    with backend("kernel"):
+        out = task_adaptive_activation(z, task, alpha, hinges)
+        assert _kernels.last_forward_path == "none"
+    torch.testing.assert_close(out, task_adaptive_activation_reference(z, task, alpha, hinges))
+
+
+def test_a_group_writable_cache_folder_is_refused(fresh_load, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o775)
+    cache.chmod(0o775)
+    fresh_load.setenv("TAAN_KERNEL_CACHE", str(cache))
+    with pytest.warns(RuntimeWarning, match=rf"kernel cache folder {cache} is writable by group or others") as rec:
+        assert not _kernels.available()
+    assert len(str(rec[0].message).splitlines()) == 1
+    assert list(cache.iterdir()) == []  # nothing built, nothing loaded
+    _plain_path_runs()
+
+
+@pytest.mark.skipif(_kernels._find_compiler() is None, reason="needs a C compiler")
+def test_a_library_writable_by_others_is_not_loaded(fresh_load, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    fresh_load.setenv("TAAN_KERNEL_CACHE", str(cache))
+    planted = _kernels._library_path(_kernels._source(), _kernels._find_compiler())
+    planted.write_bytes(b"not a library")
+    planted.chmod(0o666)
+    with pytest.warns(RuntimeWarning, match=rf"kernel cache folder {cache}: {planted.name} belongs to uid \d+ "
+                                            r"with mode 666"):
+        assert not _kernels.available()
+    assert planted.read_bytes() == b"not a library"
+    _plain_path_runs()
+
+
+def test_a_cache_owned_by_another_user_is_refused(fresh_load, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    fresh_load.setenv("TAAN_KERNEL_CACHE", str(cache))
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        if Path(path) == cache:  # as if another user had made it
+            values = list(st)
+            values[4] = os.getuid() + 1
+            return os.stat_result(values)
+        return st
+
+    fresh_load.setattr(_kernels.os, "stat", stat)
+    with pytest.warns(RuntimeWarning, match=rf"kernel cache folder {cache} belongs to uid \d+, not to this user"):
+        assert not _kernels.available()
+    _plain_path_runs()
+
+
+def test_a_library_that_is_a_link_is_not_loaded(fresh_load, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    fresh_load.setenv("TAAN_KERNEL_CACHE", str(cache))
+    fresh_load.setenv("CC", "gcc")
+    (tmp_path / "elsewhere.so").write_bytes(b"x")
+    _kernels._library_path(_kernels._source(), "gcc").symlink_to(tmp_path / "elsewhere.so")
+    with pytest.warns(RuntimeWarning, match=rf"kernel cache folder {cache}: taan_lookup_\w+\.so is not a regular"):
+        assert not _kernels.available()
+
+
+@pytest.mark.skipif(_kernels._find_compiler() is None, reason="needs a C compiler")
+def test_a_fresh_build_is_private_and_trusted_next_time(fresh_load, tmp_path):
+    cache = tmp_path / "new" / "cache"
+    fresh_load.setenv("TAAN_KERNEL_CACHE", str(cache))
+    old = os.umask(0o002)  # a umask that would leave the library group-writable
+    try:
+        assert _kernels.available()
+    finally:
+        os.umask(old)
+    assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
+    (library,) = cache.iterdir()  # the build folder is gone
+    assert library.stat().st_mode & 0o022 == 0
+    _kernels._check_trusted(cache, library)
+
+
+# --------------------------------------------------------------------------------------------
 # torch.library.opcheck of the custom operators
 
 

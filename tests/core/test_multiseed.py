@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from taan_core.train._multiseed import parse_seeds
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from taan_core.train import _multiseed
+from taan_core.train._multiseed import MAX_SEEDS, parse_seeds
 from taan_core.checkpoint import load_checkpoint
 
 from tests.core.test_cli import _FAST, _cli
@@ -22,6 +31,75 @@ def test_parse_seeds(text, seeds):
 def test_parse_seeds_errors(text, match):
     with pytest.raises(ValueError, match=match):
         parse_seeds(text)
+
+
+def test_parse_seeds_is_linear_and_capped():
+    start = time.perf_counter()
+    assert parse_seeds(f"0-{MAX_SEEDS - 1}") == list(range(MAX_SEEDS))  # quadratic took seconds
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(ValueError, match=r"^--seeds names 100000001 seeds, more than the 10000 one command trains"):
+        parse_seeds("0-100000000")  # refused before the list is built
+    with pytest.raises(ValueError, match="seed 5 twice"):
+        parse_seeds("0-9,5")
+
+
+def test_workers_are_capped_by_cores_and_memory(monkeypatch, tmp_path):
+    monkeypatch.setattr(_multiseed.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(_multiseed, "_memory_available", lambda: 64 * 2**30)
+    assert _multiseed.max_workers() == 4
+    monkeypatch.setattr(_multiseed, "_memory_available", lambda: 2**30)  # two workers' worth
+    assert _multiseed.max_workers() == 2
+    with pytest.raises(ValueError, match=r"^--workers 3 is more than this machine runs side by side \(2: one per CPU "
+                                         r"core \(4\), 512 MiB of available memory each\); use --workers 2 or fewer"):
+        _multiseed.train_seeds([0, 1, 2], tmp_path / "runs", [], workers=3)
+    assert not (tmp_path / "runs").exists()
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(line.split()[1] for line in fh if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return "gone"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_seed_dies_with_its_parent_even_by_sigkill(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, os, sys, time
+        from taan_core.train._multiseed import _die_with_parent
+
+        def child(parent, path):
+            _die_with_parent(parent)
+            with open(path + ".tmp", "w") as fh:
+                fh.write(str(os.getpid()))
+            os.replace(path + ".tmp", path)
+            time.sleep(120)
+
+        if __name__ == "__main__":
+            proc = multiprocessing.get_context("spawn").Process(target=child, args=(os.getpid(), sys.argv[1]))
+            proc.start()
+            proc.join()
+    """))
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], env=dict(os.environ, PYTHONPATH=str(_ROOT)))
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _state(child) not in ("gone", "Z")
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _state(child) not in ("gone", "Z") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(child) in ("gone", "Z"), "the seed outlived its killed parent"
 
 
 @pytest.mark.parametrize("args, match", [
@@ -60,3 +138,28 @@ def test_seeds_write_one_run_per_seed_and_report_a_failing_one(capsys, tmp_path)
     assert "already holds a run" in (out / "logs" / "seed-2.log").read_text()
     assert "seed 2: failed with exit status 2" in err
     assert "2 of 3 seeds trained" in err and "failed: 2" in err
+
+
+@pytest.mark.slow
+def test_sigint_stops_every_seed_at_once(tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "taan_core.cli", "train", "--dataset", "planted", "--epochs", "100000", "--hinges", "2",
+           "--starts", "1", "--quiet", "--seeds", "0,1,2", "--out", str(out)]
+    parent = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(_ROOT)), stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # SIGINT below reaches the parent alone, not its group
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "seed-0" / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (out / "seed-0" / "last.pt").exists()
+        child = int((out / "seed-0" / ".train.lock").read_text())
+        sent = time.monotonic()
+        parent.send_signal(signal.SIGINT)
+        _, err = parent.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 130 and time.monotonic() - sent < 15
+    assert err.strip().splitlines()[-1] == "taan-core: interrupted"
+    assert _state(child) in ("gone", "Z")
+    assert not (out / "seed-1").exists()  # no further seed started

@@ -25,6 +25,7 @@ def test_help_lists_the_study_options(capsys):
     (["--datasets", "omniglot"], "omniglot needs convolutional baselines"),
     (["--grid", "0.1,x"], "--grid must be comma-separated numbers"),
     (["--seeds", "0"], "seeds must be >= 1"),
+    (["--seeds", "100000000"], "seeds must be at most 10000, got 100000000"),
     (["--nope"], "No such option: --nope"),
 ])
 def test_user_errors_are_one_line(capsys, tmp_path, args, match):

@@ -303,3 +303,15 @@ def test_classical_mds_edge_cases():
         classical_mds(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="n_components must be an int >= 1"):
         classical_mds(np.zeros((2, 2)), 0)
+
+
+def test_a_non_finite_geometry_never_advises_the_measure_in_use():
+    alpha = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"N\(0, 1e-300²\) is not finite: .*\(--measure standard, or 0,1, which "
+                                         r"spans them\)$"):
+        layer_geometry(alpha, np.array([-1.0, 0.0, 1.0]), 0.0, 1e-300, name="l0")
+    # Under the standard measure already, only a measure spanning the hinges is advised.
+    with pytest.raises(ValueError, match=r"N\(0, 1²\) is not finite: .*hinges in \[-1e\+300, 1e\+300\]; choose "
+                                         r"another measure \(--measure 0,1e\+300, which spans them\)$") as info:
+        layer_geometry(alpha, np.array([-1e300, 0.0, 1e300]), 0.0, 1.0, name="l0")
+    assert "standard" not in str(info.value)

@@ -224,3 +224,17 @@ def test_labels_and_grid_options(checkpoint_path, tmp_path, capsys):
     capsys.readouterr()
     assert run("cluster", checkpoint_path, "--labels", "some") == 2
     assert capsys.readouterr().err.strip() == "taan-viz: error: labels must be one of auto, all, none, got 'some'"
+
+
+def test_a_symbolic_link_loop_is_one_line(tmp_path, capsys):
+    loop = tmp_path / "loop.pt"
+    loop.symlink_to(loop)
+    dangling = tmp_path / "gone.pt"
+    dangling.symlink_to(tmp_path / "nowhere.pt")
+    for args, match in ((["heatmap", loop], f"{loop}: a loop of symbolic links, which leads to no file"),
+                        (["consensus", loop, dangling], f"{loop}: a loop of symbolic links"),
+                        (["consensus", dangling, loop], f"{dangling}: a symbolic link to {tmp_path / 'nowhere.pt'}, "
+                                                        "which does not exist")):
+        assert run(*args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"taan-viz: error: {match}"), err

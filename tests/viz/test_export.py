@@ -82,3 +82,62 @@ def test_export_quotes_awkward_names(tmp_path, checkpoint):
 def test_export_rejects_metric(tmp_path, analysis):
     with pytest.raises(ValueError, match="metric must be one of"):
         export_analysis(analysis, tmp_path, metric="spearman")
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+def test_a_link_planted_as_an_export_target_is_refused(tmp_path, analysis, overwrite, dangling):
+    from taan_core._atomic import WriteError
+
+    target = tmp_path / "precious.txt"
+    if not dangling:
+        target.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    link = out / "geometry.json"
+    link.symlink_to(target)
+    with pytest.raises(WriteError, match=rf"^{link} is a symbolic link; refused to write through it"):
+        export_analysis(analysis, out, overwrite=overwrite)
+    assert (target.read_text() == "keep") if not dangling else not target.exists()
+    assert [p.name for p in out.iterdir()] == ["geometry.json"]  # nothing written
+
+
+def test_export_cli_names_a_planted_link_in_one_line(checkpoint_path, tmp_path, capsys):
+    from taan_viz.cli import main
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clusters.csv").symlink_to(target)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(checkpoint_path), "-o", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"taan-viz: error: {out / 'clusters.csv'} is a symbolic link")
+    assert target.read_text() == "keep"
+
+
+def test_names_like_the_old_placeholders_cannot_swap_data(tmp_path):
+    # Names that the earlier text substitution took for its own placeholders ("@matrix0@").
+    import torch
+
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+    from tests.viz.viz_helpers import make_checkpoint_dict
+
+    raw = make_checkpoint_dict()
+    tasks = ["@matrix0@", '"@matrix1@"', "@matrix2@\n"] + raw["task_names"][3:]
+    raw["task_names"] = tasks
+    names = ["@matrix1@", '"@matrix0@"', "[\n@matrix2@\n]"]
+    raw["layer_names"] = names
+    for layer, name in zip(raw["layers"], names):
+        layer["name"] = name
+    torch.save(raw, tmp_path / "checkpoint.pt")
+    analysis = analyze(load_checkpoint(tmp_path / "checkpoint.pt"))
+    export_analysis(analysis, tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "geometry.json").read_text())
+    assert doc["task_names"] == tasks and [la["name"] for la in doc["layers"]] == names
+    for la, layer in zip(analysis.layers, doc["layers"]):
+        np.testing.assert_array_equal(np.array(layer["matrix"]), la.geometry.distance)
+        assert layer["position"] == la.index + 1

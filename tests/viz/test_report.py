@@ -174,3 +174,17 @@ def test_consensus_section_says_which_layers_differ_between_runs(tmp_path, monke
     single_run.clear()
     render_report(analyses[0], checkpoint={"path": "seed-0.pt"}, dpi=30)
     assert single_run == [True, True]
+
+
+def test_a_link_planted_as_a_report_file_is_refused(tmp_path, analysis):
+    from taan_core._atomic import WriteError
+    from taan_viz.report import build_report
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").symlink_to(target)
+    with pytest.raises(WriteError, match=rf"^{out / 'manifest.json'} is a symbolic link"):
+        build_report(analysis, out, checkpoint={}, overwrite=True)
+    assert target.read_text() == "keep" and [p.name for p in out.iterdir()] == ["manifest.json"]

@@ -4,6 +4,7 @@ the report of several runs, refusal of runs that differ, and the measure warning
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -208,3 +209,72 @@ def test_commands_warn_in_one_line_and_record_it(tmp_path, capsys):
     capsys.readouterr()
     assert run("tree", ckpt.path, "-o", tmp_path / "s", "--measure", "standard", "--dpi", "40") == 0
     assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# runs that did not finish
+
+
+def _trained(groups, seed, *, ended=True, epochs=2):
+    ckpt = make_checkpoint_dict(groups=groups, seed=seed, epochs=epochs)
+    ckpt["extra"] = {"train_config": {"epochs": epochs, "seed": seed}}
+    if ended:
+        ckpt["extra"].update(stopped_early=False, epochs_run=epochs)
+    return ckpt
+
+
+@pytest.fixture
+def seed_runs(tmp_path):
+    """runs/seed-{0,1,2}, each finished by the trainer."""
+    base = tmp_path / "runs"
+    for k, groups in enumerate([GROUPS, GROUPS, OTHER_GROUPS]):
+        (base / f"seed-{k}").mkdir(parents=True)
+        torch.save(_trained(groups, k), base / f"seed-{k}" / "checkpoint.pt")
+    return base
+
+
+def _killed_with_a_stale_lock(folder):
+    # What SIGKILL leaves: a best epoch's checkpoint.pt (no epochs_run) and the lock file.
+    torch.save(_trained(OTHER_GROUPS, 2, ended=False), folder / "checkpoint.pt")
+    (folder / ".train.lock").write_text("999999999\n")
+
+
+def test_unfinished_follows_the_documented_rule(seed_runs):
+    from taan_viz.runs import unfinished
+
+    done = seed_runs / "seed-0" / "checkpoint.pt"
+    assert unfinished(done, torch.load(done, weights_only=True)) is None
+    assert unfinished(done, make_checkpoint_dict()) is None  # not from the trainer: nothing says otherwise
+    assert "has no extra.epochs_run" in unfinished(done, _trained(GROUPS, 0, ended=False))
+    (seed_runs / "seed-0" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
+    assert "metrics.jsonl reaches epoch 3, checkpoint.pt's run ended at 2" in unfinished(done, _trained(GROUPS, 0))
+    (seed_runs / "seed-0" / ".train.lock").write_text(f"{os.getpid()}\n")
+    assert "still running" in unfinished(done, _trained(GROUPS, 0))
+
+
+def test_consensus_skips_a_seed_that_was_killed_in_one_line(seed_runs, capsys):
+    _killed_with_a_stale_lock(seed_runs / "seed-2")
+    assert run("consensus", seed_runs, "--dpi", "60") == 0
+    err = capsys.readouterr().err.splitlines()
+    skipped = [line for line in err if "skipped" in line]
+    assert skipped == [f"taan-viz: warning: skipped {seed_runs / 'seed-2'}: its training has not ended "
+                       f"({seed_runs / 'seed-2' / '.train.lock'} exists: pid 999999999, no longer running)"]
+    doc = json.loads((seed_runs / "consensus" / "consensus.json").read_text())
+    assert [r["label"] for r in doc["runs"]] == ["seed-0", "seed-1"]
+    assert doc["layers"][1]["stability"] == 1.0  # the unfinished run's other grouping is not in it
+
+
+def test_consensus_of_runs_none_of_which_finished_is_one_line(seed_runs, capsys):
+    for k in range(3):
+        torch.save(_trained(GROUPS, k, ended=False), seed_runs / f"seed-{k}" / "checkpoint.pt")
+    code = run("consensus", seed_runs)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and sum("skipped" in line for line in err) == 3
+    assert err[-1] == "taan-viz: error: none of the 3 runs finished (see the warnings above); resume them with " \
+                      "taan-core train --resume, or name a checkpoint alone to draw it"
+
+
+def test_a_single_unfinished_run_is_still_drawn(seed_runs, tmp_path, capsys):
+    _killed_with_a_stale_lock(seed_runs / "seed-2")
+    assert run("heatmap", seed_runs / "seed-2", "-o", tmp_path / "one", "--dpi", "60") == 0
+    assert "skipped" not in capsys.readouterr().err

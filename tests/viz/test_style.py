@@ -130,3 +130,29 @@ def test_paper_style_restores_rc():
 )
 def test_measure_label_rounds_only_negligible_means(mu, sigma, label):
     assert measure_label(mu, sigma) == label
+
+
+def test_save_figure_replaces_a_link_instead_of_writing_through_it(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    link = tmp_path / "f.png"
+    link.symlink_to(target)
+    save_figure(_fig(), link, dpi=50)
+    assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG")
+    assert target.read_text() == "keep"
+
+
+def test_the_figure_commands_refuse_a_planted_link_in_one_line(tmp_path, checkpoint_path, capsys):
+    from taan_viz.cli import main
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / "heatmap.png").symlink_to(target)
+    with pytest.raises(SystemExit) as exc:
+        main(["heatmap", str(checkpoint_path), "-o", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"taan-viz: error: {out / 'heatmap.png'} is a symbolic link")
+    assert target.read_text() == "keep"

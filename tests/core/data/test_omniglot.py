@@ -103,3 +103,26 @@ def test_folder_errors(tmp_path):
     (tmp_path / "images_background").mkdir()
     with pytest.raises(ValueError, match="no alphabet folders"):
         load_omniglot(str(tmp_path))
+
+
+def test_a_png_declaring_a_huge_image_is_refused_before_decoding(root, monkeypatch):
+    # A decompression bomb: a small file whose header declares 9000x9000 pixels (below Pillow's
+    # own refusal, which starts at 2 * Image.MAX_IMAGE_PIXELS), and one beyond it.
+    bad = root / "images_background" / "Greek" / "character01" / "0000_01.png"
+    Image.new("1", (9000, 9000)).save(bad)
+    assert bad.stat().st_size < 1_000_000
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "convert", lambda *a, **k: pytest.fail("the image was decoded"))
+        with pytest.raises(ValueError, match=r"Greek/character01/0000_01\.png: image must be 105x105 pixels, "
+                                             r"got 9000x9000"):
+            load_omniglot(str(root))
+    Image.new("1", (40000, 40000)).save(bad)
+    with pytest.raises(ValueError, match=r"Greek/character01/0000_01\.png: not a readable image \(Image size "
+                                         r"\(1600000000 pixels\) exceeds limit"):
+        load_omniglot(str(root))
+
+
+def test_an_image_size_beyond_ten_times_the_stored_one_is_refused(root):
+    with pytest.raises(ValueError, match=rf"^{root}: image_size must be at most 1050 \(ten times the stored 105 "
+                                         r"pixels\), got 1000000$"):
+        load_dataset("omniglot", data_path=str(root), image_size=1_000_000)

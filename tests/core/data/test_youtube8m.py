@@ -377,3 +377,10 @@ def test_conversion_killed_by_sigkill_is_cleaned_at_the_next_start(folder, tmp_p
     data = load_youtube8m(str(root), cache_dir=str(cache))
     assert data.num_tasks == 3
     assert sorted(os.listdir(cache)) == sorted([final, *keep])
+
+
+def test_a_vocabulary_with_a_byte_order_mark_is_read(tmp_path):
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    _write_vocabulary(plain)
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as spreadsheet programs save UTF-8
+    assert yt._read_vocabulary(str(marked), None) == yt._read_vocabulary(str(plain), None)
