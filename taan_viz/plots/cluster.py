@@ -159,8 +159,8 @@ def _groups_note(analysis: Analysis, n_clusters: int | None, threshold: float) -
     if n_clusters is not None:
         return (f"groups: {n_clusters} clusters cut from each layer's linkage tree (--clusters), "
                 "not the sharing tree's groups")
-    return (f"groups: the sharing tree's (tasks within {threshold:g} × the layer's RMS activation norm, "
-            "linked, nested across layers), as in the tree figure")
+    return (f"groups: the sharing tree's (every two tasks of a group within {threshold:g} × the layer's RMS "
+            "activation norm, nested across layers), as in the tree figure")
 
 
 def plot_dendrograms(

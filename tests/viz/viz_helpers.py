@@ -90,3 +90,23 @@ def make_large_checkpoint_dict(num_tasks: int = 65, num_hinges: int = 8, noise: 
     for layer in obj["layers"]:
         layer["alpha"] = layer["alpha"] + noise * torch.randn(layer["alpha"].shape, generator=gen)
     return obj
+
+
+# Eight Omniglot alphabets: names as long as real data sets give them.
+LONG_TASK_NAMES = ["Japanese_(katakana)", "Japanese_(hiragana)", "Asomtavruli_(Georgian)", "Alphabet_of_the_Magi",
+                   "Anglo-Saxon_Futhorc", "Burmese_(Myanmar)", "Early_Aramaic", "Korean"]
+CONV_LAYER_NAMES = [f"convs.{l}.act" for l in range(5)]
+
+
+def make_wide_checkpoint_dict(noise: float = 0.25, seed: int = 0) -> dict:
+    """A schema-v1 checkpoint shaped like a convolutional Omniglot model: 8 tasks with long
+    names, 5 layers named ``convs.l.act``, nested planted groups (1, 2, 4, 6, 8) blurred by
+    per-task noise, so that distances spread and thresholds cut them in several ways."""
+    groups = [[0] * 8, [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 2, 3, 4, 5, 5],
+              list(range(8))]
+    obj = make_checkpoint_dict(groups=groups, task_names=LONG_TASK_NAMES, layer_names=CONV_LAYER_NAMES,
+                               epochs=2, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for layer in obj["layers"]:
+        layer["alpha"] = layer["alpha"] + noise * torch.randn(layer["alpha"].shape, generator=gen)
+    return obj
