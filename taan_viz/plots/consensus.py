@@ -97,7 +97,7 @@ def _annotate(ax, values: np.ndarray, cmap, norm, fmt: str, mask: np.ndarray | N
 
 
 def plot_coclustering(cons: Consensus, *, annot: bool | None = None):
-    """Per layer, the fraction of runs in which two tasks fall in the same flat cluster.
+    """Per layer, the fraction of runs in which two tasks fall in the same group.
 
     Parameters
     ----------
@@ -130,9 +130,9 @@ def plot_coclustering(cons: Consensus, *, annot: bool | None = None):
             _ticks(ax, cons.task_names, order)
             ax.set_title(f"layer {la.index + 1}: {short_label(la.name, 18)}\nstability (mean ARI) {la.stability:.2f}")
         bar = fig.colorbar(image, ax=axes, shrink=0.8, aspect=30)
-        bar.set_label(f"fraction of {cons.num_runs} runs sharing a cluster")
+        bar.set_label(f"fraction of {cons.num_runs} runs sharing a group")
         cut = (f"{cons.n_clusters} clusters per layer" if cons.n_clusters is not None
-               else f"clusters cut at {cons.threshold:g} × RMS norm")
+               else f"sharing-tree groups at {cons.threshold:g} × RMS norm")
         fig.suptitle(f"Co-clustering over {cons.num_runs} runs ({cut}); lines: consensus-tree groups")
         _say_unstable(fig, cons)
     return fig
@@ -258,7 +258,7 @@ def plot_support_tree(cons: Consensus, *, names: bool | None = None):
         bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.5, aspect=25, location="bottom")
         bar.set_label(f"support: fraction of {cons.num_runs} runs whose sharing tree holds the group", fontsize=6.5)
         counts = " → ".join(str(k) for k in tree.num_groups)
-        ax.set_title(f"Consensus sharing tree: tasks together in more than half of the runs' trees "
-                     f"(each d ≤ {cons.threshold:g} × RMS norm);\ngroups per layer {counts}", fontsize=7)
+        ax.set_title(f"Consensus sharing tree: groups held by more than half of the runs' trees "
+                     f"(d ≤ {cons.threshold:g} × RMS norm);\ngroups per layer {counts}", fontsize=7)
         _say_unstable(fig, cons)
     return fig
