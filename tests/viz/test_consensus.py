@@ -295,3 +295,24 @@ def test_runs_that_agree_are_not_flagged(tmp_path):
     assert all(layer["stability"] == 1.0 and layer["unstable"] is False and layer["warning"] is None
                for layer in doc["layers"])
     assert cons.warnings == [] and plot_coclustering(cons)._supxlabel is None
+
+
+def test_cell_values_fit_their_cells_at_five_layers_and_long_names(tmp_path):
+    from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread
+    from tests.viz.viz_helpers import overlapping, rendered_boxes, wide_runs
+
+    cons = consensus(wide_runs(tmp_path))
+    for fig in (plot_distance_spread(cons), plot_coclustering(cons)):
+        panels = [ax for ax in fig.axes if ax.texts]
+        assert len(panels) == 5  # every layer annotated at 8 tasks
+        for ax in panels:
+            boxes = rendered_boxes(fig, ax.texts)
+            assert not overlapping(boxes)
+            # Each value inside its own cell.
+            cell = ax.get_window_extent().width / cons.num_tasks
+            assert max(b.width for b in boxes) < cell
+        figure = fig.bbox
+        ticks = [t for ax in fig.axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels()) if t.get_text()]
+        assert "Asomtavruli_(Georgian)" in {t.get_text() for t in ticks}
+        for box in rendered_boxes(fig, ticks + [ax.title for ax in fig.axes]):
+            assert figure.x0 - 1 <= box.x0 and box.x1 <= figure.x1 + 1 and box.y1 <= figure.y1 + 1

@@ -110,3 +110,38 @@ def make_wide_checkpoint_dict(noise: float = 0.25, seed: int = 0) -> dict:
     for layer in obj["layers"]:
         layer["alpha"] = layer["alpha"] + noise * torch.randn(layer["alpha"].shape, generator=gen)
     return obj
+
+
+def rendered_boxes(fig, texts) -> list:
+    """Window extents of ``texts`` once ``fig`` is drawn (on an Agg canvas, at its own dpi)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts]
+
+
+def overlapping(boxes, pad: float = 0.0) -> list[tuple[int, int]]:
+    """Pairs of boxes (indices) that overlap by more than ``pad`` pixels each way."""
+    out = []
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > pad and min(a.y1, b.y1) - max(a.y0, b.y0) > pad:
+                out.append((i, j))
+    return out
+
+
+def wide_runs(tmp_path, seeds=(0, 1, 2)) -> list:
+    """Analyses of :func:`make_wide_checkpoint_dict` runs, one per seed."""
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+
+    out = []
+    for seed in seeds:
+        path = tmp_path / f"wide-{seed}" / "checkpoint.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(make_wide_checkpoint_dict(seed=seed), path)
+        out.append(analyze(load_checkpoint(path)))
+    return out
