@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     # how related the tasks are: the sharing tree, clusters, ARI
     "tree_from_checkpoint": "relatedness",
     "sharing_groups": "relatedness",
+    "threshold_groups": "relatedness",
     "planted_ari": "relatedness",
     "adjusted_rand_index": "relatedness",
     # data, training, checkpoints

@@ -5,19 +5,28 @@ The primitives that every reader of a checkpoint's task relations uses, in one p
 - :func:`check_distance_matrix`: the checks on a distance matrix (square, finite, symmetric,
   zero diagonal, >= 0) before any clustering sees it;
 - :func:`layer_distances`: each layer's function-space distance matrix and RMS activation norm;
-- :func:`share_components` and :func:`sharing_groups`: the sharing tree. At every task-adaptive
-  layer two tasks *share* an activation when the distance of their activations is at most
-  ``threshold`` times the layer's RMS activation norm ``sqrt(mean_t |F_t|^2)``; a layer's groups
-  are the connected components of that graph, refined by the groups of the layer before (a
-  hard-sharing network cannot re-join branches). :func:`tree_from_checkpoint` applies it to a
-  checkpoint; the result ``groups[l][t]`` is what :class:`~taan_core.models.branched.Branched`
-  takes;
+- :func:`threshold_groups` and :func:`sharing_groups`: the sharing tree, the one rule for groups
+  of tasks in the whole project. At a task-adaptive layer two tasks are *close* when the
+  distance of their activations is at most ``threshold`` times the layer's RMS activation norm
+  ``sqrt(mean_t |F_t|^2)``. A group is a set of tasks that are pairwise close: the layer's
+  complete-linkage tree cut at the threshold (:func:`threshold_groups`), so no two tasks of a
+  group are further apart than the threshold, however many tasks lie between them. Across
+  depth the groups are nested because a hard-sharing network cannot re-join branches: the
+  groups of layer l are the complete-linkage groups of layer l's distances computed inside
+  each group of layer l - 1 (:func:`sharing_groups`). Every pair of tasks in a group of layer l
+  is therefore close at layer l and at every layer before it, and the groups of layers 0..l
+  depend on those layers only. :func:`tree_from_checkpoint` applies the rule to all of a
+  checkpoint's layers; the result ``groups[l][t]`` is what
+  :class:`~taan_core.models.branched.Branched` takes;
+- :func:`share_components`: the connected components of the "close" graph (single linkage),
+  the rule before the one above. It chains: tasks a and c share a component through a task b
+  close to both, at any distance from each other. Kept for callers that want exactly that;
 - :func:`flat_cut`: average-linkage clusters of one layer cut into a number of clusters;
 - :func:`adjusted_rand_index` and :func:`planted_ari`: agreement of two partitions, and of every
   layer's clusters with planted groups.
 
-``taan-viz tree`` draws the same tree (it adds a display order) and the study records it; the
-tests check that the two agree on the same checkpoint.
+``taan-viz`` draws the same tree (:mod:`taan_viz.sharing` calls :func:`sharing_groups` and adds
+only what drawing needs: a display order) and the study records it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ __all__ = [
     "planted_ari",
     "share_components",
     "sharing_groups",
+    "threshold_groups",
     "tree_from_checkpoint",
 ]
 
@@ -158,6 +168,9 @@ def layer_distances(layers: Sequence[Any], measure: str = "data") -> list[tuple[
 def share_components(distance, threshold: float) -> np.ndarray:
     """Connected components of the graph joining tasks with ``distance <= threshold``.
 
+    Not the sharing rule (that is :func:`threshold_groups`): components chain, so two tasks of
+    one component can be any distance apart when tasks between them are close to each.
+
     Parameters
     ----------
     distance : array-like of shape (T, T)
@@ -188,34 +201,87 @@ def _first_appearance(labels: np.ndarray) -> np.ndarray:
     return rank[inverse.reshape(-1)]
 
 
+def _check_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be finite and >= 0, got {threshold}")
+    return float(threshold)
+
+
+def _complete_linkage_cut(d: np.ndarray, limit: float) -> np.ndarray:
+    """Complete-linkage clusters of a checked (n, n) matrix cut at ``limit``, ids by first appearance."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    n = d.shape[0]
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    # A complete-linkage merge height is the largest distance between the two merged clusters
+    # (max of input entries, no arithmetic), so cutting at ``limit`` keeps exactly the clusters
+    # whose every pair is within ``limit``.
+    z = linkage(squareform(d, checks=False), method="complete")
+    return _first_appearance(fcluster(z, t=limit, criterion="distance"))
+
+
+def threshold_groups(distance, threshold: float) -> np.ndarray:
+    """Groups of pairwise-close tasks of one layer: complete linkage cut at ``threshold``.
+
+    Every pair of tasks in a group is at distance <= ``threshold``; unlike connected components
+    (:func:`share_components`) no group forms through a chain of close neighbours. Two groups
+    are separated by at least one pair further apart than ``threshold``.
+
+    Parameters
+    ----------
+    distance : array-like of shape (T, T)
+        Checked with :func:`check_distance_matrix`.
+    threshold : float
+        Absolute distance threshold, >= 0.
+
+    Returns
+    -------
+    ndarray of shape (T,), int64
+        Group ids numbered 0, 1, ... by first appearance in task order.
+    """
+    limit = _check_threshold(threshold)
+    return _complete_linkage_cut(check_distance_matrix(distance), limit)
+
+
 def sharing_groups(
     distances: Sequence[np.ndarray],
     threshold: float = 0.1,
     *,
     scales: Sequence[float] | None = None,
+    nested: bool = True,
 ) -> list[list[int]]:
     """Nested task groups per layer from per-layer distance matrices: the sharing tree.
+
+    Layer 0's groups are its complete-linkage groups at the threshold (:func:`threshold_groups`);
+    the groups of layer l are the complete-linkage groups of layer l's distances computed
+    inside each group of layer l - 1, so a hard-sharing network that follows the tree never
+    re-joins branches. Hence, for every group of layer l, every pair of its tasks is within the
+    threshold at layer l and at every layer before it; the groups of layers 0..l do not depend
+    on the layers after l.
 
     Parameters
     ----------
     distances : sequence of L arrays of shape (T, T)
         Distances between the tasks' activations, input side first.
     threshold : float
-        Tasks at distance <= ``threshold * scales[l]`` share layer l (``threshold`` itself
-        when ``scales`` is None).
+        Tasks at distance <= ``threshold * scales[l]`` are close at layer l (``threshold``
+        itself when ``scales`` is None).
     scales : sequence of L floats, optional
         Each layer's scale, e.g. its RMS activation norm.
+    nested : bool, default True
+        False gives each layer's own groups, ignoring the other layers (not a tree).
 
     Returns
     -------
     list of L lists of T ints
-        ``groups[l][t]``, numbered 0, 1, ... by first appearance in task order, nested across
-        layers (tasks that share layer l share every layer before it).
+        ``groups[l][t]``, numbered 0, 1, ... by first appearance in task order; with ``nested``
+        nested across layers (tasks that share layer l share every layer before it).
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
-    if not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be finite and >= 0, got {threshold}")
+    threshold = _check_threshold(threshold)
     mats = [np.asarray(d, dtype=np.float64) for d in distances]
     if not mats:
         raise ValueError("distances must hold at least one layer")
@@ -225,15 +291,24 @@ def sharing_groups(
             raise ValueError(f"distances[{l}] must have shape (T, T) = ({t}, {t}), got {d.shape}")
     if scales is not None and len(scales) != len(mats):
         raise ValueError(f"scales must give one value per layer ({len(mats)}), got {len(scales)}")
-    keys = np.zeros(t, dtype=np.int64)
+    parent = np.zeros(t, dtype=np.int64)
     groups = []
     for l, d in enumerate(mats):
+        d = check_distance_matrix(d, name=f"distances[{l}]")
         limit = threshold * (float(scales[l]) if scales is not None else 1.0)
-        comp = share_components(d, limit)
-        # Refine by the previous layer: a pair keeps sharing only if it shared before.
-        _, keys = np.unique(np.stack([keys, comp]), axis=1, return_inverse=True)
-        keys = keys.reshape(-1)
-        groups.append(_first_appearance(keys).tolist())
+        if not math.isfinite(limit) or limit < 0:
+            raise ValueError(f"scales[{l}] must make a finite threshold >= 0, got {scales[l]!r}")
+        if not nested:
+            parent = np.zeros(t, dtype=np.int64)
+        keys = np.empty(t, dtype=np.int64)
+        offset = 0
+        for g in np.unique(parent):
+            members = np.flatnonzero(parent == g)
+            sub = _complete_linkage_cut(d[np.ix_(members, members)], limit)
+            keys[members] = offset + sub
+            offset += int(sub.max()) + 1
+        parent = _first_appearance(keys)
+        groups.append(parent.tolist())
     return groups
 
 

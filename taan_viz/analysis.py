@@ -134,6 +134,11 @@ class Analysis:
         Path of the checkpoint (for captions).
     sha256 : str
         Hash of the checkpoint file.
+    tree_layers : tuple of (int, str, ndarray of shape (T, T), float)
+        Every task-adaptive layer of the checkpoint, analysed or not, in depth order: its
+        position, name, distance matrix and RMS activation norm under the measure. The sharing
+        tree is read from all of them, so the groups of a layer do not depend on which layers
+        are analysed. Empty: the analysed layers stand for the whole network.
     """
 
     task_names: tuple[str, ...]
@@ -143,6 +148,7 @@ class Analysis:
     source: str = ""
     sha256: str = ""
     metrics: list[dict] = field(default_factory=list)
+    tree_layers: tuple = field(default=(), repr=False, compare=False)
     # Groups and palettes, computed once per (threshold, n_clusters): every figure of one
     # analysis must colour a task the same way.
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
@@ -163,8 +169,9 @@ class Analysis:
         """The task groups of every analysed layer: what the figures colour, count and box.
 
         One rule for every figure: by default (no ``n_clusters``) a layer's groups are the
-        sharing tree's groups at that layer (:meth:`sharing_tree`: tasks within ``threshold``
-        times the layer's RMS activation norm share it, nested across depth), so the tree, the
+        sharing tree's groups at that layer (:meth:`sharing_tree`: every pair of tasks of a
+        group within ``threshold`` times the layer's RMS activation norm, nested across depth,
+        read from all of the checkpoint's layers), so the tree, the
         dendrograms, the curves, the MDS maps, the report and the export cannot disagree. With
         ``n_clusters`` each layer's linkage tree is cut into that many clusters instead
         (:meth:`LayerAnalysis.flat`), and the captions say so.
@@ -238,9 +245,13 @@ class Analysis:
         return text
 
     def sharing_tree(self, threshold: float = 0.1, relative: bool = True) -> "SharingTree":
-        """The sharing tree of the analysed layers, taken in depth order (see taan_viz.sharing).
+        """The sharing tree at the analysed layers, taken in depth order (see taan_viz.sharing).
 
-        Tasks are ordered like the deepest layer's clustering, with groups made contiguous.
+        The tree is read from every task-adaptive layer of the checkpoint (:attr:`tree_layers`)
+        and then restricted to the analysed ones, so a layer has the same groups whichever
+        layers are analysed (``--layers 1,5`` draws the groups layer 5 has in the whole tree).
+        Tasks are ordered like the deepest analysed layer's clustering, with groups made
+        contiguous.
         """
         from taan_viz.sharing import sharing_tree
 
@@ -248,10 +259,17 @@ class Analysis:
         if key in self._memo:
             return self._memo[key]
         layers = sorted(self.layers, key=lambda la: la.index)
-        self._memo[key] = sharing_tree([la.geometry.distance for la in layers], task_names=self.task_names,
-                            layer_names=[la.name for la in layers], threshold=threshold, relative=relative,
-                            scales=[la.geometry.rms_norm for la in layers],
-                            base_order=layers[-1].clustering.order)
+        full = self.tree_layers or tuple((la.index, la.name, la.geometry.distance, la.geometry.rms_norm)
+                                         for la in layers)
+        positions = [index for index, _, _, _ in full]
+        try:
+            rows = [positions.index(la.index) for la in layers]
+        except ValueError as err:
+            raise ValueError("tree_layers must hold every analysed layer") from err
+        tree = sharing_tree([d for _, _, d, _ in full], task_names=self.task_names,
+                            layer_names=[name for _, name, _, _ in full], threshold=threshold, relative=relative,
+                            scales=[s for _, _, _, s in full], base_order=layers[-1].clustering.order)
+        self._memo[key] = tree if len(rows) == len(full) else tree.select(rows)
         return self._memo[key]
 
     def layer(self, key: "int | str") -> LayerAnalysis:
@@ -337,10 +355,14 @@ def analyze(
         raise ValueError(f"task_names must have {ckpt.num_tasks} entries (one per task), got {len(names)}")
     planted = _planted_groups(ckpt, len(ckpt.layers))
     out = []
+    geoms = {}
+    # Every layer's geometry, analysed or not: the sharing tree is read from all of them.
+    for pos, record in enumerate(ckpt.layers):
+        mu, sigma = m.resolve(record)
+        geoms[pos] = layer_geometry(record.alpha, record.hinges, mu, sigma, name=record.name)
     for pos in positions:
         record = ckpt.layers[pos]
-        mu, sigma = m.resolve(record)
-        geom = layer_geometry(record.alpha, record.hinges, mu, sigma, name=record.name)
+        geom = geoms[pos]
         truth = planted[pos] if planted is not None else None
         stats = [None if v is None else np.asarray(v, dtype=np.float64)
                  for v in (record.preact_mean, record.preact_std)]
@@ -350,8 +372,9 @@ def analyze(
         out.append(LayerAnalysis(index=pos, geometry=geom, task_names=names, planted=truth, method=method,
                                  optimal_ordering=optimal_ordering, preact_mean=stats[0], preact_std=stats[1],
                                  has_statistics=bool(recorded)))
+    tree_layers = tuple((pos, g.name, g.distance, g.rms_norm) for pos, g in sorted(geoms.items()))
     return Analysis(task_names=names, layers=out, measure=m, method=method, source=str(ckpt.path),
-                    sha256=ckpt.sha256, metrics=list(ckpt.metrics))
+                    sha256=ckpt.sha256, metrics=list(ckpt.metrics), tree_layers=tree_layers)
 
 
 @dataclass(frozen=True)

@@ -6,22 +6,26 @@ support on phylogenetic trees (Felsenstein, 1985), :func:`consensus` combines th
 runs of the same network and data (same tasks, same layers):
 
 co-clustering
-    ``C[s, t]``: the fraction of runs in which tasks s and t fall in the same flat cluster of
-    the layer, cut by the rule of ``taan-viz cluster`` (:meth:`LayerAnalysis.flat`). 1 or 0
+    ``C[s, t]``: the fraction of runs in which tasks s and t fall in the same group of the
+    layer: the groups every figure of a run colours (:meth:`Analysis.cluster_labels`: the
+    sharing tree's groups at the threshold, or ``n_clusters`` flat clusters). 1 or 0
     everywhere means every run agrees; values in between are pairs the runs disagree on.
 stability
-    The mean adjusted Rand index over all pairs of runs of the layer's flat clusters (1: every
+    The mean adjusted Rand index over all pairs of runs of the layer's groups (1: every
     run finds the same partition; about 0: no more agreement than chance).
 mean distance and spread
     Mean and standard deviation over runs of ``d(F_s, F_t)``.
 sharing tree with support
     Every run has its sharing tree (the rule of ``taan-viz tree``, :meth:`Analysis.sharing_tree`).
-    The consensus tree follows the majority rule of phylogenetic consensus trees: at each layer
-    two tasks share when more than half of the runs' trees put them together there (groups are
-    the connected components of that relation, nested across depth like every sharing tree).
-    The support of one of its groups is the fraction of runs whose own tree holds exactly that
-    group of tasks at that layer, as a clade's bootstrap support is the fraction of replicate
-    trees that contain it.
+    The support of a group of tasks at a layer is the fraction of runs whose own tree holds
+    exactly that group there, as a clade's bootstrap support is the fraction of replicate trees
+    that contain it (for a group of two tasks that no run joins with a third, the co-clustering
+    of the pair). The consensus tree follows the majority rule of phylogenetic consensus trees
+    (:func:`consensus_tree`): a group of two or more tasks is in it exactly when its support is
+    above 1/2 and its tasks form one group of the consensus tree at the layer before; the other
+    tasks stand alone at that layer, with the support of standing alone. Two groups that are
+    each held by more than half of the runs are held together by at least one run, so they are
+    disjoint or nested: the majority groups never overlap.
 
 Everything here returns arrays and small dataclasses; :mod:`taan_viz.plots.consensus` draws them.
 """
@@ -34,19 +38,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from taan_viz.clustering import adjusted_rand_index
-from taan_viz.sharing import SharingTree, sharing_tree
+from taan_viz.sharing import SharingTree, tree_from_groups
 
-# Below this stability (mean ARI between the runs' flat clusters) a layer's groups depend on the
+# Below this stability (mean ARI between the runs' groups) a layer's groups depend on the
 # seed, and the figures say so. Steinley (2004, "Properties of the Hubert-Arabie adjusted Rand
 # index", Psychological Methods 9, 386-396) reads an ARI above 0.90 as excellent agreement,
 # above 0.80 as good, above 0.65 as moderate and below as poor; 0.8 asks for good agreement.
 # The ARI is strict with few tasks: one task in another group in one run of five gives 0.93 at
 # 16 tasks in four groups, but 0.73 at 6 tasks in two.
 STABILITY_THRESHOLD = 0.8
-
-# Pairs apart in fewer than half of the runs (1 - fraction together < 0.5) are joined; the margin
-# keeps a pair together in exactly half of the runs apart despite rounding of k / R.
-_MAJORITY = 0.5 - 1e-9
 
 __all__ = [
     "STABILITY_THRESHOLD",
@@ -55,6 +55,7 @@ __all__ = [
     "check_same_runs",
     "coclustering",
     "consensus",
+    "consensus_tree",
     "group_support",
     "pairwise_ari",
 ]
@@ -152,11 +153,11 @@ class LayerConsensus:
     index : int
         Position of the layer in the checkpoints (0-based).
     labels : ndarray of shape (R, T)
-        Each run's flat clusters (the ``taan-viz cluster`` cut).
+        Each run's groups (:meth:`Analysis.cluster_labels`, the groups its figures colour).
     coclustering : ndarray of shape (T, T)
-        Fraction of runs in which two tasks share a flat cluster.
+        Fraction of runs in which two tasks share a group.
     pairwise_ari : ndarray of shape (R, R)
-        Adjusted Rand index between the runs' flat clusters.
+        Adjusted Rand index between the runs' groups.
     mean_distance, std_distance : ndarray of shape (T, T)
         Mean and standard deviation (ddof 0) over runs of d(F_s, F_t).
     rms_norm : ndarray of shape (R,)
@@ -284,7 +285,8 @@ class Consensus:
                 "tree_groups": groups,
             })
         cut = (f"{self.n_clusters} flat clusters per layer" if self.n_clusters is not None
-               else f"flat clusters cut at {self.threshold:g} x the layer's RMS activation norm")
+               else f"the runs' sharing-tree groups: every pair within {self.threshold:g} x the layer's RMS "
+                    "activation norm, nested across layers")
         return {
             "runs": [{"label": r, "checkpoint": s} for r, s in zip(self.runs, self.sources)],
             "task_names": list(self.task_names),
@@ -295,13 +297,15 @@ class Consensus:
             "stability_threshold": STABILITY_THRESHOLD,
             "warnings": self.warnings,
             "definitions": {
-                "coclustering": f"fraction of runs in which two tasks share a cluster ({cut}, {self.method} linkage)",
-                "stability": "mean adjusted Rand index between the flat clusters of every pair of runs",
+                "coclustering": ("fraction of runs in which two tasks share a group ("
+                                 + (f"{cut}, {self.method} linkage" if self.n_clusters is not None else cut) + ")"),
+                "stability": "mean adjusted Rand index between the groups of every pair of runs",
                 "unstable": f"stability below {STABILITY_THRESHOLD:g} (Steinley 2004: below 0.8 the agreement of "
                             "two partitions is less than good); the layer's groups depend on the run, and "
                             "its warning says not to read them as real",
-                "support": "fraction of runs whose sharing tree holds the group at that layer "
-                           "(majority-rule consensus of the runs' sharing trees)",
+                "support": "fraction of runs whose sharing tree holds exactly the group at that layer; "
+                           "the consensus tree holds a group of two or more tasks only when its support "
+                           "is above 0.5 (majority rule)",
             },
             "representative": self.runs[self.representative],
             "layers": layers,
@@ -354,7 +358,8 @@ def consensus(
         activation norm (as in ``taan-viz cluster`` and ``tree``).
     n_clusters : int, optional
         Cut every layer's clustering into this many clusters instead (co-clustering only; the
-        sharing tree always uses ``threshold``).
+        sharing tree always uses ``threshold``). Without it the co-clustering counts the runs'
+        sharing-tree groups, so it and the tree's support come from the same groups.
 
     Returns
     -------
@@ -385,9 +390,10 @@ def consensus(
         raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
 
     layers = []
+    groups = [a.cluster_labels(n_clusters=n_clusters, threshold=threshold) for a in analyses]
     for k, la0 in enumerate(first.layers):
         per_run = [a.layers[k] for a in analyses]
-        lab = np.stack([la.flat(n_clusters=n_clusters, threshold=threshold) for la in per_run])
+        lab = np.stack([g[k] for g in groups])
         dist = np.stack([la.geometry.distance for la in per_run])
         planted = None
         if all(la.planted is not None for la in per_run):
@@ -399,18 +405,65 @@ def consensus(
 
     by_depth = sorted(layers, key=lambda la: la.index)
     run_trees = [a.sharing_tree(threshold) for a in analyses]
-    # Majority rule, as for phylogenetic consensus trees: two tasks share a layer when more than
-    # half of the runs' sharing trees put them together there (a pair together in exactly half
-    # of the runs is split).
-    together = [coclustering(np.stack([tr.groups[l] for tr in run_trees])) for l in range(len(by_depth))]
-    base = _order_from(by_depth[-1].coclustering, first.method)
-    tree = sharing_tree([1.0 - c for c in together], task_names=first.task_names,
-                        layer_names=[la.name for la in by_depth], threshold=_MAJORITY, relative=False,
-                        base_order=base)
+    tree = consensus_tree(run_trees, base_order=_order_from(by_depth[-1].coclustering, first.method))
     return Consensus(runs=labels_, sources=tuple(a.source for a in analyses), task_names=first.task_names,
                      layers=layers, tree=tree, support=group_support(tree, run_trees), run_trees=run_trees,
                      threshold=float(threshold), n_clusters=n_clusters, measure=first.measure.describe(),
                      method=first.method)
+
+
+def consensus_tree(trees: Sequence[SharingTree], *, base_order: Sequence[int] | None = None) -> SharingTree:
+    """Majority-rule consensus of sharing trees with the same tasks and layers.
+
+    At each layer, in depth order, a group of two or more tasks is in the consensus tree when
+    more than half of the trees hold exactly that group there (its support, as
+    :func:`group_support` counts it, is above 1/2) and its tasks form one group of the
+    consensus tree at the layer before (so the consensus stays nested, like a hard-sharing
+    network). Every other task stands alone at that layer. Groups held by more than half of
+    the trees never overlap: two of them are both held by at least one tree, in which they are
+    disjoint, or nested across layers.
+
+    Parameters
+    ----------
+    trees : sequence of SharingTree
+        Two or more; same task names and layer names.
+    base_order : sequence of int, optional
+        Preferred drawing order (see :func:`~taan_viz.sharing.tree_from_groups`).
+
+    Returns
+    -------
+    SharingTree
+        Thresholds 0.5 (the majority) at every layer, ``relative=False``.
+    """
+    from collections import Counter
+
+    trees = list(trees)
+    if not trees:
+        raise ValueError("trees must hold at least one sharing tree")
+    first = trees[0]
+    for k, tree in enumerate(trees[1:], start=1):
+        if tree.task_names != first.task_names or tree.layer_names != first.layer_names:
+            raise ValueError(f"trees[{k}] must have the tasks and layers of trees[0]")
+    r, t, depth = len(trees), len(first.task_names), first.num_layers
+    parent = np.zeros(t, dtype=np.int64)
+    out = []
+    for l in range(depth):
+        held = Counter(g for tree in trees for g in _groups_of(tree.groups[l]))
+        row = np.full(t, -1, dtype=np.int64)
+        next_id = 0
+        for members, count in sorted(held.items(), key=lambda item: min(item[0])):
+            idx = np.fromiter(sorted(members), dtype=np.int64)
+            # More than half of the runs; exactly half is not a majority.
+            if 2 * count > r and len(idx) > 1 and len(np.unique(parent[idx])) == 1:
+                row[idx] = next_id
+                next_id += 1
+        for task in np.flatnonzero(row < 0):
+            row[task] = next_id
+            next_id += 1
+        out.append(row)
+        parent = row
+    return tree_from_groups(out, task_names=first.task_names, layer_names=first.layer_names,
+                            thresholds=np.full(depth, 0.5), threshold=0.5, relative=False, base_order=base_order)
 
 
 def _order_from(cocluster: np.ndarray, method: str) -> np.ndarray:

@@ -36,6 +36,7 @@ __all__ = [
     "show_labels",
     "short_label",
     "text_color_for",
+    "text_width_pt",
     "wrap_to_width",
 ]
 
@@ -215,6 +216,17 @@ def measure_label(mu: float, sigma: float) -> str:
     (standardised pre-activations record means like 4e-10)."""
     mu = 0.0 if abs(mu) < 1e-3 * abs(sigma) else mu
     return f"N({mu:.2g}, {sigma:.2g}²)"
+
+
+def text_width_pt(text: str, fontsize: float) -> float:
+    """Width of the widest line of ``text`` in points at ``fontsize``, from the font's metrics
+    (no figure needed)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    font = FontProperties(size=fontsize)
+    return max((text_to_path.get_text_width_height_descent(line, font, ismath=False)[0]
+                for line in str(text).split("\n")), default=0.0)
 
 
 def short_label(name: str, width: int = 22) -> str:

@@ -19,15 +19,18 @@ from taan_viz.plots._style import (
     LABEL_ROW_PT,
     add_caption,
     category_color,
+    NAME_GID,
     check_labels,
     draw_names,
     join_to_width,
     label_fontsize,
     measure_label,
+    name_texts,
     paper_style,
     readable_color,
     short_label,
     show_labels,
+    text_width_pt,
 )
 
 __all__ = ["clustermap", "dendrogram", "embedding", "plot_dendrograms", "plot_embeddings", "seaborn_clustermap"]
@@ -159,8 +162,8 @@ def _groups_note(analysis: Analysis, n_clusters: int | None, threshold: float) -
     if n_clusters is not None:
         return (f"groups: {n_clusters} clusters cut from each layer's linkage tree (--clusters), "
                 "not the sharing tree's groups")
-    return (f"groups: the sharing tree's (tasks within {threshold:g} × the layer's RMS activation norm, "
-            "linked, nested across layers), as in the tree figure")
+    return (f"groups: the sharing tree's (every two tasks of a group within {threshold:g} × the layer's RMS "
+            "activation norm, nested across layers), as in the tree figure")
 
 
 def plot_dendrograms(
@@ -202,14 +205,28 @@ def plot_dendrograms(
     t = analysis.num_tasks
     n = len(chosen)
     named = show_labels(labels, t)
+    width = min(7.2, 2.4 * n + 0.2) if n <= 3 else 1.6 * n + 0.4
+    # A panel is its tree (at least 0.9 in) and the names beside it; panels that do not fit
+    # side by side wrap into rows, so no panel is squeezed until its title leaves the figure.
+    names_in = (max(text_width_pt(short_label(name), 7.0) for name in analysis.task_names) / 72 + 0.1
+                if named and t else 0.0)
+    # Constrained layout keeps a title's height, not its width, so the tree itself must be as
+    # wide as the title and axis label above and below it.
+    tree_in = 1.1
+    panel = max(1.5, tree_in + names_in)
+    ncols = n if figsize is not None or n * panel <= width else max(1, int(width // panel))
+    nrows = -(-n // ncols)
     if figsize is None:
         rows = t if named else min(t, 40)
-        figsize = (min(7.2, 2.4 * n + 0.2) if n <= 3 else 1.6 * n + 0.4,
+        figsize = (width if ncols == n else min(width, ncols * panel + 0.2),
                    # + room for the titles and the caption's 3 to 4 lines
-                   max(2.2, rows * (LABEL_ROW_PT if named else 5.0) / 72 + 1.1) + 0.5)
+                   nrows * (max(2.2, rows * (LABEL_ROW_PT if named else 5.0) / 72 + 1.1)) + 0.5)
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
-        axes = fig.subplots(1, n, squeeze=False)[0]
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        for ax in grid.flat[n:]:
+            ax.set_visible(False)
+        axes = grid.flat[:n]
         for ax, la in zip(axes, chosen):
             cut = None if n_clusters is not None else threshold * la.geometry.rms_norm
             dendrogram(la.clustering, ax=ax, palette=palette, cut=cut, labels=named)
@@ -219,9 +236,11 @@ def plot_dendrograms(
             stats += [] if np.isnan(coph) else [f"cophenetic r {coph:.2f}"]
             stats += [] if la.ari is None else [f"ARI {la.ari:.2f}"]
             # Fitted to the panel: a title wider than the figure would be cut.
-            ax.set_title(f"layer {la.index + 1} · {short_label(la.name, 28)}\n"
-                         + join_to_width(stats, 0.95 * figsize[0] / n, 7.5), fontsize=7.5)
-            ax.set_xlabel("merge height d(Fₛ, Fₜ)")
+            room = max(0.9 * tree_in, 0.95 * figsize[0] / ncols - names_in)
+            ax.set_title(join_to_width([f"layer {la.index + 1}", short_label(la.name, 28)], room, 7.5) + "\n"
+                         + join_to_width(stats, room, 7.5), fontsize=7.5)
+            xlabel = "merge height d(Fₛ, Fₜ)"
+            ax.set_xlabel(xlabel if text_width_pt(xlabel, 8) <= room * 72 else "merge height\nd(Fₛ, Fₜ)")
             if not named:
                 ax.set_ylabel(f"{t} tasks (names: --labels all, or the export)")
         how = "" if n_clusters is not None else "; dashed: the threshold"
@@ -440,7 +459,8 @@ def embedding(
         Colour of each task (overrides ``clusters``); when the palette needs its second
         encoding (more than 8 colour groups) it also sets the markers, overriding ``groups``.
     annotate : bool, optional
-        Write task names next to the points; default when T <= 8 (more names collide).
+        Write task names next to the points where they overlap no other name or point
+        (:func:`place_labels`); default when T <= 8.
 
     Returns
     -------
@@ -473,23 +493,79 @@ def embedding(
     if annotate is None:
         annotate = t <= 8
     if annotate and labels is not None:
-        # Points closer than 4 % of the plot's extent share one label ("name +k"), so that
-        # coinciding tasks do not print over each other.
-        extent = float(np.ptp(xy, axis=0).max()) if t > 1 else 1.0
-        anchors: list[list] = []
-        for i in np.lexsort((xy[:, 1], xy[:, 0])):
-            for anchor in anchors:
-                if np.hypot(*(xy[i] - xy[anchor[0]])) <= 0.04 * (extent or 1.0):
-                    anchor[1] += 1
-                    break
-            else:
-                anchors.append([i, 0])
-        for i, extra in anchors:
-            text = short_label(labels[i], 16) + (f" +{extra}" if extra else "")
-            ax.annotate(text, tuple(xy[i]), xytext=(3, 2), textcoords="offset points", fontsize=5.5, color="0.2")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.margins(0.12)
+        # The limits as they will be drawn, so the names are placed in the final frame.
+        ax.autoscale_view()
+        ax.apply_aspect()
+        place_labels(ax, xy, labels)
+        return ax
     ax.set_aspect("equal", adjustable="datalim")
     ax.margins(0.12)
     return ax
+
+
+_LABEL_PT = 5.5
+# Where a point's name may go, in points from the point: right, left, above, below, then the
+# diagonals; (dx, dy, ha, va).
+_SPOTS = ((4, 0, "left", "center"), (-4, 0, "right", "center"), (0, 4, "center", "bottom"),
+          (0, -4, "center", "top"), (3, 3, "left", "bottom"), (-3, 3, "right", "bottom"),
+          (3, -3, "left", "top"), (-3, -3, "right", "top"))
+
+
+def _merged_labels(xy: np.ndarray, labels: Sequence[str]) -> list[tuple[int, str]]:
+    """(point, text) per label: points closer than 4 % of the plot's extent share one label
+    ("name +k"), so that coinciding tasks do not print over each other."""
+    t = xy.shape[0]
+    extent = float(np.ptp(xy, axis=0).max()) if t > 1 else 1.0
+    anchors: list[list] = []
+    for i in np.lexsort((xy[:, 1], xy[:, 0])):
+        for anchor in anchors:
+            if np.hypot(*(xy[i] - xy[anchor[0]])) <= 0.04 * (extent or 1.0):
+                anchor[1] += 1
+                break
+        else:
+            anchors.append([i, 0])
+    return [(int(i), short_label(labels[i], 32) + (f" +{extra}" if extra else "")) for i, extra in anchors]
+
+
+def place_labels(ax, coords, labels: Sequence[str], *, fontsize: float = _LABEL_PT) -> list[int]:
+    """Name the points of ``ax`` where a name overlaps no other name, no point and stays inside
+    the Axes; returns the tasks whose name found no such place (and is left out).
+
+    Each name tries the spots of :data:`_SPOTS` around its point in turn and takes the first
+    free one, measured in points with the font's metrics under the Axes' current transforms:
+    call it once the figure is laid out (:func:`plot_embeddings` does), since the names are
+    placed in points from their data points.
+    """
+    from matplotlib.transforms import Bbox
+
+    xy = np.asarray(coords, dtype=np.float64)
+    fig = ax.figure
+    scale = 72.0 / fig.dpi
+    pts = ax.transData.transform(xy) * scale
+    frame = ax.get_window_extent()
+    # 3 pt inside the frame: a second layout pass may move it by a fraction of a point.
+    frame = Bbox.from_extents(*(np.asarray(frame.extents) * scale + [3.0, 3.0, -3.0, -3.0]))
+    radius = 3.0
+    taken = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in pts]
+    left_out = []
+    for i, text in _merged_labels(xy, labels):
+        w, h = 1.05 * text_width_pt(text, fontsize), 1.25 * fontsize
+        others = taken[:i] + taken[i + 1:]
+        for dx, dy, ha, va in _SPOTS:
+            x0 = pts[i, 0] + dx - {"left": 0.0, "center": w / 2, "right": w}[ha]
+            y0 = pts[i, 1] + dy - {"bottom": 0.0, "center": h / 2, "top": h}[va]
+            box = Bbox.from_extents(x0, y0, x0 + w, y0 + h)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(o) for o in others):
+                ax.annotate(text, tuple(xy[i]), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                            fontsize=fontsize, color="0.2", gid=NAME_GID)
+                taken.append(box)
+                break
+        else:
+            left_out.append(i)
+    return left_out
 
 
 def _data_aspect(coords: np.ndarray) -> float:
@@ -536,9 +612,10 @@ def plot_embeddings(
         grid = fig.subplots(nrows, ncols, squeeze=False)
         for ax in grid.flat[n:]:
             ax.set_visible(False)
+        t = analysis.num_tasks
         for ax, la, (coords, explained) in zip(grid.flat, chosen, maps):
             planted = None if palette.encoded else la.planted
-            embedding(coords, ax=ax, labels=analysis.task_names, palette=palette, groups=planted)
+            embedding(coords, ax=ax, labels=analysis.task_names, palette=palette, groups=planted, annotate=False)
             # Equal aspect with the box (not the limits) adjusted: the panel takes the points'
             # shape instead of padding a thin cloud with empty space.
             ax.set_aspect("equal", adjustable="box")
@@ -555,6 +632,44 @@ def plot_embeddings(
         note = palette.describe()
         if any(la.planted is not None for la in chosen) and not palette.encoded:
             note += "; marker: planted group"
-        add_caption(fig, "classical MDS of d(Fₛ, Fₜ) per layer; distances between points approximate functional "
-                f"distances;\n{note}")
+        caption = ("classical MDS of d(Fₛ, Fₜ) per layer; distances between points approximate functional "
+                   f"distances;\n{note}")
+        add_caption(fig, caption)
+        if t <= _NAMED_MAX:
+            # Names where they collide with nothing; when some find no place and every task has
+            # its own colour and marker, a legend names them all, and the names are placed
+            # again in the panels the legend left.
+            # Twice: constrained layout settles on its second pass.
+            fig.draw_without_rendering()
+            fig.draw_without_rendering()
+            left_out = [place_labels(ax, coords, analysis.task_names) for ax, (coords, _) in zip(grid.flat, maps)]
+            styles = {(palette.color(i), palette.marker(i)) for i in range(t)}
+            if any(left_out) and len(styles) == t:
+                for ax in grid.flat[:n]:
+                    for text in name_texts(ax):
+                        text.remove()
+                _task_legend(fig, analysis.task_names, palette)
+                fig.draw_without_rendering()
+                fig.draw_without_rendering()
+                for ax, (coords, _) in zip(grid.flat, maps):
+                    place_labels(ax, coords, analysis.task_names)
+            elif any(left_out):
+                add_caption(fig, caption + "; names that would overlap are left out (the export lists them)")
     return fig
+
+
+# The MDS maps name their points up to this many tasks (beyond, names crowd the panels).
+_NAMED_MAX = 16
+
+
+def _task_legend(fig, names: Sequence[str], palette) -> None:
+    """A legend above the panels with every task's marker, colour and full name."""
+    from matplotlib.lines import Line2D
+
+    from taan_viz.plots.curves import _legend_columns
+
+    handles = [Line2D([], [], linestyle="none", marker=palette.marker(i), markersize=4,
+                      color=palette.color(i), label=name) for i, name in enumerate(names)]
+    # Above the panels: the caption holds the space below them.
+    fig.legend(handles=handles, loc="outside upper center", ncol=_legend_columns(list(names), fig.get_figwidth()),
+               fontsize=6, handletextpad=0.3, columnspacing=1.2)

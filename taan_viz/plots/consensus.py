@@ -14,7 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from taan_viz.consensus import Consensus
-from taan_viz.plots._style import SEQUENTIAL_CMAP, add_caption, paper_style, short_label, text_color_for
+from taan_viz.plots._style import (
+    SEQUENTIAL_CMAP,
+    add_caption,
+    paper_style,
+    short_label,
+    text_color_for,
+    text_width_pt,
+)
 
 __all__ = ["plot_coclustering", "plot_distance_spread", "plot_support_tree"]
 
@@ -46,31 +53,49 @@ def _depth_of(cons: Consensus, k: int) -> int:
     return _layers_by_depth(cons).index(k)
 
 
-def _panel_grid(n: int, t: int):
+def _panel_grid(n: int, t: int, names=()):
     from matplotlib.figure import Figure
 
     cols = min(n, 3)
     rows = -(-n // cols)
     side = 2.3 if t <= 24 else 2.4
-    fig = Figure(figsize=(min(7.2, cols * side + 0.9), rows * side + 0.7), layout="constrained")
+    # Room for the names under the lowest panels and left of the first column (long names
+    # would otherwise shrink the panels until their values no longer fit a cell).
+    label_in = 0.0
+    if names and t <= _NAMES_MAX:
+        label_in = max(text_width_pt(short_label(n_, 24), _tick_fontsize(t)) for n_ in names) / 72
+    fig = Figure(figsize=(min(7.2, cols * side + 0.9 + label_in), rows * side + 0.7 + label_in),
+                 layout="constrained")
+    # A wider pad: with square panels and a shared colour bar the layout's passes drift by a few
+    # pixels, which the default pad of 3 pt does not absorb at the first column's names.
+    fig.get_layout_engine().set(w_pad=0.1)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
 
 
-def _ticks(ax, names, order) -> None:
+def _ticks(ax, names, order, *, x: bool = True, y: bool = True) -> None:
+    """Task names along the panel's axes; ``x``/``y`` False leaves them to the panel below or
+    to the left, which shows the same names in the same order."""
     t = len(order)
     if t > _NAMES_MAX:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(f"{t} tasks (consensus-tree order)", fontsize=6)
         return
-    labels = [short_label(names[i], 16) for i in order]
+    labels = [short_label(names[i], 24) for i in order]
     size = _tick_fontsize(t)
-    ax.set_xticks(np.arange(t), labels, rotation=90, fontsize=size)
-    ax.set_yticks(np.arange(t), labels, fontsize=size)
+    ax.set_xticks(np.arange(t), labels if x else [], rotation=90, fontsize=size)
+    ax.set_yticks(np.arange(t), labels if y else [], fontsize=size)
     ax.tick_params(length=0)
+
+
+def _outer(axes: list, k: int) -> tuple[bool, bool]:
+    """Whether panel k of a row-major grid of up to 3 columns is the lowest of its column and
+    the first of its row: only those carry the task names."""
+    cols = min(len(axes), 3)
+    return k + cols >= len(axes), k % cols == 0
 
 
 def _group_lines(ax, groups_row: np.ndarray, order: np.ndarray, upper_only: bool = False) -> None:
@@ -85,25 +110,80 @@ def _group_lines(ax, groups_row: np.ndarray, order: np.ndarray, upper_only: bool
     ax.set_ylim(t - 0.5, -0.5)
 
 
-def _annotate(ax, values: np.ndarray, cmap, norm, fmt: str, mask: np.ndarray | None = None) -> None:
-    t = values.shape[0]
-    for i in range(t):
-        for j in range(t):
-            if mask is not None and not mask[i, j]:
-                continue
-            v = values[i, j]
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=5.5,
-                    color=text_color_for(cmap(norm(v))))
+# Cell values below this font size are left out rather than printed over each other
+# (3.5 pt is 15 pixels high at the 300 dpi of the saved figures).
+_ANNOTATE_MIN_PT = 3.5
+
+
+def _fit_titles(fig, axes) -> None:
+    """Break the panels' title lines at ": " where they are wider than their panel (constrained
+    layout keeps a title's height, not its width, so a wide title would leave the figure)."""
+    fig.draw_without_rendering()
+    fig.draw_without_rendering()
+    for ax in axes:
+        title = ax.title
+        width = ax.get_window_extent().width * 72 / fig.dpi
+        lines = []
+        for line in title.get_text().split("\n"):
+            if text_width_pt(line, title.get_fontsize()) > width and ": " in line:
+                lines.extend(line.split(": ", 1))
+            else:
+                lines.append(line)
+        title.set_text("\n".join(lines))
+
+
+def _annotate(fig, pending: list) -> None:
+    """Write the cell values of every ``(ax, values, cmap, norm, fmt, mask)`` in ``pending``,
+    sized to the cells the layout gave the panels.
+
+    The figure is laid out first, so the size of a cell is known. Entries with the same
+    ``fmt`` (one matrix kind: the fractions, the means or the spreads) share one format and
+    font, those that fit the smallest cell of them (the heatmap's rule: leading zeros dropped,
+    then one decimal, at most 5.5 pt); a kind that would need less than
+    :data:`_ANNOTATE_MIN_PT` is left out. The values stay inside their cells, so they change
+    nothing in the layout."""
+    from taan_viz.plots.heatmap import _cell_text, _fit_annotation
+
+    if not pending:
+        return
+    # Twice: constrained layout settles on its second pass (the colour bars move the panels).
+    fig.draw_without_rendering()
+    fig.draw_without_rendering()
+    kinds: dict[str, list] = {}
+    for entry in pending:
+        kinds.setdefault(entry[4], []).append(entry)
+    for fmt, entries in kinds.items():
+        cells, values = [], []
+        for ax, vals, _, _, _, mask in entries:
+            box = ax.get_window_extent()
+            cells.append(min(box.width, box.height) * 72 / fig.dpi / max(vals.shape[0], 1))
+            values.append(vals[np.ones(vals.shape, dtype=bool) if mask is None else mask])
+        values = np.concatenate(values)
+        shown, bare, size = _fit_annotation(fmt, values, min(cells))
+        size = min(size, 5.5)
+        # Measured, not estimated: the widest value takes at most 85 % of a cell.
+        widest = max((text_width_pt(_cell_text(shown, v, bare), size) for v in values), default=0.0)
+        if widest > 0.85 * min(cells):
+            size *= 0.85 * min(cells) / widest
+        if size < _ANNOTATE_MIN_PT:
+            continue
+        for ax, vals, cmap, norm, _, mask in entries:
+            mask = np.ones(vals.shape, dtype=bool) if mask is None else mask
+            for i, j in zip(*np.nonzero(mask)):
+                v = vals[i, j]
+                ax.text(j, i, _cell_text(shown, v, bare), ha="center", va="center", fontsize=size,
+                        color=text_color_for(cmap(norm(v))))
 
 
 def plot_coclustering(cons: Consensus, *, annot: bool | None = None):
-    """Per layer, the fraction of runs in which two tasks fall in the same flat cluster.
+    """Per layer, the fraction of runs in which two tasks fall in the same group.
 
     Parameters
     ----------
     cons : Consensus
     annot : bool, optional
-        Write the fractions in the cells (default: at most 10 tasks).
+        Write the fractions in the cells (default: at most 10 tasks), in a font that fits the
+        cells; none where that font would be below 3.5 pt.
 
     Returns
     -------
@@ -118,7 +198,8 @@ def plot_coclustering(cons: Consensus, *, annot: bool | None = None):
     cmap = matplotlib.colormaps[SEQUENTIAL_CMAP]
     norm = Normalize(0.0, 1.0)
     with paper_style():
-        fig, axes = _panel_grid(len(cons.layers), t)
+        fig, axes = _panel_grid(len(cons.layers), t, cons.task_names)
+        pending: list = []
         image = None
         for k, ax in enumerate(axes):
             la = cons.layers[k]
@@ -126,15 +207,19 @@ def plot_coclustering(cons: Consensus, *, annot: bool | None = None):
             image = ax.imshow(c, cmap=cmap, norm=norm, interpolation="nearest")
             _group_lines(ax, cons.tree.groups[_depth_of(cons, k)], order)
             if annot:
-                _annotate(ax, c, cmap, norm, "{:.2g}")
-            _ticks(ax, cons.task_names, order)
-            ax.set_title(f"layer {la.index + 1}: {short_label(la.name, 18)}\nstability (mean ARI) {la.stability:.2f}")
+                pending.append((ax, c, cmap, norm, "{:.2g}", None))
+            _ticks(ax, cons.task_names, order, x=_outer(axes, k)[0], y=_outer(axes, k)[1])
+            # Short lines: constrained layout keeps a title's height, not its width.
+            ax.set_title(f"layer {la.index + 1}: {short_label(la.name, 18)}\nstability {la.stability:.2f}")
         bar = fig.colorbar(image, ax=axes, shrink=0.8, aspect=30)
-        bar.set_label(f"fraction of {cons.num_runs} runs sharing a cluster")
+        bar.set_label(f"fraction of {cons.num_runs} runs sharing a group")
         cut = (f"{cons.n_clusters} clusters per layer" if cons.n_clusters is not None
-               else f"clusters cut at {cons.threshold:g} × RMS norm")
-        fig.suptitle(f"Co-clustering over {cons.num_runs} runs ({cut}); lines: consensus-tree groups")
+               else f"sharing-tree groups at {cons.threshold:g} × RMS norm")
+        fig.suptitle(f"Co-clustering over {cons.num_runs} runs ({cut}); lines: consensus-tree groups;\n"
+                     "stability: mean adjusted Rand index between the runs' groups")
         _say_unstable(fig, cons)
+        _fit_titles(fig, axes)
+        _annotate(fig, pending)
     return fig
 
 
@@ -146,7 +231,8 @@ def plot_distance_spread(cons: Consensus, *, annot: bool | None = None):
     ----------
     cons : Consensus
     annot : bool, optional
-        Write the values in the cells (default: at most 10 tasks).
+        Write the values in the cells (default: at most 10 tasks), in a format and font that
+        fit the cells; none where that font would be below 3.5 pt.
 
     Returns
     -------
@@ -154,6 +240,8 @@ def plot_distance_spread(cons: Consensus, *, annot: bool | None = None):
     """
     import matplotlib
     from matplotlib.colors import Normalize
+
+    from taan_viz.plots.heatmap import _annot_format
 
     t = cons.num_tasks
     order = cons.order
@@ -163,8 +251,12 @@ def plot_distance_spread(cons: Consensus, *, annot: bool | None = None):
     top_std = max(float(la.std_distance.max()) for la in cons.layers) or 1.0
     cmap_m, cmap_s = matplotlib.colormaps[SEQUENTIAL_CMAP], matplotlib.colormaps[_SPREAD_CMAP]
     norm_m, norm_s = Normalize(0.0, top_mean), Normalize(0.0, top_std)
+    # One format per kind for all panels, from all layers' values (the same colour scale).
+    fmt_m = _annot_format(np.concatenate([la.mean_distance[lower] for la in cons.layers]))
+    fmt_s = _annot_format(np.concatenate([la.std_distance[~lower] for la in cons.layers]))
     with paper_style():
-        fig, axes = _panel_grid(len(cons.layers), t)
+        fig, axes = _panel_grid(len(cons.layers), t, cons.task_names)
+        pending: list = []
         im_m = im_s = None
         for k, ax in enumerate(axes):
             la = cons.layers[k]
@@ -174,15 +266,17 @@ def plot_distance_spread(cons: Consensus, *, annot: bool | None = None):
             im_s = ax.imshow(np.ma.masked_where(lower, std), cmap=cmap_s, norm=norm_s, interpolation="nearest")
             _group_lines(ax, cons.tree.groups[_depth_of(cons, k)], order)
             if annot:
-                _annotate(ax, mean, cmap_m, norm_m, "{:.2g}", lower)
-                _annotate(ax, std, cmap_s, norm_s, "{:.2g}", ~lower)
-            _ticks(ax, cons.task_names, order)
+                pending.append((ax, mean, cmap_m, norm_m, fmt_m, lower))
+                pending.append((ax, std, cmap_s, norm_s, fmt_s, ~lower))
+            _ticks(ax, cons.task_names, order, x=_outer(axes, k)[0], y=_outer(axes, k)[1])
             ax.set_title(f"layer {la.index + 1}: {short_label(la.name, 18)}")
         # The mean's bar next to the panels, the spread's beyond it (the title's order).
         fig.colorbar(im_s, ax=axes, shrink=0.8, aspect=30, pad=0.01).set_label("std over runs (upper triangle)")
         fig.colorbar(im_m, ax=axes, shrink=0.8, aspect=30, pad=0.01).set_label("mean d(Fₛ, Fₜ) (lower triangle)")
         fig.suptitle(f"Functional distance over {cons.num_runs} runs: mean (lower) and spread (upper)")
         _say_unstable(fig, cons)
+        _fit_titles(fig, axes)
+        _annotate(fig, pending)
     return fig
 
 
@@ -258,7 +352,7 @@ def plot_support_tree(cons: Consensus, *, names: bool | None = None):
         bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.5, aspect=25, location="bottom")
         bar.set_label(f"support: fraction of {cons.num_runs} runs whose sharing tree holds the group", fontsize=6.5)
         counts = " → ".join(str(k) for k in tree.num_groups)
-        ax.set_title(f"Consensus sharing tree: tasks together in more than half of the runs' trees "
-                     f"(each d ≤ {cons.threshold:g} × RMS norm);\ngroups per layer {counts}", fontsize=7)
+        ax.set_title(f"Consensus sharing tree: groups held by more than half of the runs' trees "
+                     f"(d ≤ {cons.threshold:g} × RMS norm);\ngroups per layer {counts}", fontsize=7)
         _say_unstable(fig, cons)
     return fig

@@ -19,6 +19,7 @@ from taan_viz.plots._style import (
     measure_label,
     paper_style,
     short_label,
+    text_width_pt,
     wrap_to_width,
 )
 
@@ -30,6 +31,9 @@ __all__ = ["activation_curves", "activation_values", "curve_range", "grid_pages"
 # Legends list at most this many colour groups (then "... k more": one per colour and dash
 # pattern, see taan_viz.plots._palette); per page of small multiples at most _GRID_MAX tasks.
 _LEGEND_MAX = 32
+# Task names in legends are whole up to this many characters (Omniglot's longest alphabet,
+# "Blackfoot_(Canadian_Aboriginal_Syllabics)", has 41).
+_NAME_MAX = 48
 _GRID_MAX = 64
 
 
@@ -214,7 +218,7 @@ def activation_curves(
         entries = []
         for g in dict.fromkeys(groups.tolist()):
             members = [names[i] for i in range(t) if groups[i] == g]
-            text = ", ".join(short_label(m, 14) for m in members[:2])
+            text = ", ".join(short_label(m, _NAME_MAX) for m in members[:2])
             text += f" (+{len(members) - 2})" if len(members) > 2 else ""
             entries.append(Line2D([], [], color=color_of(g), linestyle=style_of(g), label=text))
         if len(entries) > _LEGEND_MAX:
@@ -267,11 +271,12 @@ def plot_curves(
     palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     n = len(chosen)
     rows = 2 if residual else 1
+    handles = _group_handles(palette, analysis.task_names) + _static_handles(relu)
+    width = min(7.2, 2.4 * n + 0.3) if figsize is None else figsize[0]
+    ncol = _legend_columns([h.get_label() for h in handles], width)
     if figsize is None:
-        width = min(7.2, 2.4 * n + 0.3)
-        # Room below the panels for the legend: colour groups and 3 reference entries, 4 a row.
-        entries = min(_LEGEND_MAX, palette.num_keys) + 3
-        figsize = (width, rows * min(2.3, width / n * 0.9) + 0.75 + 0.125 * math.ceil(entries / 4))
+        # Room below the panels for the legend: colour groups and 3 reference entries.
+        figsize = (width, rows * min(2.3, width / n * 0.9) + 0.75 + 0.125 * math.ceil(len(handles) / ncol))
     with paper_style():
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(rows, n, squeeze=False)
@@ -290,11 +295,18 @@ def plot_curves(
                     axes[r, k].set_ylabel("")
             if residual:
                 axes[0, k].set_xlabel("")
-        handles = _group_handles(palette, analysis.task_names) + _static_handles(relu)
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=6,
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=6,
                    handlelength=2.2, columnspacing=1.2, title=wrap_to_width(palette.describe(), fig.get_figwidth() * 0.95, 6),
                    title_fontsize=6)
     return fig
+
+
+def _legend_columns(labels: Sequence[str], width_in: float, fontsize: float = 6.0) -> int:
+    """Columns of the figure legend: up to 4, as many as fit ``width_in`` inches with every
+    label whole (a handle of 2.2 em, 0.8 em before the label, 1.2 em between columns)."""
+    widest = max((text_width_pt(label, fontsize) for label in labels), default=0.0)
+    column = widest + (2.2 + 0.8 + 1.2) * fontsize
+    return int(max(1, min(4, len(labels), (0.95 * width_in * 72) // column)))
 
 
 def _group_handles(palette: "TaskPalette", names: Sequence[str]) -> list:
@@ -304,7 +316,7 @@ def _group_handles(palette: "TaskPalette", names: Sequence[str]) -> list:
     entries = []
     for key in range(palette.num_keys):
         members = [names[i] for i in palette.members(key)]
-        text = ", ".join(short_label(m, 14) for m in members[:2])
+        text = ", ".join(short_label(m, _NAME_MAX) for m in members[:2])
         text += f" (+{len(members) - 2})" if len(members) > 2 else ""
         entries.append(Line2D([], [], color=palette.key_color(key), linestyle=palette.key_linestyle(key), label=text))
     if len(entries) > _LEGEND_MAX:

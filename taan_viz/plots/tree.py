@@ -208,8 +208,8 @@ def plot_sharing_tree(
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        rule = (f"d(Fₛ, Fₜ) ≤ {tree.threshold:g} × the layer's RMS activation norm" if tree.relative
-                else f"d(Fₛ, Fₜ) ≤ {tree.threshold:g}")
+        rule = (f"every two of its tasks d(Fₛ, Fₜ) ≤ {tree.threshold:g} × the layer's RMS activation norm"
+                if tree.relative else f"every two of its tasks d(Fₛ, Fₜ) ≤ {tree.threshold:g}")
         counts = " → ".join(str(k) for k in tree.num_groups)
         text = (f"boxes: groups of tasks that can share the layer ({rule});\n"
                 f"groups per layer {counts}; numbers: tasks per group; {palette.describe()}"

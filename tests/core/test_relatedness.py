@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taan_core.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from taan_core.models import TAAN, HardShare, MLPConfig, TAANConfig
@@ -16,6 +18,7 @@ from taan_core.relatedness import (
     planted_ari,
     share_components,
     sharing_groups,
+    threshold_groups,
     tree_from_checkpoint,
 )
 
@@ -34,6 +37,76 @@ def test_sharing_groups_thresholds_and_nests():
     # Relative thresholds scale with each layer.
     assert sharing_groups([shallow], threshold=0.1, scales=[0.05]) == [[0, 1, 2, 3, 4, 5]]
     assert sharing_groups([shallow], threshold=2.0) == [[0] * 6]
+
+
+def test_groups_do_not_chain():
+    # 0 - 0.05 - 0.1 on a line at threshold 0.06: each neighbour is close, the ends are not.
+    line = np.abs(np.subtract.outer([0.0, 0.05, 0.1], [0.0, 0.05, 0.1]))
+    assert share_components(line, 0.06).tolist() == [0, 0, 0]  # the chaining rule
+    groups = threshold_groups(line, 0.06).tolist()
+    assert groups in ([0, 0, 1], [0, 1, 1])
+    assert sharing_groups([line], 0.06) == [groups]
+    # Identical tasks are close even at threshold 0.
+    assert threshold_groups(_blocks([0, 0, 1], near=0.0), 0.0).tolist() == [0, 0, 1]
+
+
+def _random_layers(seed: int, t: int, depth: int, kind: str) -> list[np.ndarray]:
+    """Distance matrices of ``depth`` layers: Euclidean distances of random points, or the
+    functional distances of random activations (clustered alphas with noise, taan_core.gaussian)."""
+    from taan_core.gaussian import distance_matrix
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(depth):
+        if kind == "points":
+            x = rng.normal(size=(t, 2)) * rng.uniform(0.2, 2.0)
+            out.append(np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1)))
+        else:
+            centres = rng.normal(size=(rng.integers(1, 4), 6))
+            alpha = centres[rng.integers(0, len(centres), t)] + rng.uniform(0.0, 0.5) * rng.normal(size=(t, 6))
+            d = distance_matrix(torch.as_tensor(alpha), torch.linspace(-1.5, 1.5, 6, dtype=torch.float64))
+            out.append(d.numpy())
+    return out
+
+
+def _pairs_within(groups, distances, limits):
+    """For each layer l and each group of layer l: the largest distance of two of its tasks at
+    every layer k <= l, with the limit of layer k."""
+    for l, row in enumerate(groups):
+        row = np.asarray(row)
+        for g in np.unique(row):
+            members = np.flatnonzero(row == g)
+            for k in range(l + 1):
+                yield l, k, float(distances[k][np.ix_(members, members)].max()), limits[k]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 4), st.integers(0, 10_000), st.floats(0.0, 1.5),
+       st.sampled_from(["points", "alphas"]))
+def test_every_pair_of_a_group_is_within_the_threshold(t, depth, seed, threshold, kind):
+    mats = _random_layers(seed, t, depth, kind)
+    scales = [float(np.sqrt((m ** 2).mean())) or 1.0 for m in mats]
+    limits = [threshold * s for s in scales]
+    # Each layer alone: complete linkage cut at the threshold, whatever the other layers are.
+    flat = sharing_groups(mats, threshold, scales=scales, nested=False)
+    for l in range(depth):
+        assert flat[l] == sharing_groups([mats[l]], threshold, scales=[scales[l]])[0]
+        assert flat[l] == threshold_groups(mats[l], limits[l]).tolist()
+    for l, k, widest, limit in _pairs_within(flat, mats, limits):
+        if k == l:
+            assert widest <= limit
+    # The tree: nested, and every pair of a group of layer l within the threshold at every
+    # layer k <= l; the groups of layers 0..l do not depend on the layers after l.
+    tree = sharing_groups(mats, threshold, scales=scales)
+    for l, k, widest, limit in _pairs_within(tree, mats, limits):
+        assert widest <= limit, (l, k)
+    for l in range(1, depth):
+        for g in np.unique(tree[l]):
+            assert len({tree[l - 1][i] for i in np.flatnonzero(np.asarray(tree[l]) == g)}) == 1
+    for l in range(depth):
+        assert sharing_groups(mats[: l + 1], threshold, scales=scales[: l + 1]) == tree[: l + 1]
+    # The first layer has no layer before it to nest in: its own groups.
+    assert tree[0] == flat[0]
 
 
 @pytest.mark.parametrize(

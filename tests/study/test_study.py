@@ -320,8 +320,10 @@ def _viz_tree(checkpoint, threshold):
 def test_study_tree_equals_taan_viz_tree_at_every_threshold(tmp_path):
     from tests.viz.viz_helpers import make_checkpoint_dict
 
-    # Planted groups blurred by per-task jitter: the distances spread, so every threshold of the
-    # sweep cuts the graph differently and any difference between the two rules shows.
+    # One rule (taan_viz.sharing calls taan_core.relatedness.sharing_groups); what is left to
+    # check is what each side feeds it: the data measure of each layer and the RMS norms as
+    # scales. Planted groups blurred by per-task jitter spread the distances, so every
+    # threshold of the sweep cuts the tree differently and any difference shows.
     raw = make_checkpoint_dict(groups=[[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 2, 2, 3, 3], list(range(8))],
                                task_names=[f"t{k}" for k in range(8)], layer_names=["l1", "l2", "l3"])
     gen = torch.Generator().manual_seed(3)

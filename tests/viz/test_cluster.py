@@ -103,3 +103,35 @@ def test_mds_panels_keep_equal_aspect_and_fill(analysis):
         assert np.ptp(coords[:, 0]) >= 0.8 * (x1 - x0)
         # ... and of its height, unless flatter than the least aspect (0.3, plus the margins).
         assert np.ptp(coords[:, 1]) >= 0.8 * (y1 - y0) or (y1 - y0) <= 0.42 * (x1 - x0)
+
+
+def test_five_layers_with_long_names_stay_inside_the_figure(tmp_path):
+    from taan_viz.plots.cluster import plot_dendrograms, plot_embeddings
+    from taan_viz.plots._style import name_texts
+    from tests.viz.viz_helpers import LONG_TASK_NAMES, overlapping, rendered_boxes, wide_runs
+
+    analysis = wide_runs(tmp_path, seeds=(0,))[0]
+    fig = plot_dendrograms(analysis)
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and a.get_visible()) if t.get_text()]
+    figure = fig.bbox
+    for text, box in zip(texts, rendered_boxes(fig, texts)):
+        assert figure.x0 - 1 <= box.x0 and box.x1 <= figure.x1 + 1, text.get_text()
+        assert figure.y0 - 1 <= box.y0 and box.y1 <= figure.y1 + 1, text.get_text()
+    names = {t.get_text() for ax in fig.axes for t in name_texts(ax)}
+    assert names == set(LONG_TASK_NAMES)
+    # The task maps: names overlap neither each other nor the points, inside their panels;
+    # where some find no place, a legend names every task in full.
+    fig = plot_embeddings(analysis)
+    for ax in [ax for ax in fig.axes if ax.get_visible()]:
+        labels = name_texts(ax)
+        boxes = rendered_boxes(fig, labels)
+        assert not overlapping(boxes)
+        frame = ax.get_window_extent()
+        for box in boxes:
+            assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1 and frame.y0 - 1 <= box.y0 <= box.y1 <= frame.y1 + 1
+        points = np.concatenate([c.get_offsets() for c in ax.collections])
+        at = ax.transData.transform(points)
+        for box in boxes:
+            assert not any(box.x0 < x < box.x1 and box.y0 < y < box.y1 for x, y in at)
+    legend = fig.legends[0] if fig.legends else None
+    assert legend is not None and [t.get_text() for t in legend.get_texts()] == LONG_TASK_NAMES

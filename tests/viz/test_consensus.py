@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taan_core.checkpoint import load_checkpoint
 from taan_viz.analysis import analyze
@@ -16,6 +18,7 @@ from taan_viz.consensus import (
     check_same_runs,
     coclustering,
     consensus,
+    consensus_tree,
     group_support,
     pairwise_ari,
 )
@@ -98,8 +101,8 @@ def test_identical_runs_agree_completely(tmp_path):
     for k, la in enumerate(cons.layers):
         assert la.stability == 1.0
         assert set(np.unique(la.coclustering)) <= {0.0, 1.0}
-        flat = analyses[0].layers[k].flat(threshold=0.1)
-        np.testing.assert_array_equal(la.coclustering, flat[:, None] == flat[None, :])
+        groups = analyses[0].cluster_labels(threshold=0.1)[k]
+        np.testing.assert_array_equal(la.coclustering, groups[:, None] == groups[None, :])
         np.testing.assert_allclose(la.std_distance, 0.0, atol=1e-12)
         np.testing.assert_allclose(la.mean_distance, analyses[0].layers[k].geometry.distance)
         assert la.planted_ari.tolist() == [1.0, 1.0, 1.0]
@@ -122,6 +125,79 @@ def test_majority_rule_tree_and_support(tmp_path):
     assert cons.layers[0].stability == 1.0 and cons.layers[1].stability < 1.0
     assert doc["representative"] == "run-1"
     assert doc["layers"][1]["pairwise_ari"][0][3] < 1.0 and doc["layers"][1]["pairwise_ari"][0][1] == 1.0
+
+
+def test_support_is_what_the_coclustering_says_and_half_is_no_majority():
+    # Four runs of one layer: a, b together in runs 1-2 (half), c, d in runs 1-3.
+    runs = [_tree([[0, 0, 1, 1]]), _tree([[0, 0, 1, 1]]), _tree([[0, 1, 2, 2]]), _tree([[0, 1, 2, 3]])]
+    c = coclustering(np.stack([tree.groups[0] for tree in runs]))
+    assert c[0, 1] == 0.5 and c[2, 3] == 0.75
+    ab = _tree([[0, 0, 1, 2]])
+    assert group_support(ab, runs)[0][ab.groups[0, 0]] == 0.5 == c[0, 1]
+    tree = consensus_tree(runs)
+    support = group_support(tree, runs)[0]
+    g = tree.groups[0]
+    assert g[0] != g[1]  # together in exactly half of the runs: apart
+    assert g[2] == g[3] and support[g[2]] == 0.75 == c[2, 3]
+    # Three of four runs join a, b: now a majority.
+    runs[2] = _tree([[0, 0, 1, 1]])
+    tree = consensus_tree(runs)
+    assert tree.groups[0, 0] == tree.groups[0, 1]
+    assert group_support(tree, runs)[0][tree.groups[0, 0]] == 0.75
+
+
+def test_majority_groups_need_a_majority_parent():
+    # Layer 2's {a, b} is in 3 of 4 runs, but its tasks share no majority group at layer 1
+    # ({a, b, c} twice, {a, b, d} once, {a, b} once): the consensus keeps the tree nested.
+    runs = [_tree([[0, 0, 0, 1], [0, 0, 1, 2]]), _tree([[0, 0, 0, 1], [0, 0, 1, 2]]),
+            _tree([[0, 0, 1, 0], [0, 0, 1, 2]]), _tree([[0, 0, 1, 2], [0, 1, 2, 3]])]
+    tree = consensus_tree(runs)
+    assert tree.num_groups == [4, 4] and tree.groups[1, 0] != tree.groups[1, 1]
+    # Standing alone has its own support: task a is never alone at layer 1.
+    assert group_support(tree, runs)[0][tree.groups[0, 0]] == 0.0
+    with pytest.raises(ValueError, match="at least one sharing tree"):
+        consensus_tree([])
+    with pytest.raises(ValueError, match=r"trees\[1\] must have the tasks and layers"):
+        consensus_tree([runs[0], _tree([[0, 0, 1, 1]])])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 7), st.integers(1, 3), st.integers(2, 6), st.integers(0, 10_000))
+def test_consensus_groups_have_majority_support(t, depth, r, seed):
+    rng = np.random.default_rng(seed)
+    names = [str(i) for i in range(t)]
+    runs = []
+    for _ in range(r):
+        mats = [np.abs(np.subtract.outer(x, x)) for x in rng.integers(0, 3, size=(depth, t)).astype(float)]
+        runs.append(sharing_tree(mats, task_names=names, layer_names=[f"l{l}" for l in range(depth)],
+                                 threshold=0.5, relative=False))
+    tree = consensus_tree(runs)
+    support = group_support(tree, runs)
+    for l in range(depth):
+        together = coclustering(np.stack([run.groups[l] for run in runs]))
+        row = tree.groups[l]
+        for g in np.unique(row):
+            members = np.flatnonzero(row == g)
+            if len(members) > 1:
+                # Held by more than half of the runs, so every pair co-clusters in more than half.
+                assert support[l][g] > 0.5
+                assert together[np.ix_(members, members)].min() > 0.5
+            if l:
+                assert len(np.unique(tree.groups[l - 1][members])) == 1
+
+
+def test_consensus_of_runs_split_half_and_half(tmp_path):
+    # Two runs find the planted nesting, two another one: at layer 2 no group has a majority.
+    cons = consensus(_analyses(tmp_path, [GROUPS, GROUPS, OTHER_GROUPS, OTHER_GROUPS]))
+    for l, la in enumerate(sorted(cons.layers, key=lambda la: la.index)):
+        row = cons.tree.groups[l]
+        for g in np.unique(row):
+            members = np.flatnonzero(row == g)
+            if len(members) > 1:
+                assert cons.support[l][g] > 0.5
+                assert la.coclustering[np.ix_(members, members)].min() > 0.5
+    assert cons.layers[1].coclustering[0, 2] == 0.5  # cars and trains: half of the runs
+    assert cons.tree.groups[1, 0] != cons.tree.groups[1, 2]
 
 
 def test_consensus_errors(tmp_path):
@@ -219,3 +295,24 @@ def test_runs_that_agree_are_not_flagged(tmp_path):
     assert all(layer["stability"] == 1.0 and layer["unstable"] is False and layer["warning"] is None
                for layer in doc["layers"])
     assert cons.warnings == [] and plot_coclustering(cons)._supxlabel is None
+
+
+def test_cell_values_fit_their_cells_at_five_layers_and_long_names(tmp_path):
+    from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread
+    from tests.viz.viz_helpers import overlapping, rendered_boxes, wide_runs
+
+    cons = consensus(wide_runs(tmp_path))
+    for fig in (plot_distance_spread(cons), plot_coclustering(cons)):
+        panels = [ax for ax in fig.axes if ax.texts]
+        assert len(panels) == 5  # every layer annotated at 8 tasks
+        for ax in panels:
+            boxes = rendered_boxes(fig, ax.texts)
+            assert not overlapping(boxes)
+            # Each value inside its own cell.
+            cell = ax.get_window_extent().width / cons.num_tasks
+            assert max(b.width for b in boxes) < cell
+        figure = fig.bbox
+        ticks = [t for ax in fig.axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels()) if t.get_text()]
+        assert "Asomtavruli_(Georgian)" in {t.get_text() for t in ticks}
+        for box in rendered_boxes(fig, ticks + [ax.title for ax in fig.axes]):
+            assert figure.x0 - 1 <= box.x0 and box.x1 <= figure.x1 + 1 and box.y1 <= figure.y1 + 1

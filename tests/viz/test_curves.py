@@ -102,3 +102,16 @@ def test_plot_curves_rejects(analysis):
         plot_curves(analysis, layers=[])
     with pytest.raises(ValueError, match="no analysed layer named 'x'"):
         plot_curves(analysis, layers=["x"])
+
+
+def test_legend_keeps_long_names_whole(tmp_path):
+    from taan_viz.plots.curves import plot_curves
+    from tests.viz.viz_helpers import LONG_TASK_NAMES, rendered_boxes, wide_runs
+
+    analysis = wide_runs(tmp_path, seeds=(0,))[0]
+    fig = plot_curves(analysis)
+    texts = fig.legends[0].get_texts()
+    shown = {t.get_text() for t in texts}
+    assert set(LONG_TASK_NAMES) <= shown and not any("…" in s for s in shown)
+    for box in rendered_boxes(fig, texts):
+        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1

@@ -1,4 +1,5 @@
-"""taan_viz.sharing: components, nesting across depth, order, Newick."""
+"""taan_viz.sharing: groups within the threshold, nesting across depth, order, Newick, and the
+groups of a layer whichever layers are analysed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,76 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taan_viz.sharing import share_components, sharing_tree
+from taan_core.relatedness import sharing_groups
+from taan_viz.sharing import share_components, sharing_tree, tree_from_groups
 
 
 def _line(x) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     return np.abs(x[:, None] - x[None, :])
+
+
+def test_groups_are_pairwise_close_not_chained():
+    # 0 - 0.05 - 0.1: neighbours within 0.06, the ends 0.1 apart: not one group.
+    tree = sharing_tree([_line([0.0, 0.05, 0.1])], task_names=list("abc"), layer_names=["l"], threshold=0.06,
+                        relative=False)
+    assert tree.num_groups == [2]
+
+
+def _partition(row) -> list[int]:
+    ids: dict[int, int] = {}
+    return [ids.setdefault(int(g), len(ids)) for g in row]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 4), st.integers(0, 10_000), st.floats(0.0, 2.0))
+def test_one_rule_with_taan_core(t, depth, seed, threshold):
+    rng = np.random.default_rng(seed)
+    mats = [_line(rng.normal(size=t)) for _ in range(depth)]
+    scales = rng.uniform(0.5, 2.0, size=depth).tolist()
+    tree = sharing_tree(mats, task_names=[str(i) for i in range(t)], layer_names=[str(l) for l in range(depth)],
+                        threshold=threshold, scales=scales, base_order=rng.permutation(t))
+    assert [_partition(row) for row in tree.groups] == sharing_groups(mats, threshold, scales=scales)
+
+
+def test_a_layer_has_its_groups_whichever_layers_are_analysed(tmp_path):
+    import torch
+
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+    from tests.viz.viz_helpers import make_wide_checkpoint_dict
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save(make_wide_checkpoint_dict(), path)
+    ckpt = load_checkpoint(path)
+    full = analyze(ckpt)
+    seen = set()
+    for threshold in (0.05, 0.1, 0.2, 0.4, 0.8):
+        whole = full.sharing_tree(threshold)
+        seen.add(tuple(whole.num_groups))
+        for layers in ("1,5", "5", "2,4", "3,4,5"):
+            part = analyze(ckpt, layers=layers)
+            tree = part.sharing_tree(threshold)
+            for row, la in zip(tree.groups, sorted(part.layers, key=lambda la: la.index)):
+                assert _partition(row) == _partition(whole.groups[la.index]), (threshold, layers, la.index)
+            labels = part.cluster_labels(threshold=threshold)
+            for lab, la in zip(labels, part.layers):
+                assert _partition(lab) == _partition(full.cluster_labels(threshold=threshold)[la.index])
+    assert len(seen) >= 3, "the thresholds must cut the tree in several ways"
+
+
+def test_select_and_tree_from_groups_errors():
+    tree = sharing_tree([_line([0, 0, 1]), _line([0, 1, 2])], task_names=list("abc"), layer_names=["a", "b"],
+                        threshold=0.5, relative=False)
+    assert tree.select([1]).layer_names == ("b",) and tree.select([1]).groups.tolist() == [tree.groups[1].tolist()]
+    with pytest.raises(ValueError, match="increasing positions in 0..1"):
+        tree.select([1, 0])
+    common = {"task_names": list("abc"), "layer_names": ["a", "b"], "thresholds": [1.0, 1.0], "threshold": 1.0,
+              "relative": False}
+    with pytest.raises(ValueError, match="groups must be nested"):
+        tree_from_groups([[0, 0, 1], [0, 1, 1]], **common)
+    with pytest.raises(ValueError, match=r"groups must have shape \(L, T\) = \(2, 3\)"):
+        tree_from_groups([[0, 0, 1]], **common)
 
 
 def test_share_components():

@@ -90,3 +90,58 @@ def make_large_checkpoint_dict(num_tasks: int = 65, num_hinges: int = 8, noise: 
     for layer in obj["layers"]:
         layer["alpha"] = layer["alpha"] + noise * torch.randn(layer["alpha"].shape, generator=gen)
     return obj
+
+
+# Eight Omniglot alphabets: names as long as real data sets give them.
+LONG_TASK_NAMES = ["Japanese_(katakana)", "Japanese_(hiragana)", "Asomtavruli_(Georgian)", "Alphabet_of_the_Magi",
+                   "Anglo-Saxon_Futhorc", "Burmese_(Myanmar)", "Early_Aramaic", "Korean"]
+CONV_LAYER_NAMES = [f"convs.{l}.act" for l in range(5)]
+
+
+def make_wide_checkpoint_dict(noise: float = 0.25, seed: int = 0) -> dict:
+    """A schema-v1 checkpoint shaped like a convolutional Omniglot model: 8 tasks with long
+    names, 5 layers named ``convs.l.act``, nested planted groups (1, 2, 4, 6, 8) blurred by
+    per-task noise, so that distances spread and thresholds cut them in several ways."""
+    groups = [[0] * 8, [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 2, 3, 4, 5, 5],
+              list(range(8))]
+    obj = make_checkpoint_dict(groups=groups, task_names=LONG_TASK_NAMES, layer_names=CONV_LAYER_NAMES,
+                               epochs=2, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for layer in obj["layers"]:
+        layer["alpha"] = layer["alpha"] + noise * torch.randn(layer["alpha"].shape, generator=gen)
+    return obj
+
+
+def rendered_boxes(fig, texts) -> list:
+    """Window extents of ``texts`` once ``fig`` is drawn (on an Agg canvas, at its own dpi)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts]
+
+
+def overlapping(boxes, pad: float = 0.0) -> list[tuple[int, int]]:
+    """Pairs of boxes (indices) that overlap by more than ``pad`` pixels each way."""
+    out = []
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > pad and min(a.y1, b.y1) - max(a.y0, b.y0) > pad:
+                out.append((i, j))
+    return out
+
+
+def wide_runs(tmp_path, seeds=(0, 1, 2)) -> list:
+    """Analyses of :func:`make_wide_checkpoint_dict` runs, one per seed."""
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+
+    out = []
+    for seed in seeds:
+        path = tmp_path / f"wide-{seed}" / "checkpoint.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(make_wide_checkpoint_dict(seed=seed), path)
+        out.append(analyze(load_checkpoint(path)))
+    return out
