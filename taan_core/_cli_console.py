@@ -114,3 +114,7 @@ def print_table(result: dict, tasks, ckpt, split: str) -> None:
     console = Console(highlight=False)
     console.print(table)
     console.print(f"main: {_fmt(result['main'])} ({main_description([t for t in tasks if t.name in per_task])})")
+    pooled = result.get("pooled")
+    if pooled:
+        console.print(f"pooled over the regression tasks' {pooled['n']} samples: explained variance "
+                      f"{_fmt(pooled['ev'])}, RMSE {_fmt(pooled['rmse'])}")

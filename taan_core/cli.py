@@ -442,6 +442,32 @@ def evaluate_command(
     print_table(result, data_set.tasks, ckpt, split)
 
 
+@app.command("attributes")
+def attributes_command(
+    dataset: Annotated[Dataset, typer.Option(help="Data set whose tasks' known attributes to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")],
+    data: Annotated[Optional[Path], typer.Option(help="File or folder of the data set (school needs school.mat).")] = None,
+) -> None:
+    """Write what is known about a data set's tasks as a CSV, for taan-viz compare --against.
+
+    school: each school's gender, denomination, percentages and size; planted: the planted group
+    of every task at every layer (layer1, layer2, ...)."""
+    import csv
+    import io
+
+    from taan_core._atomic import write_file
+    from taan_core.data import known_attributes, load_dataset
+
+    with _as_options():
+        table = known_attributes(load_dataset(_value(dataset), **_data_config(data, None, None)))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(list(table))
+    writer.writerows(zip(*table.values()))
+    write_file(out, text.getvalue())
+    print(f"wrote {out} ({len(table['task'])} tasks: {', '.join(list(table)[1:])})", file=sys.stderr)
+
+
 def _check_tasks(ckpt, data_set) -> None:
     # An imported file may hold another number of tasks, or named heads in another order.
     names = list(data_set.task_names)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from taan_core.data.base import KINDS, SPLITS, MultiTaskData, MultiTaskSplit, TaskSpec, TensorSplit
+from taan_core.data.base import KINDS, SPLITS, MultiTaskData, MultiTaskSplit, TaskSpec, TensorSplit, known_attributes
 from taan_core.data.digits import load_digits
 from taan_core.data.exam import load_exam
 from taan_core.data.npz import load_npz, save_npz
@@ -35,6 +35,7 @@ __all__ = [
     "MultiTaskData",
     "MultiTaskSplit",
     "TensorSplit",
+    "known_attributes",
     "HDF5Split",
     "MultiTaskBatchSampler",
     "Batch",

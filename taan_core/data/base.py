@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "known_attributes",
     "KINDS",
     "SPLITS",
     "TaskSpec",
@@ -297,8 +298,11 @@ class MultiTaskData:
     tasks : sequence of TaskSpec
     splits : mapping from "train", "val", "test" to MultiTaskSplit
     ground_truth : dict or None
-        Known structure, for synthetic data: ``{"groups": groups}`` with ``groups[l][t]`` the
-        planted group of task ``t`` at hidden layer ``l`` (plus source-specific entries).
+        What is known about the tasks. For synthetic data ``{"groups": groups}`` with
+        ``groups[l][t]`` the planted group of task ``t`` at hidden layer ``l`` (plus
+        source-specific entries); for real data ``{"attributes": {column: list of T values}}``
+        with a ``task`` column of the task names (school's gender, denomination, ...).
+        :func:`known_attributes` turns either into one table.
 
     Attributes
     ----------
@@ -396,3 +400,37 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
         raise ValueError(
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
         )
+
+
+def known_attributes(data: MultiTaskData) -> dict[str, list]:
+    """What is known about the tasks of ``data``, one row per task, for ``taan-viz compare``.
+
+    Parameters
+    ----------
+    data : MultiTaskData
+
+    Returns
+    -------
+    dict of str to list
+        Columns of ``T`` entries, the first ``task`` (the task names): a data set's own
+        attributes (``ground_truth["attributes"]``), or the planted groups as text columns
+        ``layer1``, ``layer2``, ... (``g1``, ``g2``, ...: categories, not numbers).
+
+    Raises
+    ------
+    ValueError
+        If the data set records nothing about its tasks.
+    """
+    truth = data.ground_truth or {}
+    if truth.get("attributes"):
+        table = {k: list(v) for k, v in truth["attributes"].items()}
+        if table.get("task") != data.task_names:
+            raise ValueError(f"{data.name}: the attributes' task column must list the {data.num_tasks} tasks in order")
+        return table
+    if truth.get("groups") is not None:
+        table = {"task": data.task_names}
+        for l, row in enumerate(truth["groups"]):
+            table[f"layer{l + 1}"] = [f"g{int(g) + 1}" for g in row]
+        return table
+    raise ValueError(f"the {data.name} data set records nothing known about its tasks (planted records its groups, "
+                     "school its schools' attributes); write the CSV yourself (docs/viz.md, compare)")

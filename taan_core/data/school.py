@@ -143,7 +143,8 @@ def load_school(
     -------
     MultiTaskData
         Tasks ``school_001`` .. ``school_139`` (regression, 1 output, ``target_scale`` the
-        training targets' standard deviation), input shape (27,).
+        training targets' standard deviation), input shape (27,); ``ground_truth`` holds
+        ``{"attributes": school_attributes(data_path)}``, what is known about the schools.
 
     Raises
     ------
@@ -192,7 +193,8 @@ def load_school(
     }
     config = {"data_path": path, "val_fraction": float(val_fraction), "test_fraction": float(test_fraction),
               "seed": seed}
-    return MultiTaskData("school", config, tasks, splits, input_shape=(_NUM_COLUMNS - 1,))
+    return MultiTaskData("school", config, tasks, splits, input_shape=(_NUM_COLUMNS - 1,),
+                         ground_truth={"attributes": _attributes(xs)})
 
 
 def school_attributes(data_path: str):
@@ -212,6 +214,10 @@ def school_attributes(data_path: str):
         ``pandas.DataFrame`` or a CSV (``taan-viz compare --against``).
     """
     xs, _ = _read_mat(str(data_path))
+    return _attributes(xs)
+
+
+def _attributes(xs: list[np.ndarray]) -> dict[str, list]:
     genders, denominations = ("mixed", "boys", "girls"), ("maintained", "cofe", "rc")
     table: dict[str, list] = {"task": [], "gender": [], "denomination": [], "pct_free_meals": [],
                               "pct_vr_band1": [], "students": []}

@@ -229,3 +229,24 @@ def test_branched_follows_the_sharing_tree_of_a_taan(trained, tmp_path, capsys):
 def test_branched_option_errors(args, match, tmp_path, capsys):
     code, out, err = _cli(capsys, "train", *args, "--out", str(tmp_path / "run"))
     _assert_user_error(code, out, err, match)
+
+
+def test_attributes_writes_the_planted_groups_as_categories(capsys, tmp_path):
+    import csv
+
+    out = tmp_path / "known.csv"
+    code, _, err = _cli(capsys, "attributes", "--dataset", "planted", "-o", str(out))
+    assert code == 0, err
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["task", "layer1", "layer2", "layer3"] and len(rows) == 17
+    from taan_core.data import load_dataset
+
+    groups = load_dataset("planted").ground_truth["groups"]
+    assert [r[1] for r in rows[1:]] == [f"g{g + 1}" for g in groups[0]]
+    assert f"wrote {out}" in err
+
+
+def test_attributes_of_a_data_set_that_knows_nothing_is_one_line(capsys, tmp_path):
+    code, out, err = _cli(capsys, "attributes", "--dataset", "digits", "-o", str(tmp_path / "x.csv"))
+    _assert_user_error(code, out, err, "records nothing known about its tasks")
+    assert not (tmp_path / "x.csv").exists()

@@ -149,3 +149,13 @@ def test_options_are_checked():
         load_dataset("school", data_path="x.mat", test_fraction=0.0)
     with pytest.raises(TypeError, match="seed must be an int"):
         load_dataset("school", data_path="x.mat", seed=1.5)
+
+
+@needs_school
+def test_the_data_set_carries_its_attributes():
+    from taan_core.data import known_attributes
+
+    data = load_dataset("school", data_path=str(SCHOOL_MAT))
+    table = known_attributes(data)
+    assert table == school_attributes(str(SCHOOL_MAT))
+    assert table["task"] == data.task_names
