@@ -458,7 +458,7 @@ def consensus_command(
         write_consensus_json(cons, paths[-1], extra)
         typer.echo(str(paths[-1]))
         for la in cons.layers:
-            typer.echo(f"layer {la.index + 1} {la.name}: stability {la.stability:.3f}", err=True)
+            typer.echo(la.warning or f"layer {la.index + 1} {la.name}: stability {la.stability:.3f}", err=True)
 
 
 @app.command("compare")

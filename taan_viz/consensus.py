@@ -405,7 +405,8 @@ def consensus(
 
     by_depth = sorted(layers, key=lambda la: la.index)
     run_trees = [a.sharing_tree(threshold) for a in analyses]
-    tree = consensus_tree(run_trees, base_order=_order_from(by_depth[-1].coclustering, first.method))
+    tree = consensus_tree(run_trees, base_order=_order_from(by_depth[-1].coclustering, by_depth[-1].mean_distance,
+                                                            first.method))
     return Consensus(runs=labels_, sources=tuple(a.source for a in analyses), task_names=first.task_names,
                      layers=layers, tree=tree, support=group_support(tree, run_trees), run_trees=run_trees,
                      threshold=float(threshold), n_clusters=n_clusters, measure=first.measure.describe(),
@@ -466,11 +467,16 @@ def consensus_tree(trees: Sequence[SharingTree], *, base_order: Sequence[int] | 
                             thresholds=np.full(depth, 0.5), threshold=0.5, relative=False, base_order=base_order)
 
 
-def _order_from(cocluster: np.ndarray, method: str) -> np.ndarray:
-    """Leaf order of the clustering of 1 - co-clustering: tasks often together end up adjacent."""
+def _order_from(cocluster: np.ndarray, mean_distance: np.ndarray, method: str) -> np.ndarray:
+    """Leaf order of the clustering of 1 - co-clustering, with the runs' mean distance as the
+    tie-breaker: tasks often together end up adjacent, and where the runs' groups disagree (the
+    co-clustering is near 0 off the diagonal, as on school) tasks close on average still do."""
     from taan_viz.clustering import cluster_tasks
 
+    top = float(mean_distance.max())
+    d = (1.0 - cocluster) + (0.5 * mean_distance / top if top > 0 else 0.0)
+    np.fill_diagonal(d, 0.0)
     # ward/centroid/median need Euclidean input; 1 - C need not be, and average is the usual
     # choice for consensus matrices (Monti et al.).
-    return cluster_tasks(1.0 - cocluster, method="average" if method in ("ward", "centroid", "median") else method,
+    return cluster_tasks(d, method="average" if method in ("ward", "centroid", "median") else method,
                          optimal_ordering="auto").order

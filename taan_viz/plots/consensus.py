@@ -99,9 +99,13 @@ def _outer(axes: list, k: int) -> tuple[bool, bool]:
 
 
 def _group_lines(ax, groups_row: np.ndarray, order: np.ndarray, upper_only: bool = False) -> None:
-    """Thin white lines between the consensus tree's groups of the layer."""
+    """Thin white lines around the consensus tree's groups of two or more tasks in the layer
+    (between two tasks that stand alone there is nothing to mark: at 139 singletons the lines
+    would cover the matrix as a grid)."""
     g = groups_row[order]
-    cuts = np.flatnonzero(np.diff(g)) + 0.5
+    sizes = np.bincount(g)[g]
+    change = np.flatnonzero(np.diff(g))
+    cuts = change[(sizes[change] > 1) | (sizes[change + 1] > 1)] + 0.5
     t = len(order)
     for c in cuts:
         ax.axhline(c, color="white", lw=0.6)
