@@ -462,7 +462,8 @@ class Trainer:
     def _choose_start(self, world: _World, progress) -> int:
         """Train every candidate start for ``trial_epochs`` and continue from the best one.
 
-        The candidates see the same batches and differ only in their initial weights. Nothing
+        A start's score is the best validation metric of its trial epochs. The candidates see
+        the same batches and differ only in their initial weights. Nothing
         is written while they train; afterwards the chosen candidate's epochs are written as
         if it had been the only run. Returns the number of epochs the chosen candidate ran.
         """
@@ -472,6 +473,7 @@ class Trainer:
         initial = copy.deepcopy(self._checkpoint(world))
         given = copy.deepcopy(initial["model"]["state_dict"])
         ends: list[tuple[float, dict, dict | None]] = []
+        progress.announce_starts(cfg.starts, cfg.trial_epochs)
         self._trial = True
         try:
             for k in range(cfg.starts):
@@ -484,8 +486,10 @@ class Trainer:
                     self.model.load_state_dict(given)
                 while self.epoch < cfg.trial_epochs and not (cfg.patience > 0 and self.bad_epochs >= cfg.patience):
                     self._run_epoch(world, progress)
-                last = float(self.metrics[-1]["val"]["main"]) if self.metrics else -math.inf
-                score = last if math.isfinite(last) else -math.inf
+                # A start is judged on its best validation epoch, the one its checkpoint.pt would
+                # hold, not on its last: one unlucky final epoch must not discard a good start.
+                mains = [float(m["val"]["main"]) for m in self.metrics]
+                score = max((m for m in mains if math.isfinite(m)), default=-math.inf)
                 ends.append((score, copy.deepcopy(self._checkpoint(world)), copy.deepcopy(self._best)))
         finally:
             self._trial = False
@@ -496,6 +500,7 @@ class Trainer:
         self._starts = [{"start": k, "seed": cfg.seed if k == 0 else start_seed(cfg.seed, k),
                          "val_main": score if math.isfinite(score) else None, "chosen": k == chosen}
                         for k, (score, _, _) in enumerate(ends)]
+        progress.starts_chosen(self._starts, cfg.trial_epochs)
         if self._best is not None:
             self._best["extra"] = dict(self._best.get("extra") or {}, starts=self._starts)
         if world.is_main:
