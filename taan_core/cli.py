@@ -28,7 +28,7 @@ try:
 
     import typer
 
-    from taan_core._cli_console import print_settings, print_table, report
+    from taan_core._cli_console import print_settings, print_table, print_test, report
 except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at any later moment
     print("taan-core: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
@@ -65,6 +65,7 @@ _TRAIN_OPTIONS = ("batch_size", "sampler", "optimizer", "lr", "weight_decay", "s
 # Python names in library messages, and the options that set them.
 _OPTION_NAMES = {"data_path": "--data", "num_hinges": "--hinges", "val_fraction": "--val-fraction",
                  "test_fraction": "--test-fraction", "split_seed": "--split-seed", "batch_size": "--batch-size",
+                 "image_size": "--image-size",
                  "weight_decay": "--weight-decay",
                  "shared_warmup": "--shared-warmup", "start_epochs": "--start-epochs", "starts": "--starts",
                  **{name: f"--{name}" for name in ("epochs", "lr", "c", "seed", "patience", "threads", "device",
@@ -89,7 +90,7 @@ def _value(option: Any) -> Any:
 def _name_options(text: str) -> str:
     """A library message in the words of the command line: "lr must" -> "--lr must"."""
     text = re.sub(r"\bdata_path=", "--data ", text)
-    text = re.sub(r"\b(data_path|num_hinges|val_fraction|test_fraction|batch_size|weight_decay)\b",
+    text = re.sub(r"\b(data_path|num_hinges|val_fraction|test_fraction|batch_size|weight_decay|image_size)\b",
                   lambda m: _OPTION_NAMES[m[1]], text)
     return re.sub(r"^(\w+)( must| and )", lambda m: _OPTION_NAMES.get(m[1], m[1]) + m[2], text)
 
@@ -150,6 +151,21 @@ def _data_config(data: Path | None, val_fraction: float | None, test_fraction: f
     if split_seed is not None:
         config["seed"] = split_seed
     return config
+
+
+def _image_config(dataset: str, image_size: int | None) -> dict:
+    """``{"image_size": N}`` for a data set whose loader resizes its images; refused for others."""
+    if image_size is None:
+        return {}
+    import inspect
+
+    from taan_core.data import DATASETS as loaders
+
+    if "image_size" not in inspect.signature(loaders[dataset]).parameters:
+        have = [name for name, load in loaders.items() if "image_size" in inspect.signature(load).parameters]
+        raise _UserError(f"--image-size applies to data sets of images that are resized ({', '.join(have)}), "
+                         f"not {dataset!r}")
+    return {"image_size": image_size}
 
 
 # Set while a training runs, for the line printed on Ctrl-C.
@@ -215,6 +231,11 @@ def train(
         help="With --seeds: seeds trained side by side, as separate processes sharing the CPU cores (default 1).")] = None,
     log: Annotated[Optional[Log], typer.Option(
         help="Also log to tensorboard (OUT/tensorboard; metrics.jsonl stays the record). Default none.")] = None,
+    test: Annotated[bool, typer.Option(
+        "--test", help="At the end, evaluate checkpoint.pt (the best validation epoch) on the test split once: "
+                       "printed, and stored in checkpoint.pt as extra.test.")] = False,
+    image_size: Annotated[Optional[int], typer.Option(
+        "--image-size", help="Side in pixels the images are resized to (omniglot; default its stored 105).")] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
     global _RUN_OUT
@@ -225,7 +246,7 @@ def train(
                           model=_value(model))
     options = {k: _value(v) for k, v in locals().items()
                if v is not None and k not in ("resume", "overwrite", "quiet", "allow_data_change", "ctx", "seeds",
-                                               "workers")}
+                                               "workers", "test")}
     log = _value(log) or "none"
     dataset = _value(dataset) or "planted"
     from taan_core.train._defaults import DATASET_DEFAULTS
@@ -246,7 +267,7 @@ def train(
 
         _writer_class()  # a missing package is an error now, not after loading the data
     if resume:
-        return _resume(out, options, allow_data_change=allow_data_change, quiet=quiet, log=log)
+        return _resume(out, options, allow_data_change=allow_data_change, quiet=quiet, log=log, test=test)
 
     import torch
 
@@ -275,7 +296,8 @@ def train(
         )
         resolve_device(config.device)
         _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
-        data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction, split_seed))
+        data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction, split_seed),
+                                **_image_config(dataset, image_size))
     # The planted student is twice as wide as its teacher (16 units): a narrower student fits it
     # poorly and a wider one (64) recovers its tree less often (docs/data.md).
     widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
@@ -299,6 +321,14 @@ def train(
     with _as_options():
         result = _fit(trainer, log, overwrite=overwrite)
     report(result, data_set, config, quiet)
+    if test:
+        _test(trainer, result)
+
+
+def _test(trainer, result) -> None:
+    if result.checkpoint not in result.files:
+        raise _UserError("--test: no checkpoint.pt to test (val main was never finite)")
+    print_test(trainer.test("test"), trainer.data.tasks)
 
 
 def _fit(trainer, log: str, **fit_options):
@@ -332,6 +362,7 @@ def _stored_options(raw: dict) -> dict[str, Any]:
     for key in ("val_fraction", "test_fraction"):
         values[key] = (data.get("config") or {}).get(key)
     values["split_seed"] = (data.get("config") or {}).get("seed")
+    values["image_size"] = (data.get("config") or {}).get("image_size")
     return values
 
 
@@ -345,7 +376,8 @@ def _same(option: str, given: Any, stored: Any) -> bool:
     return given == stored
 
 
-def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet: bool, log: str = "none") -> None:
+def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet: bool, log: str = "none",
+            test: bool = False) -> None:
     import dataclasses
 
     from taan_core.checkpoint import CheckpointError, load_checkpoint
@@ -389,6 +421,8 @@ def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet:
     with _as_options():
         result = _fit(trainer, log, resume=True, allow_data_change=allow_data_change)
     report(result, data_set, config, quiet)
+    if test:
+        _test(trainer, result)
 
 
 @app.command("eval")

@@ -327,6 +327,54 @@ class Trainer:
                            best_main=self.best_main, stopped_early=stopped, seconds=time.perf_counter() - start,
                            metrics=list(self.metrics))
 
+    @torch.no_grad()
+    def test(self, split: str = "test") -> dict:
+        """Evaluate the run's chosen checkpoint (``checkpoint.pt``) on ``split``, once, and record it.
+
+        Call after :meth:`fit`. The model of the best validation epoch, not the last, is
+        evaluated, so the result is the one a report should quote; ``self.model`` is left as it
+        was. The result is stored in ``checkpoint.pt`` as ``extra["test"]`` (with the split and
+        the epoch), written atomically.
+
+        Parameters
+        ----------
+        split : {"test", "val", "train"}
+
+        Returns
+        -------
+        dict
+            :func:`taan_core.metrics.evaluate`'s result (``main``, ``mean``, ``per_task`` and,
+            with regression tasks, ``pooled``) plus ``split`` and ``epoch``.
+
+        Raises
+        ------
+        FileNotFoundError
+            No ``checkpoint.pt`` in ``config.out`` (no epoch had a finite validation metric).
+        """
+        from taan_core.metrics import evaluate
+
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        path = self.out / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no checkpoint to test (val main was never finite)")
+        raw = load_checkpoint(path).raw
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(raw["model"]["state_dict"])
+        device = next(model.parameters()).device
+        threads = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            result = evaluate(model, self.data.split(split), self.tasks, self.config.eval_batch_size, device)
+        finally:
+            torch.set_num_threads(threads)
+        record = {"split": split, "epoch": int(raw["epoch"]), **_plain(result)}
+        if int(os.environ.get("RANK", "0")) == 0:
+            raw["extra"] = dict(raw.get("extra") or {}, test=record)
+            save_checkpoint(raw, path)
+        return record
+
     def _lock_run_dir(self) -> tuple[list[Path], RunLock]:
         """Create the run folder if needed and lock it; returns the folders created and the lock."""
         if self.out.exists() and not self.out.is_dir():
