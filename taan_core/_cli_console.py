@@ -36,9 +36,9 @@ def print_settings(model: str, net, data_set, config, quiet: bool, resumed_from:
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     model_config = dataclasses.asdict(net.config)
-    arch = [model]
-    if model_config.get("hidden") is not None:
-        arch.append("hidden " + ",".join(str(w) for w in model_config["hidden"]))
+    from taan_core.models import trunk_description
+
+    arch = [model, "trunk " + trunk_description(net)]
     if model_config.get("num_hinges") is not None:
         arch.append(f"hinges {model_config['num_hinges']}")
     arch.append(f"{sum(p.numel() for p in net.parameters()):,} parameters")

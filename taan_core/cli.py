@@ -36,7 +36,7 @@ except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at an
 __all__ = ["app", "main"]
 
 DATASETS = ("planted", "digits", "exam", "school", "youtube8m", "omniglot", "npz")
-MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched")
+MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched", "hard-conv", "stl-conv")
 REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 LOGS = ("none", "tensorboard")
 
@@ -184,7 +184,9 @@ def train(
     split_seed: Annotated[Optional[int], typer.Option(
         "--split-seed", help="Seed of the data set's random split into train, val and test (planted: of its generated "
                              "samples); default 0. School's protocol averages over --split-seed 0..9.")] = None,
-    model: Annotated[Optional[Model], typer.Option(help="Model (default: taan, taan-conv for omniglot).")] = None,
+    model: Annotated[Optional[Model], typer.Option(
+        help="Model (default: taan, taan-conv for omniglot). On images taan, hard and stl become their conv variants "
+             "(taan-conv, hard-conv, stl-conv: TAANConv's trunk).")] = None,
     reg: Annotated[Optional[Reg], typer.Option(help="Regulariser of the adaptive layers (default none).")] = None,
     c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient, in [0, 1e6] (default 0.1).")] = None,
     measure: Annotated[Optional[GaussMeasure], typer.Option(
@@ -301,6 +303,10 @@ def train(
     # The planted student is twice as wide as its teacher (16 units): a narrower student fits it
     # poorly and a wider one (64) recovers its tree less often (docs/data.md).
     widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
+    from taan_core.models import conv_variant
+
+    # On images every model with a conv variant sees them through TAANConv's trunk.
+    model = conv_variant(model, data_set.input_shape)
     with _as_options():
         if model == "branched":
             # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
@@ -367,6 +373,10 @@ def _stored_options(raw: dict) -> dict[str, Any]:
 
 
 def _same(option: str, given: Any, stored: Any) -> bool:
+    if option == "model":
+        from taan_core.models import conv_variant
+
+        return given == stored or conv_variant(given, (1, 1, 1)) == stored
     if option == "hidden":
         return _parse_hidden(given) == list(stored or [])
     if isinstance(given, bool) or isinstance(stored, bool):

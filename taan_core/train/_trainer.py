@@ -183,6 +183,8 @@ class Trainer:
                 "groups": [[int(g) for g in row] for row in groups] if groups is not None else None}
 
     def _checkpoint(self, world: _World) -> dict:
+        from taan_core.models import trunk_description
+
         return build_checkpoint(
             self.model, task_names=self.data.task_names, data=self._data_record(), history=self.history,
             metrics=self.metrics, epoch=self.epoch, step=self.step, optimizer=self.optimizer.state_dict(),
@@ -190,7 +192,8 @@ class Trainer:
             rng=_rng_state(self.device), sampler=self.sampler.state_dict(),
             extra={"train_config": dataclasses.asdict(self.config), "best_epoch": self.best_epoch,
                    "best_main": self.best_main, "bad_epochs": self.bad_epochs, "world_size": world.size,
-                   "data_fingerprint": self._fingerprint, "starts": self._starts},
+                   "data_fingerprint": self._fingerprint, "starts": self._starts,
+                   "trunk": trunk_description(self.model)},
         )
 
     def _restore(self, path: Path, allow_data_change: bool = False) -> None:
