@@ -32,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     "set_tasks": "nn.adapt",
     "ContextTaskActivation": "nn.adapt",
     "record_statistics": "nn.adapt",
+    "evaluate_tasks": "nn.adapt",
+    # the shared warm-up in your own loop
+    "adaptive_parameters": "nn.freeze",
+    "freeze_adaptive": "nn.freeze",
     # models
     "TAAN": "models",
     "TAANConv": "models",

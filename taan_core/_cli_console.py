@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["main_description", "print_settings", "print_table", "report"]
+__all__ = ["main_description", "print_settings", "print_table", "print_test", "report"]
 
 
 def main_description(tasks) -> str:
@@ -36,9 +36,9 @@ def print_settings(model: str, net, data_set, config, quiet: bool, resumed_from:
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     model_config = dataclasses.asdict(net.config)
-    arch = [model]
-    if model_config.get("hidden") is not None:
-        arch.append("hidden " + ",".join(str(w) for w in model_config["hidden"]))
+    from taan_core.models import trunk_description
+
+    arch = [model, "trunk " + trunk_description(net)]
     if model_config.get("num_hinges") is not None:
         arch.append(f"hinges {model_config['num_hinges']}")
     arch.append(f"{sum(p.numel() for p in net.parameters()):,} parameters")
@@ -80,6 +80,17 @@ def report(result, data_set, config, quiet: bool) -> None:
         console.print("val main was never finite (NaN in every epoch: too few validation samples per task?), so "
                       f"no checkpoint.pt was written; last.pt holds the final epoch; {result.seconds:.1f}s")
     console.print("wrote " + ", ".join(str(path) for path in files))
+
+
+def print_test(result: dict, tasks) -> None:
+    """The chosen checkpoint's test metrics, once, on stdout: the headline that "val main"
+    names and, with regression tasks, the pooled RMSE."""
+    split, epoch = result.get("split", "test"), result.get("epoch")
+    line = f"{split} main {_fmt(result['main'])} at epoch {epoch} ({main_description(tasks)})"
+    pooled = result.get("pooled")
+    if pooled:
+        line += f"; pooled RMSE {_fmt(pooled.get('rmse'))} over {pooled.get('n')} samples"
+    print(line)
 
 
 def _fmt(value: Any) -> str:

@@ -28,7 +28,7 @@ try:
 
     import typer
 
-    from taan_core._cli_console import print_settings, print_table, report
+    from taan_core._cli_console import print_settings, print_table, print_test, report
 except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at any later moment
     print("taan-core: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
@@ -36,7 +36,7 @@ except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at an
 __all__ = ["app", "main"]
 
 DATASETS = ("planted", "digits", "exam", "school", "youtube8m", "omniglot", "npz")
-MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched")
+MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched", "hard-conv", "stl-conv")
 REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
 LOGS = ("none", "tensorboard")
 
@@ -65,6 +65,7 @@ _TRAIN_OPTIONS = ("batch_size", "sampler", "optimizer", "lr", "weight_decay", "s
 # Python names in library messages, and the options that set them.
 _OPTION_NAMES = {"data_path": "--data", "num_hinges": "--hinges", "val_fraction": "--val-fraction",
                  "test_fraction": "--test-fraction", "split_seed": "--split-seed", "batch_size": "--batch-size",
+                 "image_size": "--image-size",
                  "weight_decay": "--weight-decay",
                  "shared_warmup": "--shared-warmup", "start_epochs": "--start-epochs", "starts": "--starts",
                  **{name: f"--{name}" for name in ("epochs", "lr", "c", "seed", "patience", "threads", "device",
@@ -89,7 +90,7 @@ def _value(option: Any) -> Any:
 def _name_options(text: str) -> str:
     """A library message in the words of the command line: "lr must" -> "--lr must"."""
     text = re.sub(r"\bdata_path=", "--data ", text)
-    text = re.sub(r"\b(data_path|num_hinges|val_fraction|test_fraction|batch_size|weight_decay)\b",
+    text = re.sub(r"\b(data_path|num_hinges|val_fraction|test_fraction|batch_size|weight_decay|image_size)\b",
                   lambda m: _OPTION_NAMES[m[1]], text)
     return re.sub(r"^(\w+)( must| and )", lambda m: _OPTION_NAMES.get(m[1], m[1]) + m[2], text)
 
@@ -152,6 +153,21 @@ def _data_config(data: Path | None, val_fraction: float | None, test_fraction: f
     return config
 
 
+def _image_config(dataset: str, image_size: int | None) -> dict:
+    """``{"image_size": N}`` for a data set whose loader resizes its images; refused for others."""
+    if image_size is None:
+        return {}
+    import inspect
+
+    from taan_core.data import DATASETS as loaders
+
+    if "image_size" not in inspect.signature(loaders[dataset]).parameters:
+        have = [name for name, load in loaders.items() if "image_size" in inspect.signature(load).parameters]
+        raise _UserError(f"--image-size applies to data sets of images that are resized ({', '.join(have)}), "
+                         f"not {dataset!r}")
+    return {"image_size": image_size}
+
+
 # Set while a training runs, for the line printed on Ctrl-C.
 _RUN_OUT: Path | None = None
 
@@ -168,7 +184,9 @@ def train(
     split_seed: Annotated[Optional[int], typer.Option(
         "--split-seed", help="Seed of the data set's random split into train, val and test (planted: of its generated "
                              "samples); default 0. School's protocol averages over --split-seed 0..9.")] = None,
-    model: Annotated[Optional[Model], typer.Option(help="Model (default: taan, taan-conv for omniglot).")] = None,
+    model: Annotated[Optional[Model], typer.Option(
+        help="Model (default: taan, taan-conv for omniglot). On images taan, hard and stl become their conv variants "
+             "(taan-conv, hard-conv, stl-conv: TAANConv's trunk).")] = None,
     reg: Annotated[Optional[Reg], typer.Option(help="Regulariser of the adaptive layers (default none).")] = None,
     c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient, in [0, 1e6] (default 0.1).")] = None,
     measure: Annotated[Optional[GaussMeasure], typer.Option(
@@ -215,6 +233,11 @@ def train(
         help="With --seeds: seeds trained side by side, as separate processes sharing the CPU cores (default 1).")] = None,
     log: Annotated[Optional[Log], typer.Option(
         help="Also log to tensorboard (OUT/tensorboard; metrics.jsonl stays the record). Default none.")] = None,
+    test: Annotated[bool, typer.Option(
+        "--test", help="At the end, evaluate checkpoint.pt (the best validation epoch) on the test split once: "
+                       "printed, and stored in checkpoint.pt as extra.test.")] = False,
+    image_size: Annotated[Optional[int], typer.Option(
+        "--image-size", help="Side in pixels the images are resized to (omniglot; default its stored 105).")] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
     global _RUN_OUT
@@ -225,7 +248,7 @@ def train(
                           model=_value(model))
     options = {k: _value(v) for k, v in locals().items()
                if v is not None and k not in ("resume", "overwrite", "quiet", "allow_data_change", "ctx", "seeds",
-                                               "workers")}
+                                               "workers", "test")}
     log = _value(log) or "none"
     dataset = _value(dataset) or "planted"
     from taan_core.train._defaults import DATASET_DEFAULTS
@@ -246,7 +269,7 @@ def train(
 
         _writer_class()  # a missing package is an error now, not after loading the data
     if resume:
-        return _resume(out, options, allow_data_change=allow_data_change, quiet=quiet, log=log)
+        return _resume(out, options, allow_data_change=allow_data_change, quiet=quiet, log=log, test=test)
 
     import torch
 
@@ -275,10 +298,15 @@ def train(
         )
         resolve_device(config.device)
         _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
-        data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction, split_seed))
+        data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction, split_seed),
+                                **_image_config(dataset, image_size))
     # The planted student is twice as wide as its teacher (16 units): a narrower student fits it
     # poorly and a wider one (64) recovers its tree less often (docs/data.md).
     widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
+    from taan_core.models import conv_variant
+
+    # On images every model with a conv variant sees them through TAANConv's trunk.
+    model = conv_variant(model, data_set.input_shape)
     with _as_options():
         if model == "branched":
             # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
@@ -299,6 +327,14 @@ def train(
     with _as_options():
         result = _fit(trainer, log, overwrite=overwrite)
     report(result, data_set, config, quiet)
+    if test:
+        _test(trainer, result)
+
+
+def _test(trainer, result) -> None:
+    if result.checkpoint not in result.files:
+        raise _UserError("--test: no checkpoint.pt to test (val main was never finite)")
+    print_test(trainer.test("test"), trainer.data.tasks)
 
 
 def _fit(trainer, log: str, **fit_options):
@@ -332,10 +368,15 @@ def _stored_options(raw: dict) -> dict[str, Any]:
     for key in ("val_fraction", "test_fraction"):
         values[key] = (data.get("config") or {}).get(key)
     values["split_seed"] = (data.get("config") or {}).get("seed")
+    values["image_size"] = (data.get("config") or {}).get("image_size")
     return values
 
 
 def _same(option: str, given: Any, stored: Any) -> bool:
+    if option == "model":
+        from taan_core.models import conv_variant
+
+        return given == stored or conv_variant(given, (1, 1, 1)) == stored
     if option == "hidden":
         return _parse_hidden(given) == list(stored or [])
     if isinstance(given, bool) or isinstance(stored, bool):
@@ -345,7 +386,8 @@ def _same(option: str, given: Any, stored: Any) -> bool:
     return given == stored
 
 
-def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet: bool, log: str = "none") -> None:
+def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet: bool, log: str = "none",
+            test: bool = False) -> None:
     import dataclasses
 
     from taan_core.checkpoint import CheckpointError, load_checkpoint
@@ -389,6 +431,8 @@ def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet:
     with _as_options():
         result = _fit(trainer, log, resume=True, allow_data_change=allow_data_change)
     report(result, data_set, config, quiet)
+    if test:
+        _test(trainer, result)
 
 
 @app.command("eval")

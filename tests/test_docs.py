@@ -62,6 +62,12 @@ def test_library_doc_runs_as_written(tmp_path, monkeypatch):
     assert [name for name, _ in __import__("taan_core").adaptive_layers(model)] == ["l1.act", "l2.act"]
     assert [name for name, _ in __import__("taan_core").adaptive_layers(namespace["cnn"])] == ["2", "5"]
     assert namespace["logits"].shape == (16, 10)
+    # The warm-up section: released after epoch 10, so the coefficients moved; metrics per task.
+    mlp, metrics = namespace["mlp"], namespace["metrics"]
+    assert all(p.requires_grad for p in __import__("taan_core").adaptive_parameters(mlp))
+    assert float(mlp[1].alpha.detach().abs().max()) > 0.1
+    assert sorted(metrics["per_task"]) == ["a", "b", "c", "d"] and metrics["pooled"]["n"] == 512
+    assert metrics["main"] > 0.8
 
 
 class _nothing:

@@ -29,6 +29,7 @@ from taan_core.models.baselines import (
     SoftOrder,
     SoftOrderConfig,
 )
+from taan_core.models.conv_baselines import ConvConfig, HardShareConv, SingleTaskConv
 from taan_core.models.taan import TAAN, TAANConfig, TAANConv, TAANConvConfig
 
 __all__ = [
@@ -36,13 +37,16 @@ __all__ = [
     "Branched",
     "BranchedConfig",
     "CrossStitch",
+    "ConvConfig",
     "CrossStitchConfig",
     "HardShare",
+    "HardShareConv",
     "MLPConfig",
     "MMoE",
     "MMoEConfig",
     "MultiTaskModel",
     "SingleTask",
+    "SingleTaskConv",
     "SoftOrder",
     "SoftOrderConfig",
     "TAAN",
@@ -50,7 +54,9 @@ __all__ = [
     "TAANConv",
     "TAANConvConfig",
     "build_model",
+    "conv_variant",
     "model_from_config",
+    "trunk_description",
 ]
 
 MODELS: dict[str, type[MultiTaskModel]] = {
@@ -62,7 +68,33 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "cross-stitch": CrossStitch,
     "mmoe": MMoE,
     "branched": Branched,
+    "hard-conv": HardShareConv,
+    "stl-conv": SingleTaskConv,
 }
+
+# The conv model with TAANConv's trunk that stands for a fully connected one on images.
+_CONV_VARIANTS = {"taan": "taan-conv", "hard": "hard-conv", "stl": "stl-conv"}
+
+
+def conv_variant(name: str, input_shape: Sequence[int]) -> str:
+    """The registry name to build for ``name`` on inputs of ``input_shape``.
+
+    On images (a 3-D ``input_shape``, (C, H, W)) a model with a conv variant (``taan``,
+    ``hard``, ``stl``) becomes that variant, so every model sees the images through
+    TAANConv's trunk; any other name, or any name on flat inputs, stays as it is.
+    """
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    return _CONV_VARIANTS.get(name, name) if len(shape) == 3 else name
+
+
+def trunk_description(model: MultiTaskModel) -> str:
+    """The trunk of a model in words: "conv 6,12,24,64 + dense 512" or "mlp 256,256,256"."""
+    config = model.config
+    hidden = ",".join(str(w) for w in getattr(config, "hidden", []) or [])
+    channels = getattr(config, "channels", None)
+    if channels is not None:
+        return f"conv {','.join(str(c) for c in channels)}" + (f" + dense {hidden}" if hidden else "")
+    return f"mlp {hidden}" if hidden else "none"
 
 
 def build_model(

@@ -154,6 +154,22 @@ def _mlp(in_features: int, hidden: Sequence[int], batch_norm: bool, dropout: flo
     return nn.Sequential(*layers)
 
 
+def _conv_flat_features(input_shape: Sequence[int], channels: Sequence[int], kernel_size: int, padding: int) -> int:
+    """Features left after ``len(channels)`` stages of conv (stride 1) and 2x2 max-pool; raises
+    if nothing is left."""
+    _, height, width = input_shape
+    for i in range(len(channels)):
+        height = (height + 2 * padding - kernel_size + 1) // 2
+        width = (width + 2 * padding - kernel_size + 1) // 2
+        if height < 1 or width < 1:
+            raise ValueError(
+                f"input_shape {tuple(input_shape)} is too small for {len(channels)} stages of "
+                f"{kernel_size}x{kernel_size} conv (padding {padding}) and 2x2 max-pool: "
+                f"nothing is left after stage {i + 1}"
+            )
+    return channels[-1] * height * width
+
+
 class _ColumnLinear(nn.Module):
     """``C`` independent linear maps applied together: (N, in) or (C, N, in) -> (C, N, out).
 
@@ -278,3 +294,21 @@ class MultiTaskModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, output_dims={self.output_dims}"
+
+
+class _ImageModel(MultiTaskModel):
+    """A model of images: ``config.input_shape`` is (C, H, W) and inputs are (N, C, H, W)."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.config.input_shape)
+
+    def _check_input(self, x: Any) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            c, h, w = self.input_shape
+            raise ValueError(f"x must have shape (N, {c}, {h}, {w}), got {tuple(x.shape)}")
+        return x

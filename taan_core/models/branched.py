@@ -275,12 +275,17 @@ def branched_overrides(
     Raises
     ------
     ValueError
-        When the checkpoint holds no fully connected TAAN (a conv TAAN or an imported state_dict)
-        and ``hidden`` is not given, or ``hidden`` has the wrong length.
+        When the checkpoint holds a conv TAAN, or no fully connected TAAN (an imported
+        state_dict) and ``hidden`` is not given, or ``hidden`` has the wrong length.
     """
     from taan_core.relatedness import _as_checkpoint, tree_from_checkpoint
 
     ckpt = _as_checkpoint(checkpoint)
+    if ((ckpt.raw or {}).get("model") or {}).get("class") == "TAANConv":
+        # Its tree has one level per conv stage; branching a fully connected network along it
+        # would silently compare a different network.
+        raise ValueError(f"{ckpt.path}: a branched network is fully connected and cannot follow the sharing tree "
+                         "of a conv TAAN (TAANConv); give the checkpoint of a fully connected TAAN")
     groups = tree_from_checkpoint(ckpt, threshold, measure)
     if hidden is None:
         model = (ckpt.raw or {}).get("model") or {}

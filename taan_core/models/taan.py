@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import Tensor, nn
 
@@ -18,8 +17,10 @@ from taan_core._validation import check_int
 from taan_core.nn.layers import TAConv2d, TALinear
 from taan_core.models._base import (
     MultiTaskModel,
+    _ImageModel,
     _apply_per_task,
     _bool,
+    _conv_flat_features,
     _check_dropout,
     _int_list,
     _linear_heads,
@@ -186,20 +187,10 @@ class TAANConvConfig:
 
     def flat_features(self) -> int:
         """Number of features after the conv and pooling stages."""
-        _, height, width = self.input_shape
-        for i in range(len(self.channels)):
-            height = (height + 2 * self.padding - self.kernel_size + 1) // 2
-            width = (width + 2 * self.padding - self.kernel_size + 1) // 2
-            if height < 1 or width < 1:
-                raise ValueError(
-                    f"input_shape {tuple(self.input_shape)} is too small for {len(self.channels)} stages of "
-                    f"{self.kernel_size}x{self.kernel_size} conv (padding {self.padding}) and 2x2 max-pool: "
-                    f"nothing is left after stage {i + 1}"
-                )
-        return self.channels[-1] * height * width
+        return _conv_flat_features(self.input_shape, self.channels, self.kernel_size, self.padding)
 
 
-class TAANConv(MultiTaskModel):
+class TAANConv(_ImageModel):
     """Convolutional TAAN: task-adaptive conv layers (conv -> BatchNorm -> F_task -> 2x2 max-pool),
     then task-adaptive dense layers and one linear head per task.
 
@@ -231,20 +222,6 @@ class TAANConv(MultiTaskModel):
         )
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.heads = _linear_heads(widths[-1], config.output_dims)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.config.input_shape)
-
-    def _check_input(self, x: Any) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            c, h, w = self.input_shape
-            raise ValueError(f"x must have shape (N, {c}, {h}, {w}), got {tuple(x.shape)}")
-        return x
 
     def _trunk(self, x: Tensor, task: int | Tensor) -> Tensor:
         h = x

@@ -4,8 +4,10 @@
 gather forward, a scatter backward) and its naive reference; ``_lookup`` its segment tables and
 the ``torch.library`` custom ops; ``_kernels`` with ``_kernels.c`` the fused C kernels of those
 ops on CPU. ``layers`` wraps the op as modules (``TaskAdaptiveActivation``, ``TALinear``,
-``TAConv2d``); ``adapt`` puts them into any network (``taanify``, ``tasks``); ``regularizers``
-are the functional regularisers on their coordinate matrices.
+``TAConv2d``); ``adapt`` puts them into any network (``taanify``, ``tasks``, ``evaluate_tasks``);
+``freeze`` holds their coefficients for a shared warm-up (``adaptive_parameters``,
+``freeze_adaptive``); ``regularizers`` are the functional regularisers on their coordinate
+matrices.
 
 Public names are re-exported lazily, as in :mod:`taan_core`.
 """
@@ -22,6 +24,9 @@ _EXPORTS: dict[str, str] = {
     "TAConv2d": "layers",
     "adaptive_layers": "layers",
     "ContextTaskActivation": "adapt",
+    "evaluate_tasks": "adapt",
+    "adaptive_parameters": "freeze",
+    "freeze_adaptive": "freeze",
     "record_statistics": "adapt",
     "set_tasks": "adapt",
     "taanify": "adapt",

@@ -1,7 +1,8 @@
 """TAAN-ify an existing network: its activations become task-adaptive, its forward stays as is.
 
 Also :func:`record_statistics`, which measures the layers' pre-activation statistics (the data
-measure of the analysis) of a model that was trained elsewhere, e.g. an imported reference file.
+measure of the analysis) of a model that was trained elsewhere, e.g. an imported reference file,
+and :func:`evaluate_tasks`, the per-task metrics of such a network on a split of a data set.
 
 :func:`taanify` replaces every activation module of a chosen type (``nn.ReLU`` by default) in
 any ``nn.Module`` (an MLP, a torchvision-style CNN) by a :class:`ContextTaskActivation`, a
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from taan_core._validation import check_int
 from taan_core.nn.layers import TaskAdaptiveActivation, _unwrap
 
-__all__ = ["ContextTaskActivation", "record_statistics", "set_tasks", "taanify", "tasks"]
+__all__ = ["ContextTaskActivation", "evaluate_tasks", "record_statistics", "set_tasks", "taanify", "tasks"]
 
 
 class ContextTaskActivation(TaskAdaptiveActivation):
@@ -268,3 +269,49 @@ def record_statistics(model: nn.Module) -> Iterator[nn.Module]:
             handle.remove()
     for act, acc in zip(layers, moments):
         acc.write(act)
+
+
+class _TaskForward(nn.Module):
+    """``forward(x, task)`` of a network whose own forward takes only ``x`` (see :func:`tasks`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, task: Tensor | int) -> Tensor:
+        with tasks(self.model, task):
+            return self.model(x)
+
+
+def evaluate_tasks(model: nn.Module, data_split, tasks, batch_size: int = 1024,
+                   device: torch.device | str = "cpu", *, k: int = 10) -> dict:
+    """Every task's metrics of ``model`` on a split: :func:`taan_core.metrics.evaluate` for any network.
+
+    A network changed by :func:`taanify` (its ``forward(x)`` takes the task ids through
+    :func:`tasks`) is run with each task's id; any other model is called as ``model(x, task)``,
+    like the models of :mod:`taan_core.models`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Put in eval mode for the call and restored afterwards.
+    data_split : MultiTaskSplit
+        E.g. ``load_dataset(...).split("val")``, or a :class:`~taan_core.data.TensorSplit` of
+        your own tensors.
+    tasks : sequence of TaskSpec
+        The split's task specs (name and kind of every task).
+    batch_size, device, k
+        As in :func:`taan_core.metrics.evaluate`.
+
+    Returns
+    -------
+    dict
+        ``{"per_task", "mean", "main"}`` and, with regression tasks, ``"pooled"``
+        (:func:`taan_core.metrics.evaluate`).
+    """
+    from taan_core.metrics import evaluate
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    context = any(isinstance(m, ContextTaskActivation) for m in _unwrap(model).modules())
+    return evaluate(_TaskForward(model) if context else model, data_split, tasks, batch_size, device, k=k)

@@ -58,6 +58,21 @@ class EpochProgress:
             return
         self._progress.update(self._task, advance=1, loss=f"{loss():.4f}")
 
+    def announce_starts(self, starts: int, epochs: int) -> None:
+        """One line before the candidate starts (TrainConfig.starts) begin."""
+        if self.enabled:
+            self.console.print(f"{starts} candidate starts of {_epochs(epochs)} each, the best continues", soft_wrap=True)
+
+    def starts_chosen(self, starts: list[dict], epochs: int) -> None:
+        """One line after the choice: each start's score and the one kept."""
+        if not self.enabled:
+            return
+        scores = ", ".join(
+            f"{s['start'] + 1} " + ("-" if s["val_main"] is None else f"{s['val_main']:.4f}")
+            + (" (kept)" if s["chosen"] else "") for s in starts)
+        self.console.print(f"starts: {scores} — best validation of each over its {_epochs(epochs)}",
+                           soft_wrap=True)
+
     def end_epoch(self, record: dict) -> None:
         if not self.enabled:
             return
@@ -70,3 +85,7 @@ class EpochProgress:
             f"{start}epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  val main {main:.4f}{best}  "
             f"{record['seconds']:.1f}s"
         )
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"

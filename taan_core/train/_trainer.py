@@ -183,6 +183,8 @@ class Trainer:
                 "groups": [[int(g) for g in row] for row in groups] if groups is not None else None}
 
     def _checkpoint(self, world: _World) -> dict:
+        from taan_core.models import trunk_description
+
         return build_checkpoint(
             self.model, task_names=self.data.task_names, data=self._data_record(), history=self.history,
             metrics=self.metrics, epoch=self.epoch, step=self.step, optimizer=self.optimizer.state_dict(),
@@ -190,7 +192,8 @@ class Trainer:
             rng=_rng_state(self.device), sampler=self.sampler.state_dict(),
             extra={"train_config": dataclasses.asdict(self.config), "best_epoch": self.best_epoch,
                    "best_main": self.best_main, "bad_epochs": self.bad_epochs, "world_size": world.size,
-                   "data_fingerprint": self._fingerprint, "starts": self._starts},
+                   "data_fingerprint": self._fingerprint, "starts": self._starts,
+                   "trunk": trunk_description(self.model)},
         )
 
     def _restore(self, path: Path, allow_data_change: bool = False) -> None:
@@ -327,6 +330,54 @@ class Trainer:
                            best_main=self.best_main, stopped_early=stopped, seconds=time.perf_counter() - start,
                            metrics=list(self.metrics))
 
+    @torch.no_grad()
+    def test(self, split: str = "test") -> dict:
+        """Evaluate the run's chosen checkpoint (``checkpoint.pt``) on ``split``, once, and record it.
+
+        Call after :meth:`fit`. The model of the best validation epoch, not the last, is
+        evaluated, so the result is the one a report should quote; ``self.model`` is left as it
+        was. The result is stored in ``checkpoint.pt`` as ``extra["test"]`` (with the split and
+        the epoch), written atomically.
+
+        Parameters
+        ----------
+        split : {"test", "val", "train"}
+
+        Returns
+        -------
+        dict
+            :func:`taan_core.metrics.evaluate`'s result (``main``, ``mean``, ``per_task`` and,
+            with regression tasks, ``pooled``) plus ``split`` and ``epoch``.
+
+        Raises
+        ------
+        FileNotFoundError
+            No ``checkpoint.pt`` in ``config.out`` (no epoch had a finite validation metric).
+        """
+        from taan_core.metrics import evaluate
+
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        path = self.out / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no checkpoint to test (val main was never finite)")
+        raw = load_checkpoint(path).raw
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(raw["model"]["state_dict"])
+        device = next(model.parameters()).device
+        threads = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            result = evaluate(model, self.data.split(split), self.tasks, self.config.eval_batch_size, device)
+        finally:
+            torch.set_num_threads(threads)
+        record = {"split": split, "epoch": int(raw["epoch"]), **_plain(result)}
+        if int(os.environ.get("RANK", "0")) == 0:
+            raw["extra"] = dict(raw.get("extra") or {}, test=record)
+            save_checkpoint(raw, path)
+        return record
+
     def _lock_run_dir(self) -> tuple[list[Path], RunLock]:
         """Create the run folder if needed and lock it; returns the folders created and the lock."""
         if self.out.exists() and not self.out.is_dir():
@@ -462,7 +513,8 @@ class Trainer:
     def _choose_start(self, world: _World, progress) -> int:
         """Train every candidate start for ``trial_epochs`` and continue from the best one.
 
-        The candidates see the same batches and differ only in their initial weights. Nothing
+        A start's score is the best validation metric of its trial epochs. The candidates see
+        the same batches and differ only in their initial weights. Nothing
         is written while they train; afterwards the chosen candidate's epochs are written as
         if it had been the only run. Returns the number of epochs the chosen candidate ran.
         """
@@ -472,6 +524,7 @@ class Trainer:
         initial = copy.deepcopy(self._checkpoint(world))
         given = copy.deepcopy(initial["model"]["state_dict"])
         ends: list[tuple[float, dict, dict | None]] = []
+        progress.announce_starts(cfg.starts, cfg.trial_epochs)
         self._trial = True
         try:
             for k in range(cfg.starts):
@@ -484,8 +537,10 @@ class Trainer:
                     self.model.load_state_dict(given)
                 while self.epoch < cfg.trial_epochs and not (cfg.patience > 0 and self.bad_epochs >= cfg.patience):
                     self._run_epoch(world, progress)
-                last = float(self.metrics[-1]["val"]["main"]) if self.metrics else -math.inf
-                score = last if math.isfinite(last) else -math.inf
+                # A start is judged on its best validation epoch, the one its checkpoint.pt would
+                # hold, not on its last: one unlucky final epoch must not discard a good start.
+                mains = [float(m["val"]["main"]) for m in self.metrics]
+                score = max((m for m in mains if math.isfinite(m)), default=-math.inf)
                 ends.append((score, copy.deepcopy(self._checkpoint(world)), copy.deepcopy(self._best)))
         finally:
             self._trial = False
@@ -496,6 +551,7 @@ class Trainer:
         self._starts = [{"start": k, "seed": cfg.seed if k == 0 else start_seed(cfg.seed, k),
                          "val_main": score if math.isfinite(score) else None, "chosen": k == chosen}
                         for k, (score, _, _) in enumerate(ends)]
+        progress.starts_chosen(self._starts, cfg.trial_epochs)
         if self._best is not None:
             self._best["extra"] = dict(self._best.get("extra") or {}, starts=self._starts)
         if world.is_main:

@@ -185,3 +185,47 @@ def test_record_statistics_measures_exact_per_task_moments():
     with pytest.raises(ValueError, match=r"Linear holds no task-adaptive activation to measure"):
         with record_statistics(nn.Linear(2, 2)):
             pass
+
+
+def test_evaluate_tasks_runs_a_taanified_network_with_each_tasks_id():
+    from taan_core import evaluate_tasks
+    from taan_core.data import TaskSpec, TensorSplit
+    from taan_core.metrics import evaluate
+
+    torch.manual_seed(0)
+    net = taan_core.taanify(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)), num_tasks=2, num_hinges=2)
+    with torch.no_grad():
+        net[1].alpha.copy_(torch.tensor([[1.0, -1.0], [-2.0, 0.5]]))
+    specs = [TaskSpec("a", "regression", 1), TaskSpec("b", "regression", 1)]
+    xs = [torch.randn(10, 3), torch.randn(7, 3)]
+    split = TensorSplit(specs, xs, [torch.randn(10, 1), torch.randn(7, 1)])
+    net.train()
+    result = evaluate_tasks(net, split, specs, batch_size=4)
+    assert net.training  # the mode is restored
+
+    class PerTask(nn.Module):  # the same network, called the forward(x, task) way
+        def forward(self, x, task):
+            with taan_core.tasks(net, task):
+                return net(x)
+
+    assert result == evaluate(PerTask(), split, specs, batch_size=4)
+    assert set(result["pooled"]) == {"ev", "rmse", "n"} and result["pooled"]["n"] == 17
+    # The tasks' activations differ, so does each task's output: the ids reached the layers.
+    with taan_core.tasks(net, 0):
+        first = net(xs[1])
+    with taan_core.tasks(net, 1):
+        second = net(xs[1])
+    assert not torch.allclose(first, second)
+
+
+def test_evaluate_tasks_takes_forward_x_task_models_as_they_are():
+    from taan_core import evaluate_tasks
+    from taan_core.data import load_dataset
+    from taan_core.metrics import evaluate
+
+    data = load_dataset("planted", num_tasks=4, groups_per_layer=[2, 4], input_dim=6, hidden=[8, 8],
+                        num_hinges=4, num_outputs=2, samples_per_task=40)
+    model = taan_core.build_model("taan", data.input_shape, [t.num_outputs for t in data.tasks], hidden=[8])
+    assert evaluate_tasks(model, data.split("val"), data.tasks) == evaluate(model, data.split("val"), data.tasks)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        evaluate_tasks(lambda x: x, data.split("val"), data.tasks)

@@ -250,3 +250,48 @@ def test_attributes_of_a_data_set_that_knows_nothing_is_one_line(capsys, tmp_pat
     code, out, err = _cli(capsys, "attributes", "--dataset", "digits", "-o", str(tmp_path / "x.csv"))
     _assert_user_error(code, out, err, "records nothing known about its tasks")
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_train_test_prints_and_records_the_chosen_checkpoints_test_metrics(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = _cli(capsys, "train", *_FAST, "--starts", "1", "--epochs", "2", "--test", "--out", str(out))
+    assert code == 0
+    raw = load_checkpoint(out / "checkpoint.pt").raw
+    record = raw["extra"]["test"]
+    assert record["split"] == "test" and record["epoch"] == raw["epoch"] == raw["extra"]["best_epoch"]
+    assert set(record["pooled"]) == {"ev", "rmse", "n"} and record["main"] == pytest.approx(record["pooled"]["ev"])
+    # Printed once, on stdout, with the headline "val main" names and the pooled RMSE.
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0] == (f"test main {record['main']:.4f} at epoch {record['epoch']} (pooled explained variance over "
+                        f"the 16 tasks' samples); pooled RMSE {record['pooled']['rmse']:.4f} over "
+                        f"{record['pooled']['n']} samples")
+    # The recorded test metrics are those of the best epoch's model, evaluated afresh.
+    from taan_core.checkpoint import model_from_checkpoint
+    from taan_core.data import load_dataset
+    from taan_core.metrics import evaluate
+
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    data = load_dataset("planted", **ckpt.data["config"])
+    again = evaluate(model_from_checkpoint(ckpt), data.split("test"), list(data.tasks))
+    assert again["main"] == pytest.approx(record["main"], rel=1e-6)
+
+
+def test_image_size_reaches_the_omniglot_loader(tmp_path, capsys):
+    from tests.core.data.test_omniglot import _tree
+
+    root = _tree(tmp_path / "omniglot", {"images_background": {"Greek": 3, "Latin": 2}})
+    out = tmp_path / "run"
+    code, _, err = _cli(capsys, "train", "--dataset", "omniglot", "--data", str(root), "--image-size", "48",
+                        "--hidden", "8", "--hinges", "2", "--epochs", "1", "--starts", "1", "--batch-size", "2",
+                        "--quiet", "--out", str(out))
+    assert code == 0, err
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt.data["config"]["image_size"] == 48
+    assert ckpt.raw["model"]["config"]["input_shape"] == [1, 48, 48]
+
+
+def test_image_size_is_refused_for_data_sets_without_it(tmp_path, capsys):
+    code, out, err = _cli(capsys, "train", "--image-size", "28", "--out", str(tmp_path / "run"))
+    _assert_user_error(code, out, err, "--image-size applies to data sets of images that are resized (omniglot), "
+                                       "not 'planted'")

@@ -528,7 +528,7 @@ def test_train_prints_its_settings_and_the_files_it_wrote(npz, tmp_path, capsys)
     assert code == 0, err
     lines = err.splitlines()
     settings = {line.split()[0]: line for line in lines[:7]}
-    assert "hidden 8" in settings["model"] and "hinges 2" in settings["model"]
+    assert "trunk mlp 8," in settings["model"] and "hinges 2" in settings["model"]
     assert "lr 0.01" in settings["optimiser"]
     assert "2, patience 7, batch 8" in settings["epochs"]
     assert settings["device"].split()[1:] == ["cpu,", "1", "thread"]

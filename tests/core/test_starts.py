@@ -116,5 +116,24 @@ def test_progress_names_the_candidate_starts(data, tmp_path, capsys):
     config = TrainConfig(epochs=3, batch_size=8, lr=1e-2, out=str(tmp_path), device="cpu", threads=1, starts=2,
                          start_epochs=0.34)
     Trainer(_model(data), data, config).fit()
-    lines = [line.split()[:4 if line.startswith("start") else 2] for line in capsys.readouterr().err.splitlines()]
-    assert lines == [["start", "1/2", "epoch", "1"], ["start", "2/2", "epoch", "1"], ["epoch", "2"], ["epoch", "3"]]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "2 candidate starts of 1 epoch each, the best continues"
+    assert lines[3].startswith("starts: 1 ") and lines[3].endswith(" — best validation of each over its 1 epoch")
+    assert lines[3].count("(kept)") == 1
+    epochs = [line.split()[:4 if line.startswith("start ") else 2] for line in lines[1:3] + lines[4:]]
+    assert epochs == [["start", "1/2", "epoch", "1"], ["start", "2/2", "epoch", "1"], ["epoch", "2"], ["epoch", "3"]]
+
+
+def test_a_start_is_judged_on_its_best_validation_epoch(data, tmp_path, monkeypatch, capsys):
+    # Scripted validation: start 1 peaks at 0.9 then drops to 0.1; start 2 ends highest (0.5).
+    # Judged on the last epoch start 2 would win; judged on the best, start 1 does.
+    mains = iter([0.9, 0.1, 0.5, 0.5, 0.2, 0.3] + [0.6] * 10)
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self: {"main": next(mains), "mean": {}, "per_task": {}})
+    config = TrainConfig(epochs=10, batch_size=8, lr=1e-2, out=str(tmp_path), device="cpu", threads=1, starts=3,
+                         start_epochs=0.2)
+    Trainer(_model(data), data, config).fit()
+    starts = load_checkpoint(tmp_path / "checkpoint.pt").raw["extra"]["starts"]
+    assert [(s["val_main"], s["chosen"]) for s in starts] == [(0.9, True), (0.5, False), (0.3, False)]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "3 candidate starts of 2 epochs each, the best continues"
+    assert "starts: 1 0.9000 (kept), 2 0.5000, 3 0.3000 — best validation of each over its 2 epochs" in lines
