@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv bench clean
+.PHONY: test test-fast demo venv bench clean
 
 venv: $(STAMP)
 
@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The edit loop: everything but the tests marked slow (end-to-end training, subprocesses).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 demo: $(STAMP)
 	$(VENV)/bin/taan-core train --out runs/demo --overwrite
-	TAAN_VIZ=$(VENV)/bin/taan-viz TAAN_PYTHON=$(VENV)/bin/python bash scripts/readme_figures.sh runs/demo/checkpoint.pt figures
+	TAAN_VIZ=$(VENV)/bin/taan-viz bash scripts/readme_figures.sh runs/demo/checkpoint.pt figures
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py

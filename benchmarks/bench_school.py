@@ -118,16 +118,36 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def markdown_table(result: dict) -> str:
+    """The summary as a markdown table, best test explained variance first."""
+    rows = sorted(result["summary"].values(), key=lambda r: -r["test_ev_mean"])
+    lines = [f"| model | test explained variance, % (mean ± std over {len(result['splits'])} splits) "
+             "| test RMSE (points) | validation EV, % |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['display']} | {r['test_ev_mean']:.1f} ± {r['test_ev_std']:.1f} | {r['test_rmse_mean']:.2f} "
+                     f"| {r['val_ev_mean']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="path of school.mat")
+    parser.add_argument("--data", help="path of school.mat")
     parser.add_argument("--splits", default="0-9", help="split seeds, e.g. 0-9 or 0,3")
     parser.add_argument("--models", default=",".join(LINEAR + NETWORKS), help="comma-separated models")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--out", default=None, help="JSON file to write (default: print only)")
+    parser.add_argument("--out", default=None, help="JSON file to write (default: print only); the markdown "
+                                                    "table goes beside it (.md)")
+    parser.add_argument("--table", default=None, metavar="JSON",
+                        help="print the markdown table of a JSON this benchmark wrote, and exit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a school default for the networks, e.g. --set epochs=5")
     args = parser.parse_args(argv)
+    if args.table:
+        result = json.loads(Path(args.table).read_text())
+        print(markdown_table(result), end="")
+        return result
+    if not args.data:
+        parser.error("--data PATH/school.mat is needed")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in LINEAR + NETWORKS]
@@ -153,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+        Path(args.out).with_suffix(".md").write_text(markdown_table(result))
     print(text)
     return result
 

@@ -471,7 +471,11 @@ def compare_command(
         "--kind", help="Form of the --against file: auto (a matrix when the header names the same tasks as the "
         "first column), matrix or attributes.")] = "auto",
     group_by: Annotated[Optional[str], typer.Option(
-        "--group-by", help="An attribute column: also score each layer's groups against it (adjusted Rand index).",
+        "--group-by", help="An attribute column: also score each layer's groups against it (adjusted Rand index); "
+        "'columns': each layer against its own --columns column.", show_default=False)] = None,
+    columns: Annotated[Optional[str], typer.Option(
+        "--columns", help="The attribute columns each compared layer is tested against, comma-separated, one per "
+        "layer or one for all; join several with + (planted: layer1,layer2,layer3). Default: all columns.",
         show_default=False)] = None,
     permutations: Annotated[int, typer.Option(
         "--permutations", help="Random relabellings of the tasks in the Mantel test.")] = 9999,
@@ -504,8 +508,9 @@ def compare_command(
             raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
         known = read_known(against, kind=kind)
         runs = load_runs(checkpoints, measure, layers, task_names)
+        per_layer = None if columns is None else [c.split("+") for c in columns.split(",")]
         cmp = compare_runs([r.analysis for r in runs], known, grouping=group_by, permutations=permutations,
-                           seed=seed, runs=[r.label for r in runs], threshold=threshold)
+                           seed=seed, runs=[r.label for r in runs], threshold=threshold, columns=per_layer)
         out_dir = default_out(runs[0].ckpt, out) if len(runs) == 1 else (out or common_out(runs, "compare"))
         fig_path, json_path = claim_paths(out_dir, [f"compare.{fmt}", "compare.json"], overwrite)
         if cmp.ignored:

@@ -188,6 +188,11 @@ class LayerComparison:
         Each run's distances d(F_s, F_t) at this layer (the analysis's own).
     ari : ndarray of shape (R,) or None
         Each run's adjusted Rand index between the layer's groups and the grouping column.
+    known : ndarray of shape (T, T) or None
+        This layer's known distances when they come from its own attribute columns
+        (``columns``); None when every layer is tested against :attr:`Comparison.known`.
+    columns : tuple of str or None
+        Those columns.
     """
 
     name: str
@@ -198,6 +203,8 @@ class LayerComparison:
     run_pvalue: np.ndarray
     distance: np.ndarray
     ari: np.ndarray | None = None
+    known: np.ndarray | None = None
+    columns: tuple[str, ...] | None = None
 
     @property
     def spread(self) -> dict[str, float]:
@@ -259,6 +266,9 @@ class Comparison:
         """The result as lines of a plain-text table: one row per layer."""
         symbol = "rho" if self.method == "spearman" else "r"
         head = ["layer", "name", symbol, "p"]
+        own = any(la.columns for la in self.layers)
+        if own:
+            head.insert(2, "against")
         if self.num_runs > 1:
             head += [f"runs: mean {symbol}", "std", "min", "max"]
         if self.grouping is not None:
@@ -266,6 +276,8 @@ class Comparison:
         rows = []
         for la in self.layers:
             row = [str(la.index + 1), la.name, f"{la.rho:.3f}", f"{la.pvalue:.2g}"]
+            if own:
+                row.insert(2, "+".join(la.columns or ()) or "all")
             if self.num_runs > 1:
                 row += [f"{v:.3f}" for v in la.spread.values()]
             if la.ari is not None:
@@ -300,6 +312,7 @@ class Comparison:
                 "permutations": self.permutations, "n_tasks": self.num_tasks,
                 "runs": runs, "spread": {k: num(v) for k, v in la.spread.items()},
                 "ari": None if la.ari is None else num(float(la.ari.mean())),
+                "columns": None if la.columns is None else list(la.columns),
             })
         stat = "Spearman's rho" if self.method == "spearman" else "Pearson's r"
         return {
@@ -334,6 +347,7 @@ def compare_runs(
     runs: Sequence[str] | None = None,
     method: str = "spearman",
     threshold: float = 0.1,
+    columns: "Sequence[str | Sequence[str]] | None" = None,
 ) -> Comparison:
     """Test every layer's task distances of one or more runs against known distances.
 
@@ -349,6 +363,7 @@ def compare_runs(
     grouping : str, optional
         An attribute column: each layer's groups (:meth:`Analysis.cluster_labels` at
         ``threshold``, the sharing tree's) are scored against it by the adjusted Rand index.
+        ``"columns"`` scores each layer against its own column of ``columns``.
     permutations : int, default 9999
     seed : int or None, default 0
         Every run and layer is tested with the same relabellings.
@@ -358,6 +373,11 @@ def compare_runs(
         A label per run; ``run-1, run-2, ...`` by default.
     method : {"spearman", "pearson"}, default "spearman"
     threshold : float, default 0.1
+    columns : sequence, optional
+        The attribute columns each compared layer is tested against, one entry per layer (or
+        one for all): a column name or a sequence of names. Planted data, whose groups differ by
+        layer, compare layer l with ``layer{l}``: ``columns=["layer1", "layer2", "layer3"]``.
+        By default every layer is tested against all columns.
 
     Returns
     -------
@@ -384,21 +404,38 @@ def compare_runs(
     known = against if isinstance(against, KnownTasks) else read_known(against, kind=kind)
     names = first.task_names
     reference = known.distance(names)
-    groups = None if grouping is None else known.labels(grouping, names)
+    if grouping == "columns" and columns is None:
+        raise ValueError('grouping="columns" scores each layer against its own column: give columns too')
+    groups = None if grouping in (None, "columns") else known.labels(grouping, names)
     chosen = [first.layers.index(la) for la in first.select(layers)]
+    per_layer: list = [None] * len(chosen)
+    if columns is not None:
+        entries = [(c,) if isinstance(c, str) else tuple(c) for c in columns]
+        if len(entries) not in (1, len(chosen)):
+            raise ValueError(f"columns must give one entry for all layers or one per compared layer "
+                             f"({len(chosen)}), got {len(entries)}")
+        per_layer = entries * len(chosen) if len(entries) == 1 else entries
     out = []
-    for k in chosen:
+    for k, cols in zip(chosen, per_layer):
+        own = None if cols is None else known.distance(names, cols)
+        target = reference if own is None else own
         dist = np.stack([a.layers[k].geometry.distance for a in analyses])
-        tests = [mantel_test(reference, d, permutations, seed, method) for d in dist]
-        pooled = tests[0] if len(tests) == 1 else mantel_test(reference, dist.mean(axis=0), permutations, seed, method)
+        tests = [mantel_test(target, d, permutations, seed, method) for d in dist]
+        pooled = tests[0] if len(tests) == 1 else mantel_test(target, dist.mean(axis=0), permutations, seed, method)
         ari = None
-        if groups is not None:
-            ari = np.array([adjusted_rand_index(groups, a.cluster_labels(threshold=threshold)[k]) for a in analyses])
+        if grouping == "columns":
+            if len(cols) != 1:
+                raise ValueError(f'grouping="columns" needs one column per layer, got {"+".join(cols)}')
+            by = known.labels(cols[0], names)
+        else:
+            by = groups
+        if by is not None:
+            ari = np.array([adjusted_rand_index(by, a.cluster_labels(threshold=threshold)[k]) for a in analyses])
         la = first.layers[k]
         out.append(LayerComparison(
             name=la.name, index=la.index, rho=pooled.statistic, pvalue=pooled.pvalue,
             run_rho=np.array([r.statistic for r in tests]), run_pvalue=np.array([r.pvalue for r in tests]),
-            distance=dist, ari=ari))
+            distance=dist, ari=ari, known=own, columns=cols))
     return Comparison(
         runs=labels, sources=tuple(a.source for a in analyses), task_names=tuple(names), source=known.source,
         kind=known.kind, known=reference, layers=out, method=method, permutations=int(permutations), seed=seed,

@@ -69,21 +69,32 @@ class KnownTasks:
         wanted = set(task_names)
         return [name for name in self.task_names if name not in wanted]
 
-    def distance(self, task_names: Sequence[str]) -> np.ndarray:
+    def distance(self, task_names: Sequence[str], columns: Sequence[str] | None = None) -> np.ndarray:
         """The known distances between ``task_names``, shape (T, T), in that order.
 
         An attributes table is encoded over these tasks only (rows of other tasks are ignored
-        and do not move the means and standard deviations of the z-scores).
+        and do not move the means and standard deviations of the z-scores). ``columns`` limits
+        it to those attribute columns (all by default).
 
         Raises
         ------
         ValueError
-            When a task is missing from the file (the message names them).
+            When a task is missing from the file (the message names them), or ``columns`` names
+            a column the table lacks or is given for a matrix.
         """
         pos = self._positions(task_names)
+        if columns is not None:
+            if self.kind != "attributes":
+                raise ValueError(f"{self.source}: choosing columns needs a table of attributes; "
+                                 "the file is a task-by-task matrix")
+            unknown = [c for c in columns if c not in self.columns]
+            if unknown or not columns:
+                raise ValueError(f"{self.source}: no column {unknown[0] if unknown else ''!r}; "
+                                 f"columns: {', '.join(self.columns)}")
         if self.kind == "matrix":
             return self.matrix[np.ix_(pos, pos)].copy()
-        return attribute_distance({c: [v[k] for k in pos] for c, v in self.columns.items()})
+        chosen = self.columns if columns is None else {c: self.columns[c] for c in columns}
+        return attribute_distance({c: [v[k] for k in pos] for c, v in chosen.items()})
 
     def labels(self, column: str, task_names: Sequence[str]) -> np.ndarray:
         """The cells of an attribute ``column`` for ``task_names``, shape (T,), as text."""

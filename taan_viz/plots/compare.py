@@ -88,7 +88,6 @@ def plot_compare(comparison: "Comparison", *, max_columns: int = 3, alpha: float
         alpha = max(float(np.clip(400 / max(pairs, 1), 0.12, 0.8)) / math.sqrt(r), 0.06)
     raster = pairs * r > _RASTER_POINTS if rasterized is None else rasterized
     size = 6.0 if pairs <= 200 else 3.0 if pairs <= 2000 else 1.8
-    x = comparison.known[iu, ju]
     cols = min(n, max_columns)
     rows = -(-n // cols)
     with paper_style():
@@ -98,6 +97,7 @@ def plot_compare(comparison: "Comparison", *, max_columns: int = 3, alpha: float
             ax.set_visible(False)
         for k, (ax, la) in enumerate(zip(axes.flat, comparison.layers)):
             y = la.distance[:, iu, ju]
+            x = (comparison.known if la.known is None else la.known)[iu, ju]
             colors = np.repeat(np.arange(r), pairs)
             # One scatter in a shuffled order, so that no run is drawn over all the others.
             shuffle = np.random.default_rng(0).permutation(r * pairs)
@@ -105,14 +105,15 @@ def plot_compare(comparison: "Comparison", *, max_columns: int = 3, alpha: float
                        c=[category_color(c) for c in colors[shuffle]], rasterized=raster)
             mx, my = _medians(x, la.distance.mean(axis=0)[iu, ju])
             ax.plot(mx, my, color="black", lw=1.0, marker="o", ms=2.5, label="median")
-            title = [f"layer {la.index + 1}  {la.name}",
+            title = [f"layer {la.index + 1}  {la.name}" + (f" vs {'+'.join(la.columns)}" if la.columns else ""),
                      f"{_rho(la.rho, comparison.method)}, {format_p(la.pvalue)}"]
             if r > 1:
                 s = la.spread
                 title[1] = "mean distance: " + title[1]
                 title.append(f"runs: {_symbol(comparison.method)} {s['min']:.2f} to {s['max']:.2f}")
             if la.ari is not None:
-                title.append(f"ARI vs {comparison.grouping}: {float(la.ari.mean()):.2f}")
+                by = la.columns[0] if comparison.grouping == "columns" else comparison.grouping
+                title.append(f"ARI vs {by}: {float(la.ari.mean()):.2f}")
             ax.set_title("\n".join(title), fontsize=7)
             ax.set_xlim(left=min(0.0, float(x.min())))
             ax.set_ylim(bottom=0)

@@ -440,3 +440,38 @@ def test_cli_compare_errors(tmp_path, checkpoint_path, capsys):
         capsys, "compare", checkpoint_path, "--against", good, "--permutations", "0")
     assert "no column 'size'" in _one_line_error(capsys, "compare", checkpoint_path, "--against", good, "--group-by", "size")
     assert "Missing option '--against'" in _one_line_error(capsys, "compare", checkpoint_path)
+
+
+def test_each_layer_against_its_own_columns(tmp_path):
+    path, groups, names = _planted(tmp_path)
+    analysis = _analyze(path)
+    csv = _planted_csv(tmp_path, groups, names)
+    cmp = compare_runs(analysis, csv, columns=["g1", "g2", "g3"], grouping="columns", permutations=9999)
+    known = read_known(csv)
+    for l, la in enumerate(cmp.layers):
+        assert la.columns == (f"g{l + 1}",)
+        np.testing.assert_array_equal(la.known, known.distance(list(names), [f"g{l + 1}"]))
+        assert la.pvalue < 0.001 and la.ari.tolist() == [1.0]
+    # One entry serves every layer; several columns join with a sequence.
+    both = compare_runs(analysis, csv, columns=[["g1", "g2"]], permutations=99)
+    assert [la.columns for la in both.layers] == [("g1", "g2")] * 3
+    assert cmp.to_dict()["layers"][1]["columns"] == ["g2"]
+    with pytest.raises(ValueError, match=r"one entry for all layers or one per compared layer \(3\), got 2"):
+        compare_runs(analysis, csv, columns=["g1", "g2"])
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        compare_runs(analysis, csv, columns=["nope"])
+    with pytest.raises(ValueError, match="give columns too"):
+        compare_runs(analysis, csv, grouping="columns")
+    with pytest.raises(ValueError, match="needs one column per layer"):
+        compare_runs(analysis, csv, columns=[["g1", "g2"]], grouping="columns")
+
+
+def test_cli_compare_columns(tmp_path, capsys):
+    path, groups, names = _planted(tmp_path)
+    csv = _planted_csv(tmp_path, groups, names)
+    assert _run("compare", path, "--against", csv, "--columns", "g1,g2,g3", "--group-by", "columns",
+                "--permutations", "999", "--dpi", "60") == 0
+    table = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("taan-viz:")]
+    assert table[0].split()[:5] == ["layer", "name", "against", "rho", "p"]
+    assert [row.split()[2] for row in table[1:]] == ["g1", "g2", "g3"]
+    assert _run("compare", path, "--against", csv, "--columns", "g1,zz", "--overwrite") == 2
