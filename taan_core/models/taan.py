@@ -15,12 +15,12 @@ from torch import Tensor, nn
 
 from taan_core._validation import check_int
 from taan_core.nn.layers import TAConv2d, TALinear
+from taan_core.models.conv_baselines import ConvConfig
 from taan_core.models._base import (
     MultiTaskModel,
     _ImageModel,
     _apply_per_task,
     _bool,
-    _conv_flat_features,
     _check_dropout,
     _int_list,
     _linear_heads,
@@ -138,7 +138,7 @@ class TAAN(MultiTaskModel):
 
 
 @dataclass
-class TAANConvConfig:
+class TAANConvConfig(ConvConfig):
     """Configuration of :class:`TAANConv` (defaults: the Omniglot network of the paper).
 
     Attributes
@@ -161,33 +161,11 @@ class TAANConvConfig:
         Dropout probability after each dense hidden activation.
     """
 
-    output_dims: list[int]
-    input_shape: list[int] = field(default_factory=lambda: [1, 105, 105])
-    channels: list[int] = field(default_factory=lambda: [6, 12, 24, 64])
-    kernel_size: int = 3
-    padding: int = 0
-    hidden: list[int] = field(default_factory=lambda: [512])
     num_hinges: int = 32
-    batch_norm: bool = True
-    dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        self.output_dims = _int_list(self.output_dims, "output_dims")
-        self.input_shape = _int_list(self.input_shape, "input_shape")
-        if len(self.input_shape) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {tuple(self.input_shape)}")
-        self.channels = _int_list(self.channels, "channels")
-        self.kernel_size = check_int(self.kernel_size, "kernel_size", minimum=1)
-        self.padding = check_int(self.padding, "padding", minimum=0)
-        self.hidden = _int_list(self.hidden, "hidden", allow_empty=True)
+        super().__post_init__()
         self.num_hinges = check_int(self.num_hinges, "num_hinges", minimum=1)
-        self.batch_norm = _bool(self.batch_norm, "batch_norm")
-        self.dropout = _check_dropout(self.dropout)
-        self.flat_features()  # raises if the image is too small for the conv stack
-
-    def flat_features(self) -> int:
-        """Number of features after the conv and pooling stages."""
-        return _conv_flat_features(self.input_shape, self.channels, self.kernel_size, self.padding)
 
 
 class TAANConv(_ImageModel):
