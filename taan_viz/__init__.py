@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "sharing_tree": "sharing",
     "SharingTree": "sharing",
     "classical_mds": "embedding",
+    "coordinate_mds": "embedding",
+    "layer_mds": "embedding",
     "Consensus": "consensus",
     "compare_runs": "compare",
     "mantel_test": "compare",

@@ -567,11 +567,14 @@ def export_command(
     clusters: Clusters = None,
     threshold: Threshold = 0.1,
     method: Method = "average",
+    pairs: Annotated[bool, typer.Option(
+        "--pairs", help="Write <metric>-pairs.csv (T^2/2 rows a layer) also beyond 2000 tasks.")] = False,
 ) -> None:
     """Write the numbers: CSV (square and long), JSON, NPZ, Newick trees and cluster assignments.
 
-    Writes <metric>-L<l>-<layer>.csv, <metric>-pairs.csv, geometry.json (labels, the metric's
-    definition), geometry.npz, tree-L<l>-<layer>.nwk, sharing-tree.nwk and clusters.csv.
+    Writes <metric>-L<l>-<layer>.csv, <metric>-pairs.csv (beyond 2000 tasks only with --pairs),
+    geometry.json (labels, the metric's definition), geometry.npz, tree-L<l>-<layer>.nwk,
+    sharing-tree.nwk and clusters.csv.
     """
     with user_errors():
         check_threshold(threshold, clusters)
@@ -581,13 +584,17 @@ def export_command(
         runs = load_runs(checkpoints, measure, layers, task_names, method, out=out)
         for run in runs:
             ckpt, analysis = run.ckpt, run.analysis
-            from taan_viz.export import export_analysis, export_names
+            from taan_viz.export import PAIRS_LIMIT, export_analysis, export_names
 
             out_dir = default_out(ckpt, run.out)
-            claim_paths(out_dir, export_names(analysis, metric), overwrite)
+            claim_paths(out_dir, export_names(analysis, metric, pairs), overwrite)
             for path in export_analysis(analysis, out_dir, metric=metric, threshold=threshold, n_clusters=clusters,
-                                        overwrite=True, metadata={"version": tool_version()}):
+                                        overwrite=True, metadata={"version": tool_version()}, pairs=pairs):
                 typer.echo(str(path))
+            if not pairs and analysis.num_tasks > PAIRS_LIMIT:
+                typer.echo(f"taan-viz: note: {metric}-pairs.csv not written: {analysis.num_tasks} tasks > "
+                           f"{PAIRS_LIMIT} ({analysis.num_tasks * (analysis.num_tasks - 1) // 2} rows a layer); "
+                           "pass --pairs to write it", err=True)
         note_per_run(runs, "export")
 
 

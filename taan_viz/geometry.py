@@ -176,6 +176,14 @@ class LayerGeometry:
         return {"distance": self.distance, "squared-distance": self.squared_distance,
                 "cosine": self.cosine, "inner-product": self.inner_product}[metric]
 
+    def mds(self, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """Classical MDS of the task distances, computed from ``alpha`` and the Gram matrix in
+        O(T M^2) (:func:`taan_viz.embedding.layer_mds`); equal to ``classical_mds(self.distance)``
+        up to the sign of an axis. Returns (coords (T, n_components), explained (n_components,))."""
+        from taan_viz.embedding import layer_mds
+
+        return layer_mds(self, n_components)
+
     def nearest(self) -> tuple[np.ndarray, np.ndarray]:
         """For each task the index of its nearest other task and that distance, shapes (T,), (T,).
 

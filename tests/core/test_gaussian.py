@@ -368,3 +368,84 @@ def test_bad_input_raises_value_error(call, match):
 def test_non_numeric_input_raises_type_error():
     with pytest.raises(TypeError, match="hinges must be a tensor"):
         gram_matrix("0.5")
+
+
+# --- the GEMM path: blocks, autograd path, near-zero distances ----------------------------------
+
+
+def _mp_squared_distances(alpha: torch.Tensor, w: torch.Tensor) -> np.ndarray:
+    """(a_s - a_t)^T W (a_s - a_t) of the float64 inputs in 40-digit arithmetic."""
+    t, m = alpha.shape
+    with mp.workdps(40):
+        a = [[mp.mpf(x) for x in row] for row in alpha.tolist()]
+        wm = [[mp.mpf(x) for x in row] for row in w.tolist()]
+        out = np.zeros((t, t))
+        for s in range(t):
+            for u in range(s + 1, t):
+                da = [a[s][k] - a[u][k] for k in range(m)]
+                out[s, u] = out[u, s] = float(sum(da[i] * wm[i][j] * da[j] for i in range(m) for j in range(m)))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_blocks_agree_with_one_block_and_with_the_autograd_path(monkeypatch, dtype):
+    import taan_core.gaussian as gaussian
+
+    rng = np.random.default_rng(11)
+    alpha = torch.tensor(rng.normal(size=(2, 11, 5)), dtype=dtype)
+    alpha[0, 3] = alpha[0, 7]  # identical tasks in different blocks
+    alpha[1, 2] = alpha[1, 9] + 1e-9
+    hinges = torch.tensor(rng.uniform(-2, 2, (2, 5)), dtype=dtype)
+    fns = (inner_product_matrix, distance_matrix, cosine_matrix,
+           lambda *args: distance_matrix(*args, squared=True))
+    whole = [fn(alpha, hinges, 0.2, 1.3) for fn in fns]
+    grads = [fn(alpha.clone().requires_grad_(True), hinges, 0.2, 1.3).detach() for fn in fns]
+    monkeypatch.setattr(gaussian, "_BLOCK", 4)
+    for fn, one, autograd_path in zip(fns, whole, grads):
+        blocked = fn(alpha, hinges, 0.2, 1.3)
+        assert blocked.dtype == dtype and blocked.shape == (2, 11, 11)
+        assert torch.equal(blocked, blocked.transpose(-1, -2))
+        torch.testing.assert_close(blocked, one, rtol=1e-12 if dtype == F64 else 1e-6, atol=1e-12)
+        torch.testing.assert_close(blocked, autograd_path, rtol=1e-10 if dtype == F64 else 1e-6, atol=1e-12)
+    d = distance_matrix(alpha, hinges, 0.2, 1.3)
+    assert (torch.diagonal(d, dim1=-2, dim2=-1) == 0).all()
+    assert d[0, 3, 7] == 0 and d[0, 7, 3] == 0
+    assert (torch.diagonal(cosine_matrix(alpha, hinges, 0.2, 1.3), dim1=-2, dim2=-1) == 1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.data(),
+    num_base=st.integers(2, 5),
+    num_hinges=st.integers(1, 6),
+    mu=st.floats(-1, 1),
+    log_sigma=st.floats(-0.5, 0.5),
+    autograd=st.booleans(),
+)
+def test_tasks_1e9_apart_get_the_exact_forms_distance(data, num_base, num_hinges, mu, log_sigma, autograd):
+    """Near-zero distances keep their relative accuracy: where the GEMM form would cancel, the
+    entry is recomputed from the difference of the two tasks."""
+    gaps = data.draw(st.lists(st.floats(0.2, 1.0), min_size=num_hinges, max_size=num_hinges))
+    hinges = torch.tensor(np.cumsum(gaps) - 1.5, dtype=F64)
+    base = torch.tensor(
+        data.draw(st.lists(st.lists(finite, min_size=num_hinges, max_size=num_hinges),
+                           min_size=num_base, max_size=num_base)), dtype=F64)
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    twins = base + 1e-9 * torch.tensor(rng.normal(size=base.shape), dtype=F64)
+    alpha = torch.cat([base, twins, base[:1] + 1e-9 * torch.tensor(rng.normal(size=(1, num_hinges)))])
+    sigma = 10**log_sigma
+    w = gram_matrix(hinges, mu, sigma)[1:, 1:]
+    ref = torch.tensor(_mp_squared_distances(alpha, w))
+    a = alpha.clone().requires_grad_(autograd)
+    d2 = distance_matrix(a, hinges, mu, sigma, squared=True).detach()
+    assert torch.equal(d2, d2.T)
+    near = torch.zeros_like(ref, dtype=torch.bool)
+    idx = torch.arange(num_base)
+    near[idx, idx + num_base] = near[idx + num_base, idx] = True
+    near[0, -1] = near[-1, 0] = near[num_base, -1] = near[-1, num_base] = True
+    assert (ref[near] > 0).all()
+    np.testing.assert_allclose(d2[near].numpy(), ref[near].numpy(), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(d2.numpy(), ref.numpy(), rtol=1e-6, atol=1e-12 * float(ref.max()))
+    d = distance_matrix(alpha, hinges, mu, sigma)
+    np.testing.assert_allclose(d[near].numpy(), ref[near].sqrt().numpy(), rtol=1e-6, atol=0)

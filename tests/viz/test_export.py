@@ -141,3 +141,146 @@ def test_names_like_the_old_placeholders_cannot_swap_data(tmp_path):
     for la, layer in zip(analysis.layers, doc["layers"]):
         np.testing.assert_array_equal(np.array(layer["matrix"]), la.geometry.distance)
         assert layer["position"] == la.index + 1
+
+
+# --- streaming: the files equal the single-string output of before -----------------------------
+
+
+def _previous_rows(mat):
+    return [",".join(map(repr, row)) for row in mat.tolist()]
+
+
+def _previous_square_csv(names, rows):
+    from taan_viz.export import _csv_field
+
+    quoted = [_csv_field(n) for n in names]
+    lines = ["task," + ",".join(quoted)]
+    lines.extend(f"{name},{row}" for name, row in zip(quoted, rows))
+    return "\n".join(lines) + "\n"
+
+
+def _previous_pairs_csv(analysis, metric, formatted):
+    from taan_viz.export import _csv_field
+
+    quoted = [_csv_field(n) for n in analysis.task_names]
+    lines = [f"layer_position,layer,task_a,task_b,{metric.replace('-', '_')}"]
+    for la, rows in zip(analysis.layers, formatted):
+        head = f"{la.index + 1},{_csv_field(la.name)},"
+        for i, row in enumerate(rows):
+            values = row.split(",")
+            lines.extend(f"{head}{quoted[i]},{quoted[j]},{values[j]}" for j in range(i + 1, len(values)))
+    return "\n".join(lines) + "\n"
+
+
+def _previous_json_doc(analysis, metric, clusters, metadata, formatted):
+    from taan_viz.analysis import METRICS
+    from taan_viz.export import _json_value
+
+    layers = []
+    for la, lab in zip(analysis.layers, clusters):
+        g = la.geometry
+        coph = la.clustering.cophenetic_correlation
+        layers.append({
+            "position": la.index + 1, "name": la.name, "mu": g.mu, "sigma": g.sigma,
+            "num_hinges": int(g.hinges.shape[0]), "norms": g.norms.tolist(), "matrix": None,
+            "cophenetic_correlation": None if np.isnan(coph) else coph, "clusters": (lab + 1).tolist(),
+            "leaf_order": la.clustering.order.tolist(), "newick": la.clustering.to_newick(),
+            "adjusted_rand_index": la.ari,
+        })
+    doc = {
+        "tool": "taan-viz", "version": metadata.get("version", ""),
+        "checkpoint": {"path": analysis.source, "sha256": analysis.sha256},
+        "measure": {"spec": analysis.measure.spec, "description": analysis.describe_measure()},
+        "metric": metric, "definition": METRICS[metric][1], "linkage": analysis.method,
+        "task_names": list(analysis.task_names), "layers": layers,
+    }
+    fields = [f' {json.dumps(key)}: {_json_value(value, " ")}' for key, value in doc.items() if key != "layers"]
+    entries = []
+    for layer, rows in zip(layers, formatted):
+        parts = []
+        for key, value in layer.items():
+            text = "[\n" + ",\n".join(f"[{row}]" for row in rows) + "\n   ]" if key == "matrix" else \
+                _json_value(value, "   ")
+            parts.append(f"   {json.dumps(key)}: {text}")
+        entries.append("  {\n" + ",\n".join(parts) + "\n  }")
+    fields.append(' "layers": [\n' + ",\n".join(entries) + "\n ]")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
+
+
+def _previous_npz(analysis, clusters):
+    import io
+
+    arrays = {"task_names": np.array(analysis.task_names, dtype=str),
+              "layer_names": np.array(analysis.layer_names, dtype=str)}
+    for la, lab in zip(analysis.layers, clusters):
+        g, key = la.geometry, f"L{la.index + 1}"
+        arrays.update({
+            f"{key}_inner_product": g.inner_product, f"{key}_distance": g.distance,
+            f"{key}_squared_distance": g.squared_distance, f"{key}_cosine": g.cosine,
+            f"{key}_alpha": g.alpha, f"{key}_hinges": g.hinges, f"{key}_linkage": la.clustering.linkage,
+            f"{key}_order": la.clustering.order, f"{key}_clusters": lab + 1,
+            f"{key}_mu_sigma": np.array([g.mu, g.sigma]),
+        })
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("metric", ["distance", "cosine"])
+@pytest.mark.parametrize("keep_rows,chunk", [(2000, 1 << 20), (0, 7)])
+def test_streamed_files_equal_the_single_string_output_byte_for_byte(tmp_path, monkeypatch, metric, keep_rows,
+                                                                      chunk):
+    import torch
+
+    import taan_viz.export as export
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+    from tests.viz.viz_helpers import make_checkpoint_dict
+
+    raw = make_checkpoint_dict()
+    raw["task_names"] = ['a,"b"', "ü\nline", "plain", "x y", "'q'", "z"][: len(raw["task_names"])] + \
+        raw["task_names"][6:]
+    raw["layers"][0]["name"] = raw["layer_names"][0] = 'first, "layer"'
+    torch.save(raw, tmp_path / "checkpoint.pt")
+    analysis = analyze(load_checkpoint(tmp_path / "checkpoint.pt"))
+    monkeypatch.setattr(export, "_KEEP_ROWS", keep_rows)
+    monkeypatch.setattr(export, "_CHUNK", chunk)
+    out = tmp_path / "out"
+    export_analysis(analysis, out, metric=metric, metadata={"version": "9.9"})
+    clusters = analysis.cluster_labels(threshold=0.1)
+    formatted = [_previous_rows(la.geometry.matrix(metric)) for la in analysis.layers]
+    for la, rows in zip(analysis.layers, formatted):
+        name = f"{metric}-{layer_slug(la.index, la.name)}.csv"
+        assert (out / name).read_bytes() == _previous_square_csv(analysis.task_names, rows).encode()
+    assert (out / f"{metric}-pairs.csv").read_bytes() == _previous_pairs_csv(analysis, metric, formatted).encode()
+    assert (out / "geometry.json").read_bytes() == \
+        _previous_json_doc(analysis, metric, clusters, {"version": "9.9"}, formatted).encode()
+    assert (out / "geometry.npz").read_bytes() == _previous_npz(analysis, clusters)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_pairs_file_is_opt_in_beyond_the_limit(tmp_path, monkeypatch, analysis, checkpoint_path, capsys):
+    import taan_viz.export as export
+    from taan_viz.cli import main
+
+    assert export.PAIRS_LIMIT == 2000
+    assert "distance-pairs.csv" in export_names(analysis)  # T = 6: always written
+    monkeypatch.setattr(export, "PAIRS_LIMIT", analysis.num_tasks - 1)
+    names = export_names(analysis)
+    assert "distance-pairs.csv" not in names
+    assert [p.name for p in export_analysis(analysis, tmp_path / "a")] == names
+    assert not (tmp_path / "a" / "distance-pairs.csv").exists()
+    written = export_analysis(analysis, tmp_path / "b", pairs=True)
+    assert [p.name for p in written] == export_names(analysis, pairs=True)
+    assert (tmp_path / "b" / "distance-pairs.csv").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(checkpoint_path), "-o", str(tmp_path / "c")])
+    assert exc.value.code == 0
+    err = capsys.readouterr().err
+    assert not (tmp_path / "c" / "distance-pairs.csv").exists()
+    assert "distance-pairs.csv not written: 6 tasks > 5 (15 rows a layer); pass --pairs" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(checkpoint_path), "-o", str(tmp_path / "d"), "--pairs"])
+    assert exc.value.code == 0
+    assert (tmp_path / "d" / "distance-pairs.csv").exists()
+    assert "not written" not in capsys.readouterr().err
