@@ -283,6 +283,9 @@ def _gram(h: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
     sigma_mat = sigma.reshape(sigma.shape + (1, 1))  # broadcasts against (..., M, M)
     gap = (h.unsqueeze(-2) - h.unsqueeze(-1)) / sigma_mat
     gmm = _hinge_hinge(beta, gap, at[3])
+    # E[B_i B_j] is symmetric, but the two triangles come from gaps of opposite sign, which round
+    # differently for hinges a rounding apart: mirror the upper triangle so G is symmetric bit for bit.
+    gmm = torch.triu(gmm) + torch.triu(gmm, 1).transpose(-1, -2)
     top = torch.cat([g00.unsqueeze(-1), g0m], dim=-1)  # (..., M + 1)
     rest = torch.cat([g0m.unsqueeze(-1), gmm], dim=-1)  # (..., M, M + 1)
     g = torch.cat([top.unsqueeze(-2), rest], dim=-2)

@@ -13,7 +13,6 @@ import numpy as np
 
 from taan_viz.analysis import METRICS, Analysis, LayerAnalysis, check_metric
 from taan_viz.clustering import Clustering
-from taan_viz.embedding import classical_mds
 from taan_viz.plots._palette import MARKERS as _MARKERS
 from taan_viz.plots._style import (
     LABEL_ROW_PT,
@@ -600,7 +599,7 @@ def plot_embeddings(
     chosen: list[LayerAnalysis] = analysis.select(layers)
     palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     n = len(chosen)
-    maps = [classical_mds(la.geometry.distance, 2) for la in chosen]
+    maps = [la.geometry.mds(2) for la in chosen]
     ncols = min(n, 3)
     nrows = -(-n // ncols)
     aspect = max(_data_aspect(coords) for coords, _ in maps)

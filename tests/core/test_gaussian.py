@@ -449,3 +449,10 @@ def test_tasks_1e9_apart_get_the_exact_forms_distance(data, num_base, num_hinges
     np.testing.assert_allclose(d2.numpy(), ref.numpy(), rtol=1e-6, atol=1e-12 * float(ref.max()))
     d = distance_matrix(alpha, hinges, mu, sigma)
     np.testing.assert_allclose(d[near].numpy(), ref[near].sqrt().numpy(), rtol=1e-6, atol=0)
+
+
+def test_gram_is_symmetric_for_hinges_a_rounding_apart():
+    # The two triangles of the hinge block come from gaps of opposite sign; here they rounded
+    # 1.6e-19 apart before the upper triangle was mirrored.
+    g = gram_matrix(torch.tensor([0.0, 2.22e-16], dtype=F64), 3.0, 1.0)
+    assert torch.equal(g, g.T)
