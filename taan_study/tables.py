@@ -280,13 +280,16 @@ def _tree_table(results: dict) -> list[str]:
 
 def _budget_table(results: dict) -> list[str]:
     settings = results["settings"]
-    lines = _header(["data set", "tasks", "train samples", "hidden", "M", "max epochs", "batch / task", "lr",
-                     "weight decay", "patience"])
+    lines = _header(["data set", "tasks", "train samples", "hidden", "M", "max epochs", "batch", "lr",
+                     "weight decay", "patience", "TAAN head"])
     for d in settings["datasets"]:
         b, info = settings["budgets"][d], results["datasets"][d]
+        # balanced: batch_size samples of every task; proportional: batch_size samples in all.
+        batch = f"{b['batch_size']} per task" if b.get("sampler", "balanced") == "balanced" else f"{b['batch_size']}"
+        head = "shared" if (b.get("taan") or {}).get("shared_head") else "per task"
         lines.append(f"| {d} | {info['tasks']} | {info['train_samples']:,} | {'x'.join(map(str, b['hidden']))} | "
-                     f"{b['num_hinges']} | {b['epochs']} | {b['batch_size']} | {b['lr']:g} | {b['weight_decay']:g} | "
-                     f"{b['patience']} |")
+                     f"{b['num_hinges']} | {b['epochs']} | {batch} | {b['lr']:g} | {b['weight_decay']:g} | "
+                     f"{b['patience']} | {head} |")
     return lines
 
 
@@ -311,8 +314,10 @@ def format_tables(results: dict) -> dict[str, str]:
     seeds = len(settings["seeds"])
     tables = {
         "budget": "\n".join([
-            f"Budget. Every model of a data set trains with these settings (Adam, balanced batches, early "
-            f"stopping on the validation metric); seeds {', '.join(map(str, settings['seeds']))}; c grid "
+            f"Budget. Every model of a data set trains with these settings (Adam, early stopping on the "
+            f"validation metric; batches balanced over the tasks unless a single size is given, which is "
+            f"proportional sampling; the TAANs' head shared by all tasks or one per task, the baselines' "
+            f"one per task); seeds {', '.join(map(str, settings['seeds']))}; c grid "
             f"{', '.join(f'{c:g}' for c in settings['grid'])} on seed(s) "
             f"{', '.join(map(str, settings.get('grid_seeds') or settings['seeds']))}; "
             f"{'quick budgets; ' if settings['quick'] else ''}{settings.get('workers', 1)} run(s) at a time. "
