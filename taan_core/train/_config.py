@@ -154,6 +154,11 @@ class TrainConfig:
             setattr(self, name, float(value))
         if self.seed > MAX_SEED:
             raise ValueError(f"seed must be <= 2**63 - 1, got {self.seed}")
+        cores = os.cpu_count() or 1
+        if self.threads > cores:
+            # torch sizes its thread pool without a bound: 100,000 threads ended in a segfault.
+            raise ValueError(f"threads must be at most the {cores} CPU cores of this machine (0: torch's default), "
+                             f"got {self.threads}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if isinstance(self.shared_warmup, bool) or not isinstance(self.shared_warmup, (int, float)):

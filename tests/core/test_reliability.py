@@ -286,6 +286,7 @@ def test_a_failed_metrics_append_leaves_no_torn_line(tmp_path, monkeypatch):
     (["--seed", "100000000000000000000"], "--seed must be <= 2**63 - 1, got 100000000000000000000"),
     (["--seed", "-1"], "--seed must be >= 0"),
     (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--threads", "100000"], "--threads must be at most the"),
 ])
 def test_numeric_options_are_bounded_and_named(capsys, tmp_path, args, match):
     line = _one_line(*_cli(capsys, "train", *args, "--out", str(tmp_path / "x"))[::2])
