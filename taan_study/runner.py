@@ -56,13 +56,6 @@ def load_study_data(dataset: str, data_path: str | None = None, data_config: dic
     return _load_data(dataset, data_path, json.dumps(data_config or {}, sort_keys=True))
 
 
-def _metric_name(tasks) -> str:
-    """The name of ``evaluate(...)["main"]`` for a data set's tasks (``ev``, ``accuracy``, ...)."""
-    from taan_core.metrics import main_metric
-
-    return main_metric(tasks)
-
-
 def _build(spec: RunSpec, data) -> torch.nn.Module:
     from taan_core.models import build_model
 
@@ -177,7 +170,7 @@ def run_one(spec: RunSpec, out: str | Path) -> dict:
         ``out/run_dir/run.json``.
     """
     from taan_core.checkpoint import load_checkpoint
-    from taan_core.metrics import evaluate
+    from taan_core.metrics import evaluate, main_metric
 
     tic = time.perf_counter()
     model, data, config, device, result, stamps = _fit(spec, out)
@@ -191,7 +184,7 @@ def run_one(spec: RunSpec, out: str | Path) -> dict:
     record: dict[str, Any] = {
         "dataset": spec.dataset, "model": spec.variant, "registry": spec.registry, "reg": spec.reg,
         "c": float(spec.c), "seed": int(spec.seed), "selected": None,
-        "metric": _metric_name(tasks),
+        "metric": main_metric(tasks),
         "val_main": float(result.best_main), "test_main": float(test["main"]),
         "test": {"per_task": test["per_task"], "mean": test["mean"], "main": float(test["main"])},
         "parameters": int(model.num_parameters()),
@@ -229,7 +222,7 @@ def run_linear(dataset: str, kind: str, out: str | Path, *, data_path: str | Non
         over the grid), plus ``val`` (validation metrics) and ``linear`` (the fit's info). Also
         written to ``out/run_dir/run.json``, with the weights in ``weights.pt``.
     """
-    from taan_core.metrics import evaluate
+    from taan_core.metrics import evaluate, main_metric
     from taan_study.linear import fit_linear
 
     tic = time.perf_counter()
@@ -242,7 +235,7 @@ def run_linear(dataset: str, kind: str, out: str | Path, *, data_path: str | Non
     run_dir = f"runs/{dataset}/{_slug(info['model'])}"
     record: dict[str, Any] = {
         "dataset": dataset, "model": info["model"], "registry": "linear", "reg": "none", "c": 0.0, "seed": None,
-        "selected": True, "metric": _metric_name(tasks),
+        "selected": True, "metric": main_metric(tasks),
         "val_main": float(val["main"]), "test_main": float(test["main"]), "val": val, "test": test,
         "parameters": int(model.num_parameters()), "train_seconds_per_epoch": None, "epoch_seconds": None,
         "fit_seconds": info["fit_seconds"], "inference_seconds": seconds, "inference_samples": samples,
