@@ -522,6 +522,11 @@ def _check_tasks(ckpt, data_set) -> None:
                          f"the {len(names)} tasks of the data set ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
 
 
+# torch's words for a failed allocation: CPU ("not enough memory", "can't allocate memory") and
+# CUDA / MPS ("out of memory").
+_OUT_OF_MEMORY = re.compile(r"not enough memory|can't allocate memory|out of memory|OutOfMemory", re.IGNORECASE)
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
@@ -585,11 +590,12 @@ def _run(argv: list[str] | None) -> None:
             raise
         print(f"taan-core: error: {_one_line(err)}", file=sys.stderr)
         sys.exit(1)
-    except MemoryError as err:
-        if os.environ.get("TAAN_DEBUG"):
+    except (MemoryError, RuntimeError) as err:
+        # torch reports a failed allocation as a RuntimeError (OutOfMemoryError on CUDA).
+        if os.environ.get("TAAN_DEBUG") or not (isinstance(err, MemoryError) or _OUT_OF_MEMORY.search(str(err))):
             raise
-        print(f"taan-core: error: out of memory ({_one_line(err) if str(err) else 'MemoryError'}); use a smaller "
-              "data set, batch or model", file=sys.stderr)
+        print(f"taan-core: error: out of memory ({_one_line(err)[:200] if str(err) else 'MemoryError'}); use a "
+              "smaller data set, batch or model", file=sys.stderr)
         sys.exit(2)
     except user_errors as err:
         if os.environ.get("TAAN_DEBUG"):

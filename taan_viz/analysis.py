@@ -353,6 +353,12 @@ def analyze(
     names = tuple(ckpt.task_names if task_names is None else task_names)
     if len(names) != ckpt.num_tasks:
         raise ValueError(f"task_names must have {ckpt.num_tasks} entries (one per task), got {len(names)}")
+    # Every layer holds T x T distances, and the clustering a few more matrices of that size:
+    # a file of 300,000 tasks is refused here rather than by the allocator.
+    from taan_core._memory import check_memory
+
+    check_memory(4 * 8 * len(ckpt.layers) * ckpt.num_tasks ** 2,
+                 f"{ckpt.path}: task_names: the analysis of {ckpt.num_tasks:,} tasks (T x T distances per layer)")
     planted = _planted_groups(ckpt, len(ckpt.layers))
     out = []
     geoms = {}

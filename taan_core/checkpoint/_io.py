@@ -488,6 +488,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except Exception as err:  # noqa: BLE001 - any other failure of a foreign file is still a user error
         raise _fail(path, "", f"expected a torch checkpoint, could not read it ({type(err).__name__}: "
                     f"{_first_line(err, 100)})") from err
+    _check_storages(raw, path)
     if isinstance(raw, Mapping) and "format" in raw:
         return _checkpoint(_parse_v1(raw, path), dict(raw), path, sha)
     if isinstance(raw, Mapping):
@@ -495,6 +496,49 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
         return _checkpoint(*import_state_dict(raw, path), path, sha)
     raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")
+
+
+def _tensors(obj: Any, where: str):
+    """(field, tensor) of every tensor in a loaded object, depth first."""
+    stack = [(where, obj)]
+    while stack:
+        where, obj = stack.pop()
+        if isinstance(obj, Tensor):
+            yield where, obj
+        elif isinstance(obj, Mapping):
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple)):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(obj)]
+
+
+def _check_storages(raw: Any, path: Path) -> None:
+    """Refuse tensors that declare more elements than their storage holds, before any is used.
+
+    A file may store a tensor as a view of a storage of a few bytes with a shape of billions of
+    elements (stride 0); the view costs nothing until something copies it (``.to``,
+    ``.contiguous``, ``load_state_dict``), then it asks for the declared size. Every tensor must
+    have a byte of storage for each byte it declares, and what views of shared storages would
+    add when copied must fit in the memory limit.
+    """
+    from taan_core._memory import format_bytes, memory_limit
+
+    declared = 0
+    storages: dict[int, int] = {}
+    for field, t in _tensors(raw, ""):
+        size = t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        have = storage.nbytes() - t.storage_offset() * t.element_size()
+        if size > have:
+            raise _fail(path, field, f"expected a tensor whose storage holds its {t.numel():,} elements of shape "
+                        f"{tuple(t.shape)}, got a view of {max(have, 0):,} bytes declaring {size:,}")
+        declared += size
+        storages[storage.data_ptr() if storage.nbytes() else id(storage)] = storage.nbytes()
+    extra = declared - sum(storages.values())
+    limit, source = memory_limit()
+    if limit is not None and extra > limit:
+        raise _fail(path, "", f"expected tensors with storages of their own, got views of shared storages that "
+                    f"declare {format_bytes(extra)} more than they hold, beyond the limit of {format_bytes(limit)} "
+                    f"({source})")
 
 
 def _looks_like_safetensors(head: bytes, path: Path) -> bool:

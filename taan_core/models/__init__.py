@@ -123,6 +123,9 @@ def build_model(
     ValueError
         For an unknown model name or config field (the message lists the valid ones), or for a
         config value out of range.
+    taan_core._memory.MemoryLimitError
+        A ValueError, when the model's estimated size exceeds the memory limit (the memory
+        available, or ``TAAN_MEMORY_LIMIT``); nothing is allocated then.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
@@ -142,7 +145,15 @@ def build_model(
             valid = ", ".join(sorted(fields - fixed))
             raise ValueError(f"unknown config field {key!r} for model {name!r}; valid fields: {valid}")
         kwargs[key] = value
-    return cls(cls.config_class(**kwargs))
+    return _build(cls, cls.config_class(**kwargs))
+
+
+def _build(cls: type[MultiTaskModel], config: Any) -> MultiTaskModel:
+    # The size follows from the config alone: refuse one that cannot fit before allocating it.
+    from taan_core._memory import check_model
+
+    check_model(config)
+    return cls(config)
 
 
 def model_from_config(class_name: str, config: dict[str, Any]) -> MultiTaskModel:
@@ -153,7 +164,8 @@ def model_from_config(class_name: str, config: dict[str, Any]) -> MultiTaskModel
     Raises
     ------
     ValueError
-        For an unknown class name, unknown or missing config fields, or a value out of range.
+        For an unknown class name, unknown or missing config fields, a value out of range, or
+        a model whose estimated size exceeds the memory limit (``MemoryLimitError``).
     TypeError
         For a config value of the wrong type.
     """
@@ -173,4 +185,4 @@ def model_from_config(class_name: str, config: dict[str, Any]) -> MultiTaskModel
             f"config does not fit {class_name}: unknown fields {unknown}, missing fields {missing}; "
             f"valid fields: {', '.join(sorted(names))}"
         )
-    return cls(cls.config_class(**config))
+    return _build(cls, cls.config_class(**config))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from taan_core._atomic import refuse_link
+from taan_core._memory import memory_available as _memory_available
 
 __all__ = ["MAX_SEEDS", "SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
 
@@ -123,18 +124,6 @@ class SeedResult:
     out: Path
     log: Path | None
     message: str
-
-
-def _memory_available() -> int | None:
-    """Bytes of memory available (``MemAvailable`` of /proc/meminfo), None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 # What one seed's process needs at least: an interpreter with torch loaded, before any data.

@@ -113,6 +113,10 @@ class Trainer:
         if config.task_weights is not None and len(config.task_weights) != num_tasks:
             raise ValueError(f"task_weights must have T = {num_tasks} values, got {len(config.task_weights)}")
         _check_batch_size(data.split("train"), config.batch_size, config.sampler)
+        from taan_core._memory import check_model
+
+        # Gradients and Adam's two moments triple the weights: refuse before the first step.
+        check_model(model.config, training=True)
         self.out = Path(config.out)
         self.epoch = 0
         self.step = 0
