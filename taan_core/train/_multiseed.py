@@ -11,7 +11,8 @@ runs N seeds side by side; their output goes to ``runs/NAME/logs/seed-K.log`` an
 No seed outlives the command. On Linux each seed's process asks the kernel (``prctl``
 ``PR_SET_PDEATHSIG``) to be killed when the parent dies, even by SIGKILL; a seed killed that
 way keeps the ``last.pt`` of its last completed epoch (``--resume`` continues it) and the lock
-it held is dropped by the kernel. Ctrl-C (or SIGINT to the parent alone) starts no further
+it held is dropped by the kernel. ``--seeds ... --resume`` continues every seed that saved an
+epoch and starts the seeds that never did. Ctrl-C (or SIGINT to the parent alone) starts no further
 seed, passes SIGINT to the running ones, waits a few seconds for them to stop cleanly, kills
 those still running, and ends the command with status 130.
 """
@@ -204,6 +205,19 @@ def _environment(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# Options that only make sense for a run that exists.
+_RESUME_ONLY = ("--resume", "--allow-data-change")
+
+
+def _seed_arguments(args: Sequence[str], run_out: Path, seed: int, echo: Callable[[str], None]) -> list[str]:
+    """``args`` for one seed: with ``--resume``, a seed that never saved an epoch (the command
+    stopped before it started, or before its first epoch ended) is trained from the start."""
+    if "--resume" not in args or (run_out / "last.pt").is_file():
+        return list(args)
+    echo(f"seed {seed}: nothing to resume in {run_out}, training it from the start")
+    return [a for a in args if a not in _RESUME_ONLY]
+
+
 def train_seeds(
     seeds: Sequence[int],
     out: Path,
@@ -221,7 +235,8 @@ def train_seeds(
     out : Path
         Folder of the runs.
     args : sequence of str
-        Options for every seed's ``taan-core train`` (without ``--seed`` and ``--out``).
+        Options for every seed's ``taan-core train`` (without ``--seed`` and ``--out``). With
+        ``--resume``, seeds without a ``last.pt`` start from the beginning.
     workers : int, default 1
         Seeds trained at the same time (each seed is its own process in any case).
     threads_given : bool
@@ -260,7 +275,7 @@ def train_seeds(
 
     def one(seed: int) -> SeedResult | None:
         run_out = out / f"seed-{seed}"
-        argv = ["train", *args, *extra, "--seed", str(seed), "--out", str(run_out)]
+        argv = ["train", *_seed_arguments(args, run_out, seed, echo), *extra, "--seed", str(seed), "--out", str(run_out)]
         start = time.perf_counter()
         # One at a time, a seed's progress bar and errors go straight to the terminal.
         log = out / "logs" / f"seed-{seed}.log" if parallel else None
