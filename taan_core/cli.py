@@ -344,7 +344,7 @@ def _fit(trainer, log: str, **fit_options):
 
     logger = TensorBoardLogger(Path(trainer.config.out) / "tensorboard")
     if fit_options.get("overwrite"):
-        logger.clear()
+        logger.clear(deferred=True)
     trainer.on_epoch = logger.on_epoch
     try:
         return trainer.fit(**fit_options)

@@ -72,6 +72,7 @@ class TensorBoardLogger:
         self.log_dir = Path(log_dir)
         self._writer_class = _writer_class()
         self._open = None
+        self._clear_pending = False
 
     @property
     def _writer(self):
@@ -83,8 +84,17 @@ class TensorBoardLogger:
             self._open = self._writer_class(log_dir=str(self.log_dir))
         return self._open
 
-    def clear(self) -> None:
-        """Delete the event files of an earlier run in ``log_dir`` (for an overwritten run)."""
+    def clear(self, *, deferred: bool = False) -> None:
+        """Delete the event files of an earlier run in ``log_dir`` (for an overwritten run).
+
+        With ``deferred``, they are deleted just before the first epoch is logged: the Trainer
+        logs an epoch after saving it, so an overwritten run keeps its events until the new run
+        has a checkpoint.
+        """
+        if deferred:
+            self._clear_pending = True
+            return
+        self._clear_pending = False
         refuse_link(self.log_dir)
         if self.log_dir.is_dir():
             for path in self.log_dir.glob("events.out.tfevents.*"):
@@ -92,6 +102,8 @@ class TensorBoardLogger:
 
     def on_epoch(self, trainer: Any, record: Mapping[str, Any]) -> None:
         """Log one epoch: ``record`` is the line the Trainer appended to ``metrics.jsonl``."""
+        if self._clear_pending:
+            self.clear()
         epoch = int(record["epoch"])
         self.log_scalars(record, epoch)
         self.log_layers(trainer.model, epoch, images=epoch == 1 or epoch % self.image_every == 0)

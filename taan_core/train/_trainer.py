@@ -39,8 +39,10 @@ from taan_core.train._support import (
     _set_rng_state,
     _write_jsonl,
     data_fingerprint,
-    prepare_run_dir,
+    discard_staging,
+    publish_run_dir,
     resolve_device,
+    stage_run_dir,
 )
 from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
 
@@ -260,7 +262,10 @@ class Trainer:
         resume : bool
             Continue the run in ``config.out`` from its ``last.pt``.
         overwrite : bool
-            Replace a run already in ``config.out`` (only its run files are deleted).
+            Replace a run already in ``config.out`` (only its run files): the new run writes
+            into a private folder inside it until its first epoch is saved, then its files
+            take the old ones' place, so a run that fails or is stopped before that leaves
+            the old run intact.
         stop_after : int, optional
             Return after this many epochs of this call, as an interruption would (the run can be
             resumed later and ends as if it had not stopped).
@@ -290,10 +295,12 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         lock: RunLock | None = None
         created: list[Path] = []
+        self._final_out = self.out
         try:
             if world.is_main:
                 created, lock = self._lock_run_dir()
-                prepare_run_dir(self.out, overwrite=overwrite, resume=resume)
+                # With overwrite, the old run stays until this one has saved its first epoch.
+                self.out = stage_run_dir(self.out, overwrite=overwrite, resume=resume)
             _barrier(world)
             self._setup(world)
             self._fingerprint = data_fingerprint(self.data)
@@ -320,6 +327,8 @@ class Trainer:
                 save_checkpoint(final, self.out / "checkpoint.pt")
             _barrier(world)
         finally:
+            discard_staging(self.out, self._final_out)  # a run that saved nothing replaces nothing
+            self.out = self._final_out
             torch.set_num_threads(threads)
             if lock is not None:
                 lock.release()
@@ -509,6 +518,7 @@ class Trainer:
                 save_checkpoint(ckpt, self.out / "checkpoint.pt")
                 self._best = ckpt
             save_checkpoint(ckpt, self.out / "last.pt")
+            self.out = publish_run_dir(self.out, self._final_out)
             _append_jsonl(self.out / "metrics.jsonl", record)
             if self.on_epoch is not None:
                 self.on_epoch(self, record)
@@ -562,6 +572,7 @@ class Trainer:
             if self._best is not None:
                 save_checkpoint(self._best, self.out / "checkpoint.pt")
             save_checkpoint(self._checkpoint(world), self.out / "last.pt")
+            self.out = publish_run_dir(self.out, self._final_out)
             for record in self.metrics:
                 _append_jsonl(self.out / "metrics.jsonl", record)
                 if self.on_epoch is not None:
