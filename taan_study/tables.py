@@ -397,5 +397,6 @@ def insert_tables(document, results: dict) -> Path:
     if start < 0 or stop < start:
         raise ValueError(f"{path}: expected a block between {BEGIN_MARK!r} and {END_MARK!r} to put the tables in")
     body = "\n\n".join(format_tables(results).values())
-    path.write_text(text[:start] + BEGIN_MARK + "\n" + body + "\n" + text[stop:])
+    # Atomic: a full disk must not leave the document cut short.
+    write_file(path, text[:start] + BEGIN_MARK + "\n" + body + "\n" + text[stop:])
     return path

@@ -39,6 +39,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from taan_core._atomic import atomic_write
 from taan_core._memory import TRAINING_COPIES, check_memory, format_bytes
 from taan_core._validation import check_int
 from taan_core.data.base import (
@@ -81,6 +82,12 @@ def save_npz(
     task_ids : int array of shape (N,)
     labels : array of shape (N,) or (N, K)
     task_names, kinds, num_outputs, split : optional, see the module docstring
+
+    Raises
+    ------
+    taan_core._atomic.WriteError
+        One line naming ``path`` when it cannot be written (a full disk); the file is then
+        left as it was (written atomically).
     """
     arrays = {
         "features": np.asarray(features, dtype=np.float32),
@@ -95,8 +102,7 @@ def save_npz(
         arrays["num_outputs"] = np.asarray(num_outputs, dtype=np.int64)
     if split is not None:
         arrays["split"] = np.asarray(split)
-    with open(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
