@@ -127,6 +127,10 @@ def _conv(config: Any) -> tuple[int, int]:
     return params + _dense([config.flat_features(), *config.hidden]), len(config.channels) + len(config.hidden)
 
 
+_KNOWN = ("TAANConfig", "TAANConvConfig", "ConvConfig", "MLPConfig", "SoftOrderConfig", "CrossStitchConfig",
+          "MMoEConfig", "BranchedConfig")
+
+
 def model_parameters(config: Any) -> tuple[int, int]:
     """Parameters of the model a config builds, and its modules that exist once per task.
 
@@ -142,9 +146,11 @@ def model_parameters(config: Any) -> tuple[int, int]:
     -------
     (int, int)
         Parameters, and per-task modules (heads, columns, towers); (0, 0) for a config it does
-        not know.
+        not know (a model of the user's own, which :func:`check_model` then lets pass).
     """
     name = type(config).__name__
+    if name not in _KNOWN:
+        return 0, 0
     dims = list(config.output_dims)
     tasks = len(dims)
     if name == "TAANConvConfig":
@@ -198,6 +204,8 @@ def check_model(config: Any, *, training: bool = False, where: str = "") -> None
     ``where`` starts the message (a file and a field) when the config was read from a file.
     """
     params, _ = model_parameters(config)
+    if not params:
+        return  # a config of a model of the user's own, whose size is not known here
     name = type(config).__name__.removesuffix("Config") or "the model"
     what = (f"{where}: " if where else "") + (
         f"the model ({name}, {len(config.output_dims):,} tasks, {params:.3g} parameters"

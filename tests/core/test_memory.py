@@ -267,3 +267,17 @@ def test_other_runtime_errors_are_not_called_out_of_memory(monkeypatch, tmp_path
     monkeypatch.setattr(taan_core.data, "load_dataset", fail)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["train", "--out", str(tmp_path / "run")])
+
+
+def test_a_config_of_a_users_own_model_is_let_pass(monkeypatch):
+    from dataclasses import dataclass
+
+    from taan_core._memory import check_model
+
+    @dataclass
+    class MyConfig:
+        width: int = 10**12
+
+    monkeypatch.setenv("TAAN_MEMORY_LIMIT", "1M")
+    assert model_parameters(MyConfig()) == (0, 0)
+    check_model(MyConfig(), training=True)  # nothing known, nothing refused
