@@ -193,8 +193,11 @@ def model_parameters(config: Any) -> tuple[int, int]:
 def model_bytes(config: Any, *, training: bool = False) -> int:
     """Estimated bytes of the model a config builds: float32 parameters (four copies when
     ``training``: weights, gradients, Adam's two moments) plus the Python side of its per-task
-    modules."""
+    modules and its layers."""
     params, modules = model_parameters(config)
+    if params:
+        # Layers are modules too: --hidden 1,1,...,1 with a million entries is a million of them.
+        modules += len(getattr(config, "hidden", None) or []) + len(getattr(config, "channels", None) or [])
     return params * _VALUE_BYTES * (TRAINING_COPIES if training else 1) + modules * _MODULE_BYTES
 
 

@@ -281,3 +281,9 @@ def test_a_config_of_a_users_own_model_is_let_pass(monkeypatch):
     monkeypatch.setenv("TAAN_MEMORY_LIMIT", "1M")
     assert model_parameters(MyConfig()) == (0, 0)
     check_model(MyConfig(), training=True)  # nothing known, nothing refused
+
+
+def test_a_million_layers_are_refused_by_their_modules(monkeypatch):
+    monkeypatch.setenv("TAAN_MEMORY_LIMIT", "1G")
+    with pytest.raises(MemoryLimitError, match=r"the model \(TAAN, 1 tasks, "):
+        build_model("taan", (1,), [1], hidden=[1] * 1_000_000, num_hinges=1)
