@@ -115,7 +115,7 @@ def _read(path: str) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from err
     # The arrays, then their float32 copies in the splits: about twice what the file declares.
-    check_memory(2 * declared, f"{path}: the arrays ({format_bytes(declared)} declared by their headers)")
+    check_memory(2 * declared, f"{path}: reading the arrays ({format_bytes(declared)} declared by their headers)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -343,7 +343,7 @@ def _task_specs(arrays: dict[str, np.ndarray], labels: np.ndarray, task_ids: np.
     # with Adam: outputs declared by the billion are refused here, with the file named.
     outputs = sum(spec.num_outputs for spec in tasks)
     check_memory(2 * outputs * 4 * TRAINING_COPIES,
-                 f"{path}: num_outputs: the {num_tasks:,} tasks' {outputs:,} outputs (their heads alone)")
+                 f"{path}: num_outputs: training the heads of the {num_tasks:,} tasks' {outputs:,} outputs")
     return tasks, rows_of
 
 

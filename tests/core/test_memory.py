@@ -215,14 +215,14 @@ def test_npz_arrays_beyond_the_limit_are_refused_before_loading(tmp_path, monkey
     save_npz(path, features=np.zeros((2000, 1000)), task_ids=np.repeat([0, 1], 1000), labels=rng.normal(size=2000))
     assert path.stat().st_size < 100_000
     monkeypatch.setenv("TAAN_MEMORY_LIMIT", "4M")
-    with pytest.raises(MemoryLimitError, match=r"big\.npz: the arrays \(7\.7 MiB declared by their headers\) needs"):
+    with pytest.raises(MemoryLimitError, match=r"big\.npz: reading the arrays \(7\.7 MiB declared by their headers\) needs"):
         load_npz(str(path))
 
 
 def test_npz_tasks_declaring_a_billion_outputs_are_refused(tmp_path, monkeypatch):
     path = _small_npz(tmp_path / "outputs.npz", kinds="multiclass", num_outputs=[100_000, 100_000])
     monkeypatch.setenv("TAAN_MEMORY_LIMIT", "4M")
-    with pytest.raises(MemoryLimitError, match=r"outputs\.npz: num_outputs: the 2 tasks' 200,000 outputs"):
+    with pytest.raises(MemoryLimitError, match=r"outputs\.npz: num_outputs: training the heads of the 2 tasks' 200,000 outputs needs"):
         load_npz(str(path))
     monkeypatch.setenv("TAAN_MEMORY_LIMIT", "64M")
     assert [t.num_outputs for t in load_npz(str(path)).tasks] == [100_000, 100_000]
