@@ -29,16 +29,17 @@ try:
     import typer
 
     from taan_core._cli_console import print_settings, print_table, print_test, report
+    from taan_core._names import DATASET_NAMES, LOG_NAMES, MODEL_NAMES, REG_NAMES
 except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at any later moment
     print("taan-core: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
 
 __all__ = ["app", "main"]
 
-DATASETS = ("planted", "digits", "exam", "school", "youtube8m", "omniglot", "npz")
-MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched", "hard-conv", "stl-conv")
-REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
-LOGS = ("none", "tensorboard")
+DATASETS = DATASET_NAMES
+MODELS = MODEL_NAMES
+REGS = REG_NAMES
+LOGS = LOG_NAMES
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
@@ -242,10 +243,10 @@ def train(
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
     global _RUN_OUT
     if seeds is not None or workers is not None:
-        from taan_core.train._multiseed import train_many
+        from taan_core._cli_seeds import train_many
 
         return train_many(ctx, seeds, workers, seed=seed, out=out, dataset=_value(dataset) or "planted",
-                          model=_value(model))
+                          model=_value(model), entry=main)
     options = {k: _value(v) for k, v in locals().items()
                if v is not None and k not in ("resume", "overwrite", "quiet", "allow_data_change", "ctx", "seeds",
                                                "workers", "test")}
@@ -310,16 +311,14 @@ def train(
     with _as_options():
         if model == "branched":
             # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
-            from taan_core.models.branched import branched_overrides
+            from taan_core.relatedness import branched_overrides
 
             overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
         else:
             overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
                                          explicit_hinges=hinges is not None, extra=defaults["model_config"])
-            if model == "taan" and dataset == "planted":
-                from taan_core.data.planted import PLANTED_STUDENT_TAAN
-
-                overrides.update(PLANTED_STUDENT_TAAN)
+            if model == "taan":
+                overrides.update(defaults["taan_config"])
         torch.manual_seed(config.seed)
         net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
         trainer = Trainer(net, data_set, config)
@@ -352,16 +351,16 @@ def _fit(trainer, log: str, **fit_options):
         logger.close()
 
 
-def _stored_options(raw: dict) -> dict[str, Any]:
+def _stored_options(ckpt) -> dict[str, Any]:
     """The values the run's options had, from its checkpoint, keyed like the train() arguments."""
     from taan_core.models import MODELS as registry
 
-    stored = dict((raw.get("extra") or {}).get("train_config") or {})
+    stored = ckpt.train_config or {}
     values: dict[str, Any] = {k: stored.get(k) for k in _TRAIN_OPTIONS}
-    model_config = raw["model"]["config"]
-    data = raw.get("data") or {}
-    names = [name for name, cls in registry.items() if cls.__name__ == raw["model"]["class"]]
-    values["model"] = names[0] if names else raw["model"]["class"]
+    model_config = ckpt.model_config
+    data = ckpt.data or {}
+    names = [name for name, cls in registry.items() if cls.__name__ == ckpt.model_class]
+    values["model"] = names[0] if names else ckpt.model_class
     values["dataset"] = data.get("name")
     values["hidden"] = model_config.get("hidden")
     values["hinges"] = model_config.get("num_hinges")
@@ -399,14 +398,12 @@ def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet:
     if not last.is_file():
         raise _UserError(f"{last}: no such file, nothing to resume (run without --resume)")
     ckpt = load_checkpoint(last)
-    raw = ckpt.raw
-    stored = (raw or {}).get("extra", {}).get("train_config")
-    if raw is None or not isinstance(stored, dict):
+    if ckpt.raw is None or ckpt.train_config is None:
         raise CheckpointError(f"{last}: extra.train_config: expected the training configuration of the run")
     if "tree_from" in given:
         raise _UserError("--resume continues a run with its stored settings; --tree-from cannot be given again "
                          "(the branches are stored in the run)")
-    run = _stored_options(raw)
+    run = _stored_options(ckpt)
     for option in sorted(set(given) - _RESUMABLE):
         if not _same(option, given[option], run.get(option)):
             flag = _OPTION_NAMES.get(option, "--" + option.replace("_", "-"))
@@ -425,9 +422,9 @@ def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet:
     with _as_options():
         config = TrainConfig(**settings)
         data_set = load_dataset(ckpt.data["name"], **data_config)
-        net = model_from_config(raw["model"]["class"], dict(raw["model"]["config"]))
+        net = model_from_config(ckpt.model_class, ckpt.model_config)
         trainer = Trainer(net, data_set, config)
-    print_settings(run["model"], net, data_set, config, quiet, resumed_from=int(raw["epoch"]))
+    print_settings(run["model"], net, data_set, config, quiet, resumed_from=ckpt.epoch)
     with _as_options():
         result = _fit(trainer, log, resume=True, allow_data_change=allow_data_change)
     report(result, data_set, config, quiet)
@@ -477,7 +474,7 @@ def evaluate_command(
 
             with record_statistics(net):
                 result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
-            save_model(net, save, task_names=ckpt.task_names, epoch=int((ckpt.raw or {}).get("epoch", 0)),
+            save_model(net, save, task_names=ckpt.task_names, epoch=ckpt.epoch or 0,
                        metrics=list(ckpt.metrics), data={"name": data_set.name, "config": dict(data_set.config)})
             print(f"wrote {save}", file=sys.stderr)
     if as_json:

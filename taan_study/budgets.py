@@ -39,7 +39,7 @@ def _from_defaults(dataset: str, **changes: Any) -> dict[str, Any]:
     study and the command line train the same networks; ``changes`` overrides entries."""
     d = DATASET_DEFAULTS[dataset]
     budget = {"data_config": {}, "hidden": list(d["hidden"]), "num_hinges": d["hinges"], "eval_batch_size": 1024,
-              "taan": dict(d["model_config"]),
+              "taan": {**d["model_config"], **d["taan_config"]},
               **{k: d[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "schedule", "patience",
                                    *_OPTIONAL_TRAIN_KEYS)}}
     budget.update(changes)
@@ -48,22 +48,9 @@ def _from_defaults(dataset: str, **changes: Any) -> dict[str, Any]:
 # The training budget and model size of each data set. Every model of a data set gets the same
 # one; nothing here was chosen by looking at test results.
 BUDGETS: dict[str, dict[str, Any]] = {
-    # The planted benchmark's documented student setting (docs/data.md), the same as
-    # `taan-core train`'s; "taan" holds the TAANConfig fields of the TAAN variants.
-    "planted": {"data_config": {}, "hidden": [32, 32, 32], "num_hinges": 4, "epochs": 45, "batch_size": 16,
-                "lr": 1e-2, "weight_decay": 0.0, "schedule": "cosine", "patience": 10, "eval_batch_size": 1024,
-                "taan": PLANTED_STUDENT_TAAN},
-    "digits": {"data_config": {}, "hidden": [64, 64], "num_hinges": 8, "epochs": 30, "batch_size": 16,
-               "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
-    "exam": _from_defaults("exam"),
-    # The paper's YouTube-8M setting (hidden 1024 x 3, M = 64, Adam 1e-4, weight decay 0.005,
-    # 256 per task, patience 3).
-    "youtube8m": {"data_config": {}, "hidden": [1024, 1024, 1024], "num_hinges": 64, "epochs": 10,
-                  "batch_size": 256, "lr": 1e-4, "weight_decay": 0.005, "schedule": "none", "patience": 3,
-                  "eval_batch_size": 1024},
-    "npz": {"data_config": {}, "hidden": [256, 256, 256], "num_hinges": 16, "epochs": 20, "batch_size": 32,
-            "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 5, "eval_batch_size": 1024},
-    "school": _from_defaults("school"),
+    # `taan-core train`'s defaults of every data set (planted: the documented student, whose
+    # TAANConfig fields "taan" holds; youtube8m: the paper's setting).
+    name: _from_defaults(name) for name in ("planted", "digits", "exam", "youtube8m", "npz", "school")
 }
 # Tiny budgets that run the whole pipeline in a few minutes (a smoke test, not a result).
 QUICK_BUDGETS: dict[str, dict[str, Any]] = {

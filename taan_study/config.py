@@ -109,7 +109,7 @@ def _check_datasets(datasets: Sequence[str] | str, data_path: str | None) -> tup
 def _check_seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(seeds, bool):
         raise TypeError("seeds must be an int or a list of ints, got bool")
-    from taan_core.train._multiseed import MAX_SEEDS
+    from taan_core._cli_seeds import MAX_SEEDS
 
     if isinstance(seeds, int):
         if seeds < 1:

@@ -214,13 +214,13 @@ class Analysis:
 
         Colour groups are the groups (:meth:`cluster_labels`) of the deepest layer (of the
         deepest with at most 32 groups, when it has more); beyond 8 groups a dash pattern or
-        marker tells repeated colours apart (see :mod:`taan_viz.plots._palette`).
+        marker tells repeated colours apart (see :mod:`taan_viz.palette`).
 
         Returns
         -------
-        taan_viz.plots._palette.TaskPalette
+        taan_viz.palette.TaskPalette
         """
-        from taan_viz.plots._palette import task_palette
+        from taan_viz.palette import task_palette
 
         key = ("palette", n_clusters, float(threshold))
         if key not in self._memo:

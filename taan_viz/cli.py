@@ -400,7 +400,7 @@ def report_command(
                                          layers=[la.index + 1 for la in analysis.layers])
         info = {"path": str(ckpt.path), "sha256": ckpt.sha256, "format_version": ckpt.format_version,
                 "data_name": (ckpt.data or {}).get("name", ""),
-                "epoch": (ckpt.raw or {}).get("epoch", ckpt.history[-1]["epoch"] if ckpt.history else "")}
+                "epoch": ckpt.epoch if ckpt.epoch is not None else (ckpt.history[-1]["epoch"] if ckpt.history else "")}
         arguments = {"checkpoint": str(checkpoints[0]) if len(checkpoints) == 1 else [str(c) for c in checkpoints], "layers": layers, "measure": measure,
                      "out": str(out_dir), "dpi": dpi, "task_names": None if task_names is None else str(task_names),
                      "clusters": clusters, "threshold": threshold, "method": method}

@@ -1,4 +1,4 @@
-"""taan_viz.plots._palette: one colour per task, the same in every figure, at real scale (65 tasks),
+"""taan_viz.palette: one colour per task, the same in every figure, at real scale (65 tasks),
 and one rule for groups (the tree and the flat clusters agree)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.colors import to_hex
 
 from tests.viz.viz_helpers import make_large_checkpoint_dict
-from taan_viz.plots._palette import LINESTYLES, MARKERS, task_palette
+from taan_viz.palette import LINESTYLES, MARKERS, task_palette
 from taan_viz.plots._style import OKABE_ITO, name_texts, readable_color
 
 
