@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from taan_core._atomic import refuse_link
+from taan_core.errors import UserError
 
 __all__ = ["MAX_SEEDS", "SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
 
@@ -70,9 +71,9 @@ def parse_seeds(text: str) -> list[int]:
             parts.append((lo_i, hi_i))
             count += hi_i - lo_i + 1
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated ints or ranges like 0,1,2 or 0-4, got {text!r}") from None
+        raise UserError(f"--seeds must be comma-separated ints or ranges like 0,1,2 or 0-4, got {text!r}") from None
     if not parts or any(lo < 0 for lo, _ in parts):
-        raise ValueError(f"--seeds must name at least one seed, each >= 0, got {text[:80]!r}")
+        raise UserError(f"--seeds must name at least one seed, each >= 0, got {text[:80]!r}")
     if count > MAX_SEEDS:
         raise _too_many(count)
     seeds: list[int] = []
@@ -80,7 +81,7 @@ def parse_seeds(text: str) -> list[int]:
     for lo, hi in parts:
         for s in range(lo, hi + 1):
             if s in seen:
-                raise ValueError(f"--seeds names seed {s} twice")
+                raise UserError(f"--seeds names seed {s} twice")
             seen.add(s)
             seeds.append(s)
     return seeds
@@ -248,11 +249,11 @@ def train_seeds(
     list of SeedResult, in the order of ``seeds``
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be an int >= 1, got {workers!r}")
+        raise UserError(f"--workers must be an int >= 1, got {workers!r}")
     workers = min(workers, len(seeds))
     limit = max_workers()
     if workers > limit:
-        raise ValueError(f"--workers {workers} is more than this machine runs side by side ({limit}: one per CPU core "
+        raise UserError(f"--workers {workers} is more than this machine runs side by side ({limit}: one per CPU core "
                          f"({os.cpu_count()}), 512 MiB of available memory each); use --workers {limit} or fewer")
     parallel = workers > 1
     extra: list[str] = []
@@ -349,13 +350,13 @@ def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | 
     import typer
 
     if seeds is None:
-        raise ValueError("--workers applies only with --seeds")
+        raise UserError("--workers applies only with --seeds")
     if seed is not None:
-        raise ValueError("--seed and --seeds exclude each other")
+        raise UserError("--seed and --seeds exclude each other")
     from taan_core._names import DATASET_NAMES
 
     if dataset not in DATASET_NAMES:
-        raise ValueError(f"--dataset must be one of {', '.join(DATASET_NAMES)}, got {dataset!r}")
+        raise UserError(f"--dataset must be one of {', '.join(DATASET_NAMES)}, got {dataset!r}")
     chosen = parse_seeds(seeds)
     if out is None:
         out = Path("runs") / f"{dataset}-{model or ('taan-conv' if dataset == 'omniglot' else 'taan')}"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from taan_core._atomic import write_file
+from taan_core.errors import UserError
 from taan_study.budgets import _OPTIONAL_TRAIN_KEYS, _TRAIN_KEYS, BRANCHED_VARIANTS, VARIANTS, _model_config
 from taan_study.config import RunSpec, StudyConfig
 from taan_study.figures import render_figures
@@ -168,7 +169,7 @@ def _branched_specs(config: StudyConfig, budgets: dict[str, dict], runs: list[di
         ckpt = load_checkpoint(config.tree_from)
         name = ckpt.data.get("name")
         if name not in config.datasets:
-            raise ValueError(f"{config.tree_from}: the tree comes from a model trained on {name!r}, "
+            raise UserError(f"{config.tree_from}: the tree comes from a model trained on {name!r}, "
                              f"which is not among the study's data sets {list(config.datasets)}")
         external = (name, tree_from_checkpoint(ckpt, config.tree_threshold), config.tree_from)
     specs = []

@@ -16,6 +16,8 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from torch import Tensor
 
+from taan_core.errors import UserError
+
 __all__: list[str] = []
 
 CHECKPOINT_FORMAT = "taan-checkpoint"
@@ -28,9 +30,9 @@ _RESUME_KEYS = ("optimizer", "scheduler", "rng", "sampler")
 _SAFETENSORS_KEY = "taan"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a valid taan checkpoint; the message is one line naming the file,
-    the field and what was expected."""
+    the field and what was expected. A :class:`~taan_core.errors.UserError` (so a ValueError)."""
 
 
 @dataclass(frozen=True)
