@@ -16,7 +16,7 @@ from taan_core.errors import UserError
 __all__ = [
     "Checkpoint", "Checkpoints", "Clusters", "Run", "Dpi", "Format", "Layers", "Measure", "Method", "Metric", "Out", "Overwrite",
     "TaskNames", "Threshold", "check_format", "check_threshold", "claim_paths", "common_out", "default_out",
-    "figure_metadata", "heatmap_order", "load_analysis", "load_runs", "metric_suffix", "note_per_run", "open_runs",
+    "figure_metadata", "heatmap_order", "load_runs", "metric_suffix", "note_per_run", "open_runs",
     "parse_order_by", "save_and_echo", "tool_version",
 ]
 
@@ -79,18 +79,6 @@ def check_threshold(threshold: float, clusters: int | None) -> None:
         raise UserError(f"--threshold must be a finite number >= 0, got {threshold:g}")
     if clusters is not None and clusters < 1:
         raise UserError(f"--clusters must be >= 1, got {clusters}")
-
-
-def load_analysis(checkpoint: Path, measure: str, layers: str | None, task_names: Path | None, method: str = "average"):
-    """Read the checkpoint and analyse the selected layers; every problem is a ValueError."""
-    from taan_core.checkpoint import load_checkpoint
-    from taan_viz.analysis import analyze, parse_measure
-    from taan_viz.inputs import read_task_names
-
-    m = parse_measure(measure)
-    ckpt = load_checkpoint(checkpoint)
-    names = None if task_names is None else read_task_names(task_names, ckpt.num_tasks)
-    return ckpt, analyze(ckpt, measure=m, layers=layers, task_names=names, method=method)
 
 
 @dataclass(frozen=True)
@@ -170,9 +158,9 @@ def heatmap_order(run: Run, order_by: str):
         order = parse_order_by(order_by)
         if order in (None, "tree"):
             return order
-        from taan_viz.inputs import select_layers
+        from taan_viz.inputs import parse_layers
 
-        pos = select_layers(run.ckpt.layer_names, order)[0]
+        pos = parse_layers(order, run.ckpt.layer_names)[0]
     if pos not in [la.index for la in run.analysis.layers]:
         raise UserError(f"--order-by layer {order!r} must be one of the selected --layers")
     return run.ckpt.layer_names[pos]
@@ -190,7 +178,7 @@ def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: P
     from taan_core.checkpoint import load_checkpoint
     from taan_viz.analysis import analyze, parse_measure
     from taan_viz.consensus import check_same_runs
-    from taan_viz.inputs import read_task_names
+    from taan_viz.inputs import parse_layers, read_task_names
     from taan_viz.measure_check import measure_mismatch
     from taan_viz.runs import expand_runs, run_labels
 
@@ -219,7 +207,7 @@ def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: P
     several = len(ckpts) > 1
     runs = []
     for ckpt, label in zip(ckpts, labels):
-        analysis = analyze(ckpt, measure=m, layers=layers, task_names=names, method=method)
+        analysis = analyze(ckpt, measure=m, layers=parse_layers(layers, ckpt.layer_names), task_names=names, method=method)
         mismatch = measure_mismatch(ckpt, analysis)
         note = None if mismatch is None else mismatch.message()
         if note:

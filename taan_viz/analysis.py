@@ -332,8 +332,10 @@ def analyze(
         From :func:`taan_core.checkpoint.load_checkpoint`.
     measure : str or Measure, default "data"
         See the module docstring.
-    layers : str, sequence or None
-        Layer selection (:func:`select_layers`); None for all.
+    layers : str, int, sequence or None
+        Layer names or 0-based indices of the checkpoint's layers (:func:`select_layers`); None
+        for all. The command line's 1-based ``--layers`` is read by
+        :func:`taan_viz.inputs.parse_layers`.
     task_names : sequence of str, optional
         Overrides the checkpoint's task names (same count).
     method : str, default "average"
@@ -406,6 +408,8 @@ def history_geometry(
 
     Parameters
     ----------
+    layers : str, int, sequence or None
+        Layer names or 0-based indices of the checkpoint's layers, as :func:`analyze`.
     max_snapshots : int, optional
         Keep at most this many snapshots, evenly spaced, always including the first and the last.
 

@@ -298,7 +298,7 @@ def evolution_command(
     for run in runs:
         ckpt, analysis = run.ckpt, run.analysis
         with user_input():  # the checkpoint's history snapshots, checked like the rest of the file
-            snapshots = history_geometry(ckpt, measure=analysis.measure, layers=[la.index + 1 for la in analysis.layers])
+            snapshots = history_geometry(ckpt, measure=analysis.measure, layers=[la.index for la in analysis.layers])
         names = [f"evolution{metric_suffix(metric)}.{fmt}", f"evolution-curves.{fmt}"]
         if gif:
             names.append(f"evolution{metric_suffix(metric)}.gif")
@@ -370,7 +370,7 @@ def report_command(
 
         with user_input():
             snapshots = history_geometry(ckpt, measure=analysis.measure,
-                                         layers=[la.index + 1 for la in analysis.layers])
+                                         layers=[la.index for la in analysis.layers])
     info = {"path": str(ckpt.path), "sha256": ckpt.sha256, "format_version": ckpt.format_version,
             "data_name": (ckpt.data or {}).get("name", ""),
             "epoch": ckpt.epoch if ckpt.epoch is not None else (ckpt.history[-1]["epoch"] if ckpt.history else "")}

@@ -203,7 +203,7 @@ def test_labels_auto_stops_beyond_100_tasks(tmp_path):
 
     path = tmp_path / "many.pt"
     torch.save(make_large_checkpoint_dict(num_tasks=120), path)
-    a = analyze(load_checkpoint(path), layers="3")
+    a = analyze(load_checkpoint(path), layers=[2])
     heat = plot_heatmaps(a)
     assert not [n for ax in heat.axes for s in ax.child_axes for n in _names(s.get_yticklabels())]
     assert "120 tasks" in [ax for ax in heat.axes if ax.images][0].get_ylabel()
