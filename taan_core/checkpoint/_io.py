@@ -367,7 +367,8 @@ def _unsafe_reason(err: BaseException) -> str:
 
 def _checkpoint(parsed: _Parsed, raw: dict | None, path: Path, sha: str) -> Checkpoint:
     return Checkpoint(path=path, sha256=sha, format_version=parsed.format_version, task_names=parsed.task_names,
-                      layers=parsed.layers, history=parsed.history, metrics=parsed.metrics, data=parsed.data, raw=raw)
+                      layers=parsed.layers, history=parsed.history, metrics=parsed.metrics, data=parsed.data, raw=raw,
+                      not_rebuilt=parsed.not_rebuilt)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -478,8 +479,9 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
 
     raw = checkpoint.raw
     if raw is None or not raw.get("model", {}).get("class"):
+        why = f" (not a whole reference model: {checkpoint.not_rebuilt})" if checkpoint.not_rebuilt else ""
         raise _fail(checkpoint.path, "model", "expected a full taan checkpoint with a model; imports and "
-                    ".safetensors exports hold only the activation coordinates")
+                    f".safetensors exports hold only the activation coordinates{why}")
     info = raw["model"]
     # Files written before "module" was stored hold taan_core models only.
     module = info.get("module", "taan_core.models")

@@ -81,6 +81,8 @@ class _Parsed(NamedTuple):
     history: list[dict]
     metrics: list[dict]
     data: dict
+    # For an imported state_dict that is not a whole reference model: why it cannot be rebuilt.
+    not_rebuilt: str | None = None
 
 
 def _fail(path: Path, field: str, expected: str) -> CheckpointError:
@@ -296,6 +298,9 @@ class Checkpoint:
         groups of every teacher layer (``groups[l][t]``), else None.
     raw : dict or None
         The loaded schema-v1 dictionary (with model, optimizer, ... for resume); None for imports.
+    not_rebuilt : str or None
+        For an imported state_dict whose layout is not a whole reference model: why
+        ``model_from_checkpoint`` cannot rebuild it.
     """
 
     path: Path
@@ -307,6 +312,7 @@ class Checkpoint:
     metrics: list[dict]
     data: dict
     raw: dict | None = None
+    not_rebuilt: str | None = None
 
     @property
     def layer_names(self) -> list[str]:
