@@ -29,26 +29,43 @@ from taan_core.models.baselines import (
     SoftOrder,
     SoftOrderConfig,
 )
+from taan_core.models.branched_conv import BranchedConv, BranchedConvConfig
 from taan_core.models.conv_baselines import ConvConfig, HardShareConv, SingleTaskConv
+from taan_core.models.conv_soft_sharing import (
+    CrossStitchConv,
+    CrossStitchConvConfig,
+    MMoEConv,
+    MMoEConvConfig,
+    SoftOrderConv,
+    SoftOrderConvConfig,
+)
 from taan_core.models.taan import TAAN, TAANConfig, TAANConv, TAANConvConfig
 
 __all__ = [
     "MODELS",
     "Branched",
     "BranchedConfig",
+    "BranchedConv",
+    "BranchedConvConfig",
     "CrossStitch",
     "ConvConfig",
     "CrossStitchConfig",
+    "CrossStitchConv",
+    "CrossStitchConvConfig",
     "HardShare",
     "HardShareConv",
     "MLPConfig",
     "MMoE",
     "MMoEConfig",
+    "MMoEConv",
+    "MMoEConvConfig",
     "MultiTaskModel",
     "SingleTask",
     "SingleTaskConv",
     "SoftOrder",
     "SoftOrderConfig",
+    "SoftOrderConv",
+    "SoftOrderConvConfig",
     "TAAN",
     "TAANConfig",
     "TAANConv",
@@ -70,6 +87,10 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "branched": Branched,
     "hard-conv": HardShareConv,
     "stl-conv": SingleTaskConv,
+    "soft-order-conv": SoftOrderConv,
+    "cross-stitch-conv": CrossStitchConv,
+    "mmoe-conv": MMoEConv,
+    "branched-conv": BranchedConv,
 }
 
 # The conv model with TAANConv's trunk that stands for a fully connected one on images.
