@@ -19,6 +19,7 @@ from taan_core.models import (
     SoftOrderConv,
     SoftOrderConvConfig,
     build_model,
+    conv_variant,
     model_from_config,
     trunk_description,
 )
@@ -49,8 +50,11 @@ def _batch(n: int = 12, seed: int = 3):
     return x, task
 
 
-def test_registered():
+def test_registered_and_picked_on_images():
     assert {"soft-order-conv", "cross-stitch-conv", "mmoe-conv", "branched-conv"} <= set(MODELS)
+    names = ("soft-order", "cross-stitch", "mmoe", "branched")
+    assert [conv_variant(n, SHAPE) for n in names] == [f"{n}-conv" for n in names]
+    assert [conv_variant(n, (196,)) for n in names] == list(names)
 
 
 @pytest.mark.parametrize("name", NAMES)
