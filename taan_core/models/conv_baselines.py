@@ -6,6 +6,10 @@ layers, with a plain ReLU where TAANConv has its task-adaptive activation.
 
 - :class:`HardShareConv` (``hard-conv``): one such trunk shared by all tasks, a linear head per task.
 - :class:`SingleTaskConv` (``stl-conv``): one such network per task, nothing shared.
+
+The stages and dense layers are built here for every conv baseline: soft order, cross-stitch
+and MMoE (:mod:`taan_core.models.conv_soft_sharing`) and the branched network
+(:mod:`taan_core.models.branched_conv`).
 """
 
 from __future__ import annotations
@@ -99,7 +103,8 @@ def _dense_layer(in_features: int, out_features: int, config: ConvConfig) -> lis
 def _dense_layers(config: ConvConfig) -> nn.Sequential:
     """TAANConv's dense layers with ReLU, from the flattened conv output to ``out_features()``."""
     widths = [config.flat_features(), *config.hidden]
-    return nn.Sequential(*(m for w_in, w_out in zip(widths[:-1], widths[1:]) for m in _dense_layer(w_in, w_out, config)))
+    pairs = zip(widths[:-1], widths[1:])
+    return nn.Sequential(*(m for w_in, w_out in pairs for m in _dense_layer(w_in, w_out, config)))
 
 
 def _conv_trunk(config: ConvConfig) -> nn.Sequential:

@@ -129,8 +129,8 @@ def test_a_tiny_fit(name):
 
     def loss_fn():
         out = model(x, task)
-        return (torch.nn.functional.cross_entropy(out[0], target[0]) + torch.nn.functional.cross_entropy(out[1], target[1])
-                + torch.nn.functional.mse_loss(out[2], target[2]))
+        ce, mse = torch.nn.functional.cross_entropy, torch.nn.functional.mse_loss
+        return ce(out[0], target[0]) + ce(out[1], target[1]) + mse(out[2], target[2])
 
     first = float(loss_fn().detach())
     for _ in range(100):
