@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taan_core.models import MODELS, build_model
-from taan_study import BRANCHED_VARIANTS, VARIANTS, StudyConfig, run_study
+from taan_study import BRANCHED_VARIANTS, VARIANTS, StudyConfig, format_tables, run_study
 from taan_study.budgets import BUDGETS, QUICK_BUDGETS, _model_config, registry_of
 from tests.core.data.test_omniglot import _tree
 
@@ -56,3 +56,13 @@ def test_quick_study_on_images_trains_the_conv_variants(tmp_path):
         assert run["registry"] == "branched-conv" and len(run["tree"]) == 5
     assert by_model["TAAN"]["tree"] is not None and len(by_model["TAAN"]["tree"]) == 5
     assert all(r["test_main"] == r["test_main"] for r in results["runs"])  # finite, not NaN
+    budget = format_tables(results)["budget"]
+    assert "TAANConv's conv stages" in budget and "| omniglot | 2 |" in budget and "| conv | 32 |" in budget
+
+
+def test_the_budget_table_names_the_trunk_of_older_results():
+    from taan_study.tables import _trunk
+
+    runs = [{"dataset": "omniglot", "registry": "hard-conv"}, {"dataset": "digits", "registry": "hard"}]
+    results = {"settings": {"budgets": {"omniglot": {}, "digits": {}, "exam": {"input_shape": [12]}}}, "runs": runs}
+    assert [_trunk(results, d) for d in ("omniglot", "digits", "exam")] == ["conv", "MLP", "MLP"]
