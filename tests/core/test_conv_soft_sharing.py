@@ -91,6 +91,19 @@ def test_gradients_reach_every_parameter(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_gradcheck_float64(name):
+    small = {**SMALL[name], "channels": [2, 2], "hidden": [3]}
+    if name == "branched-conv":
+        small["groups"] = TREE
+    torch.manual_seed(0)
+    model = build_model(name, (1, 10, 10), DIMS, **small).double().train()
+    x = torch.randn(6, 1, 10, 10, dtype=torch.float64, requires_grad=True)
+    task = torch.tensor([0, 2, 1, 1, 0, 2])
+    # Max-pool picks one input per window; random inputs leave no ties, so the map is smooth there.
+    assert torch.autograd.gradcheck(lambda inp: torch.cat([o.reshape(-1) for o in model(inp, task)]), (x,))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_config_round_trip_and_checkpoint(name, tmp_path):
     model = _build(name)
     x, task = _batch()
