@@ -13,7 +13,7 @@ __all__ = ["DATASET_NAMES", "LOG_NAMES", "MEASURE_NAMES", "MODEL_NAMES", "REG_NA
 
 DATASET_NAMES = ("planted", "digits", "exam", "school", "youtube8m", "omniglot", "npz")
 MODEL_NAMES = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched", "hard-conv",
-               "stl-conv")
+               "stl-conv", "soft-order-conv", "cross-stitch-conv", "mmoe-conv", "branched-conv")
 REG_NAMES = ("none", "tracenorm", "rownorm", "cosine", "distance")
 # The Gaussian measures of the function-space geometry: each layer's recorded pre-activation
 # statistics, or N(0, 1) as in the paper.

@@ -188,15 +188,17 @@ def train(
         "--split-seed", help="Seed of the data set's random split into train, val and test (planted: of its generated "
                              "samples); default 0. School's protocol averages over --split-seed 0..9.")] = None,
     model: Annotated[Optional[Model], typer.Option(
-        help="Model (default: taan, taan-conv for omniglot). On images taan, hard and stl become their conv variants "
-             "(taan-conv, hard-conv, stl-conv: TAANConv's trunk).")] = None,
+        help="Model (default: taan, taan-conv for omniglot). On images every model becomes its conv variant "
+             "(taan-conv, hard-conv, stl-conv, soft-order-conv, cross-stitch-conv, mmoe-conv, branched-conv: "
+             "TAANConv's trunk).")] = None,
     reg: Annotated[Optional[Reg], typer.Option(help="Regulariser of the adaptive layers (default none).")] = None,
     c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient, in [0, 1e6] (default 0.1).")] = None,
     measure: Annotated[Optional[GaussMeasure], typer.Option(
         help="Gaussian measure of the cosine/distance regulariser (default standard).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden widths, comma-separated (e.g. 64,64,64).")] = None,
     tree_from: Annotated[Optional[Path], typer.Option(
-        "--tree-from", help="With --model branched: the TAAN checkpoint whose sharing tree the branches follow.")] = None,
+        "--tree-from", help="With --model branched: the TAAN checkpoint whose sharing tree the branches follow "
+                            "(a taan-conv one on images).")] = None,
     hinges: Annotated[Optional[int], typer.Option(help="Hinges M per adaptive layer.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum number of epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
@@ -281,10 +283,10 @@ def train(
     from taan_core.train import TrainConfig, Trainer, resolve_device
 
     reg = _value(reg) or "none"
-    if (model == "branched") != (tree_from is not None):
+    if (model in ("branched", "branched-conv")) != (tree_from is not None):
         raise UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
-    if hinges is not None and model == "branched":
-        raise UserError("--hinges applies to models with task-adaptive activations (taan, taan-conv), not 'branched'")
+    if hinges is not None and model in ("branched", "branched-conv"):
+        raise UserError(f"--hinges applies to models with task-adaptive activations (taan, taan-conv), not {model!r}")
     pick = lambda value, key: value if value is not None else defaults[key]  # noqa: E731
     with _as_options():
         config = TrainConfig(
@@ -309,9 +311,12 @@ def train(
     from taan_core.models import conv_variant
 
     # On images every model with a conv variant sees them through TAANConv's trunk.
-    model = conv_variant(model, data_set.input_shape)
+    requested, model = model, conv_variant(model, data_set.input_shape)
+    label = model if model == requested else f"{model} (--model {requested} on images: TAANConv's trunk)"
     with _as_options():
-        if model == "branched":
+        if model == "branched-conv":
+            overrides = _branched_conv_overrides(tree_from, hidden)
+        elif model == "branched":
             # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
             from taan_core.relatedness import branched_overrides
 
@@ -324,12 +329,26 @@ def train(
         torch.manual_seed(config.seed)
         net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
         trainer = Trainer(net, data_set, config)
-    print_settings(model, net, data_set, config, quiet, resumed_from=None)
+    print_settings(label, net, data_set, config, quiet, resumed_from=None)
     with _in_option_words():
         result = _fit(trainer, log, overwrite=overwrite)
     report(result, data_set, config, quiet)
     if test:
         _test(trainer, result)
+
+
+def _branched_conv_overrides(tree_from: Path, hidden: str | None) -> dict:
+    """The config of a branched CNN along the sharing tree of the conv TAAN in ``tree_from``."""
+    from taan_core.checkpoint import load_checkpoint
+    from taan_core.models.branched_conv import branched_conv_overrides
+    from taan_core.relatedness import tree_from_checkpoint
+
+    ckpt = load_checkpoint(tree_from)
+    if ckpt.model_class != "TAANConv":
+        raise UserError(f"{tree_from}: on images the branched network has TAANConv's trunk and follows the sharing "
+                        f"tree of a conv TAAN (taan-conv); this checkpoint holds {ckpt.model_class or 'no model'}")
+    return branched_conv_overrides(tree_from_checkpoint(ckpt), ckpt.model_config,
+                                   hidden=_parse_hidden(hidden) if hidden is not None else None)
 
 
 def _test(trainer, result) -> None:

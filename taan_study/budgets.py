@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from taan_core.data.planted import PLANTED_STUDENT_TAAN
+from taan_core.models import conv_variant
 from taan_core.train._defaults import DATASET_DEFAULTS
 
-__all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS"]
+__all__ = ["BRANCHED_VARIANTS", "BUDGETS", "DEFAULT_GRID", "QUICK_BUDGETS", "QUICK_GRID", "VARIANTS", "registry_of"]
 
-# Display name -> (model registry name, regulariser), in table order.
+# Display name -> (model registry name, regulariser), in table order. On a data set of images
+# every name stands for its conv variant (registry_of): TAAN is then TAANConv, and every
+# baseline has TAANConv's trunk with ReLU.
 VARIANTS: dict[str, tuple[str, str]] = {
     "STL": ("stl", "none"),
     "HardShare": ("hard", "none"),
@@ -49,8 +52,9 @@ def _from_defaults(dataset: str, **changes: Any) -> dict[str, Any]:
 # one; nothing here was chosen by looking at test results.
 BUDGETS: dict[str, dict[str, Any]] = {
     # `taan-core train`'s defaults of every data set (planted: the documented student, whose
-    # TAANConfig fields "taan" holds; youtube8m: the paper's setting).
-    name: _from_defaults(name) for name in ("planted", "digits", "exam", "youtube8m", "npz", "school")
+    # TAANConfig fields "taan" holds; youtube8m and omniglot: the paper's settings; on omniglot's
+    # images every model has TAANConv's trunk).
+    name: _from_defaults(name) for name in ("planted", "digits", "exam", "youtube8m", "npz", "school", "omniglot")
 }
 # Tiny budgets that run the whole pipeline in a few minutes (a smoke test, not a result).
 QUICK_BUDGETS: dict[str, dict[str, Any]] = {
@@ -68,14 +72,24 @@ QUICK_BUDGETS: dict[str, dict[str, Any]] = {
             "lr": 1e-3, "weight_decay": 0.0, "schedule": "none", "patience": 0, "eval_batch_size": 1024},
 }
 QUICK_BUDGETS["school"] = _from_defaults("school", hidden=[8, 8], num_hinges=4, epochs=2, patience=0)
-_FILE_DATASETS = ("school", "youtube8m", "npz")
+# 48 x 48 is the smallest side that TAANConv's four conv stages leave a pixel of (48 -> 23 -> 10 -> 4 -> 1).
+QUICK_BUDGETS["omniglot"] = _from_defaults("omniglot", data_config={"image_size": 48}, hidden=[32], num_hinges=4,
+                                           epochs=1, patience=0)
+_FILE_DATASETS = ("school", "youtube8m", "npz", "omniglot")
+
+
+def registry_of(registry: str, input_shape) -> str:
+    """The registry name a study model of :data:`VARIANTS` is built as on inputs of ``input_shape``:
+    its conv variant on images (``hard`` -> ``hard-conv``), itself otherwise; the rule of
+    ``taan-core train`` (:func:`taan_core.models.conv_variant`)."""
+    return conv_variant(registry, input_shape)
 
 
 def _model_config(registry: str, budget: dict) -> dict:
     hidden = list(budget["hidden"])
-    if registry == "taan":
+    if registry in ("taan", "taan-conv"):
         return {"hidden": hidden, "num_hinges": int(budget["num_hinges"]), **budget.get("taan", {})}
-    if registry == "mmoe":
+    if registry in ("mmoe", "mmoe-conv"):
         # Experts as deep as the other trunks, linear towers; 4 experts keep it near the others' size.
         return {"hidden": hidden, "num_experts": int(budget.get("num_experts", 4)), "tower_hidden": []}
     return {"hidden": hidden}

@@ -26,7 +26,8 @@ def _parse_floats(text: str, option: str) -> list[float]:
 
 def reproduce_command(
     datasets: Annotated[str, typer.Option(
-        "--datasets", help="Comma-separated data sets: planted, digits, exam, school, youtube8m, npz."
+        "--datasets", help="Comma-separated data sets: planted, digits, exam, school, youtube8m, npz, "
+                           "omniglot (files: --data)."
     )] = "planted,digits,exam",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per model (0, 1, ...).")] = 3,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny budgets: the whole pipeline in a few minutes.")] = False,

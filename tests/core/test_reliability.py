@@ -561,7 +561,8 @@ def test_help_shows_whole_choice_lists_at_80_columns():
     lines = child.stdout.splitlines()
     for option, choices, help_text in (
             ("--dataset", "planted|digits|exam|school|youtube8m|omniglot|npz", "Data set"),
-            ("--model", "taan|taan-conv|stl|hard|soft-order|cross-stitch|mmoe|branched|hard-conv|stl-conv", "Model"),
+            ("--model", "taan|taan-conv|stl|hard|soft-order|cross-stitch|mmoe|branched|hard-conv|stl-conv|"
+                        "soft-order-conv|cross-stitch-conv|mmoe-conv|branched-conv", "Model"),
             ("--reg", "none|tracenorm|rownorm|cosine|distance", "Regulariser"),
             ("--sampler", "balanced|proportional", "Batch sampling")):
         # The metavar column of the option's rows, which wraps the list over several lines.
