@@ -21,6 +21,7 @@ are not bitwise reproducible from run to run (they agree to rounding); the C ker
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -100,6 +101,11 @@ def usable(z: Tensor, alpha: Tensor) -> bool:
     return _mode == "always" and z.device.type == "cpu" and available() and _module.INTERPRETED
 
 
+def _on_device(z: Tensor):
+    # Triton launches on the current CUDA device, which need not be the one holding the tensors
+    return torch.cuda.device(z.device) if z.device.type == "cuda" else contextlib.nullcontext()
+
+
 def _shape(z: Tensor) -> tuple[int, int]:
     rows = z.shape[0]
     return rows, (z.numel() // rows if rows else 0)
@@ -119,6 +125,8 @@ def forward(z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, interce
     """(out, segment, row_stats) for contiguous z (N, ...), task LongTensor (N,), the sorted
     breakpoints (M,) and the (T, M + 2) tables in the table dtype; row_stats is (N, 2) float64
     (sum and sum of squares of each row of z) when ``with_stats``, else (0, 2)."""
+    # the kernels index rows as row * F + column; a scalar task arrives expanded (stride 0)
+    z, task = z.contiguous(), task.contiguous()
     rows, columns = _shape(z)
     out = torch.empty_like(z)
     segment = torch.empty(z.shape, dtype=segment_dtype, device=z.device)
@@ -127,12 +135,13 @@ def forward(z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, interce
         num_hinges = breakpoints.shape[0]
         block = _block(columns, _MAX_BLOCK)
         grid = (rows, -(-columns // block))
-        _module.forward_kernel[grid](
-            z, task, breakpoints.contiguous(), slope.contiguous(), intercept.contiguous(), out, segment, stats,
-            columns, num_hinges, slope.shape[1],
-            WITH_STATS=with_stats, # P = 2 ** LOG_P >= M + 1 entries, so that the count M fits
-            LOG_P=num_hinges.bit_length(), BLOCK=block,
-        )
+        with _on_device(z):
+            # LOG_P: the search runs over P = 2 ** LOG_P >= M + 1 entries, so that a count of M fits
+            _module.forward_kernel[grid](
+                z, task, breakpoints.contiguous(), slope.contiguous(), intercept.contiguous(), out, segment, stats,
+                columns, num_hinges, slope.shape[1],
+                WITH_STATS=with_stats, LOG_P=num_hinges.bit_length(), BLOCK=block,
+            )
         launches["forward"] += 1
     return out, segment, stats
 
@@ -140,6 +149,7 @@ def forward(z: Tensor, task: Tensor, breakpoints: Tensor, slope: Tensor, interce
 def backward(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(dz, dslope, dintercept): the gradient of z and the gradients of the (T, M + 2) tables,
     i.e. the per-(task, segment) sums of grad * z and of grad, in the table dtype."""
+    grad, z, task, segment = grad.contiguous(), z.contiguous(), task.contiguous(), segment.contiguous()
     rows, columns = _shape(z)
     num_tasks, num_segments = slope.shape
     dz = torch.empty_like(z)
@@ -149,9 +159,10 @@ def backward(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, slope: Tens
         pad = _next_power_of_2(num_segments)
         block = _block(columns, min(_MAX_BLOCK, max(16, _TILE // pad)))
         grid = (rows, -(-columns // block))
-        _module.backward_kernel[grid](
-            grad.contiguous(), z, task, segment, slope.contiguous(), dz, sum_gz, sum_g,
-            columns, num_segments, S_PAD=pad, BLOCK=block,
-        )
+        with _on_device(z):
+            _module.backward_kernel[grid](
+                grad, z, task, segment, slope.contiguous(), dz, sum_gz, sum_g,
+                columns, num_segments, S_PAD=pad, BLOCK=block,
+            )
         launches["backward"] += 1
     return dz, sum_gz.to(slope.dtype), sum_g.to(slope.dtype)

@@ -196,12 +196,20 @@ def test_low_precision_inputs(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_empty_batch_and_single_task(device):
-    z, task, alpha, hinges = _problem((4, 6), 3, 5, device=device, dtype=torch.float64)
+def test_empty_batch_single_task_and_strided_inputs(device):
+    z, task, alpha, hinges = _problem((8, 6), 3, 5, device=device, dtype=torch.float64)
     empty = task_adaptive_activation(z[:0], task[:0], alpha, hinges)
     assert empty.shape == (0, 6)
-    torch.testing.assert_close(task_adaptive_activation(z, 2, alpha, hinges),
-                               task_adaptive_activation_reference(z, 2, alpha, hinges), **TOL[torch.float64])
+    for one_task in (2, torch.tensor(2, device=device)):  # an int, and a 0-d tensor expanded to (N,)
+        torch.testing.assert_close(task_adaptive_activation(z, one_task, alpha, hinges),
+                                   task_adaptive_activation_reference(z, 2, alpha, hinges), **TOL[torch.float64])
+    # every other row and column, with the task ids of those rows: strided views of z and task
+    zs, ts = z[::2, ::2], task[::2]
+    assert not zs.is_contiguous() and not ts.is_contiguous()
+    fast = _value_and_grads(task_adaptive_activation, zs, ts, alpha, hinges)
+    slow = _value_and_grads(task_adaptive_activation_reference, zs, ts, alpha, hinges)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
 
 
 @pytest.mark.parametrize("device", DEVICES)
