@@ -13,7 +13,8 @@ load from other processes hits every variant alike (median seconds, after two wa
   TAAN and of hard sharing (HardShare: the same network with ReLU) at YouTube-8M shapes: 1152
   features, ``--tasks`` binary tasks (3862 classes in YouTube-8M), hidden 1024 x 3, M = 64,
   balanced batches of ``--per-task`` samples per task, the task counts passed to the model
-  (target on a GPU: >= 1e6 samples/s for TAAN);
+  (target on a GPU: >= 1e6 samples/s for TAAN); and ``taan_shared_head``, TAAN with one head
+  for all tasks, which separates the trunk's cost from that of T small head matmuls;
 - ``compile``: ``torch.compile(model, fullgraph=True)`` of the TAAN step at ``--compile-tasks``
   tasks (per-task heads make a graph per head's matmul, so the full task count would spend the
   run compiling): whether it compiled as one graph, the seconds of the first (compiling) step,
@@ -194,20 +195,22 @@ def _step(model: torch.nn.Module, shapes: Shapes, num_tasks: int, device: torch.
     return step
 
 
-def _taan(shapes: Shapes, num_tasks: int, device: torch.device) -> TAAN:
+def _taan(shapes: Shapes, num_tasks: int, device: torch.device, shared_head: bool = False) -> TAAN:
     torch.manual_seed(0)
     return TAAN(TAANConfig(input_dim=shapes.input_dim, output_dims=[1] * num_tasks, hidden=list(shapes.hidden),
-                           num_hinges=shapes.num_hinges)).to(device).train()
+                           num_hinges=shapes.num_hinges, shared_head=shared_head)).to(device).train()
 
 
 def bench_step(shapes: Shapes, device: torch.device, bf16: bool, repeats: int) -> dict:
     torch.manual_seed(0)
     hard = HardShare(MLPConfig(input_dim=shapes.input_dim, output_dims=[1] * shapes.num_tasks,
                                hidden=list(shapes.hidden))).to(device).train()
-    steps = {"hard": _step(hard, shapes, shapes.num_tasks, device, bf16),
-             "taan": _step(_taan(shapes, shapes.num_tasks, device), shapes, shapes.num_tasks, device, bf16)}
+    t = shapes.num_tasks
+    steps = {"hard": _step(hard, shapes, t, device, bf16),
+             "taan": _step(_taan(shapes, t, device), shapes, t, device, bf16),
+             "taan_shared_head": _step(_taan(shapes, t, device, shared_head=True), shapes, t, device, bf16)}
     times = _interleaved(steps, device, repeats)
-    n = shapes.num_tasks * shapes.per_task
+    n = t * shapes.per_task
     return {"batch": n, "samples_per_s": {k: n / v for k, v in times.items()},
             "taan_over_hard": times["taan"] / times["hard"]}
 

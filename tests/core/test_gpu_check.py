@@ -28,7 +28,7 @@ def test_bench_gpu_runs_every_part_at_tiny_sizes():
     assert set(report["activation"]["over_relu"]) >= {"plain"}
     assert set(report["layer"]["over_linear_relu"]) >= {"talinear_plain"}
     assert all(v > 0 for v in report["activation"]["over_relu"].values())
-    assert set(report["step"]["samples_per_s"]) == {"hard", "taan"}
+    assert set(report["step"]["samples_per_s"]) == {"hard", "taan", "taan_shared_head"}
     assert report["step"]["batch"] == report["shapes"]["num_tasks"] * report["shapes"]["per_task"]
     compiled = report["compile"]
     assert compiled["fullgraph"] is True, compiled.get("error")
