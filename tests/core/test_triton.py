@@ -57,18 +57,38 @@ def test_bad_environment_value_is_reported():
     assert "TAAN_TRITON must be one of auto, off, always, got 'yes'" in done.stderr
 
 
-def test_cpu_tensors_never_take_the_compiled_path():
-    # Outside the interpreter, Triton kernels need a GPU: CPU tensors use the C kernel or the
-    # plain path in every mode, and "auto" does not even import triton for them.
+def test_cpu_tensors_do_not_take_the_triton_path_by_default():
+    # "auto" and "off" never route CPU tensors to Triton, and decide so without importing it.
     z = torch.randn(4, 3)
     alpha = torch.randn(2, 5)
     previous = _triton.mode()
     try:
-        for mode in _triton.MODES:
+        for mode in ("auto", "off"):
             _triton.set_mode(mode)
-            assert not _triton.usable(z, alpha) or _triton.interpreted()
+            assert not _triton.usable(z, alpha)
     finally:
         _triton.set_mode(previous)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install -e '.[gpu]')")
+def test_always_without_the_interpreter_falls_back_on_cpu():
+    # Compiled Triton kernels need a GPU: outside the interpreter, "always" leaves CPU tensors to
+    # the C kernel or the plain path, with the same results.
+    code = (
+        "import torch\n"
+        "from taan_core.nn import _triton\n"
+        "from taan_core.nn.functional import task_adaptive_activation as f, task_adaptive_activation_reference as r\n"
+        "z, a = torch.randn(5, 4, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)\n"
+        "b = torch.randn(6, dtype=torch.float64)\n"
+        "t = torch.tensor([0, 2, 1, 1, 0])\n"
+        "torch.testing.assert_close(f(z, t, a, b), r(z, t, a, b))\n"
+        "print(_triton.mode(), _triton.usable(z, a), _triton.launches['forward'])\n"
+    )
+    env = {**os.environ, "TAAN_TRITON": "always"}
+    env.pop("TRITON_INTERPRET", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["always", "False", "0"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
