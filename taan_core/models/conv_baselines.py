@@ -133,8 +133,8 @@ class HardShareConv(_ImageModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self.trunk(x))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
-        return _apply_per_task(self.heads, self.trunk(x), _task_index(task, self.num_tasks))
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
+        return _apply_per_task(self.heads, self.trunk(x), _task_index(task, self.num_tasks, counts))
 
 
 class SingleTaskConv(_ImageModel):
@@ -157,5 +157,5 @@ class SingleTaskConv(_ImageModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.columns[task](x)
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
-        return _apply_per_task(self.columns, x, _task_index(task, self.num_tasks))
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
+        return _apply_per_task(self.columns, x, _task_index(task, self.num_tasks, counts))
