@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "functional_penalty": "nn.regularizers",
     # how related the tasks are: the sharing tree, clusters, ARI
     "tree_from_checkpoint": "relatedness",
+    "branched_overrides": "relatedness",
     "sharing_groups": "relatedness",
     "threshold_groups": "relatedness",
     "planted_ari": "relatedness",

@@ -19,6 +19,8 @@ import os
 import re
 from typing import Any, Sequence
 
+from taan_core.errors import UserError
+
 __all__ = ["MEMORY_LIMIT_ENV", "MemoryLimitError", "check_memory", "check_model", "format_bytes", "memory_available",
            "memory_limit", "model_bytes", "model_parameters", "parse_size"]
 
@@ -37,8 +39,10 @@ _SUFFIXES = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P":
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([KMGTP]?)(?:I?B)?\s*", re.IGNORECASE)
 
 
-class MemoryLimitError(ValueError):
-    """An estimated size beyond the memory limit; one line saying what needs how much."""
+class MemoryLimitError(UserError):
+    """An estimated size beyond the memory limit; one line saying what needs how much. A
+    :class:`~taan_core.errors.UserError` (so a ValueError): a smaller model or data set, or a
+    larger ``TAAN_MEMORY_LIMIT``, is the user's to choose."""
 
 
 def memory_available() -> int | None:
@@ -128,7 +132,8 @@ def _conv(config: Any) -> tuple[int, int]:
 
 
 _KNOWN = ("TAANConfig", "TAANConvConfig", "ConvConfig", "MLPConfig", "SoftOrderConfig", "CrossStitchConfig",
-          "MMoEConfig", "BranchedConfig")
+          "MMoEConfig", "BranchedConfig", "SoftOrderConvConfig", "CrossStitchConvConfig", "MMoEConvConfig",
+          "BranchedConvConfig")
 
 
 def model_parameters(config: Any) -> tuple[int, int]:
@@ -158,6 +163,30 @@ def model_parameters(config: Any) -> tuple[int, int]:
         m = config.num_hinges
         width = config.out_features()
         return trunk + layers * (tasks * m + m) + _heads(width, dims), tasks
+    if name == "SoftOrderConvConfig":
+        width, depth, k = config.channels[0], len(config.channels), config.kernel_size
+        stages = width * depth * width * k * k + depth * width + (depth * 2 * depth * width if config.batch_norm else 0)
+        return (config.input_shape[0] * width + width + stages + _dense([config.flat_features(), *config.hidden])
+                + tasks * depth * depth + _heads(config.out_features(), dims)), tasks
+    if name == "CrossStitchConvConfig":
+        trunk, layers = _conv(config)
+        return tasks * trunk + layers * tasks * tasks + _heads(config.out_features(), dims), tasks
+    if name == "MMoEConvConfig":
+        trunk, _ = _conv(config)
+        e, width = config.num_experts, config.out_features()
+        pixels = math.prod(config.input_shape)
+        towers = sum(_dense([width, *config.tower_hidden, d]) for d in dims)
+        return e * trunk + tasks * (pixels * e + e) + towers, tasks * (len(config.tower_hidden) + 1)
+    if name == "BranchedConvConfig":
+        c_in, k = config.input_shape[0], config.kernel_size
+        params = 0
+        for g, c_out in zip(config.num_groups, config.channels):
+            params += g * (c_in * c_out * k * k + c_out + (2 * c_out if config.batch_norm else 0))
+            c_in = c_out
+        widths = [config.flat_features(), *config.hidden]
+        params += sum(g * _dense([a, b]) for g, a, b in zip(config.num_groups[len(config.channels):], widths[:-1],
+                                                           widths[1:]))
+        return params + _heads(config.out_features(), dims), tasks
     if name == "ConvConfig":
         trunk, _ = _conv(config)
         width = config.out_features()

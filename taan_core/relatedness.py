@@ -38,9 +38,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from taan_core._names import MEASURE_NAMES
+
 __all__ = [
     "MEASURES",
     "adjusted_rand_index",
+    "branched_overrides",
     "check_distance_matrix",
     "flat_cut",
     "layer_distances",
@@ -51,9 +54,7 @@ __all__ = [
     "tree_from_checkpoint",
 ]
 
-# The Gaussian measures the distances are taken under: each layer's recorded pre-activation
-# statistics, or N(0, 1) as in the paper.
-MEASURES = ("data", "standard")
+MEASURES = MEASURE_NAMES
 
 
 def check_distance_matrix(
@@ -347,6 +348,55 @@ def tree_from_checkpoint(checkpoint: Any, threshold: float = 0.1, measure: str =
         raise ValueError(f"{ckpt.path}: the checkpoint has no task-adaptive layers to read a sharing tree from")
     geometry = layer_distances(ckpt.layers, measure)
     return sharing_groups([d for d, _ in geometry], threshold, scales=[s for _, s in geometry])
+
+
+def branched_overrides(
+    checkpoint: Any,
+    threshold: float = 0.1,
+    measure: str = "data",
+    hidden: Sequence[int] | None = None,
+) -> dict[str, list]:
+    """Config fields of a :class:`Branched` network shaped like a trained TAAN.
+
+    ``build_model("branched", shape, dims, **branched_overrides(path))`` builds the hard-sharing
+    network whose branches follow the checkpoint's sharing tree, with the TAAN's layer widths.
+
+    Parameters
+    ----------
+    checkpoint : str, PathLike or Checkpoint
+    threshold, measure
+        See :func:`tree_from_checkpoint`.
+    hidden : sequence of int, optional
+        Layer widths; by default those of the checkpoint's fully connected TAAN.
+
+    Returns
+    -------
+    dict
+        ``{"groups": [[...], ...], "hidden": [...]}``.
+
+    Raises
+    ------
+    ValueError
+        When the checkpoint holds a conv TAAN, or no fully connected TAAN (an imported
+        state_dict) and ``hidden`` is not given, or ``hidden`` has the wrong length.
+    """
+    ckpt = _as_checkpoint(checkpoint)
+    if ckpt.model_class == "TAANConv":
+        # Its tree has one level per conv stage; branching a fully connected network along it
+        # would silently compare a different network.
+        raise ValueError(f"{ckpt.path}: a branched network is fully connected and cannot follow the sharing tree "
+                         "of a conv TAAN (TAANConv); give the checkpoint of a fully connected TAAN")
+    groups = tree_from_checkpoint(ckpt, threshold, measure)
+    if hidden is None:
+        config = ckpt.model_config
+        if ckpt.model_class != "TAAN" or "hidden" not in config:
+            raise ValueError(f"{ckpt.path}: a branched network copies the layer widths of a fully connected TAAN, "
+                             f"this checkpoint holds {ckpt.model_class or 'no model'}; pass hidden explicitly")
+        hidden = config["hidden"]
+    hidden = [int(h) for h in hidden]
+    if len(hidden) != len(groups):
+        raise ValueError(f"hidden must give one width per task-adaptive layer ({len(groups)}), got {hidden}")
+    return {"groups": groups, "hidden": hidden}
 
 
 def flat_cut(distance, n_clusters: int, method: str = "average") -> np.ndarray:

@@ -214,13 +214,13 @@ class Analysis:
 
         Colour groups are the groups (:meth:`cluster_labels`) of the deepest layer (of the
         deepest with at most 32 groups, when it has more); beyond 8 groups a dash pattern or
-        marker tells repeated colours apart (see :mod:`taan_viz.plots._palette`).
+        marker tells repeated colours apart (see :mod:`taan_viz.palette`).
 
         Returns
         -------
-        taan_viz.plots._palette.TaskPalette
+        taan_viz.palette.TaskPalette
         """
-        from taan_viz.plots._palette import task_palette
+        from taan_viz.palette import task_palette
 
         key = ("palette", n_clusters, float(threshold))
         if key not in self._memo:
@@ -332,8 +332,10 @@ def analyze(
         From :func:`taan_core.checkpoint.load_checkpoint`.
     measure : str or Measure, default "data"
         See the module docstring.
-    layers : str, sequence or None
-        Layer selection (:func:`select_layers`); None for all.
+    layers : str, int, sequence or None
+        Layer names or 0-based indices of the checkpoint's layers (:func:`select_layers`); None
+        for all. The command line's 1-based ``--layers`` is read by
+        :func:`taan_viz.inputs.parse_layers`.
     task_names : sequence of str, optional
         Overrides the checkpoint's task names (same count).
     method : str, default "average"
@@ -412,6 +414,8 @@ def history_geometry(
 
     Parameters
     ----------
+    layers : str, int, sequence or None
+        Layer names or 0-based indices of the checkpoint's layers, as :func:`analyze`.
     max_snapshots : int, optional
         Keep at most this many snapshots, evenly spaced, always including the first and the last.
 

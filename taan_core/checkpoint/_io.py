@@ -10,7 +10,6 @@ import os
 import pickle
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,14 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._atomic import atomic_write
+from taan_core.checkpoint._export import _load_safetensors
 from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    Checkpoint,
     CheckpointError,
-    LayerRecord,
     _fail,
     _first_line,
-    _load_safetensors,
     _parse_v1,
     _Parsed,
 )
@@ -37,58 +36,6 @@ _PLAIN_SCALARS = (str, int, float, bool, type(None))
 # The first bytes of the file formats that load_checkpoint tells apart.
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A loaded and checked checkpoint.
-
-    Attributes
-    ----------
-    path : Path
-        The file it was read from.
-    sha256 : str
-        Hex digest of the file's bytes (identifies the exact file in reports).
-    format_version : int
-        Schema version (1), or 0 for an imported bare reference state_dict.
-    task_names : list of str
-        T task names.
-    layers : list of LayerRecord
-        The L task-adaptive layers in depth order.
-    history : list of dict
-        Per-epoch snapshots ``{"epoch", "step", "alphas": [(T, M) per layer], "hinges": [(M,)]}``
-        (float64 tensors), oldest first; empty when not recorded.
-    metrics : list of dict
-        Per-epoch training and validation metrics, oldest first.
-    data : dict
-        ``{"name", "config", "groups"}``: the data set and, for planted data, the ground-truth task
-        groups of every teacher layer (``groups[l][t]``), else None.
-    raw : dict or None
-        The loaded schema-v1 dictionary (with model, optimizer, ... for resume); None for imports.
-    """
-
-    path: Path
-    sha256: str
-    format_version: int
-    task_names: list[str]
-    layers: list[LayerRecord]
-    history: list[dict]
-    metrics: list[dict]
-    data: dict
-    raw: dict | None = None
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [layer.name for layer in self.layers]
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.task_names)
-
-    @property
-    def groups(self) -> list[list[int]] | None:
-        """Planted ground-truth groups ``groups[l][t]``, or None."""
-        return self.data.get("groups")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,7 +367,8 @@ def _unsafe_reason(err: BaseException) -> str:
 
 def _checkpoint(parsed: _Parsed, raw: dict | None, path: Path, sha: str) -> Checkpoint:
     return Checkpoint(path=path, sha256=sha, format_version=parsed.format_version, task_names=parsed.task_names,
-                      layers=parsed.layers, history=parsed.history, metrics=parsed.metrics, data=parsed.data, raw=raw)
+                      layers=parsed.layers, history=parsed.history, metrics=parsed.metrics, data=parsed.data, raw=raw,
+                      not_rebuilt=parsed.not_rebuilt)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -575,8 +523,9 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
 
     raw = checkpoint.raw
     if raw is None or not raw.get("model", {}).get("class"):
+        why = f" (not a whole reference model: {checkpoint.not_rebuilt})" if checkpoint.not_rebuilt else ""
         raise _fail(checkpoint.path, "model", "expected a full taan checkpoint with a model; imports and "
-                    ".safetensors exports hold only the activation coordinates")
+                    f".safetensors exports hold only the activation coordinates{why}")
     info = raw["model"]
     # Files written before "module" was stored hold taan_core models only.
     module = info.get("module", "taan_core.models")

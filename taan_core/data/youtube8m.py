@@ -61,12 +61,9 @@ _MAX_ENTITIES = 2**24
 
 
 def _require(module: str):
-    try:
-        return __import__(module)
-    except ImportError as err:
-        raise ImportError(
-            f"the youtube8m data set needs the {module} package: pip install tfrecord h5py crc32c"
-        ) from err
+    from taan_core.errors import require
+
+    return require(module, package=module, extra="youtube8m", purpose="the youtube8m data set")
 
 
 def _read_vocabulary(path: str, domains: Sequence[str] | None) -> tuple[list[str], list[list[int]], int]:

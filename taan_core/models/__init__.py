@@ -29,26 +29,43 @@ from taan_core.models.baselines import (
     SoftOrder,
     SoftOrderConfig,
 )
+from taan_core.models.branched_conv import BranchedConv, BranchedConvConfig
 from taan_core.models.conv_baselines import ConvConfig, HardShareConv, SingleTaskConv
+from taan_core.models.conv_soft_sharing import (
+    CrossStitchConv,
+    CrossStitchConvConfig,
+    MMoEConv,
+    MMoEConvConfig,
+    SoftOrderConv,
+    SoftOrderConvConfig,
+)
 from taan_core.models.taan import TAAN, TAANConfig, TAANConv, TAANConvConfig
 
 __all__ = [
     "MODELS",
     "Branched",
     "BranchedConfig",
+    "BranchedConv",
+    "BranchedConvConfig",
     "CrossStitch",
     "ConvConfig",
     "CrossStitchConfig",
+    "CrossStitchConv",
+    "CrossStitchConvConfig",
     "HardShare",
     "HardShareConv",
     "MLPConfig",
     "MMoE",
     "MMoEConfig",
+    "MMoEConv",
+    "MMoEConvConfig",
     "MultiTaskModel",
     "SingleTask",
     "SingleTaskConv",
     "SoftOrder",
     "SoftOrderConfig",
+    "SoftOrderConv",
+    "SoftOrderConvConfig",
     "TAAN",
     "TAANConfig",
     "TAANConv",
@@ -70,17 +87,23 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "branched": Branched,
     "hard-conv": HardShareConv,
     "stl-conv": SingleTaskConv,
+    "soft-order-conv": SoftOrderConv,
+    "cross-stitch-conv": CrossStitchConv,
+    "mmoe-conv": MMoEConv,
+    "branched-conv": BranchedConv,
 }
 
 # The conv model with TAANConv's trunk that stands for a fully connected one on images.
-_CONV_VARIANTS = {"taan": "taan-conv", "hard": "hard-conv", "stl": "stl-conv"}
+_CONV_VARIANTS = {name: f"{name}-conv" for name in ("taan", "hard", "stl", "soft-order", "cross-stitch", "mmoe",
+                                                     "branched")}
 
 
 def conv_variant(name: str, input_shape: Sequence[int]) -> str:
     """The registry name to build for ``name`` on inputs of ``input_shape``.
 
     On images (a 3-D ``input_shape``, (C, H, W)) a model with a conv variant (``taan``,
-    ``hard``, ``stl``) becomes that variant, so every model sees the images through
+    ``hard``, ``stl``, ``soft-order``, ``cross-stitch``, ``mmoe``, ``branched``) becomes that
+    variant (``taan-conv``, ``hard-conv``, ...), so every model sees the images through
     TAANConv's trunk; any other name, or any name on flat inputs, stays as it is.
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)

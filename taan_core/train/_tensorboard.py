@@ -19,6 +19,7 @@ from torch import nn
 
 from taan_core._atomic import WriteError, _reason, refuse_link
 from taan_core._validation import check_int
+from taan_core.errors import MissingDependencyError
 
 __all__ = ["TensorBoardLogger"]
 
@@ -29,7 +30,7 @@ def _writer_class():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:  # torch raises this when the tensorboard package is absent
-        raise ImportError(_MISSING) from err
+        raise MissingDependencyError(_MISSING) from err
     return SummaryWriter
 
 

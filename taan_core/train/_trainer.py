@@ -45,6 +45,7 @@ from taan_core.train._support import (
     stage_run_dir,
 )
 from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
+from taan_core.errors import UserError
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
@@ -209,15 +210,15 @@ class Trainer:
             raise CheckpointError(f"{path}: expected a full taan checkpoint to resume from")
         model_info = raw["model"]
         if model_info["class"] != type(self.model).__name__ or model_info["config"] != dataclasses.asdict(self.model.config):
-            raise ValueError(f"cannot resume from {path}: it holds a {model_info['class']} with config "
+            raise UserError(f"cannot resume from {path}: it holds a {model_info['class']} with config "
                              f"{model_info['config']}, this run builds a {type(self.model).__name__} with "
                              f"{dataclasses.asdict(self.model.config)}")
         if ckpt.task_names != self.data.task_names or ckpt.data.get("name") != self.data.name:
-            raise ValueError(f"cannot resume from {path}: it was trained on {ckpt.data.get('name')!r} with tasks "
+            raise UserError(f"cannot resume from {path}: it was trained on {ckpt.data.get('name')!r} with tasks "
                              f"{ckpt.task_names}, this run uses {self.data.name!r} with tasks {self.data.task_names}")
         stored = (raw.get("extra") or {}).get("data_fingerprint")
         if stored is not None and stored != self._fingerprint and not allow_data_change:
-            raise ValueError(f"cannot resume from {path}: the data changed since the run started (fingerprint "
+            raise UserError(f"cannot resume from {path}: the data changed since the run started (fingerprint "
                              f"{stored}, now {self._fingerprint}); pass --allow-data-change (allow_data_change=True) "
                              "to continue on the new data")
         for key in ("optimizer", "rng", "sampler"):
@@ -635,4 +636,4 @@ def _check_batch_size(split, batch_size: int, mode: str) -> None:
     if batch_size > limit:
         what = (f"the largest task has {limit} training samples (balanced batches take batch_size samples of "
                 "every task)" if mode == "balanced" else f"the training split has {limit} samples")
-        raise ValueError(f"batch_size must be at most the size of the training data, got {batch_size}: {what}")
+        raise UserError(f"batch_size must be at most the size of the training data, got {batch_size}: {what}")

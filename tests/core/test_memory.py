@@ -60,9 +60,9 @@ def test_the_limit_is_the_variable_or_the_memory_available(monkeypatch):
 
 
 def test_multiseed_reads_the_same_memory_figure():
-    from taan_core.train import _multiseed
+    from taan_core import _cli_seeds
 
-    assert _multiseed._memory_available is _memory.memory_available
+    assert _cli_seeds._memory_available is _memory.memory_available
 
 
 # ------------------------------------------------------------------------------------ models
@@ -79,7 +79,20 @@ _CASES = [
     ("branched", (7,), dict(groups=[[0, 0, 1], [0, 1, 2]], hidden=[5, 3])),
     ("taan-conv", (1, 12, 12), dict(channels=[2, 3], hidden=[5])),
     ("stl-conv", (1, 12, 12), dict(channels=[2, 3], hidden=[])),
+    ("soft-order-conv", (1, 12, 12), dict(channels=[3, 3], hidden=[5])),
+    ("soft-order-conv", (2, 12, 12), dict(channels=[3, 3], hidden=[], batch_norm=False)),
+    ("cross-stitch-conv", (1, 12, 12), dict(channels=[2, 3], hidden=[5])),
+    ("mmoe-conv", (1, 12, 12), dict(channels=[2, 3], hidden=[5], num_experts=2, tower_hidden=[4])),
+    ("branched-conv", (1, 12, 12), dict(channels=[2, 3], hidden=[5], groups=[[0, 0, 0], [0, 0, 1], [0, 1, 2]])),
 ]
+
+
+def test_every_model_has_an_estimate():
+    from taan_core._memory import _KNOWN
+    from taan_core.models import MODELS
+
+    assert {cls.config_class.__name__ for cls in MODELS.values()} <= set(_KNOWN)
+    assert {name for name, _, _ in _CASES} | {"hard", "hard-conv"} == set(MODELS)
 
 
 @pytest.mark.parametrize("name, shape, overrides", _CASES)
@@ -258,15 +271,17 @@ def test_an_allocation_failure_is_the_one_line_out_of_memory_error(capsys, monke
     assert err.startswith("taan-core: error: out of memory")
 
 
-def test_other_runtime_errors_are_not_called_out_of_memory(monkeypatch, tmp_path):
+def test_other_runtime_errors_are_not_called_out_of_memory(monkeypatch, tmp_path, capsys):
     import taan_core.data
 
     def fail(*args, **kwargs):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(taan_core.data, "load_dataset", fail)
-    with pytest.raises(RuntimeError, match="a bug"):
+    with pytest.raises(SystemExit) as info:
         main(["train", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "RuntimeError: a bug" in err and "out of memory" not in err
 
 
 def test_a_config_of_a_users_own_model_is_let_pass(monkeypatch):

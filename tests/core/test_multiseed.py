@@ -13,8 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from taan_core.train import _multiseed
-from taan_core.train._multiseed import MAX_SEEDS, parse_seeds
+from taan_core import _cli_seeds as seeds_mod
+from taan_core._cli_seeds import MAX_SEEDS, parse_seeds
 from taan_core.checkpoint import load_checkpoint
 
 from tests.core.test_cli import _FAST, _cli
@@ -44,14 +44,14 @@ def test_parse_seeds_is_linear_and_capped():
 
 
 def test_workers_are_capped_by_cores_and_memory(monkeypatch, tmp_path):
-    monkeypatch.setattr(_multiseed.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(_multiseed, "_memory_available", lambda: 64 * 2**30)
-    assert _multiseed.max_workers() == 4
-    monkeypatch.setattr(_multiseed, "_memory_available", lambda: 2**30)  # two workers' worth
-    assert _multiseed.max_workers() == 2
+    monkeypatch.setattr(seeds_mod.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(seeds_mod, "_memory_available", lambda: 64 * 2**30)
+    assert seeds_mod.max_workers() == 4
+    monkeypatch.setattr(seeds_mod, "_memory_available", lambda: 2**30)  # two workers' worth
+    assert seeds_mod.max_workers() == 2
     with pytest.raises(ValueError, match=r"^--workers 3 is more than this machine runs side by side \(2: one per CPU "
                                          r"core \(4\), 512 MiB of available memory each\); use --workers 2 or fewer"):
-        _multiseed.train_seeds([0, 1, 2], tmp_path / "runs", [], workers=3)
+        seeds_mod.train_seeds([0, 1, 2], tmp_path / "runs", [], entry=print, workers=3)
     assert not (tmp_path / "runs").exists()
 
 
@@ -71,7 +71,7 @@ def test_a_seed_dies_with_its_parent_even_by_sigkill(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent("""
         import multiprocessing, os, sys, time
-        from taan_core.train._multiseed import _die_with_parent
+        from taan_core._cli_seeds import _die_with_parent
 
         def child(parent, path):
             _die_with_parent(parent)
@@ -179,7 +179,7 @@ class _RecordingContext:
             pid = None
 
             def start(self):
-                ctx.argvs.append(list(args[0]))
+                ctx.argvs.append(list(args[1]))  # (entry, argv, log, parent)
 
             def join(self, timeout=None):
                 pass
@@ -192,13 +192,13 @@ class _RecordingContext:
 
 def test_resume_starts_the_seeds_that_never_started(monkeypatch, tmp_path):
     context = _RecordingContext()
-    monkeypatch.setattr(_multiseed.multiprocessing, "get_context", lambda method: context)
+    monkeypatch.setattr(seeds_mod.multiprocessing, "get_context", lambda method: context)
     out = tmp_path / "runs"
     (out / "seed-0").mkdir(parents=True)
     (out / "seed-0" / "last.pt").write_bytes(b"an epoch")
     lines: list[str] = []
-    results = _multiseed.train_seeds([0, 1], out, ["--epochs", "3", "--resume", "--allow-data-change"],
-                                     echo=lines.append)
+    results = seeds_mod.train_seeds([0, 1], out, ["--epochs", "3", "--resume", "--allow-data-change"], entry=print,
+                                    echo=lines.append)
     assert [r.code for r in results] == [0, 0]
     resumed, started = context.argvs
     assert "--resume" in resumed and "--allow-data-change" in resumed and resumed[-1] == str(out / "seed-0")

@@ -297,9 +297,11 @@ def test_numeric_options_are_bounded_and_named(capsys, tmp_path, args, match):
 def test_the_largest_learning_rate_does_not_crash_the_optimiser(data, tmp_path):
     # 1e38 overflowed inside Adam (RuntimeError); at the bound the run trains or diverges cleanly.
     try:
-        Trainer(_model(data), data, _config(tmp_path / "run", lr=1e6, epochs=1)).fit()
-    except TrainingDivergedError:
-        pass
+        result = Trainer(_model(data), data, _config(tmp_path / "run", lr=1e6, epochs=1)).fit()
+    except TrainingDivergedError as err:
+        assert "epoch" in str(err) and "step" in str(err)  # names where it diverged
+    else:
+        assert result.epochs == 1 and (tmp_path / "run" / "last.pt").is_file()
 
 
 # ----------------------------------------------------------------------------------------- 7. SIGINT
@@ -559,7 +561,8 @@ def test_help_shows_whole_choice_lists_at_80_columns():
     lines = child.stdout.splitlines()
     for option, choices, help_text in (
             ("--dataset", "planted|digits|exam|school|youtube8m|omniglot|npz", "Data set"),
-            ("--model", "taan|taan-conv|stl|hard|soft-order|cross-stitch|mmoe|branched|hard-conv|stl-conv", "Model"),
+            ("--model", "taan|taan-conv|stl|hard|soft-order|cross-stitch|mmoe|branched|hard-conv|stl-conv|"
+                        "soft-order-conv|cross-stitch-conv|mmoe-conv|branched-conv", "Model"),
             ("--reg", "none|tracenorm|rownorm|cosine|distance", "Regulariser"),
             ("--sampler", "balanced|proportional", "Batch sampling")):
         # The metavar column of the option's rows, which wraps the list over several lines.
