@@ -278,7 +278,8 @@ def train_seeds(
 
     def one(seed: int) -> SeedResult | None:
         run_out = out / f"seed-{seed}"
-        argv = ["train", *_seed_arguments(args, run_out, seed, echo), *extra, "--seed", str(seed), "--out", str(run_out)]
+        argv = ["train", *_seed_arguments(args, run_out, seed, echo), *extra, "--seed", str(seed),
+                "--out", str(run_out)]
         start = time.perf_counter()
         # One at a time, a seed's progress bar and errors go straight to the terminal.
         log = out / "logs" / f"seed-{seed}.log" if parallel else None

@@ -118,7 +118,7 @@ class Trainer:
         _check_batch_size(data.split("train"), config.batch_size, config.sampler)
         from taan_core._memory import check_model
 
-        # Gradients and Adam's two moments triple the weights: refuse before the first step.
+        # Gradients and Adam's two moments add three copies of the weights: refuse before the first step.
         check_model(model.config, training=True)
         self.out = Path(config.out)
         self.epoch = 0
