@@ -119,11 +119,12 @@ class BranchedConv(_ImageModel):
             h = branches[self.config.groups[l][task]](h)
         return self.heads[task](h)
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         # Sort rows by the task order (stable: each task's rows stay in batch order); then every
         # branch of every layer reads one contiguous block of rows.
         perm = torch.argsort(self._position[task], stable=True)
-        counts = torch.bincount(task, minlength=self.num_tasks).tolist()
+        if counts is None:
+            counts = torch.bincount(task, minlength=self.num_tasks).tolist()
         h = x.index_select(0, perm)
         for l, branches in enumerate(self.branches):
             sizes = [sum(counts[t] for t in tasks) for _, tasks in self._blocks[l]]

@@ -121,9 +121,9 @@ class SoftOrderConv(_ImageModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self._trunk(x, self.order_logits[task].softmax(-1)))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         h = self._trunk(x, self.order_logits.softmax(-1)[task])
-        return _apply_per_task(self.heads, h, _task_index(task, self.num_tasks))
+        return _apply_per_task(self.heads, h, _task_index(task, self.num_tasks, counts))
 
 
 class _ColumnConvTrunk(nn.Module):
@@ -227,9 +227,9 @@ class CrossStitchConv(_ImageModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self.columns(x, self.stitch)[task])
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         h = self.columns(x, self.stitch)  # (T, N, H); task t's head reads its rows of column t
-        groups = _task_index(task, self.num_tasks)
+        groups = _task_index(task, self.num_tasks, counts)
         rows = groups.order + x.shape[0] * task.index_select(0, groups.order)
         return _apply_per_task(self.heads, h.flatten(0, 1), groups._replace(order=rows))
 
@@ -289,8 +289,8 @@ class MMoEConv(_ImageModel):
         gate = torch.nn.functional.linear(x.flatten(1), self.gates.weight[task], self.gates.bias[task]).softmax(-1)
         return self.towers[task](torch.einsum("ne,enh->nh", gate, self.experts(x)))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         logits = self.gates(x.flatten(1))  # (T, N, E); each row keeps its own task's gate
         gate = logits[task, torch.arange(x.shape[0], device=x.device)].softmax(-1)
         mixed = torch.einsum("ne,enh->nh", gate, self.experts(x))
-        return _apply_per_task(self.towers, mixed, _task_index(task, self.num_tasks))
+        return _apply_per_task(self.towers, mixed, _task_index(task, self.num_tasks, counts))
