@@ -6,7 +6,7 @@ a few labels per video, as in the real data) are read in two ways, interleaved o
 
 - ``unchecked``: the reader used before the CRCs were checked, ``tfrecord.reader.tfrecord_iterator``
   (which reads the CRC fields but never compares them) and the protobuf parse;
-- ``checked``: ``taan_core.data.youtube8m._records``, which checks the masked crc32c of every
+- ``checked``: ``taan_core.data._tfrecord._records``, which checks the masked crc32c of every
   length field and every record and bounds each length by what is left of the file.
 
 Two measurements: ``read`` iterates over the parsed records only; ``conversion`` runs the whole

@@ -158,14 +158,17 @@ def write_file(path: str | os.PathLike, data: "bytes | str") -> Path:
     return atomic_write(path, lambda fh: fh.write(payload))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still run (this process included): a file it left is kept
+    unless it is surely dead. Another user's process, or a pid that cannot be tested, counts
+    as alive."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except (PermissionError, OSError, OverflowError, ValueError):
         return True  # another user's process, or no way to tell: keep its files
     return True
 
@@ -192,7 +195,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, names: Iterable[str] 
         return removed
     for tmp in folder.glob(".*.tmp"):
         match = _TEMP_NAME.fullmatch(tmp.name)
-        stale = (not _alive(int(match["pid"]))) if match else any(tmp.name.startswith(f".{n}.") for n in names)
+        stale = (not pid_alive(int(match["pid"]))) if match else any(tmp.name.startswith(f".{n}.") for n in names)
         if stale and tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

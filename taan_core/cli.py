@@ -22,7 +22,6 @@ try:
     import contextlib
     import enum
     import json
-    import os
     import re
     import signal
     from pathlib import Path

@@ -37,7 +37,6 @@ from taan_viz._cli_support import (
     note_per_run,
     open_runs,
     figure_metadata,
-    parse_order_by,
     default_out,
     save_and_echo,
     metric_suffix,

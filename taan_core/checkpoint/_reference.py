@@ -35,7 +35,6 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor
 
 from taan_core.checkpoint._schema import (

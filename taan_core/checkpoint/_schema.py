@@ -7,7 +7,6 @@ The parsers return plain pieces (task names, ``LayerRecord`` objects, history, m
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path

@@ -22,40 +22,34 @@ with the ``crc32c`` package) and converted into one HDF5 file per split and task
 ``cache_dir``; later loads with the same files and options reuse it. Training reads features
 from HDF5 on demand (only the small label index arrays are held in memory), so a data set
 larger than memory trains.
+
+The TFRecord reader is :mod:`taan_core.data._tfrecord`, the HDF5 cache
+:mod:`taan_core.data._hdf5_cache`; this module holds the data set's rules (vocabulary, tasks,
+splits) and joins them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
 import glob
 import hashlib
 import json
 import os
-import re
 import shutil
-import socket
 import struct
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from taan_core._atomic import WriteError, write_file
+from taan_core._atomic import write_file
 from taan_core._validation import check_int
-from taan_core.data.base import SPLITS, MultiTaskData, MultiTaskSplit, TaskSpec, _check_fractions
+from taan_core.data._hdf5_cache import HDF5Split, _host, _remove_stale_conversions, _ShardWriter
+from taan_core.data._tfrecord import AUDIO_DIM, RGB_DIM, _parse, _records
+from taan_core.data.base import SPLITS, MultiTaskData, TaskSpec, _check_fractions
 
 __all__ = ["load_youtube8m", "HDF5Split", "RGB_DIM", "AUDIO_DIM"]
 
-RGB_DIM = 1024
-AUDIO_DIM = 128
 _CACHE_VERSION = 1
-_FLUSH_ROWS = 4096
-# Conversion in progress: youtube8m-<key>.tmp-<pid>@<host> of the converting process (without
-# @<host> when written by an earlier version).
-_TMP_NAME = re.compile(r"youtube8m-[0-9a-f]{16}\.tmp-([0-9]+)(?:@(.*))?")
 # Largest entity Index accepted (the 2018 vocabulary has 3862 entities).
 _MAX_ENTITIES = 2**24
 
@@ -140,181 +134,6 @@ def _split_of(video_id: bytes, seed: int, val_fraction: float, test_fraction: fl
     return 0
 
 
-# TFRecord framing: u64 length, masked crc32c of those 8 bytes, the data, masked crc32c of the data.
-_HEADER = struct.Struct("<QI")
-_CRC = struct.Struct("<I")
-_MASK_DELTA = 0xA282EAD8
-
-
-def _mask(crc: int) -> int:
-    """TFRecord's masking of a crc32c: rotated right by 15 bits plus a constant, mod 2**32."""
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def _record_payloads(path: str):
-    """Yield (record number, bytes) of one uncompressed TFRecord file, checking both CRCs.
-
-    A length field is trusted only once its own CRC matches and it fits in what is left of the
-    file, so a damaged header can neither allocate a huge buffer nor be read as data.
-    """
-    from crc32c import crc32c
-
-    def corrupt(detail: str) -> ValueError:
-        return ValueError(f"{path}: record {number}: truncated or corrupt TFRecord ({detail})")
-
-    size = os.path.getsize(path)
-    number, offset = 0, 0
-    with open(path, "rb") as fh:
-        while offset < size:
-            header = fh.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                raise corrupt(f"the file ends inside the header at byte {offset}")
-            length, length_crc = _HEADER.unpack(header)
-            if _mask(crc32c(header[:8])) != length_crc:
-                raise corrupt(f"the length field at byte {offset} fails its CRC")
-            left = size - offset - _HEADER.size - _CRC.size
-            if length > left:
-                raise corrupt(f"the record at byte {offset} declares {length} bytes, but only {max(left, 0)} are left")
-            payload = fh.read(length)
-            footer = fh.read(_CRC.size)
-            if len(payload) != length or len(footer) != _CRC.size:
-                raise corrupt(f"the file ends inside the record at byte {offset}")
-            if _mask(crc32c(payload)) != _CRC.unpack(footer)[0]:
-                raise corrupt(f"the data of the record at byte {offset} fail their CRC")
-            yield number, payload
-            offset += _HEADER.size + length + _CRC.size
-            number += 1
-
-
-def _records(path: str):
-    """Yield (record number, parsed Example) of one TFRecord file; errors name file and record."""
-    from google.protobuf.message import DecodeError
-    from tfrecord import example_pb2
-
-    for number, payload in _record_payloads(path):
-        example = example_pb2.Example()
-        try:
-            example.ParseFromString(payload)
-        except DecodeError as err:
-            raise ValueError(f"{path}: record {number}: not a tf.train.Example ({err})") from err
-        yield number, example
-
-
-def _parse(example, path: str, number: int, num_entities: int):
-    feature = example.features.feature
-    for key in ("id", "labels", "mean_rgb", "mean_audio"):
-        if key not in feature:
-            raise ValueError(f"{path}: record {number}: feature {key!r} is missing")
-    ids = feature["id"].bytes_list.value
-    video_id = bytes(ids[0]) if ids else b""
-    labels = np.asarray(feature["labels"].int64_list.value, dtype=np.int64)
-    rgb = np.asarray(feature["mean_rgb"].float_list.value, dtype=np.float32)
-    audio = np.asarray(feature["mean_audio"].float_list.value, dtype=np.float32)
-    where = f"{path}: record {number} (id {video_id.decode('utf-8', 'replace')!r})"
-    if rgb.size != RGB_DIM or audio.size != AUDIO_DIM:
-        raise ValueError(
-            f"{where}: mean_rgb must have {RGB_DIM} and mean_audio {AUDIO_DIM} values, got {rgb.size} and {audio.size}"
-        )
-    x = np.concatenate([rgb, audio])
-    if not np.isfinite(x).all():
-        raise ValueError(f"{where}: features hold NaN or inf")
-    bad = labels[(labels < 0) | (labels >= num_entities)]
-    if bad.size:
-        raise ValueError(f"{where}: label {int(bad[0])} out of range [0, {num_entities}) of the vocabulary")
-    return video_id, x, labels
-
-
-class _ShardWriter:
-    """Appends rows to one HDF5 file: features, CSR labels and ids."""
-
-    def __init__(self, path: str, name: str, num_outputs: int) -> None:
-        import h5py
-
-        self.path = path
-        # No raw-data cache: every block is on disk when its write returns, so a full disk fails
-        # in that write, never later inside close() (see abort).
-        self.file = h5py.File(path, "w", rdcc_nbytes=0)
-        self.file.attrs["task"] = name
-        self.file.attrs["num_outputs"] = num_outputs
-        dim = RGB_DIM + AUDIO_DIM
-        self.features = self.file.create_dataset(
-            "features", shape=(0, dim), maxshape=(None, dim), dtype="f4", chunks=(64, dim)
-        )
-        self.indices = self.file.create_dataset("label_indices", shape=(0,), maxshape=(None,), dtype="i4", chunks=(4096,))
-        self.ids = self.file.create_dataset(
-            "ids", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"), chunks=(4096,)
-        )
-        self.offsets = [0]
-        self.buffer: list[tuple[bytes, np.ndarray, np.ndarray]] = []
-
-    def add(self, video_id: bytes, x: np.ndarray, columns: np.ndarray) -> None:
-        self.buffer.append((video_id, x, columns))
-        if len(self.buffer) >= _FLUSH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._naming_failures():
-            self._flush()
-
-    @contextlib.contextmanager
-    def _naming_failures(self):
-        # HDF5 reports a full disk as a RuntimeError or OSError about "raw data"; say which file.
-        try:
-            yield
-        except (OSError, RuntimeError) as err:
-            text = str(err)
-            full = getattr(err, "errno", None) == errno.ENOSPC or "errno = 28" in text or "No space left" in text
-            reason = "no space left on the device" if full else (text.strip().splitlines() or [type(err).__name__])[0]
-            raise WriteError(f"cannot write {self.path}: {reason}") from err
-
-    def _flush(self) -> None:
-        if not self.buffer:
-            return
-        n0 = self.features.shape[0]
-        n = len(self.buffer)
-        self.features.resize(n0 + n, axis=0)
-        self.features[n0:] = np.stack([b[1] for b in self.buffer])
-        cols = np.concatenate([b[2] for b in self.buffer]).astype(np.int32)
-        m0 = self.indices.shape[0]
-        self.indices.resize(m0 + cols.size, axis=0)
-        self.indices[m0:] = cols
-        self.ids.resize(n0 + n, axis=0)
-        self.ids[n0:] = [b[0].decode("utf-8", "replace") for b in self.buffer]
-        for b in self.buffer:
-            self.offsets.append(self.offsets[-1] + b[2].size)
-        self.buffer = []
-
-    def close(self) -> int:
-        with self._naming_failures():
-            self._flush()
-            self.file.create_dataset("label_offsets", data=np.asarray(self.offsets, dtype=np.int64))
-            n = self.features.shape[0]
-            # A write that fails in flush() leaves the file consistent and closable (abort); one
-            # that fails inside close() leaves HDF5's objects half closed.
-            self.file.flush()
-            self.file.close()
-        return n
-
-    def empty(self) -> None:
-        """Cut the file to nothing: a discarded file gives its disk space back before it is closed."""
-        self.buffer = []
-        with contextlib.suppress(OSError):
-            os.truncate(self.path, 0)
-
-    def abort(self) -> None:
-        """Close the file without writing what is buffered (its folder is about to be removed).
-
-        On a full disk HDF5 cannot close a file whose last write failed (it must still write
-        its metadata) and keeps it open; the library's clean-up at exit then crashed the
-        process (a segmentation fault). Emptying every file of the conversion first
-        (:meth:`empty`) frees the space that closing needs.
-        """
-        self.empty()
-        self.features = self.indices = self.ids = None
-        with contextlib.suppress(Exception):  # the first error was raised already
-            self.file.close()
-
-
 def _convert(files: list[str], names: list[str], members: list[list[int]], num_entities: int,
              out: str, seed: int, val_fraction: float, test_fraction: float) -> list[list[int]]:
     """Write ``out/<split>/<task>.h5`` for every split and task; return the counts [split][task]."""
@@ -350,112 +169,6 @@ def _convert(files: list[str], names: list[str], members: list[list[int]], num_e
         for w in every:
             w.abort()
         raise
-
-
-class HDF5Split(MultiTaskSplit):
-    """A split whose tasks live in HDF5 files written by the youtube8m conversion.
-
-    Features are read from disk on every :meth:`get`; the CSR label arrays of every task are
-    loaded into memory (a few bytes per video). File handles open lazily, once per process,
-    so the split can be used from DataLoader workers.
-
-    Parameters
-    ----------
-    tasks : sequence of TaskSpec
-        Multi-label task specs.
-    paths : sequence of str
-        One HDF5 file per task.
-    """
-
-    def __init__(self, tasks: Sequence[TaskSpec], paths: Sequence[str]) -> None:
-        import h5py
-
-        self.tasks = list(tasks)
-        self.paths = [str(p) for p in paths]
-        self._offsets: list[np.ndarray] = []
-        self._indices: list[np.ndarray] = []
-        for path in self.paths:
-            with h5py.File(path, "r") as f:
-                self._offsets.append(f["label_offsets"][...])
-                self._indices.append(f["label_indices"][...])
-        self._handles: dict[int, object] = {}
-        self._pid = os.getpid()
-
-    def num_samples(self, task: int) -> int:
-        return int(self._offsets[self._check_task(task)].size - 1)
-
-    def _file(self, task: int):
-        import h5py
-
-        if self._pid != os.getpid():
-            # h5py handles must not cross fork(); a worker process opens its own.
-            self._handles = {}
-            self._pid = os.getpid()
-        if task not in self._handles:
-            self._handles[task] = h5py.File(self.paths[task], "r")
-        return self._handles[task]
-
-    def get(self, task: int, index: Tensor) -> tuple[Tensor, Tensor]:
-        task = self._check_task(task)
-        index = self._check_index(task, index).numpy()
-        spec = self.tasks[task]
-        y = torch.zeros(index.size, spec.num_outputs, dtype=torch.float32)
-        if index.size == 0:
-            return torch.zeros(0, RGB_DIM + AUDIO_DIM), y
-        # h5py reads only increasing, unique indices; read those and scatter back.
-        unique, inverse = np.unique(index, return_inverse=True)
-        x = self._file(task)["features"][unique][inverse]
-        offsets, indices = self._offsets[task], self._indices[task]
-        starts, stops = offsets[index], offsets[index + 1]
-        rows = np.repeat(np.arange(index.size), stops - starts)
-        cols = indices[np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])] if rows.size else np.zeros(0, np.int64)
-        y[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = 1.0
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), y
-
-    def close(self) -> None:
-        """Close the open HDF5 files."""
-        for handle in self._handles.values():
-            handle.close()
-        self._handles = {}
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_handles"] = {}
-        return state
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # another user's process, or not a pid we can test: leave its files alone
-    return True
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
-
-
-def _remove_stale_conversions(cache_root: str) -> None:
-    """Remove ``youtube8m-<key>.tmp-<pid>@<host>`` folders whose converting process no longer runs.
-
-    A conversion killed by SIGKILL (or a power cut) cannot clean up after itself; the next start
-    does. A folder of a running conversion (its pid alive) is left alone, and so is one written
-    from another host (a cache on a shared file system), whose pid means nothing here.
-    """
-    try:
-        entries = os.listdir(cache_root)
-    except OSError:
-        return
-    for entry in entries:
-        match = _TMP_NAME.fullmatch(entry)
-        if match is None or match.group(2) not in (None, _host()):
-            continue
-        pid = int(match.group(1))
-        if pid != os.getpid() and not _pid_alive(pid):
-            shutil.rmtree(os.path.join(cache_root, entry), ignore_errors=True)
 
 
 def _fingerprint(files: list[str], vocabulary: str, options: dict) -> str:

@@ -14,6 +14,7 @@ pytest.importorskip("h5py")
 from tfrecord.writer import TFRecordWriter  # noqa: E402
 
 from taan_core.data import HDF5Split, MultiTaskBatchSampler, collate, load_dataset, load_youtube8m  # noqa: E402
+from taan_core.data import _tfrecord as tfr  # noqa: E402
 from taan_core.data import youtube8m as yt  # noqa: E402
 
 # Entities 0-2 are Games, 3-4 Music, 5 Autos; 6 has no domain.
@@ -239,7 +240,7 @@ def test_masked_crc_matches_the_tfrecord_writer():
 
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720)
     for payload in (b"", b"\x00" * 8, bytes(range(256)) * 5):
-        assert yt._mask(crc32c(payload)).to_bytes(4, "little") == TFRecordWriter.masked_crc(payload)
+        assert tfr._mask(crc32c(payload)).to_bytes(4, "little") == TFRecordWriter.masked_crc(payload)
 
 
 def test_flipped_feature_bit_fails_the_data_crc(tmp_path):
@@ -248,7 +249,7 @@ def test_flipped_feature_bit_fails_the_data_crc(tmp_path):
     start = _record_offsets(bytes(data))[1]
     example = bytes(data[start + 12:start + 12 + int.from_bytes(data[start:start + 8], "little")])
     # The first float of record 1's mean_rgb, found by its value; its exponent bit flips.
-    rgb = yt._records(str(path))
+    rgb = tfr._records(str(path))
     next(rgb)
     _, second = next(rgb)
     first_float = np.float32(second.features.feature["mean_rgb"].float_list.value[0]).tobytes()
@@ -282,7 +283,7 @@ def _garbage(kind: str) -> bytes:
 
     huge = (2**40).to_bytes(8, "little")
     if kind == "huge length, valid CRC":
-        return huge + yt._mask(crc32c(huge)).to_bytes(4, "little") + bytes(100)
+        return huge + tfr._mask(crc32c(huge)).to_bytes(4, "little") + bytes(100)
     if kind == "huge length, stale CRC":
         return huge + bytes(4) + bytes(100)
     return np.random.default_rng(5).bytes(5000)  # random bytes
