@@ -5,6 +5,10 @@ The primitives that every reader of a checkpoint's task relations uses, in one p
 - :func:`check_distance_matrix`: the checks on a distance matrix (square, finite, symmetric,
   zero diagonal, >= 0) before any clustering sees it;
 - :func:`layer_distances`: each layer's function-space distance matrix and RMS activation norm;
+- :func:`network_distances`: the distance between the task-specific networks' whole functions on
+  a sample of inputs, and their RMS spread (defined in :mod:`taan_core._network_distance`). Unlike
+  a layer's distances it does not depend on which layer carries a task difference, which the data
+  do not identify (docs/training.md);
 - :func:`threshold_groups` and :func:`sharing_groups`: the sharing tree, the one rule for groups
   of tasks in the whole project. At a task-adaptive layer two tasks are *close* when the
   distance of their activations is at most ``threshold`` times the layer's RMS activation norm
@@ -38,12 +42,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from taan_core._network_distance import network_distances
+
 __all__ = [
     "MEASURES",
     "adjusted_rand_index",
     "check_distance_matrix",
     "flat_cut",
     "layer_distances",
+    "network_distances",
     "planted_ari",
     "share_components",
     "sharing_groups",
