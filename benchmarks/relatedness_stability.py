@@ -10,9 +10,12 @@ of every task pooled), then, for each of these relatednesses:
 - ``relative``: median of d / scale and the fraction of pairs under 0.1 (is there a gap?);
 - ``stability``: for each grouping rule, the mean over pairs of runs of the adjusted Rand index
   of their groups (what ``taan-viz consensus`` calls a layer's stability). Rules: complete linkage
-  cut at a relative threshold (``thr=X``), average linkage cut into k clusters (``k=K``);
-- ``merge_ratio``: per run, the largest ratio of consecutive merge heights among the top 8
-  merges of the average-linkage tree (separated groups make a jump; a continuum does not);
+  cut at a relative threshold (``thr=X``), average linkage cut into k clusters (``k=K``), and
+  ``separated``: the best cut of :func:`taan_core.relatedness.separation` where it separates its
+  groups, else one group (no groups claimed);
+- ``separation``: per run, the best cut's separation ratio (the Dunn index: closest pair across
+  groups over furthest pair within one; above 1 separated), and ``separation_thr=0.1`` that of
+  the groups at the sharing threshold 0.1;
 - ``axis_spearman``: the mean over pairs of runs of |Spearman| of the tasks' first classical-MDS
   coordinate (does the tasks' order along the main axis reproduce?), and ``axis_share``: per run,
   the share of the MDS eigenvalues on that axis;
@@ -37,7 +40,7 @@ import torch
 
 from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
 from taan_core.data import load_dataset
-from taan_core.relatedness import (adjusted_rand_index, flat_cut, layer_distances, network_distances,
+from taan_core.relatedness import (adjusted_rand_index, flat_cut, layer_distances, network_distances, separation,
                                    threshold_groups)
 
 THRESHOLDS = (0.1, 0.25, 0.5, 1.0)
@@ -67,17 +70,9 @@ def rules(d: np.ndarray, scale: float) -> dict[str, np.ndarray]:
     rel = d / scale if scale > 0 else d
     out = {f"thr={t}": threshold_groups(rel, t) for t in THRESHOLDS}
     out.update({f"k={k}": flat_cut(rel, k) for k in CLUSTERS})
+    sep = separation(rel)
+    out["separated"] = flat_cut(rel, sep.k) if sep.separated else np.zeros(len(rel), dtype=np.int64)
     return out
-
-
-def merge_ratio(d: np.ndarray, max_clusters: int = 8) -> float:
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
-
-    h = linkage(squareform(d, checks=False), "average")[:, 2]
-    t = d.shape[0]
-    ks = np.arange(2, min(max_clusters, t - 1) + 1)
-    return float((h[t - ks] / np.maximum(h[t - ks - 1], 1e-300)).max())
 
 
 def main_axis(d: np.ndarray) -> tuple[np.ndarray, float]:
@@ -127,7 +122,8 @@ def main() -> None:
             "spearman": round(float(np.mean([spearman(mats[i][0], mats[j][0]) for i, j in pairs])), 3),
             "axis_spearman": round(float(np.mean([abs(rank_correlation(axes[i], axes[j])) for i, j in pairs])), 3),
             "axis_share": [round(a, 3) for a in shares],
-            "merge_ratio": [round(merge_ratio(d / s), 2) for d, s in mats],
+            "separation": [round(separation(d).ratio, 3) for d, _ in mats],
+            "separation_thr=0.1": [round(separation(d, g["thr=0.1"]).ratio, 3) for (d, _), g in zip(mats, groups)],
             "icc": round(icc(np.stack(rel)), 3),
             "median_relative": [round(float(np.median(r)), 3) for r in rel],
             "under_0.1": [round(float((r <= 0.1).mean()), 3) for r in rel],

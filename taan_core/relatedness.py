@@ -26,6 +26,9 @@ The primitives that every reader of a checkpoint's task relations uses, in one p
   the rule before the one above. It chains: tasks a and c share a component through a task b
   close to both, at any distance from each other. Kept for callers that want exactly that;
 - :func:`flat_cut`: average-linkage clusters of one layer cut into a number of clusters;
+- :func:`separation`: whether the distances hold separated groups at all (the largest jump of
+  the linkage tree's top merge heights, against :data:`SEPARATION_RATIO`) or a continuum that
+  any cut divides differently at every seed (defined in :mod:`taan_core._separation`);
 - :func:`adjusted_rand_index` and :func:`planted_ari`: agreement of two partitions, and of every
   layer's clusters with planted groups.
 
@@ -43,15 +46,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from taan_core._network_distance import network_distances
+from taan_core._separation import SEPARATION_RATIO, Separation, separation
 
 __all__ = [
     "MEASURES",
+    "SEPARATION_RATIO",
+    "Separation",
     "adjusted_rand_index",
     "check_distance_matrix",
     "flat_cut",
     "layer_distances",
     "network_distances",
     "planted_ari",
+    "separation",
     "share_components",
     "sharing_groups",
     "threshold_groups",
