@@ -14,7 +14,7 @@ import typer
 __all__ = [
     "Checkpoint", "Checkpoints", "Clusters", "Run", "Dpi", "Format", "Layers", "Measure", "Method", "Metric", "Out", "Overwrite",
     "TaskNames", "Threshold", "check_format", "check_threshold", "claim_paths", "common_out", "default_out",
-    "figure_metadata", "load_analysis", "load_runs", "metric_suffix", "note_per_run", "parse_order_by", "save_and_echo", "tool_version",
+    "figure_metadata", "load_analysis", "load_runs", "metric_suffix", "note_per_run", "parse_order_by", "warn_not_separated", "save_and_echo", "tool_version",
     "user_errors",
 ]
 
@@ -186,6 +186,13 @@ def note_per_run(runs: list[Run], command: str) -> None:
     if len(runs) > 1:
         typer.echo(f"taan-viz: note: {command} drew {len(runs)} runs one by one (one folder each); "
                    "taan-viz consensus combines them into one picture with its confidence", err=True)
+
+
+def warn_not_separated(run: Run, note: str | None) -> None:
+    """The figure's line on groups that are not separated, on stderr too: one run cannot know its
+    stability, but it can see that its groups cut a continuum."""
+    if note:
+        typer.echo(f"taan-viz: note: {run.label}: {note}", err=True)
 
 
 def default_out(ckpt, out: Path | None, sub: str | None = None) -> Path:

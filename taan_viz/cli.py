@@ -36,6 +36,7 @@ from taan_viz._cli_support import (
     common_out,
     load_runs,
     note_per_run,
+    warn_not_separated,
     figure_metadata,
     parse_order_by,
     default_out,
@@ -131,6 +132,7 @@ def heatmap_command(
             fig = plot_heatmaps(analysis, metric=metric, order_by=order, scale=scale, annot=annotate,
                                 threshold=threshold, labels=labels)
             save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"{metric} heatmap", run.note))
+            warn_not_separated(run, analysis.separation_note(threshold=threshold))
         note_per_run(runs, "heatmap")
 
 
@@ -285,8 +287,11 @@ def tree_command(
             # The tasks' colours of every other figure (the relative rule); an absolute threshold
             # makes its own groups, coloured by the same rule.
             palette = analysis.palette(threshold=threshold) if not absolute else None
-            plot_sharing_tree(tree, ax=ax, names=names, palette=palette)
+            # The groups are judged where they are the analysis' own (the relative rule).
+            weak = analysis.separation_note(threshold=threshold) if not absolute else None
+            plot_sharing_tree(tree, ax=ax, names=names, palette=palette, note=weak)
             save_and_echo(fig, path, dpi, figure_metadata(ckpt, "sharing tree", run.note))
+            warn_not_separated(run, weak)
         note_per_run(runs, "tree")
 
 
