@@ -11,6 +11,7 @@ picture with its confidence; ``report`` on several runs includes it.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -414,6 +415,53 @@ def report_command(
                              sections=sections, manifest_extra=extra)
         for path in paths:
             typer.echo(str(path))
+
+
+@app.command("network")
+def network_command(
+    checkpoints: Checkpoints,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="The data file or folder (default: the path the checkpoint records).")] = None,
+    split: Annotated[str, typer.Option(
+        "--split", help="Whose inputs (every task's, pooled) the task networks are compared on: train, val or test.")] = "val",
+    out: Out = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    labels: Labels = "auto",
+) -> None:
+    """The whole-network relatedness: how far apart the task-specific networks' functions are on the data.
+
+    Writes network.<format> and network.csv (d / spread, task by task). With several runs it also
+    prints how well their distances and task orders agree. Needs the data set and the model.
+    """
+    with user_errors():
+        fmt = check_format(fmt, dpi)
+        from taan_viz.plots._style import check_labels
+
+        check_labels(labels)
+        from taan_viz.network import network_agreement, network_relatedness, write_network_csv
+        from taan_viz.plots.network import plot_network
+
+        runs = load_runs(checkpoints, "data", None, task_names, out=out)
+        results = []
+        for run in runs:
+            net = network_relatedness(run.ckpt, None if data is None else str(data), split)
+            # --task-names renames the tasks of the analysis; the figure uses those names.
+            net = dataclasses.replace(net, task_names=tuple(run.analysis.task_names))
+            fig_path, csv_path = claim_paths(default_out(run.ckpt, run.out), [f"network.{fmt}", "network.csv"],
+                                             overwrite)
+            fig = plot_network(net, labels=labels, single_run=len(runs) == 1)
+            save_and_echo(fig, fig_path, dpi, figure_metadata(run.ckpt, "whole-network relatedness", run.note))
+            write_network_csv(csv_path, net)
+            typer.echo(str(csv_path))
+            results.append(net)
+        if len(results) > 1:
+            agree = network_agreement(results)
+            typer.echo(f"taan-viz: note: {len(results)} runs agree on the whole-network distances with Spearman "
+                       f"{agree['distance_spearman']:.2f} and on the tasks' order along the main axis with "
+                       f"{agree['axis_spearman']:.2f} (mean over pairs of runs)", err=True)
 
 
 @app.command("consensus")
