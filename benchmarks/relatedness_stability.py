@@ -3,7 +3,9 @@
 For a folder of runs (``seed-*/checkpoint.pt``, as ``taan-core train --seeds`` writes them) of one
 data set and split, computes every run's per-layer distances (data and N(0, 1) measures) and its
 whole-network distances (:func:`taan_core.relatedness.network_distances` on the validation inputs
-of every task pooled), then, for each of these relatednesses:
+of every task pooled; ``network-layerL-only``: with every other layer's alpha replaced by its
+mean over tasks, i.e. layer L's task differences as the output sees them), then, for each of
+these relatednesses:
 
 - ``spearman``: the mean over pairs of runs of the Spearman correlation of their distances over
   the task pairs (does the ranking reproduce?);
@@ -30,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import sys
@@ -40,6 +43,7 @@ import torch
 
 from taan_core.checkpoint import load_checkpoint, model_from_checkpoint
 from taan_core.data import load_dataset
+from taan_core.nn.layers import adaptive_layers
 from taan_core.relatedness import (adjusted_rand_index, flat_cut, layer_distances, network_distances, separation,
                                    threshold_groups)
 
@@ -62,7 +66,18 @@ def relatednesses(path: Path, data_path: str | None) -> dict[str, tuple[np.ndarr
     config["data_path"] = data_path or config.get("data_path")
     data = load_dataset(ckpt.data["name"], **config)
     model = model_from_checkpoint(ckpt)
-    out["network"] = network_distances(model, pooled_inputs(data))
+    inputs = pooled_inputs(data)
+    out["network"] = network_distances(model, inputs)
+    # Each layer's share of the task differences as the output sees it: the whole network with
+    # every other layer's alpha replaced by its mean over tasks.
+    layers = [layer for _, layer in adaptive_layers(model)]
+    for l in range(len(layers)):
+        alone = copy.deepcopy(model)
+        with torch.no_grad():
+            for k, layer in enumerate(layer for _, layer in adaptive_layers(alone)):
+                if k != l:
+                    layer.alpha.copy_(layer.alpha.mean(dim=0, keepdim=True).expand_as(layer.alpha))
+        out[f"network-layer{l + 1}-only"] = network_distances(alone, inputs)
     return out
 
 
