@@ -70,8 +70,9 @@ def network_distances(
     ----------
     model : nn.Module
         ``model(x, t)`` with an int task returns a Tensor of shape (n, K), the same K for every
-        task (a :mod:`taan_core.models` model, or ``taan_core.nn.adapt._TaskForward`` of a
-        TAAN-ified network). Run in eval mode under ``torch.no_grad``; its mode is restored.
+        task (a :mod:`taan_core.models` model), or a network changed by
+        :func:`taan_core.taanify`, which is run with each task's id (as ``evaluate_tasks``
+        does). Run in eval mode under ``torch.no_grad``; its mode is restored.
     inputs : Tensor of shape (N, *input_shape)
         The shared sample, e.g. every task's validation inputs pooled. N >= 1.
     num_tasks : int, optional
@@ -126,6 +127,11 @@ def network_distances(
     dtype = param.dtype if param is not None and inputs.is_floating_point() else None
     was_training = model.training
     model.eval()
+    from taan_core.nn.adapt import ContextTaskActivation, _TaskForward
+    from taan_core.nn.layers import _unwrap
+
+    # A TAAN-ified network's forward(x) takes its task from a context, not an argument.
+    call = _TaskForward(model) if any(isinstance(m, ContextTaskActivation) for m in _unwrap(model).modules()) else model
     squared = torch.zeros(num_tasks, num_tasks, dtype=torch.float64)
     spread = 0.0
     count = 0
@@ -133,7 +139,7 @@ def network_distances(
         with torch.no_grad():
             for start in range(0, inputs.shape[0], batch_size):
                 x = inputs[start:start + batch_size].to(device=device, dtype=dtype)
-                out = _task_outputs(model, x, num_tasks).reshape(num_tasks, -1).cpu()
+                out = _task_outputs(call, x, num_tasks).reshape(num_tasks, -1).cpu()
                 if not torch.isfinite(out).all():
                     raise ValueError(f"the model's outputs on inputs {start}..{start + x.shape[0] - 1} are not finite")
                 squared += torch.cdist(out, out, compute_mode="donot_use_mm_for_euclid_dist").square()

@@ -111,3 +111,24 @@ def test_errors():
         next(broken.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="outputs on inputs 0..4 are not finite"):
         network_distances(broken, x)
+
+
+def test_taanified_network_runs_each_task():
+    from taan_core import taanify
+    from taan_core.nn.adapt import tasks
+
+    torch.manual_seed(6)
+    net = taanify(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)),
+                  num_tasks=3).double()
+    with torch.no_grad():
+        for _, layer in adaptive_layers(net):
+            layer.alpha.normal_(0.0, 0.5)
+    x = torch.randn(20, 4, dtype=torch.float64)
+    d, _ = network_distances(net, x, num_tasks=3)
+    with torch.no_grad():
+        out = []
+        for t in range(3):
+            with tasks(net, t):
+                out.append(net(x))
+    want = np.sqrt(((out[0] - out[2]) ** 2).mean().item())
+    assert d[0, 2] == pytest.approx(want, rel=1e-12) and d[0, 2] > 0
