@@ -49,12 +49,24 @@ class Separation(NamedTuple):
 
 
 def _dunn(d: np.ndarray, labels: np.ndarray) -> float:
-    same = labels[:, None] == labels[None, :]
-    within = same & ~np.eye(labels.size, dtype=bool)
-    if not within.any() or same.all():
+    t = labels.size
+    largest, smallest = -math.inf, math.inf
+    # Row blocks of at most ~4M entries: no (T, T) mask or copy, so T = 10,000 costs no more
+    # memory than the distance matrix it reads.
+    step = max(1, 4_000_000 // max(t, 1))
+    for start in range(0, t, step):
+        block = d[start:start + step]
+        same = labels[start:start + step, None] == labels[None, :]
+        rows = np.arange(block.shape[0])
+        same_off = same.copy()
+        same_off[rows, start + rows] = False
+        if same_off.any():
+            largest = max(largest, float(block[same_off].max()))
+        if not same.all():
+            smallest = min(smallest, float(block[~same].min()))
+    if largest == -math.inf or smallest == math.inf:
+        # Only singletons (no pair within a group) or a single group (no pair across).
         return math.nan
-    largest = float(d[within].max())
-    smallest = float(d[~same].min())
     if largest == 0.0:
         return math.inf if smallest > 0 else math.nan
     return smallest / largest
@@ -92,7 +104,7 @@ def separation(distance, labels=None, *, max_clusters: int = 8, method: str = "a
     ValueError
         A bad matrix, labels of the wrong shape, or ``max_clusters`` not an int >= 2.
     """
-    from taan_core.relatedness import check_distance_matrix, flat_cut
+    from taan_core.relatedness import check_distance_matrix
 
     d = check_distance_matrix(distance)
     t = d.shape[0]
@@ -105,10 +117,17 @@ def separation(distance, labels=None, *, max_clusters: int = 8, method: str = "a
     if isinstance(max_clusters, bool) or not isinstance(max_clusters, (int, np.integer)) or max_clusters < 2:
         raise ValueError(f"max_clusters must be an int >= 2, got {max_clusters!r}")
     best = Separation(1, math.nan)
+    if t < 3:
+        return best
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    # One tree, cut at every k (flat_cut would rebuild it for each).
+    tree = linkage(squareform(d, checks=False), method=method)
     for k in range(2, min(int(max_clusters), t - 1) + 1):
-        lab = flat_cut(d, k, method)
+        lab = fcluster(tree, t=k, criterion="maxclust")
         ratio = _dunn(d, lab)
         if not math.isnan(ratio) and (math.isnan(best.ratio) or ratio > best.ratio):
             # Tied merge heights can give fewer than k groups: report the count there is.
-            best = Separation(int(lab.max()) + 1, ratio)
+            best = Separation(len(np.unique(lab)), ratio)
     return best

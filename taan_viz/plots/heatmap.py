@@ -448,7 +448,7 @@ def plot_heatmaps(
         how = "task order of the checkpoint"
     else:
         how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
-    weak = analysis.separation_note(threshold=threshold) if groups or order_by == "tree" else None
+    weak = analysis.separation_note(threshold=threshold) if caption and (groups or order_by == "tree") else None
     note = ((f"{how}; strip {palette.describe()}" if groups else how) + (f"\n{weak}" if weak else "")
             + (f"\n{SINGLE_RUN_NOTE}" if single_run else ""))
     if figsize is None:

@@ -79,3 +79,14 @@ def test_errors():
         separation(d, max_clusters=1)
     with pytest.raises(ValueError, match="must be symmetric"):
         separation(np.array([[0.0, 1.0, 2.0], [0.5, 0.0, 1.0], [2.0, 1.0, 0.0]]))
+
+
+def test_labels_in_row_blocks_match_brute_force():
+    # 2100 tasks: read in two row blocks (the helper bounds its temporaries to ~4M entries).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2100, 2))
+    d = _points(x)
+    labels = rng.integers(0, 5, size=2100)
+    same = labels[:, None] == labels[None, :]
+    within = same & ~np.eye(2100, dtype=bool)
+    assert separation(d, labels).ratio == d[~same].min() / d[within].max()
