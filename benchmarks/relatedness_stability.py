@@ -24,9 +24,14 @@ these relatednesses:
 - ``icc``: the share of the variance of the pairs' relative distances over runs and pairs that
   lies between pairs (1: every run gives the same distances; 0: all seed noise).
 
+With ``--against OTHER`` (a second folder of runs of the same data and split, other seeds) it
+also compares the two folders' means: ``mean_spearman`` and ``mean_axis_spearman``, the
+Spearman correlation of the mean relative distances of the two sets of seeds and of the tasks'
+positions along the means' main axes (does the consensus of several seeds reproduce?).
+
 Usage::
 
-    python benchmarks/relatedness_stability.py RUNS [--data school.mat] [--file last.pt]
+    python benchmarks/relatedness_stability.py RUNS [--data school.mat] [--file last.pt] [--against OTHER]
 """
 
 from __future__ import annotations
@@ -120,12 +125,18 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--data", default=None, help="data file; default the path the checkpoints record")
     parser.add_argument("--file", default="checkpoint.pt", help="file of each seed folder (last.pt: the last epoch)")
+    parser.add_argument("--against", type=Path, default=None, help="a second folder of runs whose mean to compare")
     args = parser.parse_args()
     paths = sorted(args.runs.glob(f"seed-*/{args.file}"), key=lambda p: int(p.parent.name.split("-")[1]))
     if len(paths) < 2:
         sys.exit(f"{args.runs}: need at least two seed-*/checkpoint.pt")
     runs = [relatednesses(p, args.data) for p in paths]
     report = {"runs": [str(p) for p in paths]}
+    others = None
+    if args.against is not None:
+        other_paths = sorted(args.against.glob(f"seed-*/{args.file}"), key=lambda p: int(p.parent.name.split("-")[1]))
+        others = [relatednesses(p, args.data) for p in other_paths]
+        report["against"] = [str(p) for p in other_paths]
     for name in runs[0]:
         mats = [r[name] for r in runs]
         groups = [rules(d, s) for d, s in mats]
@@ -146,6 +157,11 @@ def main() -> None:
                                                       for i, j in pairs])), 3) for rule in groups[0]},
             "num_groups": {rule: [int(g[rule].max()) + 1 for g in groups] for rule in groups[0]},
         }
+        if others is not None:
+            mine = np.mean([d / sc for d, sc in mats], axis=0)
+            theirs = np.mean([r[name][0] / r[name][1] for r in others], axis=0)
+            report[name]["mean_spearman"] = round(spearman(mine, theirs), 3)
+            report[name]["mean_axis_spearman"] = round(abs(rank_correlation(main_axis(mine)[0], main_axis(theirs)[0])), 3)
     json.dump(report, sys.stdout, indent=1)
     print()
 

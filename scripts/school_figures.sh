@@ -3,8 +3,8 @@
 # with five seeds, combined by taan-viz consensus into figures/large/.
 #   figures/large/support-tree.png  the consensus sharing tree, each group coloured by its support
 #   figures/large/distance.png      the mean and spread over the seeds of every layer's distances
-#   figures/large/network.png       seed 0's whole-network distances (taan-viz network, which also
-#                                   prints how well the five seeds agree on them)
+#   figures/large/network.png       the mean over the seeds of the whole-network distances
+#                                   (taan-viz network, which also prints how well the seeds agree)
 # The school data are not shipped (docs/data.md says where to get school.mat), so `make demo`
 # does not run this; about 6 minutes on two cores.
 # Usage: scripts/school_figures.sh PATH/school.mat [OUT (figures/large)] [RUNS (runs/school-seeds)]
@@ -23,4 +23,4 @@ trap 'rm -rf "$consensus"' EXIT
 mkdir -p "$out"
 cp "$consensus/support-tree.png" "$consensus/distance.png" "$out/"
 "$viz" network "$runs" --out "$consensus/network" --dpi 150 --overwrite
-cp "$consensus/network/seed-0/network.png" "$out/"
+cp "$consensus/network/network-mean.png" "$out/network.png"

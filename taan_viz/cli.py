@@ -433,15 +433,16 @@ def network_command(
 ) -> None:
     """The whole-network relatedness: how far apart the task-specific networks' functions are on the data.
 
-    Writes network.<format> and network.csv (d / spread, task by task). With several runs it also
-    prints how well their distances and task orders agree. Needs the data set and the model.
+    Writes network.<format> and network.csv (d / spread, task by task) per run. With several runs
+    also network-mean.<format> and network-mean.csv (the mean over the runs, in --out or in
+    network/ beside the runs), and how well the runs agree. Needs the data set and the model.
     """
     with user_errors():
         fmt = check_format(fmt, dpi)
         from taan_viz.plots._style import check_labels
 
         check_labels(labels)
-        from taan_viz.network import network_agreement, network_relatedness, write_network_csv
+        from taan_viz.network import mean_network, network_agreement, network_relatedness, write_network_csv
         from taan_viz.plots.network import plot_network
 
         runs = load_runs(checkpoints, "data", None, task_names, out=out)
@@ -458,6 +459,14 @@ def network_command(
             typer.echo(str(csv_path))
             results.append(net)
         if len(results) > 1:
+            # The runs' mean: the picture that reproduces (docs/training.md), beside the folders.
+            mean = mean_network(results)
+            fig_path, csv_path = claim_paths(out or common_out(runs, "network"),
+                                             [f"network-mean.{fmt}", "network-mean.csv"], overwrite)
+            save_and_echo(plot_network(mean, labels=labels), fig_path, dpi,
+                          figure_metadata(runs[0].ckpt, f"whole-network relatedness, mean of {len(runs)} runs"))
+            write_network_csv(csv_path, mean)
+            typer.echo(str(csv_path))
             agree = network_agreement(results)
             typer.echo(f"taan-viz: note: {len(results)} runs agree on the whole-network distances with Spearman "
                        f"{agree['distance_spearman']:.2f} and on the tasks' order along the main axis with "

@@ -17,9 +17,15 @@ __all__ = ["network_note", "plot_network"]
 def network_note(net: "NetworkRelatedness", single_run: bool = True) -> str:
     """The caption of :func:`plot_network`: what is compared, the order, and whether there are groups."""
     sep = net.separation
-    what = (f"d(fₛ, fₜ): RMS difference of the task networks' outputs on the {net.num_inputs} {net.split} inputs "
-            f"of every task, over their RMS spread ({net.scale:.3g}); tasks ordered along the main MDS axis "
-            f"({100 * net.axis_share:.0f} % of the variance)")
+    if net.runs > 1:
+        what = (f"mean over {net.runs} runs of d(fₛ, fₜ) / spread: RMS difference of the task networks' outputs on "
+                f"the {net.split} inputs of every task over their RMS spread; tasks ordered along the main MDS axis "
+                f"of the mean ({100 * net.axis_share:.0f} % of the variance)")
+        single_run = False
+    else:
+        what = (f"d(fₛ, fₜ): RMS difference of the task networks' outputs on the {net.num_inputs} {net.split} "
+                f"inputs of every task, over their RMS spread ({net.scale:.3g}); tasks ordered along the main MDS "
+                f"axis ({100 * net.axis_share:.0f} % of the variance)")
     if np.isnan(sep.ratio):
         groups = "too few distinct tasks to judge groups"
     elif sep.separated:
@@ -42,7 +48,8 @@ def plot_network(net: "NetworkRelatedness", *, labels: str = "auto", single_run:
     labels : {"auto", "all", "none"}, default "auto"
         Task names on the heatmap's rows (auto: up to 100 tasks).
     single_run : bool, default True
-        The caption's last line says that one run cannot tell its stability, and how to find out.
+        The caption's last line says that one run cannot tell its stability, and how to find out
+        (never for the mean of several runs).
     figsize : (float, float), optional
 
     Returns
@@ -63,7 +70,7 @@ def plot_network(net: "NetworkRelatedness", *, labels: str = "auto", single_run:
         image = heat.imshow(net.relative[np.ix_(order, order)], cmap="viridis", interpolation="nearest",
                             vmin=0.0, aspect="equal")
         fig.colorbar(image, ax=heat, shrink=0.8, label="d(fₛ, fₜ) / spread")
-        heat.set_title("whole network · task distances")
+        heat.set_title("whole network · task distances" + (f" · mean of {net.runs} runs" if net.runs > 1 else ""))
         if named:
             size = label_fontsize(72.0 * side / max(t, 1))
             heat.set_yticks(np.arange(t), names, fontsize=size)

@@ -16,7 +16,7 @@ from taan_core.models import TAAN, TAANConfig
 from taan_core.nn.layers import adaptive_layers
 from taan_core.relatedness import network_distances
 from taan_viz.cli import main
-from taan_viz.network import network_agreement, network_relatedness, write_network_csv
+from taan_viz.network import mean_network, network_agreement, network_relatedness, write_network_csv
 from taan_viz.plots.network import plot_network
 
 DATA_CONFIG = {"num_tasks": 6, "groups_per_layer": [2, 6], "hidden": [8, 8], "samples_per_task": 40, "seed": 0}
@@ -92,7 +92,27 @@ def test_cli_network(tmp_path, capsys):
         assert (tmp_path / "out" / f"seed-{seed}" / "network.png").is_file()
         assert (tmp_path / "out" / f"seed-{seed}" / "network.csv").is_file()
     assert "2 runs agree on the whole-network distances with Spearman" in captured.err
+    assert (tmp_path / "out" / "network-mean.png").is_file()
+    rows = list(csv.reader((tmp_path / "out" / "network-mean.csv").open()))
+    assert len(rows) == 7 and rows[0][:2] == ["task", "axis"]
+    assert str(tmp_path / "out" / "network-mean.png") in captured.out
     with pytest.raises(SystemExit) as exc:
         main(["network", str(tmp_path / "runs" / "seed-0"), "--split", "dev", "-o", str(tmp_path / "x")])
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith("taan-viz: error: split must be one of")
+
+
+def test_mean_network(tmp_path):
+    _save_run(tmp_path / "a" / "checkpoint.pt", seed=0)
+    _save_run(tmp_path / "b" / "checkpoint.pt", seed=1)
+    a, b = (network_relatedness(load_checkpoint(tmp_path / k / "checkpoint.pt")) for k in "ab")
+    mean = mean_network([a, b])
+    np.testing.assert_allclose(mean.distance, (a.relative + b.relative) / 2)
+    assert mean.runs == 2 and mean.scale == 1.0 and np.array_equal(mean.relative, mean.distance)
+    same = mean_network([a, a])
+    np.testing.assert_allclose(same.relative, a.relative)
+    assert abs(np.corrcoef(same.axis, a.axis)[0, 1]) == pytest.approx(1.0)
+    caption = plot_network(mean)._supxlabel.get_text().replace("\n", " ")
+    assert caption.startswith("mean over 2 runs") and "stability unknown" not in caption
+    with pytest.raises(ValueError, match="at least two runs, got 1"):
+        mean_network([a])
