@@ -59,7 +59,7 @@ def _score(run: dict) -> dict:
     test = evaluate(net, data.split("test"), list(data.tasks), 4096, torch.device("cpu"))
     run["val_r2"] = max(m["val"]["main"] for m in ckpt.metrics)
     run["test_r2"] = float(test["main"])
-    run["best_epoch"] = int(ckpt.raw["epoch"])
+    run["best_epoch"] = ckpt.epoch
     for measure in ("standard", "data"):
         run[f"ari_{measure}"] = [round(float(a), 4) for a in
                                  planted_ari([d for d, _ in layer_distances(ckpt.layers, measure)], groups)]
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="Runs side by side.")
     parser.add_argument("--out", default=None, help="Folder for the runs (default: a temporary folder).")
     args = parser.parse_args(argv)
-    from taan_core.train._multiseed import parse_seeds
+    from taan_core._cli_seeds import parse_seeds
 
     seeds = parse_seeds(args.seeds)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="taan-recovery-"))

@@ -41,7 +41,7 @@ DISPLAY = {"taan": "TAAN", "hard": "HardShare", "mmoe": "MMoE", "cross-stitch": 
 
 
 def _parse_splits(text: str) -> list[int]:
-    from taan_core.train._multiseed import parse_seeds
+    from taan_core._cli_seeds import parse_seeds
 
     return parse_seeds(text)
 

@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=1,
                         help="Candidate starts (default 1: trace one start; hooks see only the chosen one).")
     args = parser.parse_args()
-    from taan_core.train._multiseed import parse_seeds
+    from taan_core._cli_seeds import parse_seeds
 
     for seed in parse_seeds(args.seeds):
         print(json.dumps(trace(seed, args.shared_warmup, args.starts)), flush=True)

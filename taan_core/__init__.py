@@ -57,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "separation": "relatedness",
     "network_distances": "relatedness",
     "tree_from_checkpoint": "relatedness",
+    "branched_overrides": "relatedness",
     "sharing_groups": "relatedness",
     "threshold_groups": "relatedness",
     "planted_ari": "relatedness",

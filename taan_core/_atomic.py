@@ -90,6 +90,10 @@ def _file_mode() -> int:
 
 
 def _reason(err: BaseException) -> str:
+    # torch's zip writer turns the OSError of a full disk into a RuntimeError about positions;
+    # the OSError stays its context.
+    if isinstance(err, RuntimeError) and isinstance(err.__context__, OSError):
+        err = err.__context__
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return "no space left on the device"
     if isinstance(err, OSError) and err.strerror:

@@ -109,7 +109,7 @@ def print_table(result: dict, tasks, ckpt, split: str) -> None:
     metrics: list[str] = []
     for values in per_task.values():
         metrics += [m for m in values if m not in metrics]
-    table = Table(title=f"{ckpt.path} ({ckpt.data.get('name')}, {split} split, epoch {ckpt.raw.get('epoch')})",
+    table = Table(title=f"{ckpt.path} ({ckpt.data.get('name')}, {split} split, epoch {ckpt.epoch})",
                   title_justify="left")
     table.add_column("task")
     table.add_column("kind")

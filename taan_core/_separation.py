@@ -7,7 +7,9 @@ cannot measure its stability, but it can see whether its groups are separated: w
 two tasks of one group are closer than any two tasks of different groups. The ratio of the two
 (the Dunn index) is above 1 for separated groups and near 0 for a cut through a continuum,
 where tasks on either side of the cut are neighbours. The public names are
-:func:`taan_core.relatedness.separation` and :data:`taan_core.relatedness.SEPARATION_RATIO`.
+:func:`taan_core.relatedness.separation` (which checks the matrix and calls :func:`judge`) and
+:data:`taan_core.relatedness.SEPARATION_RATIO`; this module imports nothing of taan_core, so
+that relatedness can import it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SEPARATION_RATIO", "Separation", "separation"]
+__all__ = ["SEPARATION_RATIO", "Separation", "judge"]
 
 # Groups count as separated when the closest two tasks of different groups are further apart
 # than the furthest two of one group. Measured (docs/training.md): planted layers 1.8-6.0 and
@@ -72,41 +74,8 @@ def _dunn(d: np.ndarray, labels: np.ndarray) -> float:
     return smallest / largest
 
 
-def separation(distance, labels=None, *, max_clusters: int = 8, method: str = "average") -> Separation:
-    """How clearly the tasks fall into groups: between-group gap over within-group spread.
-
-    With ``labels``, judges that partition: the smallest distance between tasks of different
-    groups over the largest distance between tasks of one group. Without, judges the best of
-    the linkage tree's cuts into 2..``max_clusters`` groups, i.e. asks whether the distances
-    hold separated groups at all. Above 1 (:data:`SEPARATION_RATIO`) every pair inside a group
-    is closer than every pair across groups; a cut through a continuum scores near 0. It does
-    not depend on the distances' scale.
-
-    Parameters
-    ----------
-    distance : array-like of shape (T, T)
-        Checked with :func:`taan_core.relatedness.check_distance_matrix`.
-    labels : array-like of shape (T,), optional
-        A partition to judge (e.g. one layer of the sharing tree).
-    max_clusters : int, default 8
-        Without ``labels``: the largest group count tried (at most T - 1).
-    method : str, default "average"
-        Without ``labels``: the scipy linkage method of the cuts.
-
-    Returns
-    -------
-    Separation
-        ``(k, ratio)``: the partition's group count and its ratio (the best cut's, without
-        ``labels``); ``ratio`` NaN where there is nothing to judge.
-
-    Raises
-    ------
-    ValueError
-        A bad matrix, labels of the wrong shape, or ``max_clusters`` not an int >= 2.
-    """
-    from taan_core.relatedness import check_distance_matrix
-
-    d = check_distance_matrix(distance)
+def judge(d: np.ndarray, labels=None, max_clusters: int = 8, method: str = "average") -> Separation:
+    """:func:`taan_core.relatedness.separation` on a matrix it has checked (see there)."""
     t = d.shape[0]
     if labels is not None:
         lab = np.asarray(labels)

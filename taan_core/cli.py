@@ -6,7 +6,9 @@ User errors (bad options, unreadable files or checkpoints, data errors, failed w
 folder locked by another training) print one line on stderr and exit with status 2; a training
 that diverged prints one line naming the epoch and the step and exits with status 1; Ctrl-C
 prints "interrupted" (with "continue with --resume" once an epoch is saved) and exits with
-status 130, at any moment. Set ``TAAN_DEBUG=1`` to see the traceback instead.
+status 130, at any moment. Any other error is a bug: its traceback and status 1. ``--debug`` (or
+``TAAN_DEBUG=1``) shows the traceback of every error. The error path is
+:mod:`taan_core._cli_runner`'s, shared with taan-viz and taan-study.
 
 ``train`` prints the settings it resolved before it starts, one line per epoch, and at the end
 whether it stopped early, the best epoch and the files it wrote (only those that exist).
@@ -29,16 +31,19 @@ try:
     import typer
 
     from taan_core._cli_console import print_settings, print_table, print_test, report
+    from taan_core._cli_runner import run_app, user_input
+    from taan_core._names import DATASET_NAMES, LOG_NAMES, MODEL_NAMES, REG_NAMES
+    from taan_core.errors import UserError
 except KeyboardInterrupt:  # Ctrl-C while the command starts: one line, as at any later moment
     print("taan-core: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
 
 __all__ = ["app", "main"]
 
-DATASETS = ("planted", "digits", "exam", "school", "youtube8m", "omniglot", "npz")
-MODELS = ("taan", "taan-conv", "stl", "hard", "soft-order", "cross-stitch", "mmoe", "branched", "hard-conv", "stl-conv")
-REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
-LOGS = ("none", "tensorboard")
+DATASETS = DATASET_NAMES
+MODELS = MODEL_NAMES
+REGS = REG_NAMES
+LOGS = LOG_NAMES
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
@@ -75,10 +80,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train Task Adaptive Activation Networks and evaluate their checkpoints.")
 
 
-class _UserError(Exception):
-    """An error of the user's making: printed as one line, exit status 2."""
-
-
 class _Interrupted(BaseException):
     """SIGINT, raised past typer (which turns KeyboardInterrupt into a silent exit code)."""
 
@@ -95,29 +96,31 @@ def _name_options(text: str) -> str:
     return re.sub(r"^(\w+)( must| and )", lambda m: _OPTION_NAMES.get(m[1], m[1]) + m[2], text)
 
 
-@contextlib.contextmanager
 def _as_options():
-    """Re-raise the ValueError/TypeError of library calls with the options' names."""
-    from taan_core.checkpoint import CheckpointError
+    """Checking what the user gave: the library's refusals are user errors, in the options' names."""
+    return user_input(reword=_name_options)
 
+
+@contextlib.contextmanager
+def _in_option_words():
+    """The user errors found while training (a batch larger than the data) in the options' names;
+    any other error passes unchanged."""
     try:
         yield
-    except CheckpointError:
-        raise
-    except (ValueError, TypeError) as err:
-        text = _name_options(" ".join(str(err).split()))
-        if text == " ".join(str(err).split()):
+    except UserError as err:
+        text = " ".join(str(err).split())
+        if _name_options(text) == text:
             raise
-        raise _UserError(text) from err
+        raise UserError(_name_options(text)) from err
 
 
 def _parse_hidden(text: str) -> list[int]:
     try:
         widths = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError as err:
-        raise _UserError(f"--hidden must be comma-separated positive ints like 64,64,64, got {text!r}") from err
+        raise UserError(f"--hidden must be comma-separated positive ints like 64,64,64, got {text!r}") from err
     if not widths or any(w < 1 for w in widths):
-        raise _UserError(f"--hidden must be comma-separated positive ints like 64,64,64, got {text!r}")
+        raise UserError(f"--hidden must be comma-separated positive ints like 64,64,64, got {text!r}")
     return widths
 
 
@@ -135,7 +138,7 @@ def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit
     if "num_hinges" in fields and hinges is not None:
         overrides["num_hinges"] = hinges
     elif explicit_hinges:
-        raise _UserError(f"--hinges applies to models with task-adaptive activations (taan, taan-conv), not {model!r}")
+        raise UserError(f"--hinges applies to models with task-adaptive activations (taan, taan-conv), not {model!r}")
     return overrides
 
 
@@ -163,7 +166,7 @@ def _image_config(dataset: str, image_size: int | None) -> dict:
 
     if "image_size" not in inspect.signature(loaders[dataset]).parameters:
         have = [name for name, load in loaders.items() if "image_size" in inspect.signature(load).parameters]
-        raise _UserError(f"--image-size applies to data sets of images that are resized ({', '.join(have)}), "
+        raise UserError(f"--image-size applies to data sets of images that are resized ({', '.join(have)}), "
                          f"not {dataset!r}")
     return {"image_size": image_size}
 
@@ -185,15 +188,17 @@ def train(
         "--split-seed", help="Seed of the data set's random split into train, val and test (planted: of its generated "
                              "samples); default 0. School's protocol averages over --split-seed 0..9.")] = None,
     model: Annotated[Optional[Model], typer.Option(
-        help="Model (default: taan, taan-conv for omniglot). On images taan, hard and stl become their conv variants "
-             "(taan-conv, hard-conv, stl-conv: TAANConv's trunk).")] = None,
+        help="Model (default: taan, taan-conv for omniglot). On images every model becomes its conv variant "
+             "(taan-conv, hard-conv, stl-conv, soft-order-conv, cross-stitch-conv, mmoe-conv, branched-conv: "
+             "TAANConv's trunk).")] = None,
     reg: Annotated[Optional[Reg], typer.Option(help="Regulariser of the adaptive layers (default none).")] = None,
     c: Annotated[Optional[float], typer.Option(help="Regulariser coefficient, in [0, 1e6] (default 0.1).")] = None,
     measure: Annotated[Optional[GaussMeasure], typer.Option(
         help="Gaussian measure of the cosine/distance regulariser (default standard).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden widths, comma-separated (e.g. 64,64,64).")] = None,
     tree_from: Annotated[Optional[Path], typer.Option(
-        "--tree-from", help="With --model branched: the TAAN checkpoint whose sharing tree the branches follow.")] = None,
+        "--tree-from", help="With --model branched: the TAAN checkpoint whose sharing tree the branches follow "
+                            "(a taan-conv one on images).")] = None,
     hinges: Annotated[Optional[int], typer.Option(help="Hinges M per adaptive layer.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum number of epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
@@ -242,10 +247,10 @@ def train(
     """Train a model; writes OUT/checkpoint.pt (best validation epoch), OUT/last.pt and OUT/metrics.jsonl."""
     global _RUN_OUT
     if seeds is not None or workers is not None:
-        from taan_core.train._multiseed import train_many
+        from taan_core._cli_seeds import train_many
 
         return train_many(ctx, seeds, workers, seed=seed, out=out, dataset=_value(dataset) or "planted",
-                          model=_value(model))
+                          model=_value(model), entry=main)
     options = {k: _value(v) for k, v in locals().items()
                if v is not None and k not in ("resume", "overwrite", "quiet", "allow_data_change", "ctx", "seeds",
                                                "workers", "test")}
@@ -257,9 +262,9 @@ def train(
     model = _value(model) or defaults["model"]
     out = out if out is not None else Path("runs") / f"{dataset}-{model}"
     if resume and overwrite:
-        raise _UserError("--resume and --overwrite exclude each other")
+        raise UserError("--resume and --overwrite exclude each other")
     if allow_data_change and not resume:
-        raise _UserError("--allow-data-change applies only with --resume")
+        raise UserError("--allow-data-change applies only with --resume")
     _RUN_OUT = out
     from taan_core.train._support import check_run_dir
 
@@ -278,10 +283,10 @@ def train(
     from taan_core.train import TrainConfig, Trainer, resolve_device
 
     reg = _value(reg) or "none"
-    if (model == "branched") != (tree_from is not None):
-        raise _UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
-    if hinges is not None and model == "branched":
-        raise _UserError("--hinges applies to models with task-adaptive activations (taan, taan-conv), not 'branched'")
+    if (model in ("branched", "branched-conv")) != (tree_from is not None):
+        raise UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
+    if hinges is not None and model in ("branched", "branched-conv"):
+        raise UserError(f"--hinges applies to models with task-adaptive activations (taan, taan-conv), not {model!r}")
     pick = lambda value, key: value if value is not None else defaults[key]  # noqa: E731
     with _as_options():
         config = TrainConfig(
@@ -306,34 +311,49 @@ def train(
     from taan_core.models import conv_variant
 
     # On images every model with a conv variant sees them through TAANConv's trunk.
-    model = conv_variant(model, data_set.input_shape)
+    requested, model = model, conv_variant(model, data_set.input_shape)
+    label = model if model == requested else f"{model} (--model {requested} on images: TAANConv's trunk)"
     with _as_options():
-        if model == "branched":
+        if model == "branched-conv":
+            overrides = _branched_conv_overrides(tree_from, hidden)
+        elif model == "branched":
             # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
-            from taan_core.models.branched import branched_overrides
+            from taan_core.relatedness import branched_overrides
 
             overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
         else:
             overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
                                          explicit_hinges=hinges is not None, extra=defaults["model_config"])
-            if model == "taan" and dataset == "planted":
-                from taan_core.data.planted import PLANTED_STUDENT_TAAN
-
-                overrides.update(PLANTED_STUDENT_TAAN)
+            if model == "taan":
+                overrides.update(defaults["taan_config"])
         torch.manual_seed(config.seed)
         net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
         trainer = Trainer(net, data_set, config)
-    print_settings(model, net, data_set, config, quiet, resumed_from=None)
-    with _as_options():
+    print_settings(label, net, data_set, config, quiet, resumed_from=None)
+    with _in_option_words():
         result = _fit(trainer, log, overwrite=overwrite)
     report(result, data_set, config, quiet)
     if test:
         _test(trainer, result)
 
 
+def _branched_conv_overrides(tree_from: Path, hidden: str | None) -> dict:
+    """The config of a branched CNN along the sharing tree of the conv TAAN in ``tree_from``."""
+    from taan_core.checkpoint import load_checkpoint
+    from taan_core.models.branched_conv import branched_conv_overrides
+    from taan_core.relatedness import tree_from_checkpoint
+
+    ckpt = load_checkpoint(tree_from)
+    if ckpt.model_class != "TAANConv":
+        raise UserError(f"{tree_from}: on images the branched network has TAANConv's trunk and follows the sharing "
+                        f"tree of a conv TAAN (taan-conv); this checkpoint holds {ckpt.model_class or 'no model'}")
+    return branched_conv_overrides(tree_from_checkpoint(ckpt), ckpt.model_config,
+                                   hidden=_parse_hidden(hidden) if hidden is not None else None)
+
+
 def _test(trainer, result) -> None:
     if result.checkpoint not in result.files:
-        raise _UserError("--test: no checkpoint.pt to test (val main was never finite)")
+        raise UserError("--test: no checkpoint.pt to test (val main was never finite)")
     print_test(trainer.test("test"), trainer.data.tasks)
 
 
@@ -352,16 +372,16 @@ def _fit(trainer, log: str, **fit_options):
         logger.close()
 
 
-def _stored_options(raw: dict) -> dict[str, Any]:
+def _stored_options(ckpt) -> dict[str, Any]:
     """The values the run's options had, from its checkpoint, keyed like the train() arguments."""
     from taan_core.models import MODELS as registry
 
-    stored = dict((raw.get("extra") or {}).get("train_config") or {})
+    stored = ckpt.train_config or {}
     values: dict[str, Any] = {k: stored.get(k) for k in _TRAIN_OPTIONS}
-    model_config = raw["model"]["config"]
-    data = raw.get("data") or {}
-    names = [name for name, cls in registry.items() if cls.__name__ == raw["model"]["class"]]
-    values["model"] = names[0] if names else raw["model"]["class"]
+    model_config = ckpt.model_config
+    data = ckpt.data or {}
+    names = [name for name, cls in registry.items() if cls.__name__ == ckpt.model_class]
+    values["model"] = names[0] if names else ckpt.model_class
     values["dataset"] = data.get("name")
     values["hidden"] = model_config.get("hidden")
     values["hinges"] = model_config.get("num_hinges")
@@ -397,24 +417,22 @@ def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet:
 
     last = out / "last.pt"
     if not last.is_file():
-        raise _UserError(f"{last}: no such file, nothing to resume (run without --resume)")
+        raise UserError(f"{last}: no such file, nothing to resume (run without --resume)")
     ckpt = load_checkpoint(last)
-    raw = ckpt.raw
-    stored = (raw or {}).get("extra", {}).get("train_config")
-    if raw is None or not isinstance(stored, dict):
+    if ckpt.raw is None or ckpt.train_config is None:
         raise CheckpointError(f"{last}: extra.train_config: expected the training configuration of the run")
     if "tree_from" in given:
-        raise _UserError("--resume continues a run with its stored settings; --tree-from cannot be given again "
+        raise UserError("--resume continues a run with its stored settings; --tree-from cannot be given again "
                          "(the branches are stored in the run)")
-    run = _stored_options(raw)
+    run = _stored_options(ckpt)
     for option in sorted(set(given) - _RESUMABLE):
         if not _same(option, given[option], run.get(option)):
             flag = _OPTION_NAMES.get(option, "--" + option.replace("_", "-"))
-            raise _UserError(f"--resume continues a run with its stored settings; only --epochs, --device, "
+            raise UserError(f"--resume continues a run with its stored settings; only --epochs, --device, "
                              f"--threads and --quiet may change, got {flag} {given[option]} (the run has "
                              f"{run.get(option)})")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {k: v for k, v in stored.items() if k in names}
+    settings = {k: v for k, v in ckpt.train_config.items() if k in names}
     settings.update(device=given.get("device", "auto"), quiet=quiet, out=str(out))
     for key in ("epochs", "threads"):
         if key in given:
@@ -425,10 +443,10 @@ def _resume(out: Path, given: dict[str, Any], *, allow_data_change: bool, quiet:
     with _as_options():
         config = TrainConfig(**settings)
         data_set = load_dataset(ckpt.data["name"], **data_config)
-        net = model_from_config(raw["model"]["class"], dict(raw["model"]["config"]))
+        net = model_from_config(ckpt.model_class, ckpt.model_config)
         trainer = Trainer(net, data_set, config)
-    print_settings(run["model"], net, data_set, config, quiet, resumed_from=int(raw["epoch"]))
-    with _as_options():
+    print_settings(run["model"], net, data_set, config, quiet, resumed_from=ckpt.epoch)
+    with _in_option_words():
         result = _fit(trainer, log, resume=True, allow_data_change=allow_data_change)
     report(result, data_set, config, quiet)
     if test:
@@ -464,7 +482,7 @@ def evaluate_command(
         data_config["data_path"] = str(data)
     name = _value(dataset) or ckpt.data.get("name")
     if name not in DATASETS:
-        raise _UserError(f"{ckpt.path}: the checkpoint names no data set; pass --dataset ({', '.join(DATASETS)})")
+        raise UserError(f"{ckpt.path}: the checkpoint names no data set; pass --dataset ({', '.join(DATASETS)})")
     with _as_options():
         data_set = load_dataset(name, **data_config)
         _check_tasks(ckpt, data_set)
@@ -477,7 +495,7 @@ def evaluate_command(
 
             with record_statistics(net):
                 result = evaluate(net.to(dev), data_set.split(split), list(data_set.tasks), batch_size, dev)
-            save_model(net, save, task_names=ckpt.task_names, epoch=int((ckpt.raw or {}).get("epoch", 0)),
+            save_model(net, save, task_names=ckpt.task_names, epoch=ckpt.epoch or 0,
                        metrics=list(ckpt.metrics), data={"name": data_set.name, "config": dict(data_set.config)})
             print(f"wrote {save}", file=sys.stderr)
     if as_json:
@@ -517,29 +535,22 @@ def _check_tasks(ckpt, data_set) -> None:
     names = list(data_set.task_names)
     generic = ckpt.task_names == [f"task_{t}" for t in range(len(ckpt.task_names))]
     if len(ckpt.task_names) != len(names) or not generic and ckpt.task_names != names:
-        raise _UserError(f"{ckpt.path}: the checkpoint's {len(ckpt.task_names)} tasks "
+        raise UserError(f"{ckpt.path}: the checkpoint's {len(ckpt.task_names)} tasks "
                          f"({', '.join(ckpt.task_names[:4])}{', ...' if len(ckpt.task_names) > 4 else ''}) are not "
                          f"the {len(names)} tasks of the data set ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
-def _click_exception(name: str) -> type[BaseException]:
-    # typer raises click's exceptions (vendored in newer typer, the click package in older):
-    # find the classes through typer's public BadParameter instead of importing either.
-    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
 
 
 def _on_sigint(signum, frame) -> None:
     raise _Interrupted
 
 
-def _interrupted() -> None:
+def _interrupted_line() -> str:
     resumable = _RUN_OUT is not None and (_RUN_OUT / "last.pt").is_file()
-    print("taan-core: interrupted" + (" (continue with --resume)" if resumable else ""), file=sys.stderr)
+    return "taan-core: interrupted" + (" (continue with --resume)" if resumable else "")
+
+
+def _interrupted() -> None:
+    print(_interrupted_line(), file=sys.stderr)
     sys.exit(130)
 
 
@@ -547,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``taan-core``: runs the app, turning user errors into one line and exit 2.
 
     Exit status: 0 on success, 2 for a user error (one line on stderr), 1 when training diverged
-    (one line naming the epoch and the step), 130 on Ctrl-C (one line).
+    (one line naming the epoch and the step) or for a bug (its traceback), 130 on Ctrl-C (one line).
     """
     global _RUN_OUT
     _RUN_OUT = None
@@ -565,40 +576,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None) -> None:
-    from taan_core.checkpoint import CheckpointError
+    run_app(app, "taan-core", argv, on_interrupt=_interrupted_line, expected=_expected_failures, no_args=["--help"])
+
+
+def _expected_failures() -> dict[type[BaseException], int]:
+    # A diverged training is nobody's bug and no input error: one line naming the epoch, status 1.
     from taan_core.train import TrainingDivergedError
 
-    usage_error = _click_exception("UsageError")
-    user_errors: tuple[type[BaseException], ...] = (_UserError, CheckpointError, ValueError, TypeError, OSError,
-                                                    ImportError)
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        code = app(args=args or ["--help"], prog_name="taan-core", standalone_mode=False)
-    except usage_error as err:
-        # typer words Enum refusals "Value error, 'x' is not one of ..."; the option name is enough.
-        print(f"taan-core: error: {_one_line(err.format_message()).replace('Value error, ', '')}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Abort:
-        _interrupted()
-    except TrainingDivergedError as err:
-        if os.environ.get("TAAN_DEBUG"):
-            raise
-        print(f"taan-core: error: {_one_line(err)}", file=sys.stderr)
-        sys.exit(1)
-    except MemoryError as err:
-        if os.environ.get("TAAN_DEBUG"):
-            raise
-        print(f"taan-core: error: out of memory ({_one_line(err) if str(err) else 'MemoryError'}); use a smaller "
-              "data set, batch or model", file=sys.stderr)
-        sys.exit(2)
-    except user_errors as err:
-        if os.environ.get("TAAN_DEBUG"):
-            raise
-        print(f"taan-core: error: {_one_line(err)}", file=sys.stderr)
-        sys.exit(2)
-    if code == 130:  # typer's answer to a KeyboardInterrupt it caught itself
-        _interrupted()
-    sys.exit(code if isinstance(code, int) else 0)
+    return {TrainingDivergedError: 1}
 
 
 if __name__ == "__main__":

@@ -26,9 +26,10 @@ The primitives that every reader of a checkpoint's task relations uses, in one p
   the rule before the one above. It chains: tasks a and c share a component through a task b
   close to both, at any distance from each other. Kept for callers that want exactly that;
 - :func:`flat_cut`: average-linkage clusters of one layer cut into a number of clusters;
-- :func:`separation`: whether the distances hold separated groups at all (the largest jump of
-  the linkage tree's top merge heights, against :data:`SEPARATION_RATIO`) or a continuum that
-  any cut divides differently at every seed (defined in :mod:`taan_core._separation`);
+- :func:`separation`: whether a partition of the tasks, or the best cut of their distances, is
+  separated (the closest pair across groups over the furthest pair within one, above
+  :data:`SEPARATION_RATIO`) or cuts a continuum that every seed divides differently (defined in
+  :mod:`taan_core._separation`);
 - :func:`adjusted_rand_index` and :func:`planted_ari`: agreement of two partitions, and of every
   layer's clusters with planted groups.
 
@@ -45,14 +46,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from taan_core._names import MEASURE_NAMES
 from taan_core._network_distance import network_distances
-from taan_core._separation import SEPARATION_RATIO, Separation, separation
+from taan_core._separation import SEPARATION_RATIO, Separation, judge
 
 __all__ = [
     "MEASURES",
     "SEPARATION_RATIO",
     "Separation",
     "adjusted_rand_index",
+    "branched_overrides",
     "check_distance_matrix",
     "flat_cut",
     "layer_distances",
@@ -65,9 +68,7 @@ __all__ = [
     "tree_from_checkpoint",
 ]
 
-# The Gaussian measures the distances are taken under: each layer's recorded pre-activation
-# statistics, or N(0, 1) as in the paper.
-MEASURES = ("data", "standard")
+MEASURES = MEASURE_NAMES
 
 
 def check_distance_matrix(
@@ -363,6 +364,55 @@ def tree_from_checkpoint(checkpoint: Any, threshold: float = 0.1, measure: str =
     return sharing_groups([d for d, _ in geometry], threshold, scales=[s for _, s in geometry])
 
 
+def branched_overrides(
+    checkpoint: Any,
+    threshold: float = 0.1,
+    measure: str = "data",
+    hidden: Sequence[int] | None = None,
+) -> dict[str, list]:
+    """Config fields of a :class:`Branched` network shaped like a trained TAAN.
+
+    ``build_model("branched", shape, dims, **branched_overrides(path))`` builds the hard-sharing
+    network whose branches follow the checkpoint's sharing tree, with the TAAN's layer widths.
+
+    Parameters
+    ----------
+    checkpoint : str, PathLike or Checkpoint
+    threshold, measure
+        See :func:`tree_from_checkpoint`.
+    hidden : sequence of int, optional
+        Layer widths; by default those of the checkpoint's fully connected TAAN.
+
+    Returns
+    -------
+    dict
+        ``{"groups": [[...], ...], "hidden": [...]}``.
+
+    Raises
+    ------
+    ValueError
+        When the checkpoint holds a conv TAAN, or no fully connected TAAN (an imported
+        state_dict) and ``hidden`` is not given, or ``hidden`` has the wrong length.
+    """
+    ckpt = _as_checkpoint(checkpoint)
+    if ckpt.model_class == "TAANConv":
+        # Its tree has one level per conv stage; branching a fully connected network along it
+        # would silently compare a different network.
+        raise ValueError(f"{ckpt.path}: a branched network is fully connected and cannot follow the sharing tree "
+                         "of a conv TAAN (TAANConv); give the checkpoint of a fully connected TAAN")
+    groups = tree_from_checkpoint(ckpt, threshold, measure)
+    if hidden is None:
+        config = ckpt.model_config
+        if ckpt.model_class != "TAAN" or "hidden" not in config:
+            raise ValueError(f"{ckpt.path}: a branched network copies the layer widths of a fully connected TAAN, "
+                             f"this checkpoint holds {ckpt.model_class or 'no model'}; pass hidden explicitly")
+        hidden = config["hidden"]
+    hidden = [int(h) for h in hidden]
+    if len(hidden) != len(groups):
+        raise ValueError(f"hidden must give one width per task-adaptive layer ({len(groups)}), got {hidden}")
+    return {"groups": groups, "hidden": hidden}
+
+
 def flat_cut(distance, n_clusters: int, method: str = "average") -> np.ndarray:
     """Hierarchical clusters of the tasks on a checked distance matrix, cut into ``n_clusters``.
 
@@ -391,6 +441,41 @@ def flat_cut(distance, n_clusters: int, method: str = "average") -> np.ndarray:
         return np.zeros(t, dtype=np.int64)
     z = linkage(squareform(d, checks=False), method=method)
     return _first_appearance(fcluster(z, t=min(int(n_clusters), t), criterion="maxclust"))
+
+
+def separation(distance, labels=None, *, max_clusters: int = 8, method: str = "average") -> Separation:
+    """How clearly the tasks fall into groups: between-group gap over within-group spread.
+
+    With ``labels``, judges that partition: the smallest distance between tasks of different
+    groups over the largest distance between tasks of one group. Without, judges the best of
+    the linkage tree's cuts into 2..``max_clusters`` groups, i.e. asks whether the distances
+    hold separated groups at all. Above 1 (:data:`SEPARATION_RATIO`) every pair inside a group
+    is closer than every pair across groups; a cut through a continuum scores near 0. It does
+    not depend on the distances' scale.
+
+    Parameters
+    ----------
+    distance : array-like of shape (T, T)
+        Checked with :func:`taan_core.relatedness.check_distance_matrix`.
+    labels : array-like of shape (T,), optional
+        A partition to judge (e.g. one layer of the sharing tree).
+    max_clusters : int, default 8
+        Without ``labels``: the largest group count tried (at most T - 1).
+    method : str, default "average"
+        Without ``labels``: the scipy linkage method of the cuts.
+
+    Returns
+    -------
+    Separation
+        ``(k, ratio)``: the partition's group count and its ratio (the best cut's, without
+        ``labels``); ``ratio`` NaN where there is nothing to judge.
+
+    Raises
+    ------
+    ValueError
+        A bad matrix, labels of the wrong shape, or ``max_clusters`` not an int >= 2.
+    """
+    return judge(check_distance_matrix(distance), labels, max_clusters, method)
 
 
 def adjusted_rand_index(labels_true, labels_pred) -> float:

@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "format_tables": "tables",
     "insert_tables": "tables",
     "render_figures": "figures",
+    "registry_of": "budgets",
     "reproduce_command": "cli",
     "run_linear": "runner",
     "run_one": "runner",

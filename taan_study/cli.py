@@ -1,13 +1,13 @@
 """``taan-study``: the reproduction study as one command.
 
 User errors (bad options, unknown data sets, unreadable files or checkpoints) print one line on
-stderr and exit with status 2; set ``TAAN_DEBUG=1`` to see the traceback instead. The module
-imports only typer, so that ``taan-study --help`` answers at once.
+stderr and exit with status 2; anything else is a bug and shows its traceback (status 1).
+``--debug`` (or ``TAAN_DEBUG=1``) shows every traceback. The module imports only typer (and
+taan_core's light runner), so that ``taan-study --help`` answers at once.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,7 +26,8 @@ def _parse_floats(text: str, option: str) -> list[float]:
 
 def reproduce_command(
     datasets: Annotated[str, typer.Option(
-        "--datasets", help="Comma-separated data sets: planted, digits, exam, school, youtube8m, npz."
+        "--datasets", help="Comma-separated data sets: planted, digits, exam, school, youtube8m, npz, "
+                           "omniglot (files: --data)."
     )] = "planted,digits,exam",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per model (0, 1, ...).")] = 3,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny budgets: the whole pipeline in a few minutes.")] = False,
@@ -62,12 +63,15 @@ def reproduce_command(
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    config = StudyConfig(
-        datasets, seeds, quick, out, data,
-        grid=_parse_floats(grid, "--grid") if grid is not None else None, tree_from=tree_from,
-        grid_seeds=grid_seeds, tree_threshold=threshold, workers=workers, threads=threads, device=device, resume=resume,
-        figures=figures, linear=linear,
-    )
+    from taan_core._cli_runner import user_input
+
+    with user_input():
+        config = StudyConfig(
+            datasets, seeds, quick, out, data,
+            grid=_parse_floats(grid, "--grid") if grid is not None else None, tree_from=tree_from,
+            grid_seeds=grid_seeds, tree_threshold=threshold, workers=workers, threads=threads, device=device,
+            resume=resume, figures=figures, linear=linear,
+        )
     results = run_study(config, log=log)
     if doc is not None:
         from taan_study.tables import insert_tables
@@ -85,34 +89,15 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
 app.command()(reproduce_command)
 
 
-def _click_exception(name: str) -> type[BaseException]:
-    # typer raises click's exceptions (vendored in newer typer, the click package in older).
-    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _interrupted_line() -> str:
+    return "taan-study: interrupted (rerun the same command to continue: finished runs are reused)"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``taan-study``: runs the study, turning user errors into one line and exit 2."""
-    usage_error = _click_exception("UsageError")
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        code = app(args=args, prog_name="taan-study", standalone_mode=False)
-    except usage_error as err:
-        print(f"taan-study: error: {_one_line(err.format_message())}", file=sys.stderr)
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        print("taan-study: interrupted (rerun the same command to continue: finished runs are reused)",
-              file=sys.stderr)
-        sys.exit(130)
-    except (ValueError, TypeError, OSError, ImportError) as err:
-        if os.environ.get("TAAN_DEBUG"):
-            raise
-        print(f"taan-study: error: {_one_line(err) or type(err).__name__}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Entry point of ``taan-study``: user errors are one line and exit 2, bugs a traceback and exit 1."""
+    from taan_core._cli_runner import run_app
+
+    run_app(app, "taan-study", argv, on_interrupt=_interrupted_line)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,7 @@ def _check_datasets(datasets: Sequence[str] | str, data_path: str | None) -> tup
         raise ValueError("datasets must name at least one data set")
     unknown = [d for d in names if d not in BUDGETS]
     if unknown:
-        hint = " (omniglot needs convolutional baselines, which the study does not have)" if "omniglot" in unknown else ""
-        raise ValueError(f"unknown data set {unknown[0]!r} for the study; choose from {', '.join(BUDGETS)}{hint}")
+        raise ValueError(f"unknown data set {unknown[0]!r} for the study; choose from {', '.join(BUDGETS)}")
     if len(set(names)) != len(names):
         raise ValueError(f"datasets must not repeat, got {names}")
     needs_files = [d for d in names if d in _FILE_DATASETS]
@@ -109,7 +108,7 @@ def _check_datasets(datasets: Sequence[str] | str, data_path: str | None) -> tup
 def _check_seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(seeds, bool):
         raise TypeError("seeds must be an int or a list of ints, got bool")
-    from taan_core.train._multiseed import MAX_SEEDS
+    from taan_core._cli_seeds import MAX_SEEDS
 
     if isinstance(seeds, int):
         if seeds < 1:
@@ -143,7 +142,8 @@ class StudyConfig:
     Attributes
     ----------
     datasets : sequence of str or comma-separated str
-        Keys of :data:`~taan_study.budgets.BUDGETS` (planted, digits, exam, youtube8m, npz).
+        Keys of :data:`~taan_study.budgets.BUDGETS` (planted, digits, exam, school, youtube8m, npz,
+        omniglot). On omniglot's images every model has TAANConv's trunk.
     seeds : int or sequence of int
         Number of seeds (0, 1, ...) or the seeds themselves.
     quick : bool
@@ -153,7 +153,7 @@ class StudyConfig:
         Study folder: ``results.json``, ``tables.md``, ``table1.md``, ``table2.md``, ``runs/``
         (one folder per run with its checkpoints) and ``figures/``.
     data_path : path, optional
-        Data location of the file-based data set (youtube8m, npz).
+        Data location of the file-based data set (school, youtube8m, npz, omniglot).
     grid : sequence of float, optional
         Coefficients c tried for every regularised TAAN (default
         :data:`~taan_study.budgets.DEFAULT_GRID`, :data:`~taan_study.budgets.QUICK_GRID` with

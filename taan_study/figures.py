@@ -24,7 +24,8 @@ _FIGURE_ERRORS = (ImportError, OSError, ValueError, TypeError, RuntimeError)
 
 def _chosen_runs(results: dict, dataset: str) -> list[dict]:
     """The best TAAN run of any regulariser and the best unregularised TAAN run, on validation."""
-    taan = [r for r in results["runs"] if r["dataset"] == dataset and r["registry"] == "taan" and r["selected"]]
+    taan = [r for r in results["runs"] if r["dataset"] == dataset and r["registry"] in ("taan", "taan-conv")
+            and r["selected"]]
     if not taan:
         return []
     best = max(taan, key=lambda r: r["val_main"])

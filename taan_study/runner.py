@@ -52,8 +52,14 @@ def _load_data(name: str, data_path: str | None, config_json: str):
 
 
 def load_study_data(dataset: str, data_path: str | None = None, data_config: dict | None = None):
-    """A data set of the study (cached per process: every run of a data set shares it)."""
-    return _load_data(dataset, data_path, json.dumps(data_config or {}, sort_keys=True))
+    """A data set of the study (cached per process: every run of a data set shares it).
+
+    The loader's refusals (a malformed file, a bad configuration) are the user's input errors.
+    """
+    from taan_core._cli_runner import user_input
+
+    with user_input():
+        return _load_data(dataset, data_path, json.dumps(data_config or {}, sort_keys=True))
 
 
 def _build(spec: RunSpec, data) -> torch.nn.Module:

@@ -6,7 +6,9 @@ patience); the regularised TAANs once per coefficient of the grid. The coefficie
 regularised model is the one with the best mean *validation* metric over the seeds; the test
 split is only evaluated, never used to choose. Then the hard-sharing network branched like the
 sharing tree of each seed's TAAN (:class:`~taan_core.models.branched.Branched`) and one with the
-same shape but a random task assignment are trained with the same budget. ``results.json``
+same shape but a random task assignment are trained with the same budget. On a data set of
+images (omniglot) every model is its conv variant (:func:`~taan_study.budgets.registry_of`):
+TAANConv, and baselines with its trunk and ReLU, so every row compares like with like. ``results.json``
 holds every run; :mod:`taan_study.tables` turns it into the markdown tables.
 
 Before the networks, the linear baselines of :mod:`taan_study.linear` (ridge or logistic
@@ -30,7 +32,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from taan_core._atomic import write_file
-from taan_study.budgets import _OPTIONAL_TRAIN_KEYS, _TRAIN_KEYS, BRANCHED_VARIANTS, VARIANTS, _model_config
+from taan_core.errors import UserError
+from taan_study.budgets import (
+    _OPTIONAL_TRAIN_KEYS,
+    _TRAIN_KEYS,
+    BRANCHED_VARIANTS,
+    VARIANTS,
+    _model_config,
+    registry_of,
+)
 from taan_study.config import RunSpec, StudyConfig
 from taan_study.figures import render_figures
 from taan_study.runner import _slug, data_fingerprint, load_study_data, run_linear, run_one, time_models
@@ -57,6 +67,9 @@ def _run_spec(config: StudyConfig, dataset: str, budget: dict, variant: str, see
 
 def _variant_spec(config: StudyConfig, dataset: str, budget: dict, variant: str, seed: int, c: float = 0.0) -> RunSpec:
     registry, reg = VARIANTS[variant]
+    # On images the model is its conv variant, so that every row of a data set has TAAN's trunk
+    # (run_study pins input_shape once it has loaded the data; without it the name stays).
+    registry = registry_of(registry, budget.get("input_shape", ()))
     return _run_spec(config, dataset, budget, variant, seed, registry=registry, reg=reg, c=c)
 
 
@@ -168,7 +181,7 @@ def _branched_specs(config: StudyConfig, budgets: dict[str, dict], runs: list[di
         ckpt = load_checkpoint(config.tree_from)
         name = ckpt.data.get("name")
         if name not in config.datasets:
-            raise ValueError(f"{config.tree_from}: the tree comes from a model trained on {name!r}, "
+            raise UserError(f"{config.tree_from}: the tree comes from a model trained on {name!r}, "
                              f"which is not among the study's data sets {list(config.datasets)}")
         external = (name, tree_from_checkpoint(ckpt, config.tree_threshold), config.tree_from)
     specs = []
@@ -180,13 +193,20 @@ def _branched_specs(config: StudyConfig, budgets: dict[str, dict], runs: list[di
             else:
                 taan = [r for r in runs if r["dataset"] == dataset and r["model"] == "TAAN" and r["seed"] == seed]
                 tree, source = taan[0]["tree"], taan[0]["run_dir"]
-            if len(tree) != len(budget["hidden"]):
+            registry = registry_of("branched", budget.get("input_shape", ()))
+            layers = len(budget["hidden"])
+            if registry == "branched-conv":
+                # The conv TAAN's tree has a level per conv stage too (TAANConv's default channels).
+                from taan_core.models import ConvConfig
+
+                layers += len(ConvConfig(output_dims=[1], input_shape=budget["input_shape"]).channels)
+            if len(tree) != layers:
                 raise ValueError(f"the sharing tree from {source} has {len(tree)} layers, the study's {dataset} "
-                                 f"networks {len(budget['hidden'])}")
+                                 f"networks {layers}")
             from taan_core.models.branched import random_assignment
 
             for variant, groups in zip(BRANCHED_VARIANTS, (tree, random_assignment(tree, seed))):
-                specs.append(_run_spec(config, dataset, budget, variant, seed, registry="branched",
+                specs.append(_run_spec(config, dataset, budget, variant, seed, registry=registry,
                                        model_config={"groups": groups, "hidden": list(budget["hidden"])},
                                        tree_source=source))
     return specs
@@ -270,6 +290,8 @@ def run_study(config: StudyConfig, log: Callable[[str], None] | None = None) -> 
     for dataset in names:
         data = load_study_data(dataset, config.data_path_of(dataset), chosen_budgets[dataset]["data_config"])
         chosen_budgets[dataset]["data_config"] = {k: v for k, v in data.config.items() if k != "data_path"}
+        # What the models are built for: on images (C, H, W) every model is its conv variant.
+        chosen_budgets[dataset]["input_shape"] = list(data.input_shape)
         fingerprints[dataset] = data_fingerprint(data)
         datasets_info[dataset] = {
             "tasks": len(data.tasks), "task_names": list(data.task_names), "kinds": sorted({t.kind for t in data.tasks}),

@@ -278,16 +278,27 @@ def _tree_table(results: dict) -> list[str]:
     return lines
 
 
+def _trunk(results: dict, dataset: str) -> str:
+    """Every model's trunk on ``dataset``: "conv" (TAANConv's) on images, "MLP" otherwise."""
+    shape = results["settings"]["budgets"][dataset].get("input_shape")
+    if shape is None:  # results written before the budgets recorded it: the registry names say
+        conv = any(r["dataset"] == dataset and r.get("registry", "").endswith("-conv") for r in results["runs"])
+    else:
+        conv = len(shape) == 3
+    return "conv" if conv else "MLP"
+
+
 def _budget_table(results: dict) -> list[str]:
     settings = results["settings"]
-    lines = _header(["data set", "tasks", "train samples", "hidden", "M", "max epochs", "batch", "lr",
+    lines = _header(["data set", "tasks", "train samples", "trunk", "hidden", "M", "max epochs", "batch", "lr",
                      "weight decay", "patience", "TAAN head"])
     for d in settings["datasets"]:
         b, info = settings["budgets"][d], results["datasets"][d]
         # balanced: batch_size samples of every task; proportional: batch_size samples in all.
         batch = f"{b['batch_size']} per task" if b.get("sampler", "balanced") == "balanced" else f"{b['batch_size']}"
         head = "shared" if (b.get("taan") or {}).get("shared_head") else "per task"
-        lines.append(f"| {d} | {info['tasks']} | {info['train_samples']:,} | {'x'.join(map(str, b['hidden']))} | "
+        lines.append(f"| {d} | {info['tasks']} | {info['train_samples']:,} | {_trunk(results, d)} | "
+                     f"{'x'.join(map(str, b['hidden']))} | "
                      f"{b['num_hinges']} | {b['epochs']} | {batch} | {b['lr']:g} | {b['weight_decay']:g} | "
                      f"{b['patience']} | {head} |")
     return lines
@@ -317,7 +328,9 @@ def format_tables(results: dict) -> dict[str, str]:
             f"Budget. Every model of a data set trains with these settings (Adam, early stopping on the "
             f"validation metric; batches balanced over the tasks unless a single size is given, which is "
             f"proportional sampling; the TAANs' head shared by all tasks or one per task, the baselines' "
-            f"one per task); seeds {', '.join(map(str, settings['seeds']))}; c grid "
+            f"one per task). Every model of a data set has its TAAN's trunk: an MLP of these hidden widths, or "
+            f"on images (conv) TAANConv's conv stages and then these dense widths, with ReLU in the "
+            f"baselines; seeds {', '.join(map(str, settings['seeds']))}; c grid "
             f"{', '.join(f'{c:g}' for c in settings['grid'])} on seed(s) "
             f"{', '.join(map(str, settings.get('grid_seeds') or settings['seeds']))}; "
             f"{'quick budgets; ' if settings['quick'] else ''}{settings.get('workers', 1)} run(s) at a time. "
@@ -397,5 +410,6 @@ def insert_tables(document, results: dict) -> Path:
     if start < 0 or stop < start:
         raise ValueError(f"{path}: expected a block between {BEGIN_MARK!r} and {END_MARK!r} to put the tables in")
     body = "\n\n".join(format_tables(results).values())
-    path.write_text(text[:start] + BEGIN_MARK + "\n" + body + "\n" + text[stop:])
+    # Atomic: a full disk must not leave the document cut short.
+    write_file(path, text[:start] + BEGIN_MARK + "\n" + body + "\n" + text[stop:])
     return path

@@ -3,19 +3,21 @@ list of commands)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+from taan_core._cli_runner import user_input
+from taan_core.errors import UserError
 
 __all__ = [
     "Checkpoint", "Checkpoints", "Clusters", "Run", "Dpi", "Format", "Layers", "Measure", "Method", "Metric", "Out", "Overwrite",
     "TaskNames", "Threshold", "check_format", "check_threshold", "claim_paths", "common_out", "default_out",
-    "figure_metadata", "load_analysis", "load_runs", "metric_suffix", "note_per_run", "parse_order_by", "warn_not_separated", "save_and_echo", "tool_version",
-    "user_errors",
+    "figure_metadata", "heatmap_order", "load_runs", "metric_suffix", "note_per_run", "open_runs",
+    "parse_order_by", "save_and_echo", "tool_version", "warn_not_separated",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -54,21 +56,6 @@ Method = Annotated[str, typer.Option(
 _FORMATS = ("png", "svg", "pdf")
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a user error into one line on stderr and exit status 2 (no traceback)."""
-    from taan_core.checkpoint import CheckpointError
-
-    try:
-        yield
-    except (CheckpointError, ValueError, TypeError, FileExistsError, OSError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        if isinstance(err, OSError) and not isinstance(err, FileExistsError) and err.filename:
-            message = f"{err.filename}: {err.strerror or message}"
-        typer.echo(f"taan-viz: error: {message}", err=True)
-        raise typer.Exit(2) from None
-
-
 def tool_version() -> str:
     """The taan version recorded in figures, exports and reports."""
     from taan_viz import __version__
@@ -77,33 +64,21 @@ def tool_version() -> str:
 
 
 def check_format(fmt: str, dpi: int) -> str:
-    """The figure format in lower case; ValueError for an unknown format or a dpi out of range."""
+    """The figure format in lower case; UserError for an unknown format or a dpi out of range."""
     fmt = fmt.lower().lstrip(".")
     if fmt not in _FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
+        raise UserError(f"--format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
     if not 20 <= dpi <= 2400:
-        raise ValueError(f"--dpi must be in [20, 2400], got {dpi}")
+        raise UserError(f"--dpi must be in [20, 2400], got {dpi}")
     return fmt
 
 
 def check_threshold(threshold: float, clusters: int | None) -> None:
-    """ValueError unless ``threshold`` is finite and >= 0 and ``clusters`` (if given) >= 1."""
+    """UserError unless ``threshold`` is finite and >= 0 and ``clusters`` (if given) >= 1."""
     if not (threshold >= 0 and threshold < float("inf")):
-        raise ValueError(f"--threshold must be a finite number >= 0, got {threshold:g}")
+        raise UserError(f"--threshold must be a finite number >= 0, got {threshold:g}")
     if clusters is not None and clusters < 1:
-        raise ValueError(f"--clusters must be >= 1, got {clusters}")
-
-
-def load_analysis(checkpoint: Path, measure: str, layers: str | None, task_names: Path | None, method: str = "average"):
-    """Read the checkpoint and analyse the selected layers; every problem is a ValueError."""
-    from taan_core.checkpoint import load_checkpoint
-    from taan_viz.analysis import analyze, parse_measure
-    from taan_viz.inputs import read_task_names
-
-    m = parse_measure(measure)
-    ckpt = load_checkpoint(checkpoint)
-    names = None if task_names is None else read_task_names(task_names, ckpt.num_tasks)
-    return ckpt, analyze(ckpt, measure=m, layers=layers, task_names=names, method=method)
+        raise UserError(f"--clusters must be >= 1, got {clusters}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +104,67 @@ class Run:
     label: str
     note: Optional[str] = None
 
+    def claim(self, names: list[str], overwrite: bool) -> list[Path]:
+        """The paths of this run's output files ``names`` (see :func:`claim_paths`)."""
+        return claim_paths(default_out(self.ckpt, self.out), names, overwrite)
+
+
+def open_runs(
+    checkpoints: list[Path],
+    *,
+    measure: str,
+    layers: str | None,
+    task_names: Path | None,
+    method: str = "average",
+    out: Path | None = None,
+    fmt: str | None = None,
+    dpi: int | None = None,
+    threshold: float | None = None,
+    clusters: int | None = None,
+    metric: str | None = None,
+    labels: str | None = None,
+) -> tuple[list[Run], str | None]:
+    """The start every command shares: check the options it has, then read and analyse the runs.
+
+    All of it checks what the user gave, so a refusal is a UserError (one line, exit status 2);
+    what the command does afterwards (drawing, writing) is the program's, and a ValueError
+    there is a bug with its traceback. Options left at None are not the command's.
+
+    Returns
+    -------
+    runs : list of Run
+    fmt : str or None
+        The figure format, checked and lower-cased (None when the command has no ``--format``).
+    """
+    from taan_viz.analysis import check_metric
+    from taan_viz.plots._style import check_labels
+
+    with user_input():
+        if fmt is not None or dpi is not None:
+            checked = check_format(fmt or "png", 300 if dpi is None else dpi)
+            fmt = checked if fmt is not None else None
+        if threshold is not None:
+            check_threshold(threshold, clusters)
+        if metric is not None:
+            check_metric(metric)
+        if labels is not None:
+            check_labels(labels)
+        return load_runs(checkpoints, measure, layers, task_names, method, out=out), fmt
+
+
+def heatmap_order(run: Run, order_by: str):
+    """``--order-by`` of the heatmap for ``run``: None, ``"tree"`` or a selected layer's name."""
+    with user_input():
+        order = parse_order_by(order_by)
+        if order in (None, "tree"):
+            return order
+        from taan_viz.inputs import parse_layers
+
+        pos = parse_layers(order, run.ckpt.layer_names)[0]
+    if pos not in [la.index for la in run.analysis.layers]:
+        raise UserError(f"--order-by layer {order!r} must be one of the selected --layers")
+    return run.ckpt.layer_names[pos]
+
 
 def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: Path | None,
               method: str = "average", out: Path | None = None) -> list[Run]:
@@ -142,7 +178,7 @@ def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: P
     from taan_core.checkpoint import load_checkpoint
     from taan_viz.analysis import analyze, parse_measure
     from taan_viz.consensus import check_same_runs
-    from taan_viz.inputs import read_task_names
+    from taan_viz.inputs import parse_layers, read_task_names
     from taan_viz.measure_check import measure_mismatch
     from taan_viz.runs import expand_runs, run_labels
 
@@ -162,7 +198,7 @@ def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: P
                 typer.echo(f"taan-viz: warning: skipped {f.parent if f.name == 'checkpoint.pt' else f}: {reason}",
                            err=True)
         if not kept:
-            raise ValueError(f"none of the {len(files)} runs finished (see the warnings above); "
+            raise UserError(f"none of the {len(files)} runs finished (see the warnings above); "
                              "resume them with taan-core train --resume, or name a checkpoint alone to draw it")
         files, ckpts = [f for f, _ in kept], [c for _, c in kept]
     check_same_runs(ckpts)
@@ -171,7 +207,7 @@ def load_runs(paths: list[Path], measure: str, layers: str | None, task_names: P
     several = len(ckpts) > 1
     runs = []
     for ckpt, label in zip(ckpts, labels):
-        analysis = analyze(ckpt, measure=m, layers=layers, task_names=names, method=method)
+        analysis = analyze(ckpt, measure=m, layers=parse_layers(layers, ckpt.layer_names), task_names=names, method=method)
         mismatch = measure_mismatch(ckpt, analysis)
         note = None if mismatch is None else mismatch.message()
         if note:

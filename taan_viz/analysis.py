@@ -245,13 +245,13 @@ class Analysis:
 
         Colour groups are the groups (:meth:`cluster_labels`) of the deepest layer (of the
         deepest with at most 32 groups, when it has more); beyond 8 groups a dash pattern or
-        marker tells repeated colours apart (see :mod:`taan_viz.plots._palette`).
+        marker tells repeated colours apart (see :mod:`taan_viz.palette`).
 
         Returns
         -------
-        taan_viz.plots._palette.TaskPalette
+        taan_viz.palette.TaskPalette
         """
-        from taan_viz.plots._palette import task_palette
+        from taan_viz.palette import task_palette
 
         key = ("palette", n_clusters, float(threshold))
         if key not in self._memo:
@@ -363,8 +363,10 @@ def analyze(
         From :func:`taan_core.checkpoint.load_checkpoint`.
     measure : str or Measure, default "data"
         See the module docstring.
-    layers : str, sequence or None
-        Layer selection (:func:`select_layers`); None for all.
+    layers : str, int, sequence or None
+        Layer names or 0-based indices of the checkpoint's layers (:func:`select_layers`); None
+        for all. The command line's 1-based ``--layers`` is read by
+        :func:`taan_viz.inputs.parse_layers`.
     task_names : sequence of str, optional
         Overrides the checkpoint's task names (same count).
     method : str, default "average"
@@ -384,6 +386,12 @@ def analyze(
     names = tuple(ckpt.task_names if task_names is None else task_names)
     if len(names) != ckpt.num_tasks:
         raise ValueError(f"task_names must have {ckpt.num_tasks} entries (one per task), got {len(names)}")
+    # Every layer holds T x T distances, and the clustering a few more matrices of that size:
+    # a file of 300,000 tasks is refused here rather than by the allocator.
+    from taan_core._memory import check_memory
+
+    check_memory(4 * 8 * len(ckpt.layers) * ckpt.num_tasks ** 2,
+                 f"{ckpt.path}: task_names: the analysis of {ckpt.num_tasks:,} tasks (T x T distances per layer)")
     planted = _planted_groups(ckpt, len(ckpt.layers))
     out = []
     geoms = {}
@@ -437,6 +445,8 @@ def history_geometry(
 
     Parameters
     ----------
+    layers : str, int, sequence or None
+        Layer names or 0-based indices of the checkpoint's layers, as :func:`analyze`.
     max_snapshots : int, optional
         Keep at most this many snapshots, evenly spaced, always including the first and the last.
 

@@ -10,49 +10,85 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["read_task_names", "select_layers"]
+__all__ = ["parse_layers", "read_task_names", "select_layers"]
 
 
 
-def select_layers(layer_names: Sequence[str], spec: "str | Sequence[str | int] | None") -> list[int]:
+def select_layers(layer_names: Sequence[str], spec: "str | int | Sequence[str | int] | None") -> list[int]:
     """Positions (0-based) of the layers named by ``spec``, in the order given.
+
+    The Python rule, as in torch: a layer is its name or its 0-based index (negative counts from
+    the end). The command line's 1-based positions are read by :func:`parse_layers`.
 
     Parameters
     ----------
     layer_names : sequence of str
         The checkpoint's layer names, depth order.
-    spec : str, sequence or None
-        None or ``"all"``: every layer. Otherwise comma-separated entries (or a sequence), each a
-        layer name or a 1-based position (``1`` is the first layer).
+    spec : str, int, sequence or None
+        None or ``"all"``: every layer. A name, an int index, or a sequence of them; a string may
+        list several names separated by commas.
 
     Raises
     ------
     ValueError
-        Unknown names, positions out of range, duplicates, or an empty selection.
+        Unknown names, indices out of range, duplicates, or an empty selection.
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
         if not layer_names:
             raise ValueError("the checkpoint has no task-adaptive layers")
         return list(range(len(layer_names)))
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if isinstance(spec, str):
+        items: list = [s.strip() for s in spec.split(",")]
+    elif isinstance(spec, int) and not isinstance(spec, bool):
+        items = [spec]
+    else:
+        items = list(spec)
+    names = list(layer_names)
     out: list[int] = []
     for item in items:
-        if isinstance(item, str) and item in layer_names:
-            pos = list(layer_names).index(item)
+        if isinstance(item, str):
+            if item not in names:
+                hint = (" (in Python a layer is its name or its 0-based int index; 1-based positions are "
+                        "the command line's)") if item.lstrip("-").isdigit() else ""
+                raise ValueError(f"layers: no layer named {item!r}; the layers are {', '.join(names)}{hint}")
+            pos = names.index(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not -len(names) <= item < len(names):
+                raise ValueError(f"layers: index {item} is out of range for {len(names)} layers "
+                                 f"(0-based: 0..{len(names) - 1})")
+            pos = item % len(names)
         else:
-            try:
-                pos = int(item) - 1
-            except (TypeError, ValueError):
-                raise ValueError(f"layers: no layer named {item!r}; the layers are "
-                                 f"{', '.join(layer_names)} (or positions 1..{len(layer_names)})") from None
-            if not 0 <= pos < len(layer_names):
-                raise ValueError(f"layers: position {item} is out of range 1..{len(layer_names)}")
+            raise TypeError(f"layers: expected layer names or int indices, got {type(item).__name__}")
         if pos in out:
             raise ValueError(f"layers: {item!r} is selected twice")
         out.append(pos)
     if not out:
         raise ValueError("layers: the selection is empty")
     return out
+
+
+def parse_layers(text: "str | None", layer_names: Sequence[str]) -> list[int]:
+    """The command line's ``--layers``: comma-separated layer names or 1-based positions
+    (``1`` is the first layer), as 0-based positions. None or ``"all"``: every layer.
+
+    Raises
+    ------
+    ValueError
+        Unknown names, positions out of range, duplicates, or an empty selection.
+    """
+    if text is None or text.strip().lower() in ("", "all"):
+        return select_layers(layer_names, None)
+    names = list(layer_names)
+    items: list = []
+    for item in (s.strip() for s in text.split(",")):
+        if item in names or not item.lstrip("-").isdigit():
+            items.append(item)
+            continue
+        position = int(item)
+        if not 1 <= position <= len(names):
+            raise ValueError(f"layers: position {item} is out of range 1..{len(names)}")
+        items.append(position - 1)
+    return select_layers(names, items)
 
 
 def read_task_names(path: "str | Path", num_tasks: int) -> list[str]:

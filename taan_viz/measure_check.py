@@ -19,7 +19,7 @@ statistics, the ones it used at the end of training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - only for annotations
     from taan_core.checkpoint import Checkpoint
@@ -39,8 +39,8 @@ def regularizer_measure(ckpt: "Checkpoint") -> tuple[str, str] | None:
     other regularisers, ``c = 0``, and checkpoints without a training configuration (exports,
     reference state_dicts).
     """
-    config: Any = ((ckpt.raw or {}).get("extra") or {}).get("train_config")
-    if not isinstance(config, dict):
+    config = ckpt.train_config
+    if config is None:
         return None
     reg, c = config.get("reg"), config.get("c", 0.0)
     if reg not in _FUNCTIONAL or not isinstance(c, (int, float)) or not c > 0:

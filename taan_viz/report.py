@@ -201,21 +201,71 @@ def render_report(
     figure_keys : list of str
         The figures embedded, in page order.
     """
+    clusters = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
+    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold)
+    tree = analysis.sharing_tree(threshold)
+    t = analysis.num_tasks
+    # Beside a consensus of several runs the figures need not say that one run cannot tell how
+    # stable its groups are: the consensus section says how stable they are.
+    single_run = not any(sec.id == "consensus" for sec in sections)
+    specs, notes = _figure_specs(analysis, tree, palette, snapshots=snapshots, threshold=threshold,
+                                 n_clusters=n_clusters, single_run=single_run)
+    figures = []
+    for key, title, caption, make in specs:
+        if progress:
+            progress(key)
+        figures.append(ReportFigure(key, title, caption, figure_uri(make(), dpi)))
+    task_tables = _task_tables(analysis, clusters, tree)
+    metrics_header, metrics_rows = _metrics_rows(analysis.metrics) if analysis.metrics else ([], [])
+    nav = [("layers", "Layers"), ("figures", "Figures"), ("tasks", "Tasks"), ("training", "Training")]
+    nav += [(sec.id, sec.title) for sec in sections] + [("math", "Math")]
+    context = {
+        "version": version,
+        "checkpoint": {"path": checkpoint.get("path", "")},
+        "checkpoint_name": Path(str(checkpoint.get("path", ""))).name,
+        "meta": [
+            ("checkpoint", checkpoint.get("path", "")), ("sha256", analysis.sha256),
+            ("format version", checkpoint.get("format_version", "")), ("data set", checkpoint.get("data_name", "")),
+            ("tasks", t), ("layers", ", ".join(f"{la.index + 1}: {la.name}" for la in analysis.layers)),
+            ("epochs trained", checkpoint.get("epoch", "")), ("measure", analysis.describe_measure()),
+        ],
+        "nav": nav,
+        "layer_header": ["#", "layer", "M", "μ", "σ", "mean ‖Fₜ‖", "mean d", "max d", "groups", "sharing groups",
+                         "cophenetic r", "ARI vs planted"],
+        "layer_rows": _summary_rows(analysis, clusters, tree),
+        "groups_rule": _groups_rule(n_clusters, threshold),
+        "colours": palette.describe(),
+        "figures": figures,
+        "figure_notes": notes,
+        "task_header": ["task", "‖Fₜ‖", "nearest task", "d to nearest", "group", "sharing group", "planted group",
+                        "pre-act. mean", "pre-act. std"],
+        "task_tables": task_tables,
+        "metrics_header": metrics_header,
+        "metrics_rows": metrics_rows,
+        "sections": list(sections),
+        "measure": analysis.describe_measure(),
+        "method": analysis.method,
+        "threshold": f"{threshold:g}",
+        "ari": analysis.has_planted,
+    }
+    page = _template().render(**context)
+    keys = [f.key for f in figures] + [f.key for sec in sections for f in sec.figures]
+    return page, keys
+
+
+def _figure_specs(analysis: Analysis, tree, palette, *, snapshots, threshold: float, n_clusters: int | None,
+                  single_run: bool) -> tuple[list[tuple[str, str, str, Callable]], list[str]]:
+    """The report's figures in page order, as (key, title, caption, draw), and notes on those
+    left out."""
     from taan_viz.plots.cluster import clustermap, plot_dendrograms, plot_embeddings
     from taan_viz.plots.curves import plot_curve_grid, plot_curves
     from taan_viz.plots.heatmap import plot_heatmaps
     from taan_viz.plots.training import plot_training
     from taan_viz.plots.tree import plot_sharing_tree, tree_figure
 
-    clusters = analysis.cluster_labels(n_clusters=n_clusters, threshold=threshold)
-    palette = analysis.palette(n_clusters=n_clusters, threshold=threshold)
-    tree = analysis.sharing_tree(threshold)
     t = analysis.num_tasks
     deepest = max(range(len(analysis.layers)), key=lambda k: analysis.layers[k].index)
     how = f"{n_clusters} clusters per layer" if n_clusters else f"groups of the sharing tree at {threshold:g}"
-    # Beside a consensus of several runs the figures need not say that one run cannot tell how
-    # stable its groups are: the consensus section says how stable they are.
-    single_run = not any(sec.id == "consensus" for sec in sections)
 
     def tree_fig():
         fig, ax = tree_figure(tree)
@@ -271,12 +321,12 @@ def render_report(
     if analysis.metrics:
         specs.append(("training", "Training", "Losses and validation metrics per epoch.",
                       lambda: plot_training(analysis.metrics)))
-    figures = []
-    for key, title, caption, make in specs:
-        if progress:
-            progress(key)
-        figures.append(ReportFigure(key, title, caption, figure_uri(make(), dpi)))
+    return specs, notes
 
+
+def _task_tables(analysis: Analysis, clusters, tree) -> list[dict]:
+    """One table per analysed layer: each task's norm, nearest task, groups and statistics."""
+    t = analysis.num_tasks
     depth = {la.index: k for k, la in enumerate(sorted(analysis.layers, key=lambda la: la.index))}
     task_tables = []
     for k, la in enumerate(analysis.layers):
@@ -286,41 +336,7 @@ def render_report(
             "note": (f"First {_TABLE_ROWS_MAX} of {t} tasks in clustered order; taan-viz export writes them all."
                      if t > _TABLE_ROWS_MAX else ""),
         })
-    metrics_header, metrics_rows = _metrics_rows(analysis.metrics) if analysis.metrics else ([], [])
-    nav = [("layers", "Layers"), ("figures", "Figures"), ("tasks", "Tasks"), ("training", "Training")]
-    nav += [(sec.id, sec.title) for sec in sections] + [("math", "Math")]
-    context = {
-        "version": version,
-        "checkpoint": {"path": checkpoint.get("path", "")},
-        "checkpoint_name": Path(str(checkpoint.get("path", ""))).name,
-        "meta": [
-            ("checkpoint", checkpoint.get("path", "")), ("sha256", analysis.sha256),
-            ("format version", checkpoint.get("format_version", "")), ("data set", checkpoint.get("data_name", "")),
-            ("tasks", t), ("layers", ", ".join(f"{la.index + 1}: {la.name}" for la in analysis.layers)),
-            ("epochs trained", checkpoint.get("epoch", "")), ("measure", analysis.describe_measure()),
-        ],
-        "nav": nav,
-        "layer_header": ["#", "layer", "M", "μ", "σ", "mean ‖Fₜ‖", "mean d", "max d", "groups", "sharing groups",
-                         "cophenetic r", "ARI vs planted"],
-        "layer_rows": _summary_rows(analysis, clusters, tree),
-        "groups_rule": _groups_rule(n_clusters, threshold),
-        "colours": palette.describe(),
-        "figures": figures,
-        "figure_notes": notes,
-        "task_header": ["task", "‖Fₜ‖", "nearest task", "d to nearest", "group", "sharing group", "planted group",
-                        "pre-act. mean", "pre-act. std"],
-        "task_tables": task_tables,
-        "metrics_header": metrics_header,
-        "metrics_rows": metrics_rows,
-        "sections": list(sections),
-        "measure": analysis.describe_measure(),
-        "method": analysis.method,
-        "threshold": f"{threshold:g}",
-        "ari": analysis.has_planted,
-    }
-    page = _template().render(**context)
-    keys = [f.key for f in figures] + [f.key for sec in sections for f in sec.figures]
-    return page, keys
+    return task_tables
 
 
 def build_report(

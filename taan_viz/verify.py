@@ -298,14 +298,13 @@ def verify_command(
     tolerance: Annotated[float, typer.Option(help="Largest accepted relative error, closed form vs sympy.")] = 1e-10,
 ) -> None:
     """Check the closed-form Gram matrix against sympy, quadrature and Monte Carlo; exit 1 on disagreement."""
-    try:
+    from taan_core._cli_runner import user_input
+
+    with user_input():  # the checks of the hinges, the measure and the sizes come first in verify_gram
         values = parse_hinges(hinges)
         if not (tolerance > 0 and math.isfinite(tolerance)):
-            raise ValueError(f"tolerance must be a finite number > 0, got {tolerance:g}")
+            raise ValueError(f"--tolerance must be a finite number > 0, got {tolerance:g}")
         rows = verify_gram(values, mu=mu, sigma=sigma, precision=precision, samples=samples, seed=seed)
-    except (TypeError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
     _render(rows, tolerance, f"Gram entries E[B_i B_j], x ~ N({mu:g}, {sigma:g}^2), hinges {hinges}")
     if max_relative_error(rows) > tolerance:
         raise typer.Exit(1)

@@ -1,6 +1,5 @@
-"""The ``.safetensors`` export of a checkpoint's analysis part (no pickle at all).
-
-``load_checkpoint`` reads these files back (``_schema._load_safetensors``).
+"""The ``.safetensors`` export of a checkpoint's analysis part (no pickle at all), and its
+reading back (``load_checkpoint`` calls :func:`_load_safetensors`).
 """
 
 from __future__ import annotations
@@ -8,20 +7,27 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
 from taan_core._atomic import atomic_write
-from taan_core.checkpoint._schema import _SAFETENSORS_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-
-if TYPE_CHECKING:
-    from taan_core.checkpoint import Checkpoint
+from taan_core.checkpoint._reference import import_state_dict
+from taan_core.checkpoint._schema import (
+    _SAFETENSORS_KEY,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    _fail,
+    _first_line,
+    _parse_v1,
+    _Parsed,
+)
 
 __all__ = ["export_safetensors"]
 
 
-def export_safetensors(checkpoint: "Checkpoint", path: str | os.PathLike) -> Path:
+def export_safetensors(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write the analysis part of a checkpoint as ``.safetensors`` (no pickle at all).
 
     Tensors are stored as ``layers.{i}.alpha``, ``layers.{i}.hinges``, ``layers.{i}.preact_mean``,
@@ -37,8 +43,6 @@ def export_safetensors(checkpoint: "Checkpoint", path: str | os.PathLike) -> Pat
         Destination file (``.safetensors``).
     """
     from safetensors.torch import save
-
-    from taan_core.checkpoint._io import Checkpoint  # here: _io imports this module
 
     if not isinstance(checkpoint, Checkpoint):
         raise TypeError(f"checkpoint must be a Checkpoint, got {type(checkpoint).__name__}")
@@ -81,3 +85,47 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot store {type(value).__name__} in safetensors metadata")
+
+
+def _load_safetensors(path: Path) -> tuple[_Parsed, dict | None]:
+    """The checked content of a .safetensors file, and the schema-v1 dictionary of a reference
+    model it holds (None for taan's own exports, which carry no model)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _fail(path, "", f"expected a readable .safetensors file ({_first_line(err)})") from err
+    if _SAFETENSORS_KEY not in metadata:
+        # A safetensors file without our metadata may still be a bare state_dict.
+        return import_state_dict(tensors, path)
+    try:
+        meta = json.loads(metadata[_SAFETENSORS_KEY])
+    except json.JSONDecodeError as err:
+        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", f"expected JSON ({_first_line(err)})") from err
+    if not isinstance(meta, dict):
+        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", "expected a JSON object")
+    raw = {key: meta.get(key) for key in ("format", "version", "task_names", "layer_names", "metrics", "data")}
+    layers = []
+    for i, layer in enumerate(meta.get("layers") or []):
+        entry = dict(layer) if isinstance(layer, dict) else {}
+        for key in ("alpha", "hinges", "preact_mean", "preact_std"):
+            name = f"layers.{i}.{key}"
+            if name in tensors:
+                entry[key] = tensors[name]
+            elif key in ("alpha", "hinges"):
+                raise _fail(path, name, "missing tensor")
+        layers.append(entry)
+    history = []
+    for k, entry in enumerate(meta.get("history") or []):
+        entry = dict(entry) if isinstance(entry, dict) else {}
+        for key in ("alphas", "hinges"):
+            entry[key] = [tensors.get(f"history.{k}.{key}.{i}") for i in range(len(layers))]
+            if any(t is None for t in entry[key]):
+                raise _fail(path, f"history.{k}.{key}", "missing tensor")
+        history.append(entry)
+    raw.update(layers=layers, history=history, model={"class": "", "config": {}, "state_dict": {}},
+               epoch=meta.get("epoch", 0), step=meta.get("step", 0))
+    return _parse_v1(raw, path), None

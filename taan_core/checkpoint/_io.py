@@ -10,7 +10,6 @@ import os
 import pickle
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,14 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from taan_core._atomic import atomic_write
+from taan_core.checkpoint._export import _load_safetensors
 from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    Checkpoint,
     CheckpointError,
-    LayerRecord,
     _fail,
     _first_line,
-    _load_safetensors,
     _parse_v1,
     _Parsed,
 )
@@ -37,58 +36,6 @@ _PLAIN_SCALARS = (str, int, float, bool, type(None))
 # The first bytes of the file formats that load_checkpoint tells apart.
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A loaded and checked checkpoint.
-
-    Attributes
-    ----------
-    path : Path
-        The file it was read from.
-    sha256 : str
-        Hex digest of the file's bytes (identifies the exact file in reports).
-    format_version : int
-        Schema version (1), or 0 for an imported bare reference state_dict.
-    task_names : list of str
-        T task names.
-    layers : list of LayerRecord
-        The L task-adaptive layers in depth order.
-    history : list of dict
-        Per-epoch snapshots ``{"epoch", "step", "alphas": [(T, M) per layer], "hinges": [(M,)]}``
-        (float64 tensors), oldest first; empty when not recorded.
-    metrics : list of dict
-        Per-epoch training and validation metrics, oldest first.
-    data : dict
-        ``{"name", "config", "groups"}``: the data set and, for planted data, the ground-truth task
-        groups of every teacher layer (``groups[l][t]``), else None.
-    raw : dict or None
-        The loaded schema-v1 dictionary (with model, optimizer, ... for resume); None for imports.
-    """
-
-    path: Path
-    sha256: str
-    format_version: int
-    task_names: list[str]
-    layers: list[LayerRecord]
-    history: list[dict]
-    metrics: list[dict]
-    data: dict
-    raw: dict | None = None
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [layer.name for layer in self.layers]
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.task_names)
-
-    @property
-    def groups(self) -> list[list[int]] | None:
-        """Planted ground-truth groups ``groups[l][t]``, or None."""
-        return self.data.get("groups")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,7 +367,8 @@ def _unsafe_reason(err: BaseException) -> str:
 
 def _checkpoint(parsed: _Parsed, raw: dict | None, path: Path, sha: str) -> Checkpoint:
     return Checkpoint(path=path, sha256=sha, format_version=parsed.format_version, task_names=parsed.task_names,
-                      layers=parsed.layers, history=parsed.history, metrics=parsed.metrics, data=parsed.data, raw=raw)
+                      layers=parsed.layers, history=parsed.history, metrics=parsed.metrics, data=parsed.data, raw=raw,
+                      not_rebuilt=parsed.not_rebuilt)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -488,6 +436,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except Exception as err:  # noqa: BLE001 - any other failure of a foreign file is still a user error
         raise _fail(path, "", f"expected a torch checkpoint, could not read it ({type(err).__name__}: "
                     f"{_first_line(err, 100)})") from err
+    _check_storages(raw, path)
     if isinstance(raw, Mapping) and "format" in raw:
         return _checkpoint(_parse_v1(raw, path), dict(raw), path, sha)
     if isinstance(raw, Mapping):
@@ -495,6 +444,49 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
         return _checkpoint(*import_state_dict(raw, path), path, sha)
     raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")
+
+
+def _tensors(obj: Any, where: str):
+    """(field, tensor) of every tensor in a loaded object, depth first."""
+    stack = [(where, obj)]
+    while stack:
+        where, obj = stack.pop()
+        if isinstance(obj, Tensor):
+            yield where, obj
+        elif isinstance(obj, Mapping):
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple)):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(obj)]
+
+
+def _check_storages(raw: Any, path: Path) -> None:
+    """Refuse tensors that declare more elements than their storage holds, before any is used.
+
+    A file may store a tensor as a view of a storage of a few bytes with a shape of billions of
+    elements (stride 0); the view costs nothing until something copies it (``.to``,
+    ``.contiguous``, ``load_state_dict``), then it asks for the declared size. Every tensor must
+    have a byte of storage for each byte it declares, and what views of shared storages would
+    add when copied must fit in the memory limit.
+    """
+    from taan_core._memory import format_bytes, memory_limit
+
+    declared = 0
+    storages: dict[int, int] = {}
+    for field, t in _tensors(raw, ""):
+        size = t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        have = storage.nbytes() - t.storage_offset() * t.element_size()
+        if size > have:
+            raise _fail(path, field, f"expected a tensor whose storage holds its {t.numel():,} elements of shape "
+                        f"{tuple(t.shape)}, got a view of {max(have, 0):,} bytes declaring {size:,}")
+        declared += size
+        storages[storage.data_ptr() if storage.nbytes() else id(storage)] = storage.nbytes()
+    extra = declared - sum(storages.values())
+    limit, source = memory_limit()
+    if limit is not None and extra > limit:
+        raise _fail(path, "", f"expected tensors with storages of their own, got views of shared storages that "
+                    f"declare {format_bytes(extra)} more than they hold, beyond the limit of {format_bytes(limit)} "
+                    f"({source})")
 
 
 def _looks_like_safetensors(head: bytes, path: Path) -> bool:
@@ -531,8 +523,9 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
 
     raw = checkpoint.raw
     if raw is None or not raw.get("model", {}).get("class"):
+        why = f" (not a whole reference model: {checkpoint.not_rebuilt})" if checkpoint.not_rebuilt else ""
         raise _fail(checkpoint.path, "model", "expected a full taan checkpoint with a model; imports and "
-                    ".safetensors exports hold only the activation coordinates")
+                    f".safetensors exports hold only the activation coordinates{why}")
     info = raw["model"]
     # Files written before "module" was stored hold taan_core models only.
     module = info.get("module", "taan_core.models")

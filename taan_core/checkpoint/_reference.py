@@ -119,7 +119,8 @@ def import_state_dict(state: Mapping[str, Any], path: Path) -> tuple[_Parsed, di
         layers.append(_layer_entry(state, name, layers[0]["alpha"].shape[0] if layers else None, path))
     num_tasks = int(layers[0]["alpha"].shape[0])
     raw = _reference_model(state, names, num_tasks)
-    if raw is None:
+    not_rebuilt = raw if isinstance(raw, str) else None
+    if not_rebuilt is not None:
         raw = {"task_names": [f"task_{t}" for t in range(num_tasks)], "model": {"class": "", "config": {},
                                                                               "state_dict": {}},
                "data": {"name": "unknown", "config": {}, "groups": None}}
@@ -135,7 +136,7 @@ def import_state_dict(state: Mapping[str, Any], path: Path) -> tuple[_Parsed, di
                     entry[key] = entry[key][order]
     raw.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, layer_names=names, layers=layers, history=[],
                metrics=[], epoch=0, step=0)
-    parsed = _parse_v1(raw, path)._replace(format_version=0)
+    parsed = _parse_v1(raw, path)._replace(format_version=0, not_rebuilt=not_rebuilt)
     return parsed, (raw if raw["model"]["class"] else None)
 
 
@@ -187,67 +188,106 @@ def _image_size(flat: int, channels: int, stages: int, kernel: int) -> int | Non
     return next((side for side in range(1, 4097) if features(side) == flat), None)
 
 
-def _reference_model(state: Mapping[str, Any], names: list[str], num_tasks: int) -> dict | None:
+class _NotAModel(Exception):
+    """The state_dict's layout is not a whole reference model; the message says why."""
+
+
+def _reference_model(state: Mapping[str, Any], names: list[str], num_tasks: int) -> dict | str:
     """A schema-v1 dictionary (task names, model, data) when ``state`` is a whole reference
     TAAN, with ``"order"``: the task permutation applied to the heads (and to alpha by the
-    caller). None for any other layout: the layers are then read for analysis only."""
-    from taan_core.models import TAAN, TAANConv, TAANConfig, TAANConvConfig
-
+    caller). For any other layout, why not (the layers are then read for analysis only)."""
     used: set[str] = set()
-    heads = _heads(state, used)
-    if heads is None or len(heads[0]) != num_tasks:
-        return None
-    task_names, head_params, order = heads
+    try:
+        heads = _heads(state, used)
+        if heads is None:
+            raise _NotAModel("no task heads named net.<t>.weight or Output_<name>.weight, or both kinds")
+        task_names, head_params, order = heads
+        if len(task_names) != num_tasks:
+            raise _NotAModel(f"{len(task_names)} heads for {num_tasks} tasks")
+        convs, dense, m = _reference_layers(state, names, used)
+        model, config = _reference_network(convs, dense, [int(w.shape[0]) for w, _ in head_params], m,
+                                           head_inputs=int(head_params[0][0].shape[1]))
+        _load_reference_weights(model, state, convs, dense, head_params, order)
+    except _NotAModel as why:
+        return str(why)
+    # The paper's two networks name their data sets; any other shape leaves it to the user.
+    data_name = "unknown"
+    if convs and config.input_shape[0] == 1 and not task_names[0].startswith("task_"):
+        data_name = "omniglot"
+    elif not convs and config.input_dim == 1152:
+        data_name = "youtube8m"
+    return {"task_names": task_names, "order": order, "layer_order": [layer[0] for layer in convs + dense],
+            "model": {"class": type(model).__name__, "module": type(model).__module__,
+                      "config": dataclasses.asdict(config),
+                      "state_dict": {k: v.detach().to("cpu", copy=True).contiguous()
+                                     for k, v in model.state_dict().items()}},
+            "data": {"name": data_name, "config": {}, "groups": None}}
+
+
+def _reference_layers(state: Mapping[str, Any], names: list[str], used: set[str]) -> tuple[list, list, int]:
+    """The conv and dense layers ``(name, weight, bias, batch-norm state)`` in depth order, and
+    the hinge count M; every key of ``state`` must belong to a layer or a head."""
     convs, dense = [], []
     for name in names:
         weight, bias, basis = (state.get(f"{name}.{k}") for k in ("weight", "bias", "basis"))
         if not all(isinstance(t, Tensor) for t in (weight, bias, basis)) or weight.ndim not in (2, 4):
-            return None
+            raise _NotAModel(f"layer {name} lacks a 2-D or 4-D weight, a bias or a basis")
         bn = {k: state[f"{name}.bn.{k}"] for k in _BN_KEYS if f"{name}.bn.{k}" in state}
         used.update({f"{name}.{k}" for k in ("weight", "bias", "alpha", "basis")} | {f"{name}.bn.{k}" for k in bn})
         (convs if weight.ndim == 4 else dense).append((name, weight, bias, bn))
-    if used != {k for k in state} or not dense and not convs:
-        return None
+    extra = sorted(k for k in state if k not in used)
+    if extra:
+        raise _NotAModel(f"keys of no layer or head ({', '.join(map(str, extra[:3]))}{', ...' if len(extra) > 3 else ''})")
     convs.sort(key=lambda layer: _natural(layer[0]))
     dense.sort(key=lambda layer: _natural(layer[0]))
     num_hinges = {int(state[f"{n}.alpha"].shape[1]) for n in names}
     if len(num_hinges) != 1:
-        return None
-    m = num_hinges.pop()
+        raise _NotAModel(f"the layers have different hinge counts {sorted(num_hinges)}")
     # Every layer needs a full BatchNorm or none; num_batches_tracked may be missing in old files.
-    for _, weight, _, bn in convs + dense:
+    for name, _, _, bn in convs + dense:
         if bn and not {"weight", "bias", "running_mean", "running_var"} <= set(bn):
-            return None
-    output_dims = [int(w.shape[0]) for w, _ in head_params]
+            raise _NotAModel(f"layer {name} has a partial batch norm ({', '.join(sorted(bn))})")
+    return convs, dense, num_hinges.pop()
+
+
+def _reference_network(convs: list, dense: list, output_dims: list[int], m: int, *, head_inputs: int):
+    """The TAAN or TAANConv (and its config) with the layers' shapes (``head_inputs``: the
+    heads' input width, the conv stack's flat output when there is no dense layer)."""
+    from taan_core.models import TAAN, TAANConv, TAANConfig, TAANConvConfig
+
     try:
         if convs:
             kernels = {tuple(w.shape[2:]) for _, w, _, _ in convs}
             batch_norm = {bool(bn) for *_, bn in convs}
             if len(kernels) != 1 or len(batch_norm) != 1 or any(bn for *_, bn in dense):
-                return None
+                raise _NotAModel("the conv layers differ in kernel or batch norm, or a dense layer has batch norm")
             (k, k2), = kernels
             if k != k2:
-                return None
+                raise _NotAModel(f"the conv kernels are not square ({k}x{k2})")
             channels = [int(w.shape[0]) for _, w, _, _ in convs]
-            flat = int(dense[0][1].shape[1]) if dense else int(head_params[0][0].shape[1])
+            flat = int(dense[0][1].shape[1]) if dense else head_inputs
             side = _image_size(flat, channels[-1], len(convs), k)
             if side is None:
-                return None
+                raise _NotAModel(f"no square image gives the {flat} features after the conv layers")
             config = TAANConvConfig(output_dims=output_dims, input_shape=[int(convs[0][1].shape[1]), side, side],
                                     channels=channels, kernel_size=k, padding=0,
                                     hidden=[int(w.shape[0]) for _, w, _, _ in dense], num_hinges=m,
                                     batch_norm=batch_norm.pop())
-            model = TAANConv(config)
-        else:
-            batch_norm = {bool(bn) for *_, bn in dense}
-            if len(batch_norm) != 1:
-                return None
-            config = TAANConfig(input_dim=int(dense[0][1].shape[1]), output_dims=output_dims,
-                                hidden=[int(w.shape[0]) for _, w, _, _ in dense], num_hinges=m,
-                                batch_norm=batch_norm.pop())
-            model = TAAN(config)
-    except (TypeError, ValueError):
-        return None
+            return TAANConv(config), config
+        batch_norm = {bool(bn) for *_, bn in dense}
+        if len(batch_norm) != 1:
+            raise _NotAModel("some dense layers have batch norm and some do not")
+        config = TAANConfig(input_dim=int(dense[0][1].shape[1]), output_dims=output_dims,
+                            hidden=[int(w.shape[0]) for _, w, _, _ in dense], num_hinges=m,
+                            batch_norm=batch_norm.pop())
+        return TAAN(config), config
+    except (TypeError, ValueError) as err:
+        raise _NotAModel(f"its shapes make no TAAN ({' '.join(str(err).split())[:120]})") from err
+
+
+def _load_reference_weights(model, state: Mapping[str, Any], convs: list, dense: list, head_params: list,
+                            order: list[int]) -> None:
+    """Copy the reference weights into ``model`` under taan's names, tasks in head order."""
     target = model.state_dict()
     for prefix, layers in (("convs", convs), ("blocks", dense)):
         affine = "conv" if prefix == "convs" else "linear"
@@ -262,18 +302,5 @@ def _reference_model(state: Mapping[str, Any], names: list[str], num_tasks: int)
         target[f"heads.{t}.weight"], target[f"heads.{t}.bias"] = weight, bias
     try:
         model.load_state_dict(target)
-    except RuntimeError:
-        return None
-    # The paper's two networks name their data sets; any other shape leaves it to the user.
-    data_name = "unknown"
-    if convs and config.input_shape[0] == 1 and not task_names[0].startswith("task_"):
-        data_name = "omniglot"
-    elif not convs and config.input_dim == 1152:
-        data_name = "youtube8m"
-    return {"task_names": task_names, "order": order, "layer_order": [layer[0] for layer in convs + dense],
-            "model": {"class": type(model).__name__, "module": type(model).__module__,
-                      "config": dataclasses.asdict(config),
-                      "state_dict": {k: v.detach().to("cpu", copy=True).contiguous()
-                                     for k, v in model.state_dict().items()}},
-            "data": {"name": data_name, "config": {}, "groups": None}}
-
+    except RuntimeError as err:
+        raise _NotAModel(f"its weights do not fit {type(model).__name__} ({' '.join(str(err).split())[:120]})") from err

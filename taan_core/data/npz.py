@@ -23,8 +23,10 @@ split          (N,) int or str  optional; 0/"train", 1/"val", 2/"test"; without 
 Without ``kinds`` every task gets one kind inferred from ``labels``: boolean labels are binary
 (1-D or one column) or multilabel (several columns); integer 1-D labels are binary if they are
 all 0 or 1 and multiclass otherwise; 2-D labels of only 0 and 1 are multilabel; anything else
-is regression. The file is read with ``allow_pickle=False``, and every array's declared shape
-is checked against the bytes the file holds before anything is allocated.
+is regression. The file is read with ``allow_pickle=False``; every member must be a ``.npy``
+array whose declared shape is checked against the bytes the file holds, and the arrays and the
+tasks' output heads against the memory limit (``TAAN_MEMORY_LIMIT`` or the memory available),
+before anything is allocated.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from taan_core._atomic import atomic_write
+from taan_core._memory import TRAINING_COPIES, check_memory, format_bytes
 from taan_core._validation import check_int
 from taan_core.data.base import (
     KINDS,
@@ -78,6 +82,12 @@ def save_npz(
     task_ids : int array of shape (N,)
     labels : array of shape (N,) or (N, K)
     task_names, kinds, num_outputs, split : optional, see the module docstring
+
+    Raises
+    ------
+    taan_core._atomic.WriteError
+        One line naming ``path`` when it cannot be written (a full disk); the file is then
+        left as it was (written atomically).
     """
     arrays = {
         "features": np.asarray(features, dtype=np.float32),
@@ -92,8 +102,7 @@ def save_npz(
         arrays["num_outputs"] = np.asarray(num_outputs, dtype=np.int64)
     if split is not None:
         arrays["split"] = np.asarray(split)
-    with open(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
@@ -102,9 +111,11 @@ def _read(path: str) -> dict[str, np.ndarray]:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a readable .npz file (not a zip archive of .npy arrays)")
     try:
-        _check_declared_sizes(path)
+        declared = _check_declared_sizes(path)
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+    # The arrays, then their float32 copies in the splits: about twice what the file declares.
+    check_memory(2 * declared, f"{path}: reading the arrays ({format_bytes(declared)} declared by their headers)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -117,19 +128,23 @@ def _read(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: cannot read without pickle ({err}); store strings as unicode arrays") from err
 
 
-def _check_declared_sizes(path: str) -> None:
-    """Refuse arrays whose headers declare more bytes than the file can hold, before allocating.
+def _check_declared_sizes(path: str) -> int:
+    """Refuse arrays whose headers declare more bytes than the file can hold, before allocating;
+    return the bytes all arrays declare.
 
     numpy allocates an array from its header's shape and then fills it, so a small file that
     declares shape (1e12, 1e6) would ask for exabytes. Every member's declared size must fit in
     its uncompressed size in the zip directory, which must itself be reachable from the bytes on
-    disk (equal for stored members, at most deflate's 1032:1 for compressed ones).
+    disk (equal for stored members, at most deflate's 1032:1 for compressed ones). A member not
+    named ``*.npy`` is refused: ``np.load`` would read it whole as raw bytes, unchecked.
     """
     on_disk = os.path.getsize(path)
+    total = 0
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
-                continue
+                raise ValueError(f"{path}: member {info.filename!r}: expected only .npy arrays (the format of "
+                                 "np.savez), got a member of another name")
             name = info.filename[: -len(".npy")]
             stored = info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size
             inflated = (info.compress_type == zipfile.ZIP_DEFLATED
@@ -156,6 +171,8 @@ def _check_declared_sizes(path: str) -> None:
                     f"{path}: {name} declares shape {tuple(shape)} of {dtype} ({declared} bytes), "
                     f"but the file holds {info.file_size - header} bytes of it"
                 )
+            total += declared
+    return total
 
 
 def _infer_kind(labels: np.ndarray) -> str:
@@ -196,43 +213,12 @@ def _split_codes(split: np.ndarray, n: int, path: str) -> np.ndarray:
     return codes
 
 
-def load_npz(
-    data_path: str | None = None,
-    *,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-) -> MultiTaskData:
-    """Load a multi-task data set from an ``.npz`` file in the documented format.
-
-    Parameters
-    ----------
-    data_path : str
-        The ``.npz`` file.
-    val_fraction, test_fraction : float
-        Per-task random split when the file has no ``split`` array.
-    seed : int
-        Seed of that split.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and the row or task: a missing array, no samples, features of fewer
-        than 2 dimensions, a non-finite feature, a task id or label out of range, a task
-        without samples, arrays of disagreeing lengths, an array declaring more bytes than the
-        file holds, or arrays too large for memory.
-    """
-    if data_path is None:
-        raise ValueError("the npz data set needs data_path, the .npz file to read")
-    _check_fractions(val_fraction, test_fraction)
-    check_int(seed, "seed", minimum=0)
-    path = str(data_path)
-    arrays = _read(path)
+def _check_arrays(arrays: dict[str, np.ndarray], path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """features, task_ids and labels, after checking their presence, shapes, dtypes and values."""
     missing = [k for k in _REQUIRED if k not in arrays]
     if missing:
         raise ValueError(f"{path}: missing array(s) {missing}; the format needs {list(_REQUIRED)}")
     features, task_ids, labels = (arrays[k] for k in _REQUIRED)
-
     if features.ndim < 2:
         raise ValueError(f"{path}: features must have shape (N, D) or (N, *shape), got {features.shape}")
     if not (np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer)):
@@ -259,12 +245,15 @@ def load_npz(
         if not finite.all():
             row = int(np.flatnonzero(~finite)[0])
             raise ValueError(f"{path}: row {row}: labels hold NaN or inf")
+    return features, task_ids, labels
 
-    names = arrays.get("task_names")
+
+def _task_names(names: np.ndarray | None, task_ids: np.ndarray, path: str) -> list[str]:
+    """The T task names (given, or task_0 ..), after checking that every task id is in [0, T)
+    and every task has samples."""
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise ValueError(f"{path}: task_names must be a 1-D string array, got {names.dtype} {names.shape}")
-        num_tasks = names.shape[0]
         names = [str(s) for s in names]
     else:
         if int(task_ids.min()) < 0:
@@ -279,8 +268,8 @@ def load_npz(
             row = int(np.flatnonzero(task_ids == largest)[0])
             raise ValueError(f"{path}: task {t} ('task_{t}') has no samples; task ids must number the tasks "
                              f"0 .. T-1 (row {row} has task id {largest})")
-        num_tasks = present.size
-        names = [f"task_{t}" for t in range(num_tasks)]
+        names = [f"task_{t}" for t in range(present.size)]
+    num_tasks = len(names)
     bad = np.flatnonzero((task_ids < 0) | (task_ids >= num_tasks))
     if bad.size:
         raise ValueError(f"{path}: row {bad[0]}: task id {task_ids[bad[0]]} out of range [0, {num_tasks})")
@@ -288,58 +277,99 @@ def load_npz(
     if (counts == 0).any():
         t = int(np.flatnonzero(counts == 0)[0])
         raise ValueError(f"{path}: task {t} ({names[t]!r}) has no samples")
+    return names
 
+
+def _task_spec(t: int, name: str, kind: str, labels: np.ndarray, num_outputs: int | None, path: str) -> TaskSpec:
+    """Task t's spec, after checking its labels (``labels``: its rows of the (n, K) labels).
+
+    Label rows are reported by their row in the task (``_task_specs`` turns them into file rows).
+    """
+    width = labels.shape[1]
+    if kind in ("binary", "multiclass"):
+        col = labels[:, 0].astype(np.float64)
+        nonint = np.flatnonzero(col != np.round(col))
+        if nonint.size:
+            raise _RowError(nonint[0], f"task {t} ({name!r}) is {kind}, label {col[nonint[0]]} is not an integer")
+        k = 1 if kind == "binary" else num_outputs if num_outputs is not None else max(int(col.max()) + 1, 2)
+        if kind == "multiclass" and not 2 <= k <= MAX_CLASSES:
+            why = f"num_outputs gives {k}" if num_outputs is not None else f"its largest label is {int(col.max())}"
+            raise ValueError(f"{path}: task {t} ({name!r}) is multiclass with {k} class{'es' * (k != 1)} ({why}); "
+                             f"expected 2 to {MAX_CLASSES:,}")
+        high = 2 if kind == "binary" else k
+        bad = np.flatnonzero((col < 0) | (col >= high))
+        if bad.size:
+            raise _RowError(bad[0], f"label {int(col[bad[0]])} of task {t} ({name!r}) out of range [0, {high})")
+        return TaskSpec(name, kind, k)
+    k = num_outputs if num_outputs is not None else width
+    if not 1 <= k <= width:
+        raise ValueError(f"{path}: task {t} ({name!r}) needs {k} label columns, labels have {width}")
+    if kind == "multilabel":
+        bad = np.flatnonzero(~np.isin(labels[:, :k], (0, 1)).all(axis=1))
+        if bad.size:
+            raise _RowError(bad[0], f"multilabel labels of task {t} ({name!r}) must be 0 or 1")
+    return TaskSpec(name, kind, k)
+
+
+class _RowError(Exception):
+    """A bad label in a task's row ``row``; ``_task_specs`` names the file and the file's row."""
+
+    def __init__(self, row: int, message: str) -> None:
+        super().__init__(message)
+        self.row = int(row)
+
+
+def _task_specs(arrays: dict[str, np.ndarray], labels: np.ndarray, task_ids: np.ndarray, names: list[str],
+                path: str) -> tuple[list[TaskSpec], list[np.ndarray]]:
+    """Every task's spec (kind and outputs, checked against its labels) and its rows."""
+    num_tasks = len(names)
     kinds = _per_task(arrays.get("kinds"), "kinds", num_tasks, path)
     kinds = [str(k) for k in kinds] if kinds is not None else [_infer_kind(labels)] * num_tasks
     for t, kind in enumerate(kinds):
         if kind not in KINDS:
             raise ValueError(f"{path}: task {t} ({names[t]!r}): kind must be one of {', '.join(KINDS)}, got {kind!r}")
     num_outputs = _per_task(arrays.get("num_outputs"), "num_outputs", num_tasks, path)
-    width = 1 if labels.ndim == 1 else labels.shape[1]
-    label2d = labels.reshape(n, -1)
-
+    label2d = labels.reshape(labels.shape[0], -1)
     tasks, rows_of = [], []
     for t, (name, kind) in enumerate(zip(names, kinds)):
         rows = np.flatnonzero(task_ids == t)
+        try:
+            spec = _task_spec(t, name, kind, label2d[rows], None if num_outputs is None else int(num_outputs[t]), path)
+        except _RowError as err:
+            raise ValueError(f"{path}: row {rows[err.row]}: {err}") from None
+        tasks.append(spec)
         rows_of.append(rows)
-        if kind in ("binary", "multiclass"):
-            col = label2d[rows, 0].astype(np.float64)
-            nonint = np.flatnonzero(col != np.round(col))
-            if nonint.size:
-                raise ValueError(f"{path}: row {rows[nonint[0]]}: task {t} ({name!r}) is {kind}, label {col[nonint[0]]} is not an integer")
-            k = 1 if kind == "binary" else int(num_outputs[t]) if num_outputs is not None else max(int(col.max()) + 1, 2)
-            if kind == "multiclass" and not 2 <= k <= MAX_CLASSES:
-                why = f"num_outputs gives {k}" if num_outputs is not None else f"its largest label is {int(col.max())}"
-                raise ValueError(f"{path}: task {t} ({name!r}) is multiclass with {k} class{'es' * (k != 1)} ({why}); "
-                                 f"expected 2 to {MAX_CLASSES:,}")
-            high = 2 if kind == "binary" else k
-            bad = np.flatnonzero((col < 0) | (col >= high))
-            if bad.size:
-                raise ValueError(
-                    f"{path}: row {rows[bad[0]]}: label {int(col[bad[0]])} of task {t} ({name!r}) out of range [0, {high})"
-                )
-        else:
-            k = int(num_outputs[t]) if num_outputs is not None else width
-            if not 1 <= k <= width:
-                raise ValueError(f"{path}: task {t} ({name!r}) needs {k} label columns, labels have {width}")
-            if kind == "multilabel":
-                block = label2d[rows, :k]
-                bad = np.flatnonzero(~np.isin(block, (0, 1)).all(axis=1))
-                if bad.size:
-                    raise ValueError(f"{path}: row {rows[bad[0]]}: multilabel labels of task {t} ({name!r}) must be 0 or 1")
-        tasks.append(TaskSpec(name, kind, k))
+    # Every model has a head per task with at least one weight and one bias per output, trained
+    # with Adam: outputs declared by the billion are refused here, with the file named.
+    outputs = sum(spec.num_outputs for spec in tasks)
+    check_memory(2 * outputs * 4 * TRAINING_COPIES,
+                 f"{path}: num_outputs: training the heads of the {num_tasks:,} tasks' {outputs:,} outputs")
+    return tasks, rows_of
 
-    codes = _split_codes(arrays["split"], n, path) if "split" in arrays else None
+
+def _split_rows(rows_of: list[np.ndarray], codes: np.ndarray | None, val_fraction: float, test_fraction: float,
+                seed: int) -> list[list[np.ndarray]]:
+    """Per task, its train, val and test rows: by the split ``codes`` (0/1/2 per row) or at
+    random (seeded) when there are none."""
     rng = np.random.default_rng([seed, 0x4E5A])
-    parts: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
-    for t, (spec, rows) in enumerate(zip(tasks, rows_of)):
+    out = []
+    for rows in rows_of:
         if codes is None:
-            chosen = [rows[i] for i in _split_indices(rows.size, val_fraction, test_fraction, rng)]
+            out.append([rows[i] for i in _split_indices(rows.size, val_fraction, test_fraction, rng)])
         else:
-            chosen = [rows[codes[rows] == i] for i in range(3)]
-        if chosen[0].size == 0:
+            out.append([rows[codes[rows] == i] for i in range(3)])
+    return out
+
+
+def _tensor_splits(features: np.ndarray, labels: np.ndarray, tasks: list[TaskSpec], chosen: list[list[np.ndarray]],
+                   path: str) -> dict[str, TensorSplit]:
+    """The train, val and test TensorSplits: float32 features, targets as each kind wants them."""
+    label2d = labels.reshape(labels.shape[0], -1)
+    parts: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
+    for t, (spec, rows) in enumerate(zip(tasks, chosen)):
+        if rows[0].size == 0:
             raise ValueError(f"{path}: task {t} ({spec.name!r}) has no training rows")
-        for which, r in zip(SPLITS, chosen):
+        for which, r in zip(SPLITS, rows):
             x = torch.from_numpy(np.ascontiguousarray(features[r], dtype=np.float32))
             if spec.kind == "multiclass":
                 y = torch.from_numpy(label2d[r, 0].astype(np.int64))
@@ -349,6 +379,47 @@ def load_npz(
                 y = torch.from_numpy(label2d[r, :spec.num_outputs].astype(np.float32))
             parts[which][0].append(x)
             parts[which][1].append(y)
-    splits = {s: TensorSplit(tasks, xs, ys, source=path) for s, (xs, ys) in parts.items()}
+    return {s: TensorSplit(tasks, xs, ys, source=path) for s, (xs, ys) in parts.items()}
+
+
+def load_npz(
+    data_path: str | None = None,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> MultiTaskData:
+    """Load a multi-task data set from an ``.npz`` file in the documented format.
+
+    Parameters
+    ----------
+    data_path : str
+        The ``.npz`` file.
+    val_fraction, test_fraction : float
+        Per-task random split when the file has no ``split`` array.
+    seed : int
+        Seed of that split.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the row or task: a missing array, no samples, features of fewer
+        than 2 dimensions, a non-finite feature, a task id or label out of range, a task
+        without samples, arrays of disagreeing lengths, an array declaring more bytes than the
+        file holds, a member that is not a ``.npy`` array, or arrays or output heads too large
+        for the memory limit (``taan_core._memory``).
+    """
+    if data_path is None:
+        raise ValueError("the npz data set needs data_path, the .npz file to read")
+    _check_fractions(val_fraction, test_fraction)
+    check_int(seed, "seed", minimum=0)
+    path = str(data_path)
+    arrays = _read(path)
+    features, task_ids, labels = _check_arrays(arrays, path)
+    names = _task_names(arrays.get("task_names"), task_ids, path)
+    tasks, rows_of = _task_specs(arrays, labels, task_ids, names, path)
+    codes = _split_codes(arrays["split"], features.shape[0], path) if "split" in arrays else None
+    chosen = _split_rows(rows_of, codes, val_fraction, test_fraction, seed)
+    splits = _tensor_splits(features, labels, tasks, chosen, path)
     config = {"data_path": path, "val_fraction": float(val_fraction), "test_fraction": float(test_fraction), "seed": seed}
     return MultiTaskData("npz", config, tasks, splits, input_shape=features.shape[1:])

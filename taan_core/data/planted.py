@@ -369,6 +369,21 @@ def _check_sizes(num_tasks: int, input_dim: int, hidden: Sequence[int], num_hing
                              f"more than the limit of 2**30")
 
 
+# The Python side of one task's data: its spec, its six tensors and their numpy bases.
+_TASK_BYTES = 4096
+
+
+def _check_memory(num_tasks: int, hidden: Sequence[int], num_hinges: int, values_per_task: int) -> None:
+    """Raise MemoryLimitError when the data would not fit: every task's samples in float64 and
+    again as float32 tensors, the calibration's hinge terms, the Python side of every task."""
+    from taan_core._memory import check_memory
+
+    samples = 8 * 1.5 * num_tasks * values_per_task
+    calibration = 8 * num_tasks * _CALIBRATION_SAMPLES * max(hidden, default=0) * num_hinges
+    check_memory(samples + calibration + _TASK_BYTES * num_tasks,
+                 f"the planted data set (num_tasks = {num_tasks:,})")
+
+
 def _check_design(design) -> None:
     if design not in _DESIGNS:
         raise ValueError(f"design must be one of {', '.join(_DESIGNS)}, got {design!r}")
@@ -456,6 +471,7 @@ def load_planted(
     _check_float(split_distance, "split_distance", positive=True)
     _check_design(design)
     _check_sizes(num_tasks, input_dim, hidden, num_hinges, num_outputs, samples_per_task)
+    _check_memory(num_tasks, hidden, num_hinges, (input_dim + num_outputs) * samples_per_task)
 
     config = {
         "num_tasks": num_tasks,

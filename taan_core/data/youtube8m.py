@@ -26,7 +26,9 @@ larger than memory trains.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import glob
 import hashlib
 import json
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from taan_core._atomic import WriteError, write_file
 from taan_core._validation import check_int
 from taan_core.data.base import SPLITS, MultiTaskData, MultiTaskSplit, TaskSpec, _check_fractions
 
@@ -58,12 +61,9 @@ _MAX_ENTITIES = 2**24
 
 
 def _require(module: str):
-    try:
-        return __import__(module)
-    except ImportError as err:
-        raise ImportError(
-            f"the youtube8m data set needs the {module} package: pip install tfrecord h5py crc32c"
-        ) from err
+    from taan_core.errors import require
+
+    return require(module, package=module, extra="youtube8m", purpose="the youtube8m data set")
 
 
 def _read_vocabulary(path: str, domains: Sequence[str] | None) -> tuple[list[str], list[list[int]], int]:
@@ -230,7 +230,10 @@ class _ShardWriter:
     def __init__(self, path: str, name: str, num_outputs: int) -> None:
         import h5py
 
-        self.file = h5py.File(path, "w")
+        self.path = path
+        # No raw-data cache: every block is on disk when its write returns, so a full disk fails
+        # in that write, never later inside close() (see abort).
+        self.file = h5py.File(path, "w", rdcc_nbytes=0)
         self.file.attrs["task"] = name
         self.file.attrs["num_outputs"] = num_outputs
         dim = RGB_DIM + AUDIO_DIM
@@ -250,6 +253,21 @@ class _ShardWriter:
             self.flush()
 
     def flush(self) -> None:
+        with self._naming_failures():
+            self._flush()
+
+    @contextlib.contextmanager
+    def _naming_failures(self):
+        # HDF5 reports a full disk as a RuntimeError or OSError about "raw data"; say which file.
+        try:
+            yield
+        except (OSError, RuntimeError) as err:
+            text = str(err)
+            full = getattr(err, "errno", None) == errno.ENOSPC or "errno = 28" in text or "No space left" in text
+            reason = "no space left on the device" if full else (text.strip().splitlines() or [type(err).__name__])[0]
+            raise WriteError(f"cannot write {self.path}: {reason}") from err
+
+    def _flush(self) -> None:
         if not self.buffer:
             return
         n0 = self.features.shape[0]
@@ -267,11 +285,34 @@ class _ShardWriter:
         self.buffer = []
 
     def close(self) -> int:
-        self.flush()
-        self.file.create_dataset("label_offsets", data=np.asarray(self.offsets, dtype=np.int64))
-        n = self.features.shape[0]
-        self.file.close()
+        with self._naming_failures():
+            self._flush()
+            self.file.create_dataset("label_offsets", data=np.asarray(self.offsets, dtype=np.int64))
+            n = self.features.shape[0]
+            # A write that fails in flush() leaves the file consistent and closable (abort); one
+            # that fails inside close() leaves HDF5's objects half closed.
+            self.file.flush()
+            self.file.close()
         return n
+
+    def empty(self) -> None:
+        """Cut the file to nothing: a discarded file gives its disk space back before it is closed."""
+        self.buffer = []
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, 0)
+
+    def abort(self) -> None:
+        """Close the file without writing what is buffered (its folder is about to be removed).
+
+        On a full disk HDF5 cannot close a file whose last write failed (it must still write
+        its metadata) and keeps it open; the library's clean-up at exit then crashed the
+        process (a segmentation fault). Emptying every file of the conversion first
+        (:meth:`empty`) frees the space that closing needs.
+        """
+        self.empty()
+        self.features = self.indices = self.ids = None
+        with contextlib.suppress(Exception):  # the first error was raised already
+            self.file.close()
 
 
 def _convert(files: list[str], names: list[str], members: list[list[int]], num_entities: int,
@@ -283,14 +324,13 @@ def _convert(files: list[str], names: list[str], members: list[list[int]], num_e
     for t, entities in enumerate(members):
         owner[entities] = t
         column[entities] = np.arange(len(entities))
-    writers = []
-    for which in SPLITS:
-        os.makedirs(os.path.join(out, which), exist_ok=True)
-        writers.append([
-            _ShardWriter(os.path.join(out, which, f"{t:03d}.h5"), name, len(members[t]))
-            for t, name in enumerate(names)
-        ])
+    writers: list[list[_ShardWriter]] = []
     try:
+        for which in SPLITS:
+            os.makedirs(os.path.join(out, which), exist_ok=True)
+            writers.append([])
+            for t, name in enumerate(names):
+                writers[-1].append(_ShardWriter(os.path.join(out, which, f"{t:03d}.h5"), name, len(members[t])))
         for path in files:
             for number, example in _records(path):
                 video_id, x, labels = _parse(example, path, number, num_entities)
@@ -302,9 +342,14 @@ def _convert(files: list[str], names: list[str], members: list[list[int]], num_e
                 for t in present:
                     cols = np.unique(column[labels[tasks == t]])
                     writers[split][int(t)].add(video_id, x, cols)
-    finally:
-        counts = [[w.close() for w in row] for row in writers]
-    return counts
+        return [[w.close() for w in row] for row in writers]
+    except BaseException:
+        every = [w for row in writers for w in row]
+        for w in every:
+            w.empty()
+        for w in every:
+            w.abort()
+        raise
 
 
 class HDF5Split(MultiTaskSplit):
@@ -498,8 +543,9 @@ def load_youtube8m(
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             counts = _convert(files, names, members, num_entities, tmp, seed, val_fraction, test_fraction)
-            with open(os.path.join(tmp, "manifest.json"), "w") as fh:
-                json.dump({"version": _CACHE_VERSION, "files": files, "tasks": names, "counts": counts, **options}, fh)
+            write_file(os.path.join(tmp, "manifest.json"),
+                       json.dumps({"version": _CACHE_VERSION, "files": files, "tasks": names, "counts": counts,
+                                   **options}))
             # Publish the finished cache in one step; an interrupted conversion leaves only tmp.
             os.replace(tmp, folder)
         except BaseException:

@@ -29,26 +29,43 @@ from taan_core.models.baselines import (
     SoftOrder,
     SoftOrderConfig,
 )
+from taan_core.models.branched_conv import BranchedConv, BranchedConvConfig
 from taan_core.models.conv_baselines import ConvConfig, HardShareConv, SingleTaskConv
+from taan_core.models.conv_soft_sharing import (
+    CrossStitchConv,
+    CrossStitchConvConfig,
+    MMoEConv,
+    MMoEConvConfig,
+    SoftOrderConv,
+    SoftOrderConvConfig,
+)
 from taan_core.models.taan import TAAN, TAANConfig, TAANConv, TAANConvConfig
 
 __all__ = [
     "MODELS",
     "Branched",
     "BranchedConfig",
+    "BranchedConv",
+    "BranchedConvConfig",
     "CrossStitch",
     "ConvConfig",
     "CrossStitchConfig",
+    "CrossStitchConv",
+    "CrossStitchConvConfig",
     "HardShare",
     "HardShareConv",
     "MLPConfig",
     "MMoE",
     "MMoEConfig",
+    "MMoEConv",
+    "MMoEConvConfig",
     "MultiTaskModel",
     "SingleTask",
     "SingleTaskConv",
     "SoftOrder",
     "SoftOrderConfig",
+    "SoftOrderConv",
+    "SoftOrderConvConfig",
     "TAAN",
     "TAANConfig",
     "TAANConv",
@@ -70,17 +87,23 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "branched": Branched,
     "hard-conv": HardShareConv,
     "stl-conv": SingleTaskConv,
+    "soft-order-conv": SoftOrderConv,
+    "cross-stitch-conv": CrossStitchConv,
+    "mmoe-conv": MMoEConv,
+    "branched-conv": BranchedConv,
 }
 
 # The conv model with TAANConv's trunk that stands for a fully connected one on images.
-_CONV_VARIANTS = {"taan": "taan-conv", "hard": "hard-conv", "stl": "stl-conv"}
+_CONV_VARIANTS = {name: f"{name}-conv" for name in ("taan", "hard", "stl", "soft-order", "cross-stitch", "mmoe",
+                                                     "branched")}
 
 
 def conv_variant(name: str, input_shape: Sequence[int]) -> str:
     """The registry name to build for ``name`` on inputs of ``input_shape``.
 
     On images (a 3-D ``input_shape``, (C, H, W)) a model with a conv variant (``taan``,
-    ``hard``, ``stl``) becomes that variant, so every model sees the images through
+    ``hard``, ``stl``, ``soft-order``, ``cross-stitch``, ``mmoe``, ``branched``) becomes that
+    variant (``taan-conv``, ``hard-conv``, ...), so every model sees the images through
     TAANConv's trunk; any other name, or any name on flat inputs, stays as it is.
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
@@ -123,6 +146,9 @@ def build_model(
     ValueError
         For an unknown model name or config field (the message lists the valid ones), or for a
         config value out of range.
+    taan_core._memory.MemoryLimitError
+        A ValueError, when the model's estimated size exceeds the memory limit (the memory
+        available, or ``TAAN_MEMORY_LIMIT``); nothing is allocated then.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
@@ -142,7 +168,15 @@ def build_model(
             valid = ", ".join(sorted(fields - fixed))
             raise ValueError(f"unknown config field {key!r} for model {name!r}; valid fields: {valid}")
         kwargs[key] = value
-    return cls(cls.config_class(**kwargs))
+    return _build(cls, cls.config_class(**kwargs))
+
+
+def _build(cls: type[MultiTaskModel], config: Any) -> MultiTaskModel:
+    # The size follows from the config alone: refuse one that cannot fit before allocating it.
+    from taan_core._memory import check_model
+
+    check_model(config)
+    return cls(config)
 
 
 def model_from_config(class_name: str, config: dict[str, Any]) -> MultiTaskModel:
@@ -153,7 +187,8 @@ def model_from_config(class_name: str, config: dict[str, Any]) -> MultiTaskModel
     Raises
     ------
     ValueError
-        For an unknown class name, unknown or missing config fields, or a value out of range.
+        For an unknown class name, unknown or missing config fields, a value out of range, or
+        a model whose estimated size exceeds the memory limit (``MemoryLimitError``).
     TypeError
         For a config value of the wrong type.
     """
@@ -173,4 +208,4 @@ def model_from_config(class_name: str, config: dict[str, Any]) -> MultiTaskModel
             f"config does not fit {class_name}: unknown fields {unknown}, missing fields {missing}; "
             f"valid fields: {', '.join(sorted(names))}"
         )
-    return cls(cls.config_class(**config))
+    return _build(cls, cls.config_class(**config))

@@ -119,10 +119,40 @@ class _TaskGroups(NamedTuple):
     counts: list[int]
 
 
-def _task_index(task: Tensor, num_tasks: int) -> _TaskGroups:
-    """Group the rows of a mixed batch by task (a stable sort keeps each group in batch order)."""
+def _check_counts(counts: Any, task: Task, num_tasks: int) -> list[int] | None:
+    """Return ``counts`` as a list of T ints, or raise if it cannot be the task counts of the batch.
+
+    Eager calls compare it with the batch (one host sync, like the range check of the ids);
+    compiled code cannot read the batch back without a graph break and trusts it.
+    """
+    if counts is None:
+        return None
+    if isinstance(task, int):
+        raise ValueError("counts is for mixed batches (task a LongTensor of shape (N,)); got an int task")
+    counts = _int_list(counts, "counts", minimum=0)
+    if len(counts) != num_tasks:
+        raise ValueError(f"counts must have one entry per task (T = {num_tasks}), got {len(counts)}")
+    if sum(counts) != task.shape[0]:
+        raise ValueError(f"counts must sum to the batch size N = {task.shape[0]}, got {sum(counts)}")
+    if task.numel() and not torch.compiler.is_compiling():
+        actual = torch.bincount(task, minlength=num_tasks).tolist()
+        if actual != counts:
+            t = next(t for t, (a, b) in enumerate(zip(actual, counts)) if a != b)
+            raise ValueError(f"counts must be the number of samples of each task in the batch: task {t} has "
+                             f"{actual[t]}, counts says {counts[t]}")
+    return counts
+
+
+def _task_index(task: Tensor, num_tasks: int, counts: list[int] | None = None) -> _TaskGroups:
+    """Group the rows of a mixed batch by task (a stable sort keeps each group in batch order).
+
+    ``counts`` (checked by :func:`_check_counts`) are the group sizes when the caller knows them;
+    otherwise they are read back from the device, a host sync that ``torch.compile`` cannot trace
+    (the sizes of the groups, hence of the outputs, depend on the data).
+    """
     order = torch.argsort(task, stable=True)
-    counts = torch.bincount(task, minlength=num_tasks).tolist()
+    if counts is None:
+        counts = torch.bincount(task, minlength=num_tasks).tolist()
     return _TaskGroups(order, counts)
 
 
@@ -210,8 +240,9 @@ class MultiTaskModel(nn.Module):
     the mixed-batch path of the subclass.
 
     Subclasses set ``config_class``, store the config as ``self.config`` and implement
-    ``_forward_task(x, task: int)`` and ``_forward_mixed(x, task: LongTensor)``. ``x`` reaches
-    them already checked against ``input_shape``.
+    ``_forward_task(x, task: int)`` and ``_forward_mixed(x, task: LongTensor, counts)`` (``counts``
+    the checked task counts or None, for :func:`_task_index`). ``x`` reaches them already checked
+    against ``input_shape``.
     """
 
     config_class: ClassVar[type]
@@ -239,7 +270,7 @@ class MultiTaskModel(nn.Module):
         """Shape of one input sample (without the batch dimension)."""
         return (self.config.input_dim,)
 
-    def forward(self, x: Tensor, task: Task) -> Output:
+    def forward(self, x: Tensor, task: Task, counts: Sequence[int] | None = None) -> Output:
         """Per-task outputs for a batch.
 
         Parameters
@@ -249,6 +280,12 @@ class MultiTaskModel(nn.Module):
             features and flatten it.
         task : int or LongTensor of shape (N,)
             One task for the whole batch, or the task of each sample.
+        counts : list of T ints, optional
+            For a mixed batch, the number of samples of each task, when the caller knows them
+            (balanced batches: ``batch_size`` each). Otherwise they are read back from the
+            device: a host synchronisation, and under ``torch.compile`` a graph break. With
+            ``counts`` the forward has no data-dependent step and compiles with
+            ``fullgraph=True``.
 
         Returns
         -------
@@ -258,9 +295,10 @@ class MultiTaskModel(nn.Module):
         """
         x = self._check_input(x)
         task = _check_task(task, x.shape[0], self.num_tasks, x.device)
+        counts = _check_counts(counts, task, self.num_tasks)
         if isinstance(task, int):
             return self._forward_task(x, task)
-        return self._forward_mixed(x, task)
+        return self._forward_mixed(x, task, counts)
 
     def _check_input(self, x: Any) -> Tensor:
         if not isinstance(x, Tensor):
@@ -280,7 +318,7 @@ class MultiTaskModel(nn.Module):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         raise NotImplementedError
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         raise NotImplementedError
 
     def num_parameters(self, trainable_only: bool = False) -> int:

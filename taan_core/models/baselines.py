@@ -64,8 +64,8 @@ class SingleTask(MultiTaskModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.columns[task](x)
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
-        return _apply_per_task(self.columns, x, _task_index(task, self.num_tasks))
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
+        return _apply_per_task(self.columns, x, _task_index(task, self.num_tasks, counts))
 
 
 class HardShare(MultiTaskModel):
@@ -86,8 +86,8 @@ class HardShare(MultiTaskModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self.trunk(x))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
-        return _apply_per_task(self.heads, self.trunk(x), _task_index(task, self.num_tasks))
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
+        return _apply_per_task(self.heads, self.trunk(x), _task_index(task, self.num_tasks, counts))
 
 
 @dataclass
@@ -164,9 +164,9 @@ class SoftOrder(MultiTaskModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self._trunk(x, self.order_logits[task].softmax(-1)))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         h = self._trunk(x, self.order_logits.softmax(-1)[task])
-        return _apply_per_task(self.heads, h, _task_index(task, self.num_tasks))
+        return _apply_per_task(self.heads, h, _task_index(task, self.num_tasks, counts))
 
 
 @dataclass
@@ -247,9 +247,9 @@ class CrossStitch(MultiTaskModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self._columns(x)[task])
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         h = self._columns(x)  # (T, N, H); task t's head reads its rows of column t
-        groups = _task_index(task, self.num_tasks)
+        groups = _task_index(task, self.num_tasks, counts)
         rows = groups.order + x.shape[0] * task.index_select(0, groups.order)
         return _apply_per_task(self.heads, h.flatten(0, 1), groups._replace(order=rows))
 
@@ -327,10 +327,10 @@ class MMoE(MultiTaskModel):
         gate = torch.nn.functional.linear(x, self.gates.weight[task], self.gates.bias[task]).softmax(-1)
         return self.towers[task](torch.einsum("ne,enh->nh", gate, self._experts(x)))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         # All T gates cost N * input_dim * T * E, small next to the experts; pick each row's own.
         logits = self.gates(x)  # (T, N, E)
         gate = logits[task, torch.arange(x.shape[0], device=x.device)].softmax(-1)
         mixed = torch.einsum("ne,enh->nh", gate, self._experts(x))
-        return _apply_per_task(self.towers, mixed, _task_index(task, self.num_tasks))
+        return _apply_per_task(self.towers, mixed, _task_index(task, self.num_tasks, counts))
 

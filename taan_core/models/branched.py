@@ -6,8 +6,7 @@ reads its head from the branch of its group at the last layer. With one group pe
 :class:`~taan_core.models.HardShare`; with every task alone from the first layer on it is
 :class:`~taan_core.models.SingleTask`. The tree is plain data (``groups[l][t]``, the group of task
 t at hidden layer l), so a checkpoint stores it in the config, and it can come from anywhere: the
-sharing tree a trained TAAN implies (:func:`branched_overrides`, from
-:func:`taan_core.relatedness.tree_from_checkpoint`), the planted
+sharing tree a trained TAAN implies (:func:`taan_core.relatedness.branched_overrides`), the planted
 ground truth of the planted benchmark, or :func:`random_assignment` of the same shape.
 """
 
@@ -23,7 +22,7 @@ from torch import Tensor, nn
 from taan_core._validation import check_int
 from taan_core.models._base import MultiTaskModel, _bool, _check_dropout, _int_list, _linear_heads
 
-__all__ = ["Branched", "BranchedConfig", "branched_overrides", "check_groups", "random_assignment"]
+__all__ = ["Branched", "BranchedConfig", "check_groups", "random_assignment"]
 
 
 def check_groups(groups: Any, num_tasks: int | None = None) -> list[list[int]]:
@@ -223,11 +222,12 @@ class Branched(MultiTaskModel):
             h = branches[self.config.groups[l][task]](h)
         return self.heads[task](h)
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         # Sort rows by the task order (stable: each task's rows stay in batch order); then every
         # branch of every layer reads one contiguous block of rows.
         perm = torch.argsort(self._position[task], stable=True)
-        counts = torch.bincount(task, minlength=self.num_tasks).tolist()
+        if counts is None:
+            counts = torch.bincount(task, minlength=self.num_tasks).tolist()
         h = x.index_select(0, perm)
         for l, branches in enumerate(self.branches):
             blocks = self._blocks[l]
@@ -248,53 +248,15 @@ class Branched(MultiTaskModel):
         return f"num_tasks={self.num_tasks}, num_groups={self.config.num_groups}, hidden={self.config.hidden}"
 
 
-def branched_overrides(
-    checkpoint: Any,
-    threshold: float = 0.1,
-    measure: str = "data",
-    hidden: Sequence[int] | None = None,
-) -> dict[str, list]:
-    """Config fields of a :class:`Branched` network shaped like a trained TAAN.
+def __getattr__(name: str):
+    # branched_overrides reads a checkpoint, which a model must not do (models sit below
+    # checkpoint and relatedness); it lives in taan_core.relatedness now. The old path keeps
+    # working, with one warning.
+    if name == "branched_overrides":
+        import importlib
+        import warnings
 
-    ``build_model("branched", shape, dims, **branched_overrides(path))`` builds the hard-sharing
-    network whose branches follow the checkpoint's sharing tree, with the TAAN's layer widths.
-
-    Parameters
-    ----------
-    checkpoint : str, PathLike or Checkpoint
-    threshold, measure
-        See :func:`taan_core.relatedness.tree_from_checkpoint`.
-    hidden : sequence of int, optional
-        Layer widths; by default those of the checkpoint's fully connected TAAN.
-
-    Returns
-    -------
-    dict
-        ``{"groups": [[...], ...], "hidden": [...]}``.
-
-    Raises
-    ------
-    ValueError
-        When the checkpoint holds a conv TAAN, or no fully connected TAAN (an imported
-        state_dict) and ``hidden`` is not given, or ``hidden`` has the wrong length.
-    """
-    from taan_core.relatedness import _as_checkpoint, tree_from_checkpoint
-
-    ckpt = _as_checkpoint(checkpoint)
-    if ((ckpt.raw or {}).get("model") or {}).get("class") == "TAANConv":
-        # Its tree has one level per conv stage; branching a fully connected network along it
-        # would silently compare a different network.
-        raise ValueError(f"{ckpt.path}: a branched network is fully connected and cannot follow the sharing tree "
-                         "of a conv TAAN (TAANConv); give the checkpoint of a fully connected TAAN")
-    groups = tree_from_checkpoint(ckpt, threshold, measure)
-    if hidden is None:
-        model = (ckpt.raw or {}).get("model") or {}
-        config = model.get("config") or {}
-        if model.get("class") != "TAAN" or "hidden" not in config:
-            raise ValueError(f"{ckpt.path}: a branched network copies the layer widths of a fully connected TAAN, "
-                             f"this checkpoint holds {model.get('class', 'no model')}; pass hidden explicitly")
-        hidden = config["hidden"]
-    hidden = [int(h) for h in hidden]
-    if len(hidden) != len(groups):
-        raise ValueError(f"hidden must give one width per task-adaptive layer ({len(groups)}), got {hidden}")
-    return {"groups": groups, "hidden": hidden}
+        warnings.warn("taan_core.models.branched.branched_overrides moved to "
+                      "taan_core.relatedness.branched_overrides", DeprecationWarning, stacklevel=2)
+        return importlib.import_module("taan_core.relatedness").branched_overrides
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

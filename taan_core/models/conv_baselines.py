@@ -6,6 +6,10 @@ layers, with a plain ReLU where TAANConv has its task-adaptive activation.
 
 - :class:`HardShareConv` (``hard-conv``): one such trunk shared by all tasks, a linear head per task.
 - :class:`SingleTaskConv` (``stl-conv``): one such network per task, nothing shared.
+
+The stages and dense layers are built here for every conv baseline: soft order, cross-stitch
+and MMoE (:mod:`taan_core.models.conv_soft_sharing`) and the branched network
+(:mod:`taan_core.models.branched_conv`).
 """
 
 from __future__ import annotations
@@ -82,25 +86,33 @@ class ConvConfig:
         return self.hidden[-1] if self.hidden else self.flat_features()
 
 
+def _conv_stage(c_in: int, c_out: int, config: ConvConfig) -> list[nn.Module]:
+    """One of TAANConv's conv stages with ReLU: conv -> [BatchNorm ->] ReLU -> 2x2 max-pool."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, config.kernel_size, padding=config.padding)]
+    if config.batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    return layers + [nn.ReLU(), nn.MaxPool2d(2)]
+
+
+def _dense_layer(in_features: int, out_features: int, config: ConvConfig) -> list[nn.Module]:
+    """One of TAANConv's dense layers with ReLU: linear -> ReLU [-> dropout]."""
+    layers: list[nn.Module] = [nn.Linear(in_features, out_features), nn.ReLU()]
+    return layers + ([nn.Dropout(config.dropout)] if config.dropout > 0 else [])
+
+
+def _dense_layers(config: ConvConfig) -> nn.Sequential:
+    """TAANConv's dense layers with ReLU, from the flattened conv output to ``out_features()``."""
+    widths = [config.flat_features(), *config.hidden]
+    pairs = zip(widths[:-1], widths[1:])
+    return nn.Sequential(*(m for w_in, w_out in pairs for m in _dense_layer(w_in, w_out, config)))
+
+
 def _conv_trunk(config: ConvConfig) -> nn.Sequential:
     """TAANConv's trunk with ReLU: [conv -> BatchNorm -> ReLU -> max-pool] per channel count,
     flatten, [linear -> ReLU -> dropout] per dense width."""
-    layers: list[nn.Module] = []
-    c_in = config.input_shape[0]
-    for c_out in config.channels:
-        layers.append(nn.Conv2d(c_in, c_out, config.kernel_size, padding=config.padding))
-        if config.batch_norm:
-            layers.append(nn.BatchNorm2d(c_out))
-        layers += [nn.ReLU(), nn.MaxPool2d(2)]
-        c_in = c_out
-    layers.append(nn.Flatten())
-    width = config.flat_features()
-    for out in config.hidden:
-        layers += [nn.Linear(width, out), nn.ReLU()]
-        if config.dropout > 0:
-            layers.append(nn.Dropout(config.dropout))
-        width = out
-    return nn.Sequential(*layers)
+    channels = [config.input_shape[0], *config.channels]
+    layers = [m for c_in, c_out in zip(channels[:-1], channels[1:]) for m in _conv_stage(c_in, c_out, config)]
+    return nn.Sequential(*layers, nn.Flatten(), *_dense_layers(config))
 
 
 class HardShareConv(_ImageModel):
@@ -121,8 +133,8 @@ class HardShareConv(_ImageModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self.trunk(x))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
-        return _apply_per_task(self.heads, self.trunk(x), _task_index(task, self.num_tasks))
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
+        return _apply_per_task(self.heads, self.trunk(x), _task_index(task, self.num_tasks, counts))
 
 
 class SingleTaskConv(_ImageModel):
@@ -145,5 +157,5 @@ class SingleTaskConv(_ImageModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.columns[task](x)
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
-        return _apply_per_task(self.columns, x, _task_index(task, self.num_tasks))
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
+        return _apply_per_task(self.columns, x, _task_index(task, self.num_tasks, counts))

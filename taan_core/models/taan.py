@@ -128,10 +128,10 @@ class TAAN(MultiTaskModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[0 if self.config.shared_head else task](self._trunk(x, task))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         # The trunk takes per-sample task ids directly; only the heads need the grouping.
         h = self._trunk(x, task)
-        groups = _task_index(task, self.num_tasks)
+        groups = _task_index(task, self.num_tasks, counts)
         if self.config.shared_head:
             return list(self.heads[0](h.index_select(0, groups.order)).split(groups.counts))
         return _apply_per_task(self.heads, h, groups)
@@ -213,7 +213,7 @@ class TAANConv(_ImageModel):
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self._trunk(x, task))
 
-    def _forward_mixed(self, x: Tensor, task: Tensor) -> list[Tensor]:
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
         h = self._trunk(x, task)
-        return _apply_per_task(self.heads, h, _task_index(task, self.num_tasks))
+        return _apply_per_task(self.heads, h, _task_index(task, self.num_tasks, counts))
 

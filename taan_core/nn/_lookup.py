@@ -3,7 +3,8 @@
 Tables, the plain torch path, the eager ``torch.autograd.Function``, the custom operators used
 under ``torch.compile``, and the running statistics of the layers' inputs. Arguments arrive
 validated, ``z`` contiguous, ``task`` a LongTensor (N,), ``alpha`` and ``hinges`` in the table
-dtype (float32 or wider). The fused CPU kernels live in :mod:`taan_core.nn._kernels`.
+dtype (float32 or wider). The fused CPU kernels live in :mod:`taan_core.nn._kernels`, the Triton
+kernels (CUDA) in :mod:`taan_core.nn._triton`; either is tried before the plain torch path.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from taan_core.nn import _kernels
+from taan_core.nn import _kernels, _triton
 
 __all__: list[str] = []
 
@@ -134,10 +135,14 @@ def _forward_impl(z: Tensor, task: Tensor, alpha: Tensor, hinges: Tensor, with_s
     """(out, segment, row_stats). ``running`` = (buffers, momentum) lets the fused kernel update the
     running statistics itself; callers pass it only when :func:`kernel_updates_running` allows."""
     _check_task_range(task, alpha.shape[0])
-    if _kernels.usable(z, alpha):
+    # Triton first: it takes CUDA tensors, and CPU ones only when forced in its interpreter
+    use_triton = _triton.usable(z, alpha)
+    if not use_triton and _kernels.usable(z, alpha):
         return _kernels.forward(z, task, alpha, hinges, with_stats, _segment_dtype(alpha.shape[1] + 2), running)
     with torch.no_grad():
         breakpoints, _, _, slope, intercept = _segment_tables(alpha, hinges)
+    if use_triton:
+        return _triton.forward(z, task, breakpoints, slope, intercept, with_stats, _segment_dtype(alpha.shape[1] + 2))
     return _forward_torch(z, task, breakpoints, slope, intercept, with_stats)
 
 
@@ -151,11 +156,16 @@ def _backward_differentiable(grad: Tensor, z: Tensor, task: Tensor, segment: Ten
 
 
 def _backward_fused(grad: Tensor, z: Tensor, task: Tensor, segment: Tensor, alpha: Tensor, hinges: Tensor):
-    """The same gradients, once differentiable: the fused kernel where it applies."""
-    if _kernels.usable(z, alpha):
+    """The same gradients, once differentiable: a fused kernel (Triton, C) where one applies."""
+    use_triton = _triton.usable(z, alpha)
+    if not use_triton and _kernels.usable(z, alpha):
         return _kernels.backward(grad, z, task, segment, alpha, hinges)
     with torch.no_grad():
-        return _backward_differentiable(grad, z, task, segment, alpha, hinges)
+        if not use_triton:
+            return _backward_differentiable(grad, z, task, segment, alpha, hinges)
+        _, order, below_zero, slope, _ = _segment_tables(alpha, hinges)
+        dz, dslope, dintercept = _triton.backward(grad, z, task, segment, slope)
+        return (dz, *_table_grads(dslope, dintercept, alpha, hinges, order, below_zero))
 
 
 class TaskAdaptiveFunction(torch.autograd.Function):
@@ -228,6 +238,7 @@ def kernel_updates_running(z: Tensor, alpha: Tensor, running: Running) -> bool:
     """Whether the eager fused kernel can update ``running`` in place during its forward pass."""
     return (
         not torch.compiler.is_compiling()
+        and not _triton.usable(z, alpha)
         and _kernels.usable(z, alpha)
         and all(b.device.type == "cpu" and b.dtype == torch.float32 and b.is_contiguous() for b in running)
     )

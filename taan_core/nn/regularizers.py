@@ -24,6 +24,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from taan_core._names import MEASURE_NAMES
+
 from taan_core._validation import check_ndim, check_tensor
 from taan_core.gaussian import cosine_matrix, distance_matrix
 
@@ -130,7 +132,7 @@ REGULARIZERS: dict[str, Callable[..., Tensor]] = {
 
 # Regularisers of the functions F_t (they need the hinges and a measure), not of alpha alone.
 _FUNCTIONAL = frozenset({"cosine", "distance"})
-_MEASURES = ("standard", "data")
+_MEASURES = MEASURE_NAMES
 
 
 def functional_penalty(model: torch.nn.Module, name: str, c: float, measure: str = "standard") -> Tensor:

@@ -21,8 +21,8 @@ on CUDA); rank 0 writes the files.
 Modules: ``_trainer`` (the Trainer), ``_config`` (TrainConfig, TrainResult), ``_starts`` (the
 candidate starts), ``_support`` (device choice, run folders and their lock, losses, random
 states, the data fingerprint, metrics.jsonl), ``_distributed`` (torchrun / DDP), ``_progress``
-(the progress line), ``_defaults`` (each data set's training defaults), ``_multiseed`` (``taan-core train --seeds``), ``_tensorboard`` (the
-TensorBoard hook). The public names are the ones below.
+(the progress line), ``_defaults`` (each data set's training defaults), ``_tensorboard`` (the
+TensorBoard hook). Several seeds are the CLI's concern (``taan_core._cli_seeds``). The public names are the ones below.
 """
 
 from __future__ import annotations

@@ -12,13 +12,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taan_core._names import MEASURE_NAMES, REG_NAMES
+
 __all__ = ["TrainConfig", "TrainResult"]
 
 _OPTIMIZERS = ("adam", "adamw")
 _SCHEDULES = ("none", "cosine", "step")
 _SAMPLERS = ("balanced", "proportional")
-_MEASURES = ("standard", "data")
-_REGS = ("none", "tracenorm", "rownorm", "cosine", "distance")
+_MEASURES = MEASURE_NAMES
+_REGS = REG_NAMES
 # Upper bounds far beyond any useful value and far below where the optimiser overflows: Adam's
 # first step is lr / (1 - beta1) = 10 lr in float32 (max 3.4e38), and c scales a penalty that
 # can itself be large. torch seeds are 64-bit signed integers.

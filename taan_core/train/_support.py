@@ -12,6 +12,8 @@ import json
 import math
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,59 @@ def prepare_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: 
             stale.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+# The folder inside a run folder where an --overwrite run writes until its first epoch is saved.
+_STAGING_PREFIX = ".overwrite-"
+
+
+def stage_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Like ``prepare_run_dir``, but a run already in ``out`` is kept until the new one has saved.
+
+    Call it holding the folder's lock. With ``overwrite`` and run files present, nothing is
+    deleted: the new run is written into a private folder ``out/.overwrite-XXXX`` (returned)
+    until :func:`publish_run_dir` puts its files in place of the old ones, so a run that fails
+    or is killed before its first epoch is saved leaves the old run as it was. Otherwise
+    returns ``out``. Staging folders of earlier runs that died are removed (under the lock, no
+    live run has one).
+    """
+    out = Path(out)
+    present = _run_files(out, overwrite=overwrite, resume=resume)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(_STAGING_PREFIX + "*"):
+        if stale.is_symlink() or not stale.is_dir():
+            stale.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    if not present:
+        return out
+    return Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+
+
+def publish_run_dir(staging: Path, out: Path) -> Path:
+    """Put the run files written in ``staging`` (from :func:`stage_run_dir`) in place of those
+    in ``out``, delete the old ones it has no counterpart for, remove ``staging``; returns
+    ``out``. Nothing to do when ``staging`` is ``out``.
+
+    Each file moves with one ``os.replace``; a crash within the few renames can leave files of
+    both runs, never a torn file.
+    """
+    if staging == out:
+        return out
+    for name in RUN_FILES:
+        if not (staging / name).exists():
+            (out / name).unlink(missing_ok=True)
+    for name in ("checkpoint.pt", "metrics.jsonl", "last.pt"):
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+    discard_staging(staging, out)
+    return out
+
+
+def discard_staging(staging: Path, out: Path) -> None:
+    """Remove the staging folder of a run that ends before it was published (``out`` untouched)."""
+    if staging != out and staging.parent == out and staging.name.startswith(_STAGING_PREFIX):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class RunLockedError(OSError):

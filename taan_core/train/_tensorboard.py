@@ -17,8 +17,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from taan_core._atomic import refuse_link
+from taan_core._atomic import WriteError, _reason, refuse_link
 from taan_core._validation import check_int
+from taan_core.errors import MissingDependencyError
 
 __all__ = ["TensorBoardLogger"]
 
@@ -29,7 +30,7 @@ def _writer_class():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:  # torch raises this when the tensorboard package is absent
-        raise ImportError(_MISSING) from err
+        raise MissingDependencyError(_MISSING) from err
     return SummaryWriter
 
 
@@ -43,6 +44,40 @@ def _distance_image(distances: torch.Tensor, pixels: int = 192) -> torch.Tensor:
     repeat = max(1, pixels // distances.shape[0])  # a task is a block of pixels, not one
     rgb = rgb.repeat_interleave(repeat, 1).repeat_interleave(repeat, 2)
     return (rgb * 255).round().to(torch.uint8)
+
+
+class _WriteNow:
+    """The interface of tensorboard's event writer thread (write, flush, close), writing in the
+    calling thread: a failed write (a full disk) is then raised by the call that caused it, where
+    the logger can name the file and cut it back, instead of a traceback printed by a dying
+    thread and a file cut at whatever point the disk filled."""
+
+    def __init__(self, records) -> None:
+        self._records = records
+
+    def write(self, data: bytes) -> None:
+        self._records.write(data)
+
+    def flush(self) -> None:
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.flush()
+        self._records.close()
+
+
+def _event_file(writer) -> str | None:
+    """Make a SummaryWriter write in the calling thread; return its event file (None when this
+    tensorboard's writer is laid out otherwise, which then keeps its thread)."""
+    try:
+        events = writer._get_file_writer().event_writer
+        threaded = events._async_writer
+        threaded.flush()
+        threaded._worker.stop()
+        events._async_writer = _WriteNow(threaded._writer)
+        return str(events._file_name)
+    except AttributeError:
+        return None
 
 
 class TensorBoardLogger:
@@ -72,6 +107,9 @@ class TensorBoardLogger:
         self.log_dir = Path(log_dir)
         self._writer_class = _writer_class()
         self._open = None
+        self._clear_pending = False
+        self._file: str | None = None
+        self._good_size = 0  # bytes of the event file up to its last complete epoch
 
     @property
     def _writer(self):
@@ -81,10 +119,27 @@ class TensorBoardLogger:
             # event file's own name holds the time, host and pid, so it cannot be planted ahead.
             refuse_link(self.log_dir)
             self._open = self._writer_class(log_dir=str(self.log_dir))
+            self._file = _event_file(self._open)
+            self._good_size = self._size()
         return self._open
 
-    def clear(self) -> None:
-        """Delete the event files of an earlier run in ``log_dir`` (for an overwritten run)."""
+    def _size(self) -> int:
+        try:
+            return os.path.getsize(self._file) if self._file else 0
+        except OSError:
+            return 0
+
+    def clear(self, *, deferred: bool = False) -> None:
+        """Delete the event files of an earlier run in ``log_dir`` (for an overwritten run).
+
+        With ``deferred``, they are deleted just before the first epoch is logged: the Trainer
+        logs an epoch after saving it, so an overwritten run keeps its events until the new run
+        has a checkpoint.
+        """
+        if deferred:
+            self._clear_pending = True
+            return
+        self._clear_pending = False
         refuse_link(self.log_dir)
         if self.log_dir.is_dir():
             for path in self.log_dir.glob("events.out.tfevents.*"):
@@ -92,10 +147,35 @@ class TensorBoardLogger:
 
     def on_epoch(self, trainer: Any, record: Mapping[str, Any]) -> None:
         """Log one epoch: ``record`` is the line the Trainer appended to ``metrics.jsonl``."""
+        if self._clear_pending:
+            self.clear()
         epoch = int(record["epoch"])
-        self.log_scalars(record, epoch)
-        self.log_layers(trainer.model, epoch, images=epoch == 1 or epoch % self.image_every == 0)
-        self._writer.flush()
+        try:
+            self.log_scalars(record, epoch)
+            self.log_layers(trainer.model, epoch, images=epoch == 1 or epoch % self.image_every == 0)
+            self._writer.flush()
+        except OSError as err:
+            if isinstance(err, WriteError):
+                raise
+            self._cut_back()
+            raise WriteError(f"cannot write {self._file or self.log_dir}: {_reason(err)}; the events of the "
+                             "earlier epochs are intact") from err
+        self._good_size = self._size()
+
+    def _cut_back(self) -> None:
+        """After a failed write: close the event file and cut it back to its last complete
+        epoch (remove it when it holds none), so no torn record stays."""
+        writer, self._open = self._open, None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:
+                pass
+        if self._file and os.path.isfile(self._file):
+            if self._good_size:
+                os.truncate(self._file, self._good_size)
+            else:
+                os.unlink(self._file)
 
     def log_scalars(self, record: Mapping[str, Any], step: int) -> None:
         """Losses, learning rate and validation metrics of a metrics.jsonl record."""

@@ -39,10 +39,13 @@ from taan_core.train._support import (
     _set_rng_state,
     _write_jsonl,
     data_fingerprint,
-    prepare_run_dir,
+    discard_staging,
+    publish_run_dir,
     resolve_device,
+    stage_run_dir,
 )
 from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
+from taan_core.errors import UserError
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
@@ -113,6 +116,10 @@ class Trainer:
         if config.task_weights is not None and len(config.task_weights) != num_tasks:
             raise ValueError(f"task_weights must have T = {num_tasks} values, got {len(config.task_weights)}")
         _check_batch_size(data.split("train"), config.batch_size, config.sampler)
+        from taan_core._memory import check_model
+
+        # Gradients and Adam's two moments add three copies of the weights: refuse before the first step.
+        check_model(model.config, training=True)
         self.out = Path(config.out)
         self.epoch = 0
         self.step = 0
@@ -203,15 +210,15 @@ class Trainer:
             raise CheckpointError(f"{path}: expected a full taan checkpoint to resume from")
         model_info = raw["model"]
         if model_info["class"] != type(self.model).__name__ or model_info["config"] != dataclasses.asdict(self.model.config):
-            raise ValueError(f"cannot resume from {path}: it holds a {model_info['class']} with config "
+            raise UserError(f"cannot resume from {path}: it holds a {model_info['class']} with config "
                              f"{model_info['config']}, this run builds a {type(self.model).__name__} with "
                              f"{dataclasses.asdict(self.model.config)}")
         if ckpt.task_names != self.data.task_names or ckpt.data.get("name") != self.data.name:
-            raise ValueError(f"cannot resume from {path}: it was trained on {ckpt.data.get('name')!r} with tasks "
+            raise UserError(f"cannot resume from {path}: it was trained on {ckpt.data.get('name')!r} with tasks "
                              f"{ckpt.task_names}, this run uses {self.data.name!r} with tasks {self.data.task_names}")
         stored = (raw.get("extra") or {}).get("data_fingerprint")
         if stored is not None and stored != self._fingerprint and not allow_data_change:
-            raise ValueError(f"cannot resume from {path}: the data changed since the run started (fingerprint "
+            raise UserError(f"cannot resume from {path}: the data changed since the run started (fingerprint "
                              f"{stored}, now {self._fingerprint}); pass --allow-data-change (allow_data_change=True) "
                              "to continue on the new data")
         for key in ("optimizer", "rng", "sampler"):
@@ -256,7 +263,10 @@ class Trainer:
         resume : bool
             Continue the run in ``config.out`` from its ``last.pt``.
         overwrite : bool
-            Replace a run already in ``config.out`` (only its run files are deleted).
+            Replace a run already in ``config.out`` (only its run files): the new run writes
+            into a private folder inside it until its first epoch is saved, then its files
+            take the old ones' place, so a run that fails or is stopped before that leaves
+            the old run intact.
         stop_after : int, optional
             Return after this many epochs of this call, as an interruption would (the run can be
             resumed later and ends as if it had not stopped).
@@ -286,10 +296,12 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         lock: RunLock | None = None
         created: list[Path] = []
+        self._final_out = self.out
         try:
             if world.is_main:
                 created, lock = self._lock_run_dir()
-                prepare_run_dir(self.out, overwrite=overwrite, resume=resume)
+                # With overwrite, the old run stays until this one has saved its first epoch.
+                self.out = stage_run_dir(self.out, overwrite=overwrite, resume=resume)
             _barrier(world)
             self._setup(world)
             self._fingerprint = data_fingerprint(self.data)
@@ -316,6 +328,8 @@ class Trainer:
                 save_checkpoint(final, self.out / "checkpoint.pt")
             _barrier(world)
         finally:
+            discard_staging(self.out, self._final_out)  # a run that saved nothing replaces nothing
+            self.out = self._final_out
             torch.set_num_threads(threads)
             if lock is not None:
                 lock.release()
@@ -505,6 +519,7 @@ class Trainer:
                 save_checkpoint(ckpt, self.out / "checkpoint.pt")
                 self._best = ckpt
             save_checkpoint(ckpt, self.out / "last.pt")
+            self.out = publish_run_dir(self.out, self._final_out)
             _append_jsonl(self.out / "metrics.jsonl", record)
             if self.on_epoch is not None:
                 self.on_epoch(self, record)
@@ -558,6 +573,7 @@ class Trainer:
             if self._best is not None:
                 save_checkpoint(self._best, self.out / "checkpoint.pt")
             save_checkpoint(self._checkpoint(world), self.out / "last.pt")
+            self.out = publish_run_dir(self.out, self._final_out)
             for record in self.metrics:
                 _append_jsonl(self.out / "metrics.jsonl", record)
                 if self.on_epoch is not None:
@@ -620,4 +636,4 @@ def _check_batch_size(split, batch_size: int, mode: str) -> None:
     if batch_size > limit:
         what = (f"the largest task has {limit} training samples (balanced batches take batch_size samples of "
                 "every task)" if mode == "balanced" else f"the training split has {limit} samples")
-        raise ValueError(f"batch_size must be at most the size of the training data, got {batch_size}: {what}")
+        raise UserError(f"batch_size must be at most the size of the training data, got {batch_size}: {what}")

@@ -13,6 +13,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from taan_viz.palette import OKABE_ITO
+
 __all__ = [
     "DIVERGING_CMAP",
     "FORMATS",
@@ -40,9 +42,6 @@ __all__ = [
     "wrap_to_width",
 ]
 
-# Okabe & Ito (2008), the colour-blind-safe qualitative palette, ordered for lines on white:
-# blue, orange, bluish green, vermillion, reddish purple, sky blue, yellow, black.
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 _LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (4, 1.5, 1, 1.5)))
 # Perceptually uniform and readable in grey scale and by colour-blind readers.
 SEQUENTIAL_CMAP = "viridis"

@@ -13,7 +13,7 @@ import numpy as np
 
 from taan_viz.analysis import METRICS, Analysis, LayerAnalysis, check_metric
 from taan_viz.clustering import Clustering
-from taan_viz.plots._palette import MARKERS as _MARKERS
+from taan_viz.palette import MARKERS as _MARKERS
 from taan_viz.plots._style import (
     LABEL_ROW_PT,
     add_caption,

@@ -24,12 +24,12 @@ from taan_viz.plots._style import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - only for annotations
-    from taan_viz.plots._palette import TaskPalette
+    from taan_viz.palette import TaskPalette
 
 __all__ = ["activation_curves", "activation_values", "curve_range", "grid_pages", "plot_curve_grid", "plot_curves"]
 
 # Legends list at most this many colour groups (then "... k more": one per colour and dash
-# pattern, see taan_viz.plots._palette); per page of small multiples at most _GRID_MAX tasks.
+# pattern, see taan_viz.palette); per page of small multiples at most _GRID_MAX tasks.
 _LEGEND_MAX = 32
 # Task names in legends are whole up to this many characters (Omniglot's longest alphabet,
 # "Blackfoot_(Canadian_Aboriginal_Syllabics)", has 41).

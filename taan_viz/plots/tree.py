@@ -40,7 +40,7 @@ def _box_colors(tree: SharingTree, palette, neutral: str) -> list[dict[int, str]
 
 
 def _tree_palette(tree: SharingTree):
-    from taan_viz.plots._palette import task_palette
+    from taan_viz.palette import task_palette
 
     names = [f"{l + 1} ({n})" for l, n in enumerate(tree.layer_names)]
     return task_palette(list(tree.groups), names, order=tree.order)

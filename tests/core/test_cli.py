@@ -130,6 +130,38 @@ def test_help(capsys):
     assert code == 0 and "--resume" in out and "--overwrite" in out
 
 
+def test_the_choices_offered_are_the_registries():
+    # The CLI reads its choices from taan_core._names (no torch at start-up); the registries
+    # map the same names to code. Neither may gain a name the other lacks. Read from --help as
+    # a user sees it (wide enough that no choice list wraps).
+    import re
+
+    from taan_core.data import DATASETS
+    from taan_core.models import MODELS
+    from taan_core.nn.regularizers import REGULARIZERS
+    from taan_core.train import DATASET_DEFAULTS
+
+    shown = subprocess.run([sys.executable, "-m", "taan_core.cli", "train", "--help"], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}, check=True).stdout
+    choices = {m[1]: m[2].split("|") for m in re.finditer(r"--([a-z-]+)\s+<([a-z0-9|-]+)>", shown)}
+    assert choices["dataset"] == list(DATASETS) == list(DATASET_DEFAULTS)
+    assert choices["model"] == list(MODELS)
+    assert choices["reg"] == ["none", *REGULARIZERS]
+
+
+def test_the_cli_and_the_study_train_planted_alike():
+    # One table of defaults: the study's planted budget is taan-core train's (the patience
+    # included, which once differed).
+    from taan_core.train import DATASET_DEFAULTS
+    from taan_study.budgets import BUDGETS
+
+    defaults, budget = DATASET_DEFAULTS["planted"], BUDGETS["planted"]
+    for key in ("epochs", "batch_size", "lr", "weight_decay", "schedule", "patience", "sampler", "starts"):
+        assert budget[key] == defaults[key], key
+    assert budget["hidden"] == defaults["hidden"] and budget["num_hinges"] == defaults["hinges"]
+    assert budget["taan"] == defaults["taan_config"] and defaults["patience"] == 10
+
+
 def _bad_file(kind: str, good: Path, folder: Path) -> tuple[Path, Path | None]:
     """Write one kind of broken checkpoint; return it and, for the malicious one, its marker file."""
     path = folder / f"{kind}.pt"
@@ -206,7 +238,7 @@ def test_eval_of_a_reference_import_needs_a_model(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_branched_follows_the_sharing_tree_of_a_taan(trained, tmp_path, capsys):
-    from taan_core.models.branched import branched_overrides
+    from taan_core.relatedness import branched_overrides
 
     out = tmp_path / "branched"
     code, _, err = _cli(capsys, "train", "--model", "branched", "--tree-from", str(trained / "checkpoint.pt"),

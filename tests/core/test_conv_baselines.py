@@ -1,4 +1,4 @@
-"""Baselines with TAANConv's trunk: hard-conv and stl-conv, and how the CLI picks them."""
+"""Baselines with TAANConv's trunk: hard-conv and stl-conv, and how the CLI picks the conv variants."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def test_the_trunk_is_taanconvs_with_relu():
 
 
 def test_conv_variant_on_images_only():
-    assert [conv_variant(n, SHAPE) for n in ("taan", "hard", "stl", "mmoe")] == \
-        ["taan-conv", "hard-conv", "stl-conv", "mmoe"]
+    assert [conv_variant(n, SHAPE) for n in ("taan", "hard", "stl", "mmoe", "hard-conv", "npz")] == \
+        ["taan-conv", "hard-conv", "stl-conv", "mmoe-conv", "hard-conv", "npz"]
     assert conv_variant("hard", (144,)) == "hard"
 
 
@@ -83,8 +83,14 @@ def images(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize(("given", "cls"), [("hard", "HardShareConv"), ("stl-conv", "SingleTaskConv")])
-def test_the_cli_trains_the_conv_variant_on_images(images, tmp_path, capsys, given, cls):
+@pytest.mark.parametrize(("given", "cls", "trunk"), [
+    ("hard", "HardShareConv", "conv 6,12,24,64 + dense 8"),
+    ("stl-conv", "SingleTaskConv", "conv 6,12,24,64 + dense 8"),
+    ("soft-order", "SoftOrderConv", "conv 32,32,32,32 + dense 8"),
+    ("cross-stitch", "CrossStitchConv", "conv 6,12,24,64 + dense 8"),
+    ("mmoe", "MMoEConv", "conv 6,12,24,64 + dense 8"),
+])
+def test_the_cli_trains_the_conv_variant_on_images(images, tmp_path, capsys, given, cls, trunk):
     out = tmp_path / given
     with pytest.raises(SystemExit) as info:
         main(["train", "--dataset", "npz", "--data", str(images), "--model", given, "--hidden", "8", "--epochs", "1",
@@ -92,22 +98,40 @@ def test_the_cli_trains_the_conv_variant_on_images(images, tmp_path, capsys, giv
     err = capsys.readouterr().err
     assert info.value.code == 0, err
     model_line = next(line for line in err.splitlines() if line.startswith("model"))
-    assert "trunk conv 6,12,24,64 + dense 8" in model_line
+    assert f"trunk {trunk}" in model_line
+    assert ("on images: TAANConv's trunk" in model_line) == (not given.endswith("-conv"))
     ckpt = load_checkpoint(out / "checkpoint.pt")
-    assert ckpt.raw["model"]["class"] == cls and ckpt.raw["extra"]["trunk"] == "conv 6,12,24,64 + dense 8"
+    assert ckpt.raw["model"]["class"] == cls and ckpt.raw["extra"]["trunk"] == trunk
     assert model_from_checkpoint(ckpt).config.input_shape == [1, 48, 48]
 
 
-def test_branched_refuses_a_conv_taan_in_one_line(images, tmp_path, capsys):
+def test_branched_follows_the_tree_of_a_conv_taan(images, tmp_path, capsys):
     out = tmp_path / "conv"
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "npz", "--data", str(images), "--hidden", "8", "--hinges", "2", "--epochs", "1",
               "--starts", "1", "--batch-size", "4", "--threads", "1", "--device", "cpu", "--quiet", "--out", str(out)])
-    assert load_checkpoint(out / "checkpoint.pt").raw["model"]["class"] == "TAANConv"
+    taan = load_checkpoint(out / "checkpoint.pt")
+    assert taan.raw["model"]["class"] == "TAANConv"
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         main(["train", "--dataset", "npz", "--data", str(images), "--model", "branched", "--tree-from",
-              str(out / "checkpoint.pt"), "--hidden", "8,8,8,8,8", "--out", str(tmp_path / "b")])
+              str(out / "checkpoint.pt"), "--epochs", "1", "--starts", "1", "--batch-size", "4", "--threads", "1",
+              "--device", "cpu", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert info.value.code == 0, err
+    model_line = next(line for line in err.splitlines() if line.startswith("model"))
+    assert "branched-conv (--model branched on images: TAANConv's trunk)" in model_line
+    assert "trunk conv 6,12,24,64 + dense 8" in model_line
+    from taan_core.relatedness import tree_from_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert ckpt.raw["model"]["class"] == "BranchedConv" and ckpt.raw["extra"]["trunk"] == "conv 6,12,24,64 + dense 8"
+    net = model_from_checkpoint(ckpt)
+    assert net.config.groups == tree_from_checkpoint(taan) and len(net.config.groups) == 5
+    # A fully connected TAAN's tree cannot shape the conv trunk: one line.
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--dataset", "npz", "--data", str(images), "--model", "branched", "--tree-from",
+              str(tmp_path / "b" / "checkpoint.pt"), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1
-    assert "cannot follow the sharing tree of a conv TAAN (TAANConv)" in err[0]
+    assert "follows the sharing tree of a conv TAAN (taan-conv); this checkpoint holds BranchedConv" in err[0]

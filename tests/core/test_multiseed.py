@@ -13,8 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from taan_core.train import _multiseed
-from taan_core.train._multiseed import MAX_SEEDS, parse_seeds
+from taan_core import _cli_seeds as seeds_mod
+from taan_core._cli_seeds import MAX_SEEDS, parse_seeds
 from taan_core.checkpoint import load_checkpoint
 
 from tests.core.test_cli import _FAST, _cli
@@ -44,14 +44,14 @@ def test_parse_seeds_is_linear_and_capped():
 
 
 def test_workers_are_capped_by_cores_and_memory(monkeypatch, tmp_path):
-    monkeypatch.setattr(_multiseed.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(_multiseed, "_memory_available", lambda: 64 * 2**30)
-    assert _multiseed.max_workers() == 4
-    monkeypatch.setattr(_multiseed, "_memory_available", lambda: 2**30)  # two workers' worth
-    assert _multiseed.max_workers() == 2
+    monkeypatch.setattr(seeds_mod.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(seeds_mod, "_memory_available", lambda: 64 * 2**30)
+    assert seeds_mod.max_workers() == 4
+    monkeypatch.setattr(seeds_mod, "_memory_available", lambda: 2**30)  # two workers' worth
+    assert seeds_mod.max_workers() == 2
     with pytest.raises(ValueError, match=r"^--workers 3 is more than this machine runs side by side \(2: one per CPU "
                                          r"core \(4\), 512 MiB of available memory each\); use --workers 2 or fewer"):
-        _multiseed.train_seeds([0, 1, 2], tmp_path / "runs", [], workers=3)
+        seeds_mod.train_seeds([0, 1, 2], tmp_path / "runs", [], entry=print, workers=3)
     assert not (tmp_path / "runs").exists()
 
 
@@ -71,7 +71,7 @@ def test_a_seed_dies_with_its_parent_even_by_sigkill(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent("""
         import multiprocessing, os, sys, time
-        from taan_core.train._multiseed import _die_with_parent
+        from taan_core._cli_seeds import _die_with_parent
 
         def child(parent, path):
             _die_with_parent(parent)
@@ -163,3 +163,60 @@ def test_sigint_stops_every_seed_at_once(tmp_path):
     assert err.strip().splitlines()[-1] == "taan-core: interrupted"
     assert _state(child) in ("gone", "Z")
     assert not (out / "seed-1").exists()  # no further seed started
+
+
+class _RecordingContext:
+    """A multiprocessing context whose processes record their argv and succeed at once."""
+
+    def __init__(self):
+        self.argvs: list[list[str]] = []
+
+    def Process(self, target, args, name):  # noqa: N802 - the multiprocessing name
+        ctx = self
+
+        class _Done:
+            exitcode = 0
+            pid = None
+
+            def start(self):
+                ctx.argvs.append(list(args[1]))  # (entry, argv, log, parent)
+
+            def join(self, timeout=None):
+                pass
+
+            def is_alive(self):
+                return False
+
+        return _Done()
+
+
+def test_resume_starts_the_seeds_that_never_started(monkeypatch, tmp_path):
+    context = _RecordingContext()
+    monkeypatch.setattr(seeds_mod.multiprocessing, "get_context", lambda method: context)
+    out = tmp_path / "runs"
+    (out / "seed-0").mkdir(parents=True)
+    (out / "seed-0" / "last.pt").write_bytes(b"an epoch")
+    lines: list[str] = []
+    results = seeds_mod.train_seeds([0, 1], out, ["--epochs", "3", "--resume", "--allow-data-change"], entry=print,
+                                    echo=lines.append)
+    assert [r.code for r in results] == [0, 0]
+    resumed, started = context.argvs
+    assert "--resume" in resumed and "--allow-data-change" in resumed and resumed[-1] == str(out / "seed-0")
+    assert "--resume" not in started and "--allow-data-change" not in started and "--epochs" in started
+    assert started[-1] == str(out / "seed-1")
+    assert f"seed 1: nothing to resume in {out / 'seed-1'}, training it from the start" in lines
+
+
+@pytest.mark.slow
+def test_seeds_resume_after_an_interruption_before_some_seeds_started(capsys, tmp_path):
+    out = tmp_path / "runs"
+    code, _, err = _cli(capsys, "train", *_FAST, "--seeds", "0", "--out", str(out))
+    assert code == 0, err
+    epoch = load_checkpoint(out / "seed-0" / "last.pt").raw["epoch"]
+    # As if the command had been stopped before seed 1 started: resuming both trains seed 1 afresh.
+    fast = [a if a != "1" else "2" for a in _FAST]  # two epochs
+    code, _, err = _cli(capsys, "train", *fast, "--seeds", "0,1", "--resume", "--out", str(out))
+    assert code == 0, err
+    assert load_checkpoint(out / "seed-0" / "last.pt").raw["epoch"] == epoch + 1
+    assert load_checkpoint(out / "seed-1" / "last.pt").raw["epoch"] == 2
+    assert "seed 1: nothing to resume" in err and "2 of 2 seeds trained" in err

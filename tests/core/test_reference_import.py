@@ -198,3 +198,15 @@ def test_omniglot_b_keys_are_the_hinges(tmp_path):
     ckpt = load_checkpoint(tmp_path / "o.pt")
     assert ckpt.layer_names == ["conv1"] and ckpt.raw is None
     torch.testing.assert_close(ckpt.layers[0].hinges, state["conv1.b"][0].double())
+
+
+def test_a_state_dict_that_is_no_whole_model_says_why_it_cannot_be_rebuilt(tmp_path):
+    # Layers without heads: readable for analysis, and model_from_checkpoint names the reason.
+    from taan_core.nn.layers import TALinear
+
+    net = torch.nn.Sequential(TALinear(3, 4, num_tasks=2, num_hinges=2))
+    torch.save(net.state_dict(), tmp_path / "layers.pt")
+    ckpt = load_checkpoint(tmp_path / "layers.pt")
+    assert ckpt.num_tasks == 2 and ckpt.not_rebuilt is not None and "no task heads" in ckpt.not_rebuilt
+    with pytest.raises(CheckpointError, match="not a whole reference model: no task heads"):
+        model_from_checkpoint(ckpt)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from taan_core.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from taan_core.models import TAAN, HardShare, MLPConfig, TAANConfig
-from taan_core.models.branched import branched_overrides
+from taan_core.relatedness import branched_overrides
 from taan_core.relatedness import (
     adjusted_rand_index,
     check_distance_matrix,
@@ -146,7 +146,7 @@ def test_tree_from_checkpoint_and_overrides(tmp_path):
     assert branched_overrides(path, hidden=[3, 3])["hidden"] == [3, 3]
     with pytest.raises(ValueError, match=r"one width per task-adaptive layer \(2\)"):
         branched_overrides(path, hidden=[3])
-    with pytest.raises(ValueError, match="measure must be one of data, standard"):
+    with pytest.raises(ValueError, match="measure must be one of standard, data"):
         tree_from_checkpoint(path, measure="other")
     with pytest.raises(TypeError, match="checkpoint must be a path or a Checkpoint"):
         tree_from_checkpoint(3)

@@ -297,9 +297,11 @@ def test_numeric_options_are_bounded_and_named(capsys, tmp_path, args, match):
 def test_the_largest_learning_rate_does_not_crash_the_optimiser(data, tmp_path):
     # 1e38 overflowed inside Adam (RuntimeError); at the bound the run trains or diverges cleanly.
     try:
-        Trainer(_model(data), data, _config(tmp_path / "run", lr=1e6, epochs=1)).fit()
-    except TrainingDivergedError:
-        pass
+        result = Trainer(_model(data), data, _config(tmp_path / "run", lr=1e6, epochs=1)).fit()
+    except TrainingDivergedError as err:
+        assert "epoch" in str(err) and "step" in str(err)  # names where it diverged
+    else:
+        assert result.epochs == 1 and (tmp_path / "run" / "last.pt").is_file()
 
 
 # ----------------------------------------------------------------------------------------- 7. SIGINT
@@ -559,7 +561,8 @@ def test_help_shows_whole_choice_lists_at_80_columns():
     lines = child.stdout.splitlines()
     for option, choices, help_text in (
             ("--dataset", "planted|digits|exam|school|youtube8m|omniglot|npz", "Data set"),
-            ("--model", "taan|taan-conv|stl|hard|soft-order|cross-stitch|mmoe|branched|hard-conv|stl-conv", "Model"),
+            ("--model", "taan|taan-conv|stl|hard|soft-order|cross-stitch|mmoe|branched|hard-conv|stl-conv|"
+                        "soft-order-conv|cross-stitch-conv|mmoe-conv|branched-conv", "Model"),
             ("--reg", "none|tracenorm|rownorm|cosine|distance", "Regulariser"),
             ("--sampler", "balanced|proportional", "Batch sampling")):
         # The metavar column of the option's rows, which wraps the list over several lines.
@@ -601,3 +604,86 @@ def test_a_memory_error_is_one_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(taan_core.data, "load_dataset", too_big)
     line = _one_line(*_cli(capsys, "train", "--out", str(tmp_path / "run"))[::2])
     assert line.startswith("taan-core: error: out of memory")
+
+
+# ---------------------------------------------------------------------- --overwrite keeps the old run
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in ("checkpoint.pt", "last.pt", "metrics.jsonl")}
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash(trainer, epoch, batch):
+    raise _Crash
+
+
+@pytest.mark.parametrize("starts", [1, 2])
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(data, tmp_path, starts, monkeypatch):
+    out = tmp_path / "run"
+    Trainer(_model(data), data, _config(out, epochs=1)).fit()
+    old = _files(out)
+    # A crash in the new run's first epoch (or its candidate starts), before anything is saved,
+    # leaves the old run as it was.
+    trainer = Trainer(_model(data), data, _config(out, epochs=2, starts=starts, start_epochs=0.5))
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "_evaluate", lambda: _crash(trainer, 1, 0))
+        with pytest.raises(_Crash):
+            trainer.fit(overwrite=True)
+    assert _files(out) == old
+    assert not list(out.glob(".overwrite-*")) and trainer.out == out
+    # A run that completes replaces every file; its metrics are its own epochs only.
+    result = Trainer(_model(data, hidden=[8, 4]), data, _config(out, epochs=2, starts=starts, start_epochs=0.5)).fit(
+        overwrite=True)
+    assert result.out == out and not list(out.glob(".overwrite-*"))
+    assert all(_files(out)[name] != old[name] for name in old)
+    assert [r["epoch"] for r in _strict((out / "metrics.jsonl").read_text())] == [1, 2]
+    assert load_checkpoint(out / "last.pt").raw["model"]["config"]["hidden"] == [8, 4]
+
+
+def test_overwrite_swaps_at_the_first_saved_epoch(data, tmp_path):
+    out = tmp_path / "run"
+    Trainer(_model(data), data, _config(out, epochs=1)).fit()
+    old = _files(out)
+    seen = []
+
+    def look(trainer, epoch, batch):
+        if batch == 0:
+            seen.append((epoch, (out / "last.pt").read_bytes() == old["last.pt"], sorted(
+                p.name for p in out.glob(".overwrite-*/*"))))
+
+    Trainer(_model(data), data, _config(out, epochs=2), on_step=look).fit(overwrite=True)
+    # Epoch 1 runs while the old run is in place (the new one writes nothing yet); by epoch 2 the
+    # new run's files have taken its place.
+    assert seen == [(1, True, []), (2, False, [])]
+
+
+def test_a_staging_folder_of_a_killed_run_is_removed_by_the_next(data, tmp_path):
+    out = tmp_path / "run"
+    Trainer(_model(data), data, _config(out, epochs=1)).fit()
+    leftover = out / ".overwrite-dead1234"
+    leftover.mkdir()
+    (leftover / "last.pt").write_bytes(b"half")
+    Trainer(_model(data), data, _config(out, epochs=1)).fit(overwrite=True)
+    assert not leftover.exists()
+
+
+def test_the_cli_overwrite_interrupted_before_its_first_epoch_keeps_the_old_run(npz, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    code, _, err = _cli(capsys, *_npz_args(npz, out))
+    assert code == 0, err
+    old = _files(out)
+    from taan_core.train import _trainer
+
+    def interrupted(self, world, progress):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_trainer.Trainer, "_run_epoch", interrupted)
+    code, _, err = _cli(capsys, *_npz_args(npz, out, "--overwrite"))
+    assert code == 130
+    # The old run is whole, so --resume can still continue it.
+    assert err.strip().splitlines()[-1] == "taan-core: interrupted (continue with --resume)"
+    assert _files(out) == old and not list(out.glob(".overwrite-*"))

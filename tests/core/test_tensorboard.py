@@ -118,3 +118,23 @@ def test_missing_tensorboard_is_one_line(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
         main(["train", "--quiet", "--out", str(tmp_path / "run"), "--log", "wandb"])
     assert info.value.code == 2 and "Invalid value for '--log': 'wandb' is not one of 'none', 'tensorboard'" in capsys.readouterr().err
+
+
+def test_an_overwritten_runs_events_stay_until_the_first_epoch_is_logged(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard package is not installed")
+    from types import SimpleNamespace
+
+    from taan_core import TensorBoardLogger
+
+    log_dir = tmp_path / "tensorboard"
+    log_dir.mkdir()
+    old = log_dir / "events.out.tfevents.1.old-run"
+    old.write_bytes(b"old events")
+    logger = TensorBoardLogger(log_dir)
+    logger.clear(deferred=True)
+    assert old.exists()  # a run that fails before its first epoch keeps the old events
+    model = build_model("taan", (3,), [1, 1], hidden=[4], num_hinges=2)
+    logger.on_epoch(SimpleNamespace(model=model), {"epoch": 1, "train_loss": 0.5, "val": {"main": 0.1}})
+    logger.close()
+    assert not old.exists()
+    assert [e.step for e in _events(log_dir).Scalars("loss/train")] == [1]

@@ -22,7 +22,7 @@ def test_help_lists_the_study_options(capsys):
 
 
 @pytest.mark.parametrize(("args", "match"), [
-    (["--datasets", "omniglot"], "omniglot needs convolutional baselines"),
+    (["--datasets", "omniglot"], "data set 'omniglot' reads files: pass data_path (--data PATH)"),
     (["--grid", "0.1,x"], "--grid must be comma-separated numbers"),
     (["--seeds", "0"], "seeds must be >= 1"),
     (["--seeds", "100000000"], "seeds must be at most 10000, got 100000000"),

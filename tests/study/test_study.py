@@ -236,7 +236,7 @@ def test_render_figures_draws_in_process(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"datasets": ["omniglot"]}, ValueError, "omniglot needs convolutional baselines"),
+        ({"datasets": ["omniglot"]}, ValueError, "data set 'omniglot' reads files: pass data_path"),
         ({"datasets": ["nope"]}, ValueError, "unknown data set 'nope'"),
         ({"datasets": []}, ValueError, "at least one data set"),
         ({"datasets": ["planted", "planted"]}, ValueError, "must not repeat"),

@@ -21,7 +21,7 @@ from taan_viz.analysis import (
     parse_measure,
 )
 from taan_viz.embedding import classical_mds
-from taan_viz.inputs import read_task_names, select_layers
+from taan_viz.inputs import parse_layers, read_task_names, select_layers
 
 
 def _activation(alpha_row, hinges):
@@ -145,7 +145,7 @@ def test_analyze_planted_ground_truth(analysis):
 
 
 def test_analyze_measure_and_selection(checkpoint):
-    data = analyze(checkpoint, measure="data", layers="3,blocks.1.act")
+    data = analyze(checkpoint, measure="data", layers=[2, "blocks.1.act"])
     assert [la.index for la in data.layers] == [2, 1]
     assert (data.layers[0].geometry.mu, data.layers[0].geometry.sigma) == pytest.approx((0.4, 1.0))
     std = analyze(checkpoint, measure="standard")
@@ -205,7 +205,7 @@ def test_history_geometry(checkpoint):
     np.testing.assert_allclose(snaps[-1].layers[2].distance, last.layers[2].geometry.distance, atol=1e-6)
     # One measure for every snapshot: the final recorded statistics.
     assert snaps[0].layers[2].mu == pytest.approx(0.4)
-    two = history_geometry(checkpoint, layers="2", max_snapshots=2)
+    two = history_geometry(checkpoint, layers=[1], max_snapshots=2)
     assert [s.epoch for s in two] == [1, 4] and [g.name for g in two[0].layers] == ["blocks.1.act"]
     with pytest.raises(ValueError, match="max_snapshots must be an int >= 1"):
         history_geometry(checkpoint, max_snapshots=0)
@@ -224,18 +224,32 @@ def test_history_geometry_without_history(tmp_path):
 # inputs
 
 
-def test_select_layers():
+def test_select_layers_is_names_or_zero_based_indices():
+    # The Python rule, as in torch: 0-based, negative from the end.
     names = ["a.act", "b.act", "c.act"]
     assert select_layers(names, None) == [0, 1, 2]
     assert select_layers(names, "all") == [0, 1, 2]
-    assert select_layers(names, "3,a.act") == [2, 0]
-    assert select_layers(names, ["b.act", 1]) == [1, 0]
+    assert select_layers(names, [2, "a.act"]) == [2, 0]
+    assert select_layers(names, ["b.act", 0]) == [1, 0]
+    assert select_layers(names, -1) == [2] and select_layers(names, "c.act,a.act") == [2, 0]
+
+
+def test_parse_layers_is_the_command_lines_one_based_rule():
+    names = ["a.act", "b.act", "c.act"]
+    assert parse_layers("3,a.act", names) == [2, 0]
+    assert parse_layers("1", names) == select_layers(names, [0]) == [0]
+    assert parse_layers(None, names) == parse_layers("all", names) == [0, 1, 2]
+    with pytest.raises(ValueError, match="position 4 is out of range 1..3"):
+        parse_layers("4", names)
+    with pytest.raises(ValueError, match="position 0 is out of range 1..3"):
+        parse_layers("0", names)
 
 
 @pytest.mark.parametrize("spec, match", [
     ("d.act", "no layer named 'd.act'; the layers are a.act, b.act, c.act"),
-    ("4", "position 4 is out of range 1..3"), ("0", "out of range"),
-    ("1,1", "selected twice"), ([], "selection is empty"),
+    ([3], r"index 3 is out of range for 3 layers \(0-based: 0..2\)"), ([-4], "out of range"),
+    ("2", "0-based int index; 1-based positions are the command line's"),
+    ([1, 1], "selected twice"), ([], "selection is empty"),
 ])
 def test_select_layers_rejects(spec, match):
     with pytest.raises(ValueError, match=match):

@@ -334,7 +334,7 @@ def test_compare_runs_errors(tmp_path, checkpoint, analysis):
         compare_runs([], full)
     from taan_viz.analysis import analyze
 
-    fewer = analyze(checkpoint, layers="2,3")
+    fewer = analyze(checkpoint, layers=[1, 2])
     with pytest.raises(ValueError, match="runs must have the same tasks and analysed layers"):
         compare_runs([analysis, fewer], full)
     # Layer 1 of the fixture: every task has the same activation, so rho is undefined (None in JSON).

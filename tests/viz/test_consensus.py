@@ -208,7 +208,7 @@ def test_consensus_errors(tmp_path):
         consensus(analyses, runs=["a"])
     with pytest.raises(ValueError, match="threshold must be a finite number"):
         consensus(analyses, threshold=float("nan"))
-    other = analyze(load_checkpoint(tmp_path / "seed-1" / "checkpoint.pt"), layers="1,2")
+    other = analyze(load_checkpoint(tmp_path / "seed-1" / "checkpoint.pt"), layers=[0, 1])
     with pytest.raises(ValueError, match="seed-1.*same layers"):
         consensus([analyses[0], other])
     other = analyze(load_checkpoint(tmp_path / "seed-1" / "checkpoint.pt"), measure="standard")

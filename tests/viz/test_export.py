@@ -74,7 +74,7 @@ def test_export_quotes_awkward_names(tmp_path, checkpoint):
     from taan_viz.analysis import analyze
 
     names = ['a,b', 'say "hi"', "c", "d", "e", "f"]
-    export_analysis(analyze(checkpoint, task_names=names, layers="1"), tmp_path)
+    export_analysis(analyze(checkpoint, task_names=names, layers=[0]), tmp_path)
     with open(tmp_path / "distance-L1-blocks.0.act.csv", newline="") as fh:
         assert next(csv.reader(fh))[1:] == names
 

@@ -138,7 +138,7 @@ def test_seaborn_clustermap_rejects(analysis):
     with pytest.raises(ValueError, match="labels must be one of"):
         seaborn_clustermap(analysis, labels="some")
     with pytest.raises(ValueError, match="palette must colour 6 tasks, got 2"):
-        from taan_viz.plots._palette import task_palette
+        from taan_viz.palette import task_palette
 
         seaborn_clustermap(analysis, palette=task_palette([np.array([0, 1])], ["x"]))
 

@@ -99,7 +99,7 @@ def test_cli_network(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["network", str(tmp_path / "runs" / "seed-0"), "--split", "dev", "-o", str(tmp_path / "x")])
     assert exc.value.code == 2
-    assert capsys.readouterr().err.startswith("taan-viz: error: split must be one of")
+    assert capsys.readouterr().err.startswith("taan-viz: error: --split must be one of")
 
 
 def test_mean_network(tmp_path):

@@ -1,4 +1,4 @@
-"""taan_viz.plots._palette: one colour per task, the same in every figure, at real scale (65 tasks),
+"""taan_viz.palette: one colour per task, the same in every figure, at real scale (65 tasks),
 and one rule for groups (the tree and the flat clusters agree)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.colors import to_hex
 
 from tests.viz.viz_helpers import make_large_checkpoint_dict
-from taan_viz.plots._palette import LINESTYLES, MARKERS, task_palette
+from taan_viz.palette import LINESTYLES, MARKERS, task_palette
 from taan_viz.plots._style import OKABE_ITO, name_texts, readable_color
 
 
@@ -203,7 +203,7 @@ def test_labels_auto_stops_beyond_100_tasks(tmp_path):
 
     path = tmp_path / "many.pt"
     torch.save(make_large_checkpoint_dict(num_tasks=120), path)
-    a = analyze(load_checkpoint(path), layers="3")
+    a = analyze(load_checkpoint(path), layers=[2])
     heat = plot_heatmaps(a)
     assert not [n for ax in heat.axes for s in ax.child_axes for n in _names(s.get_yticklabels())]
     assert "120 tasks" in [ax for ax in heat.axes if ax.images][0].get_ylabel()

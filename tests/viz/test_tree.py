@@ -56,7 +56,7 @@ def test_draws_on_the_current_axes_and_tree_figure(analysis):
     fig, ax = tree_figure(tree)
     assert plot_sharing_tree(tree, ax=ax) is ax and ax.figure is fig
     with pytest.raises(ValueError, match="palette must colour 6 tasks"):
-        from taan_viz.plots._palette import task_palette
+        from taan_viz.palette import task_palette
 
         plot_sharing_tree(tree, ax=ax, palette=task_palette([np.zeros(3)], ["x"]))
 

@@ -84,14 +84,18 @@ def test_verify_exits_1_when_closed_form_disagrees(app, monkeypatch):
         (["--tolerance", "0"], "tolerance must be a finite number > 0"),
     ],
 )
-def test_verify_bad_input_exits_2_with_one_line(app, args, match):
-    result = CliRunner().invoke(app, ["verify", *args])
-    assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
+def test_verify_bad_input_exits_2_with_one_line(capsys, args, match):
+    from taan_viz.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["verify", *args])
+    captured = capsys.readouterr()
+    assert info.value.code == 2
+    lines = captured.err.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith("taan-viz: error: ")
     assert match in lines[0]
-    assert result.stdout == ""
+    assert captured.out == ""
 
 
 def test_verify_gram_rows_agree_four_ways():

@@ -2,7 +2,7 @@
 
 Each seed trains in its own process, started with multiprocessing's "spawn" method (a fresh
 interpreter, nothing inherited but the environment), which runs ``taan-core train`` in-process
-(:func:`taan_core.cli.main`) with the same options plus ``--seed K --out runs/NAME/seed-K``. So
+(the CLI hands its ``main`` in, so this module never imports the CLI) with the same options plus ``--seed K --out runs/NAME/seed-K``. So
 every seed folder is a normal run (resumable, readable by ``taan-viz``), a seed that fails or
 crashes leaves the others running, and no executable has to be found on PATH. ``--workers N``
 runs N seeds side by side; their output goes to ``runs/NAME/logs/seed-K.log`` and, unless
@@ -11,7 +11,8 @@ runs N seeds side by side; their output goes to ``runs/NAME/logs/seed-K.log`` an
 No seed outlives the command. On Linux each seed's process asks the kernel (``prctl``
 ``PR_SET_PDEATHSIG``) to be killed when the parent dies, even by SIGKILL; a seed killed that
 way keeps the ``last.pt`` of its last completed epoch (``--resume`` continues it) and the lock
-it held is dropped by the kernel. Ctrl-C (or SIGINT to the parent alone) starts no further
+it held is dropped by the kernel. ``--seeds ... --resume`` continues every seed that saved an
+epoch and starts the seeds that never did. Ctrl-C (or SIGINT to the parent alone) starts no further
 seed, passes SIGINT to the running ones, waits a few seconds for them to stop cleanly, kills
 those still running, and ends the command with status 130.
 """
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from taan_core._atomic import refuse_link
+from taan_core._memory import memory_available as _memory_available
+from taan_core.errors import UserError
 
 __all__ = ["MAX_SEEDS", "SeedResult", "child_arguments", "parse_seeds", "train_seeds"]
 
@@ -70,9 +73,9 @@ def parse_seeds(text: str) -> list[int]:
             parts.append((lo_i, hi_i))
             count += hi_i - lo_i + 1
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated ints or ranges like 0,1,2 or 0-4, got {text!r}") from None
+        raise UserError(f"--seeds must be comma-separated ints or ranges like 0,1,2 or 0-4, got {text!r}") from None
     if not parts or any(lo < 0 for lo, _ in parts):
-        raise ValueError(f"--seeds must name at least one seed, each >= 0, got {text[:80]!r}")
+        raise UserError(f"--seeds must name at least one seed, each >= 0, got {text[:80]!r}")
     if count > MAX_SEEDS:
         raise _too_many(count)
     seeds: list[int] = []
@@ -80,7 +83,7 @@ def parse_seeds(text: str) -> list[int]:
     for lo, hi in parts:
         for s in range(lo, hi + 1):
             if s in seen:
-                raise ValueError(f"--seeds names seed {s} twice")
+                raise UserError(f"--seeds names seed {s} twice")
             seen.add(s)
             seeds.append(s)
     return seeds
@@ -125,18 +128,6 @@ class SeedResult:
     message: str
 
 
-def _memory_available() -> int | None:
-    """Bytes of memory available (``MemAvailable`` of /proc/meminfo), None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 # What one seed's process needs at least: an interpreter with torch loaded, before any data.
 _WORKER_MEMORY = 512 * 2**20
 
@@ -170,8 +161,8 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _seed_main(argv: list[str], log: str | None, parent: int | None = None) -> None:
-    """The body of one seed's process: ``taan-core`` with ``argv``, its output to ``log``.
+def _seed_main(entry: Callable[[list[str]], Any], argv: list[str], log: str | None, parent: int | None = None) -> None:
+    """The body of one seed's process: ``entry(argv)`` (``taan-core``'s main), its output to ``log``.
 
     The process's exit status is the command's (``main`` ends in ``SystemExit``).
     """
@@ -193,10 +184,8 @@ def _seed_main(argv: list[str], log: str | None, parent: int | None = None) -> N
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-    from taan_core.cli import main
-
     sys.argv = ["taan-core", *argv]
-    main(argv)
+    entry(argv)
 
 
 @contextlib.contextmanager
@@ -215,11 +204,25 @@ def _environment(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# Options that only make sense for a run that exists.
+_RESUME_ONLY = ("--resume", "--allow-data-change")
+
+
+def _seed_arguments(args: Sequence[str], run_out: Path, seed: int, echo: Callable[[str], None]) -> list[str]:
+    """``args`` for one seed: with ``--resume``, a seed that never saved an epoch (the command
+    stopped before it started, or before its first epoch ended) is trained from the start."""
+    if "--resume" not in args or (run_out / "last.pt").is_file():
+        return list(args)
+    echo(f"seed {seed}: nothing to resume in {run_out}, training it from the start")
+    return [a for a in args if a not in _RESUME_ONLY]
+
+
 def train_seeds(
     seeds: Sequence[int],
     out: Path,
     args: Sequence[str],
     *,
+    entry: Callable[[list[str]], Any],
     workers: int = 1,
     threads_given: bool = False,
     echo: Callable[[str], None] = print,
@@ -232,7 +235,11 @@ def train_seeds(
     out : Path
         Folder of the runs.
     args : sequence of str
-        Options for every seed's ``taan-core train`` (without ``--seed`` and ``--out``).
+        Options for every seed's ``taan-core train`` (without ``--seed`` and ``--out``). With
+        ``--resume``, seeds without a ``last.pt`` start from the beginning.
+    entry : callable
+        ``taan-core``'s main, called with the arguments in each seed's process (it travels to
+        the spawned process by name, as a picklable module-level function).
     workers : int, default 1
         Seeds trained at the same time (each seed is its own process in any case).
     threads_given : bool
@@ -246,11 +253,11 @@ def train_seeds(
     list of SeedResult, in the order of ``seeds``
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be an int >= 1, got {workers!r}")
+        raise UserError(f"--workers must be an int >= 1, got {workers!r}")
     workers = min(workers, len(seeds))
     limit = max_workers()
     if workers > limit:
-        raise ValueError(f"--workers {workers} is more than this machine runs side by side ({limit}: one per CPU core "
+        raise UserError(f"--workers {workers} is more than this machine runs side by side ({limit}: one per CPU core "
                          f"({os.cpu_count()}), 512 MiB of available memory each); use --workers {limit} or fewer")
     parallel = workers > 1
     extra: list[str] = []
@@ -271,7 +278,8 @@ def train_seeds(
 
     def one(seed: int) -> SeedResult | None:
         run_out = out / f"seed-{seed}"
-        argv = ["train", *args, *extra, "--seed", str(seed), "--out", str(run_out)]
+        argv = ["train", *_seed_arguments(args, run_out, seed, echo), *extra, "--seed", str(seed),
+                "--out", str(run_out)]
         start = time.perf_counter()
         # One at a time, a seed's progress bar and errors go straight to the terminal.
         log = out / "logs" / f"seed-{seed}.log" if parallel else None
@@ -282,7 +290,7 @@ def train_seeds(
         with guard:
             if stopping.is_set():
                 return None
-            proc = spawn.Process(target=_seed_main, args=(argv, None if log is None else str(log), os.getpid()),
+            proc = spawn.Process(target=_seed_main, args=(entry, argv, None if log is None else str(log), os.getpid()),
                                  name=f"seed-{seed}")
             proc.start()
             running.add(proc)
@@ -339,7 +347,7 @@ def _stop(running: set, guard: threading.Lock, grace: float = 5.0) -> None:
 
 
 def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | None, out: Path | None,
-               dataset: str, model: str | None) -> None:
+               dataset: str, model: str | None, entry: Callable[[list[str]], Any]) -> None:
     """The ``--seeds`` branch of ``taan-core train``: check the options, train, summarise.
 
     Raises ValueError for option errors; exits with status 1 when any seed failed.
@@ -347,13 +355,13 @@ def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | 
     import typer
 
     if seeds is None:
-        raise ValueError("--workers applies only with --seeds")
+        raise UserError("--workers applies only with --seeds")
     if seed is not None:
-        raise ValueError("--seed and --seeds exclude each other")
-    from taan_core.cli import DATASETS
+        raise UserError("--seed and --seeds exclude each other")
+    from taan_core._names import DATASET_NAMES
 
-    if dataset not in DATASETS:
-        raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    if dataset not in DATASET_NAMES:
+        raise UserError(f"--dataset must be one of {', '.join(DATASET_NAMES)}, got {dataset!r}")
     chosen = parse_seeds(seeds)
     if out is None:
         out = Path("runs") / f"{dataset}-{model or ('taan-conv' if dataset == 'omniglot' else 'taan')}"
@@ -361,7 +369,7 @@ def train_many(ctx: Any, seeds: str | None, workers: int | None, *, seed: int | 
 
     # planted trains on one thread by default (its model is too small to gain from more).
     fixed_threads = ctx.params.get("threads") is not None or DATASET_DEFAULTS.get(dataset, {}).get("threads", 0) > 0
-    results = train_seeds(chosen, out, child_arguments(ctx), workers=1 if workers is None else workers,
+    results = train_seeds(chosen, out, child_arguments(ctx), entry=entry, workers=1 if workers is None else workers,
                           threads_given=fixed_threads,
                           echo=lambda line: typer.echo(line, err=True))
     failed = [r.seed for r in results if r.code != 0]

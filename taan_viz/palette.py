@@ -1,5 +1,7 @@
 """One colour per task for every figure of an analysis.
 
+No plotting here: the analysis decides the colours, the figures of :mod:`taan_viz.plots` use them.
+
 A reader matches tasks across figures by colour, so the colours are decided once, from the task
 groups of the analysis, and every figure asks the same :class:`TaskPalette`:
 
@@ -20,9 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
-from taan_viz.plots._style import OKABE_ITO
 
-__all__ = ["MARKERS", "TaskPalette", "task_palette"]
+__all__ = ["MARKERS", "OKABE_ITO", "TaskPalette", "task_palette"]
+
+# Okabe & Ito (2008), the colour-blind-safe qualitative palette, ordered for lines on white:
+# blue, orange, bluish green, vermillion, reddish purple, sky blue, yellow, black. Defined here, not beside the figures'
+# style, because the analysis asks for colours without drawing anything.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (4, 1.5, 1, 1.5)))
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
