@@ -54,6 +54,8 @@ _EXPORTS: dict[str, str] = {
     "distance_regularizer": "nn.regularizers",
     "functional_penalty": "nn.regularizers",
     # how related the tasks are: the sharing tree, clusters, ARI
+    "separation": "relatedness",
+    "network_distances": "relatedness",
     "tree_from_checkpoint": "relatedness",
     "branched_overrides": "relatedness",
     "sharing_groups": "relatedness",

@@ -5,6 +5,10 @@ The primitives that every reader of a checkpoint's task relations uses, in one p
 - :func:`check_distance_matrix`: the checks on a distance matrix (square, finite, symmetric,
   zero diagonal, >= 0) before any clustering sees it;
 - :func:`layer_distances`: each layer's function-space distance matrix and RMS activation norm;
+- :func:`network_distances`: the distance between the task-specific networks' whole functions on
+  a sample of inputs, and their RMS spread (defined in :mod:`taan_core._network_distance`). Unlike
+  a layer's distances it does not depend on which layer carries a task difference, which the data
+  do not identify (docs/training.md);
 - :func:`threshold_groups` and :func:`sharing_groups`: the sharing tree, the one rule for groups
   of tasks in the whole project. At a task-adaptive layer two tasks are *close* when the
   distance of their activations is at most ``threshold`` times the layer's RMS activation norm
@@ -22,6 +26,10 @@ The primitives that every reader of a checkpoint's task relations uses, in one p
   the rule before the one above. It chains: tasks a and c share a component through a task b
   close to both, at any distance from each other. Kept for callers that want exactly that;
 - :func:`flat_cut`: average-linkage clusters of one layer cut into a number of clusters;
+- :func:`separation`: whether a partition of the tasks, or the best cut of their distances, is
+  separated (the closest pair across groups over the furthest pair within one, above
+  :data:`SEPARATION_RATIO`) or cuts a continuum that every seed divides differently (defined in
+  :mod:`taan_core._separation`);
 - :func:`adjusted_rand_index` and :func:`planted_ari`: agreement of two partitions, and of every
   layer's clusters with planted groups.
 
@@ -39,15 +47,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from taan_core._names import MEASURE_NAMES
+from taan_core._network_distance import network_distances
+from taan_core._separation import SEPARATION_RATIO, Separation, judge
 
 __all__ = [
     "MEASURES",
+    "SEPARATION_RATIO",
+    "Separation",
     "adjusted_rand_index",
     "branched_overrides",
     "check_distance_matrix",
     "flat_cut",
     "layer_distances",
+    "network_distances",
     "planted_ari",
+    "separation",
     "share_components",
     "sharing_groups",
     "threshold_groups",
@@ -427,6 +441,41 @@ def flat_cut(distance, n_clusters: int, method: str = "average") -> np.ndarray:
         return np.zeros(t, dtype=np.int64)
     z = linkage(squareform(d, checks=False), method=method)
     return _first_appearance(fcluster(z, t=min(int(n_clusters), t), criterion="maxclust"))
+
+
+def separation(distance, labels=None, *, max_clusters: int = 8, method: str = "average") -> Separation:
+    """How clearly the tasks fall into groups: between-group gap over within-group spread.
+
+    With ``labels``, judges that partition: the smallest distance between tasks of different
+    groups over the largest distance between tasks of one group. Without, judges the best of
+    the linkage tree's cuts into 2..``max_clusters`` groups, i.e. asks whether the distances
+    hold separated groups at all. Above 1 (:data:`SEPARATION_RATIO`) every pair inside a group
+    is closer than every pair across groups; a cut through a continuum scores near 0. It does
+    not depend on the distances' scale.
+
+    Parameters
+    ----------
+    distance : array-like of shape (T, T)
+        Checked with :func:`taan_core.relatedness.check_distance_matrix`.
+    labels : array-like of shape (T,), optional
+        A partition to judge (e.g. one layer of the sharing tree).
+    max_clusters : int, default 8
+        Without ``labels``: the largest group count tried (at most T - 1).
+    method : str, default "average"
+        Without ``labels``: the scipy linkage method of the cuts.
+
+    Returns
+    -------
+    Separation
+        ``(k, ratio)``: the partition's group count and its ratio (the best cut's, without
+        ``labels``); ``ratio`` NaN where there is nothing to judge.
+
+    Raises
+    ------
+    ValueError
+        A bad matrix, labels of the wrong shape, or ``max_clusters`` not an int >= 2.
+    """
+    return judge(check_distance_matrix(distance), labels, max_clusters, method)
 
 
 def adjusted_rand_index(labels_true, labels_pred) -> float:

@@ -50,7 +50,8 @@ def _draw(kind: str, ckpt, analysis, path: Path, threshold: float) -> Path:
     if kind == "heatmap":
         fig, title = plot_heatmaps(analysis, metric="distance", order_by="tree", threshold=threshold), "distance heatmap"
     else:
-        fig, title = plot_sharing_tree(analysis.sharing_tree(threshold)).figure, "sharing tree"
+        tree = plot_sharing_tree(analysis.sharing_tree(threshold), note=analysis.separation_note(threshold=threshold))
+        fig, title = tree.figure, "sharing tree"
     meta = {"version": __version__, "sha256": ckpt.sha256, "title": title, "source": str(ckpt.path),
             "description": f"taan-study {title} of {ckpt.path.name}."}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ __all__ = [
     "Checkpoint", "Checkpoints", "Clusters", "Run", "Dpi", "Format", "Layers", "Measure", "Method", "Metric", "Out", "Overwrite",
     "TaskNames", "Threshold", "check_format", "check_threshold", "claim_paths", "common_out", "default_out",
     "figure_metadata", "heatmap_order", "load_runs", "metric_suffix", "note_per_run", "open_runs",
-    "parse_order_by", "save_and_echo", "tool_version",
+    "parse_order_by", "save_and_echo", "tool_version", "warn_not_separated",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -222,6 +222,13 @@ def note_per_run(runs: list[Run], command: str) -> None:
     if len(runs) > 1:
         typer.echo(f"taan-viz: note: {command} drew {len(runs)} runs one by one (one folder each); "
                    "taan-viz consensus combines them into one picture with its confidence", err=True)
+
+
+def warn_not_separated(run: Run, note: str | None) -> None:
+    """The figure's line on groups that are not separated, on stderr too: one run cannot know its
+    stability, but it can see that its groups cut a continuum."""
+    if note:
+        typer.echo(f"taan-viz: note: {run.label}: {note}", err=True)
 
 
 def default_out(ckpt, out: Path | None, sub: str | None = None) -> Path:

@@ -209,6 +209,37 @@ class Analysis:
             out[k] = previous = labels
         return out
 
+    def separation(self, n_clusters: int | None = None, threshold: float = 0.1) -> list:
+        """How separated each analysed layer's groups (:meth:`cluster_labels`) are.
+
+        :func:`taan_core.relatedness.separation` of the layer's distances and its groups: the
+        closest two tasks of different groups over the furthest two of one group. At most 1
+        (``not sep.separated``) the groups cut a continuum, and such groups move between
+        training seeds (docs/training.md); NaN where the layer claims no group of two or more.
+
+        Returns
+        -------
+        list of taan_core.relatedness.Separation
+            In the order of :attr:`layers`.
+        """
+        from taan_core.relatedness import separation
+
+        key = ("separation", n_clusters, float(threshold))
+        if key not in self._memo:
+            labels = self.cluster_labels(n_clusters, threshold)
+            self._memo[key] = [separation(la.geometry.distance, lab) for la, lab in zip(self.layers, labels)]
+        return list(self._memo[key])
+
+    def separation_note(self, n_clusters: int | None = None, threshold: float = 0.1) -> str | None:
+        """One line naming the analysed layers whose groups are not separated, or None."""
+        weak = [(la.index + 1, sep.ratio) for la, sep in zip(self.layers, self.separation(n_clusters, threshold))
+                if not np.isnan(sep.ratio) and not sep.separated]
+        if not weak:
+            return None
+        which = ", ".join(f"layer {k} ({ratio:.2f})" for k, ratio in weak)
+        return (f"groups not separated in {which}: two tasks of different groups are closer than two of one "
+                f"group, so the cut falls in a continuum and moves between seeds; do not read these groups as real")
+
     def palette(self, n_clusters: int | None = None, threshold: float = 0.1):
         """The colour of every task, shared by all figures of this analysis.
 

@@ -11,6 +11,7 @@ picture with its confidence; ``report`` on several runs includes it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -36,6 +37,7 @@ from taan_viz._cli_support import (
     heatmap_order,
     note_per_run,
     open_runs,
+    warn_not_separated,
     figure_metadata,
     default_out,
     save_and_echo,
@@ -117,6 +119,7 @@ def heatmap_command(
         fig = plot_heatmaps(analysis, metric=metric, order_by=order, scale=scale, annot=annotate,
                             threshold=threshold, labels=labels)
         save_and_echo(fig, path, dpi, figure_metadata(ckpt, f"{metric} heatmap", run.note))
+        warn_not_separated(run, analysis.separation_note(threshold=threshold))
     note_per_run(runs, "heatmap")
 
 
@@ -259,8 +262,11 @@ def tree_command(
         # The tasks' colours of every other figure (the relative rule); an absolute threshold
         # makes its own groups, coloured by the same rule.
         palette = analysis.palette(threshold=threshold) if not absolute else None
-        plot_sharing_tree(tree, ax=ax, names=names, palette=palette)
+        # The groups are judged where they are the analysis' own (the relative rule).
+        weak = analysis.separation_note(threshold=threshold) if not absolute else None
+        plot_sharing_tree(tree, ax=ax, names=names, palette=palette, note=weak)
         save_and_echo(fig, path, dpi, figure_metadata(ckpt, "sharing tree", run.note))
+        warn_not_separated(run, weak)
     note_per_run(runs, "tree")
 
 
@@ -381,6 +387,60 @@ def report_command(
                          sections=sections, manifest_extra=extra)
     for path in paths:
         typer.echo(str(path))
+
+
+@app.command("network")
+def network_command(
+    checkpoints: Checkpoints,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="The data file or folder (default: the path the checkpoint records).")] = None,
+    split: Annotated[str, typer.Option(
+        "--split", help="Whose inputs (every task's, pooled) the task networks are compared on: train, val or test.")] = "val",
+    out: Out = None,
+    fmt: Format = "png",
+    dpi: Dpi = 300,
+    task_names: TaskNames = None,
+    overwrite: Overwrite = False,
+    labels: Labels = "auto",
+) -> None:
+    """The whole-network relatedness: how far apart the task-specific networks' functions are on the data.
+
+    Writes network.<format> and network.csv (d / spread, task by task) per run. With several runs
+    also network-mean.<format> and network-mean.csv (the mean over the runs, in --out or in
+    network/ beside the runs), and how well the runs agree. Needs the data set and the model.
+    """
+    from taan_viz.network import SPLITS, mean_network, network_agreement, network_relatedness, write_network_csv
+    from taan_viz.plots.network import plot_network
+
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    runs, fmt = open_runs(checkpoints, measure="data", layers=None, task_names=task_names, out=out, fmt=fmt, dpi=dpi,
+                          labels=labels)
+    results = []
+    for run in runs:
+        with user_input():  # the data set or the model the checkpoint names cannot be had
+            net = network_relatedness(run.ckpt, None if data is None else str(data), split)
+        # --task-names renames the tasks of the analysis; the figure uses those names.
+        net = dataclasses.replace(net, task_names=tuple(run.analysis.task_names))
+        fig_path, csv_path = run.claim([f"network.{fmt}", "network.csv"], overwrite)
+        fig = plot_network(net, labels=labels, single_run=len(runs) == 1)
+        save_and_echo(fig, fig_path, dpi, figure_metadata(run.ckpt, "whole-network relatedness", run.note))
+        write_network_csv(csv_path, net)
+        typer.echo(str(csv_path))
+        results.append(net)
+    if len(results) > 1:
+        # The runs' mean: the picture that reproduces (docs/training.md), beside the folders.
+        mean = mean_network(results)
+        fig_path, csv_path = claim_paths(out or common_out(runs, "network"),
+                                         [f"network-mean.{fmt}", "network-mean.csv"], overwrite)
+        save_and_echo(plot_network(mean, labels=labels), fig_path, dpi,
+                      figure_metadata(runs[0].ckpt, f"whole-network relatedness, mean of {len(runs)} runs"))
+        write_network_csv(csv_path, mean)
+        typer.echo(str(csv_path))
+        agree = network_agreement(results)
+        typer.echo(f"taan-viz: note: {len(results)} runs agree on the whole-network distances with Spearman "
+                   f"{agree['distance_spearman']:.2f} and on the tasks' order along the main axis with "
+                   f"{agree['axis_spearman']:.2f} (mean over pairs of runs)", err=True)
 
 
 @app.command("consensus")

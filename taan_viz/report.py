@@ -269,7 +269,8 @@ def _figure_specs(analysis: Analysis, tree, palette, *, snapshots, threshold: fl
 
     def tree_fig():
         fig, ax = tree_figure(tree)
-        plot_sharing_tree(tree, ax=ax, palette=palette, single_run=single_run)
+        plot_sharing_tree(tree, ax=ax, palette=palette, single_run=single_run,
+                          note=analysis.separation_note(threshold=threshold))
         return fig
 
     specs: list[tuple[str, str, str, Callable]] = [

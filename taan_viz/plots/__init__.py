@@ -16,6 +16,7 @@ from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread, pl
 from taan_viz.plots.curves import activation_curves, activation_values, plot_curve_grid, plot_curves
 from taan_viz.plots.evolution import animate_evolution, plot_curves_evolution, plot_evolution
 from taan_viz.plots.heatmap import heatmap, plot_heatmaps
+from taan_viz.plots.network import plot_network
 from taan_viz.plots.training import plot_training
 from taan_viz.plots.tree import plot_sharing_tree
 
@@ -39,6 +40,7 @@ __all__ = [
     "plot_embeddings",
     "plot_evolution",
     "plot_heatmaps",
+    "plot_network",
     "plot_sharing_tree",
     "plot_support_tree",
     "plot_training",

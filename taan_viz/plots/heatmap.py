@@ -402,7 +402,8 @@ def plot_heatmaps(
         Colours of the strips; ``analysis.palette(threshold=threshold)`` by default.
     figsize : (float, float), optional
     caption : bool, default True
-        A one-line note under the panels saying how tasks are ordered and which measure is used.
+        A note under the panels saying how tasks are ordered and which measure is used, and
+        which layers' groups are not separated (:meth:`Analysis.separation_note`).
 
     single_run : bool, default True
         The caption's last line says that one run cannot tell how stable its groups are, and
@@ -447,7 +448,9 @@ def plot_heatmaps(
         how = "task order of the checkpoint"
     else:
         how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
-    note = (f"{how}; strip {palette.describe()}" if groups else how) + (f"\n{SINGLE_RUN_NOTE}" if single_run else "")
+    weak = analysis.separation_note(threshold=threshold) if caption and (groups or order_by == "tree") else None
+    note = ((f"{how}; strip {palette.describe()}" if groups else how) + (f"\n{weak}" if weak else "")
+            + (f"\n{SINGLE_RUN_NOTE}" if single_run else ""))
     if figsize is None:
         if panel is None:
             # Panels as large as a 7.2 in (two-column) page allows; the labels' length decides

@@ -124,6 +124,7 @@ def plot_sharing_tree(
     palette=None,
     neutral: str = "0.55",
     single_run: bool = True,
+    note: str | None = None,
 ):
     """Draw a :class:`~taan_viz.sharing.SharingTree`.
 
@@ -146,6 +147,9 @@ def plot_sharing_tree(
         The note's last line says that one run cannot tell how stable its groups are, and how
         to find out (:data:`~taan_viz.plots._style.SINGLE_RUN_NOTE`). False where the tree sits
         beside the consensus of several runs.
+    note : str, optional
+        A further line of the note, e.g. :meth:`Analysis.separation_note` (which layers' groups
+        are not separated).
 
     Returns
     -------
@@ -214,6 +218,6 @@ def plot_sharing_tree(
         text = (f"boxes: groups of tasks that can share the layer ({rule});\n"
                 f"groups per layer {counts}; numbers: tasks per group; {palette.describe()}"
                 + ("" if show else f"; {t} task heads (names: --labels all, or the export)")
-                + (f"\n{SINGLE_RUN_NOTE}" if single_run else ""))
+                + (f"\n{note}" if note else "") + (f"\n{SINGLE_RUN_NOTE}" if single_run else ""))
         ax.set_xlabel(wrap_to_width(text, ax.figure.get_figwidth() * 0.95, 6.5), fontsize=6.5, color="0.35")
     return ax

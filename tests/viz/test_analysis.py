@@ -329,3 +329,28 @@ def test_a_non_finite_geometry_never_advises_the_measure_in_use():
                                          r"another measure \(--measure 0,1e\+300, which spans them\)$") as info:
         layer_geometry(alpha, np.array([-1e300, 0.0, 1e300]), 0.0, 1.0, name="l0")
     assert "standard" not in str(info.value)
+
+
+def test_separation_of_planted_groups(analysis):
+    # Tasks of one planted group have identical alpha: their groups are perfectly separated.
+    seps = analysis.separation()
+    assert np.isnan(seps[0].ratio)  # one group: nothing to judge
+    assert [s.ratio for s in seps[1:]] == [np.inf, np.inf]
+    assert [s.k for s in seps] == [1, 2, 4]
+    assert analysis.separation_note() is None
+
+
+def test_separation_flags_a_continuum(tmp_path):
+    from taan_core.checkpoint import load_checkpoint
+    from tests.viz.viz_helpers import continuum_checkpoint_dict
+
+    path = tmp_path / "c.pt"
+    torch.save(continuum_checkpoint_dict(), path)
+    a = analyze(load_checkpoint(path))
+    seps = a.separation()
+    assert seps[1].k >= 2 and seps[1].ratio < 0.5 and not seps[1].separated
+    note = a.separation_note()
+    assert note.startswith(f"groups not separated in layer 2 ({seps[1].ratio:.2f}):")
+    assert "layer 1" not in note and "layer 3" not in note
+    # Cut into two clusters instead of at the threshold: judged the same way.
+    assert not a.separation(n_clusters=2)[1].separated

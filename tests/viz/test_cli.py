@@ -238,3 +238,18 @@ def test_a_symbolic_link_loop_is_one_line(tmp_path, capsys):
         assert run(*args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"taan-viz: error: {match}"), err
+
+
+@pytest.mark.parametrize("command", ["heatmap", "tree"])
+def test_groups_not_separated_are_named_on_stderr(tmp_path, capsys, command):
+    from tests.viz.viz_helpers import continuum_checkpoint_dict
+
+    path = tmp_path / "c" / "checkpoint.pt"
+    path.parent.mkdir()
+    torch.save(continuum_checkpoint_dict(), path)
+    assert run(command, path, "-o", tmp_path / "out", "--dpi", "50") == 0
+    err = capsys.readouterr().err
+    assert err.startswith("taan-viz: note: c: groups not separated in layer 2 (")
+    torch.save(make_checkpoint_dict(), path)
+    assert run(command, path, "-o", tmp_path / "planted", "--dpi", "50") == 0
+    assert "not separated" not in capsys.readouterr().err

@@ -277,3 +277,17 @@ def test_single_run_caption_points_to_consensus(analysis):
     text = plot_heatmaps(analysis)._supxlabel.get_text()
     assert text.endswith("one run, stability unknown: taan-core train --seeds 0-4, then taan-viz consensus")
     assert "consensus" not in plot_heatmaps(analysis, single_run=False)._supxlabel.get_text()
+
+
+def test_caption_says_which_layers_groups_are_not_separated(analysis, tmp_path):
+    import torch
+
+    from taan_core.checkpoint import load_checkpoint
+    from taan_viz.analysis import analyze
+    from tests.viz.viz_helpers import continuum_checkpoint_dict
+
+    assert "not separated" not in plot_heatmaps(analysis)._supxlabel.get_text()
+    path = tmp_path / "c.pt"
+    torch.save(continuum_checkpoint_dict(), path)
+    caption = plot_heatmaps(analyze(load_checkpoint(path)), labels="none")._supxlabel.get_text().replace("\n", " ")
+    assert "groups not separated in layer 2" in caption

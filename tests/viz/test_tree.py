@@ -68,3 +68,11 @@ def test_single_run_note(analysis):
     import matplotlib.pyplot as plt
 
     assert "consensus" not in plot_sharing_tree(tree, ax=plt.figure().gca(), single_run=False).get_xlabel()
+
+
+def test_separation_note_line(analysis):
+    tree = analysis.sharing_tree()
+    note = plot_sharing_tree(tree, note="groups not separated in layer 2 (0.10): ...").get_xlabel()
+    lines = note.replace("\n", " ")
+    assert "groups not separated in layer 2 (0.10)" in lines
+    assert lines.index("groups not separated") < lines.index("one run, stability unknown")

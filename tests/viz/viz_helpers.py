@@ -145,3 +145,15 @@ def wide_runs(tmp_path, seeds=(0, 1, 2)) -> list:
         torch.save(make_wide_checkpoint_dict(seed=seed), path)
         out.append(analyze(load_checkpoint(path)))
     return out
+
+
+def continuum_checkpoint_dict(num_tasks: int = 40, spread: float = 0.1) -> dict:
+    """A checkpoint whose layer 2 spreads the tasks evenly at random along one direction of
+    alpha (a continuum, as on school): a threshold cuts it into groups that are not separated.
+    Layers 1 and 3 hold every task alike."""
+    d = make_checkpoint_dict(groups=[[0] * num_tasks] * 3, task_names=[f"task_{i}" for i in range(num_tasks)],
+                             planted=False)
+    position = torch.rand(num_tasks, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    direction = torch.linspace(-1.0, 1.0, d["layers"][1]["alpha"].shape[1], dtype=torch.float64)
+    d["layers"][1]["alpha"] = (spread * position[:, None] * direction).float()
+    return d
