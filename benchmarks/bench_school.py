@@ -77,27 +77,19 @@ def run_one(job: tuple[str, int, str, dict]) -> dict:
 
 
 def _train(model: str, data, overrides: dict):
-    import dataclasses
-
     import torch
 
     from taan_core.checkpoint import load_checkpoint
-    from taan_core.models import MODELS, build_model
-    from taan_core.train import DATASET_DEFAULTS, TrainConfig, Trainer
+    from taan_core.models import build_model
+    from taan_core.train import Trainer, model_settings, train_config
 
-    d = {**DATASET_DEFAULTS["school"], **overrides}
-    fields = {f.name for f in dataclasses.fields(MODELS[model].config_class)}
-    config = {k: v for k, v in d["model_config"].items() if k in fields}
-    config["hidden"] = list(d["hidden"])
-    if "num_hinges" in fields:
-        config["num_hinges"] = d["hinges"]
+    overrides = dict(overrides)
+    widths, hinges = overrides.pop("hidden", None), overrides.pop("hinges", None)
+    config = model_settings("school", model, hidden=widths, hinges=hinges)
     torch.manual_seed(0)
     net = build_model(model, data.input_shape, [t.num_outputs for t in data.tasks], **config)
     with tempfile.TemporaryDirectory() as out:
-        train = TrainConfig(epochs=d["epochs"], batch_size=d["batch_size"], sampler=d["sampler"], lr=d["lr"],
-                            weight_decay=d["weight_decay"], schedule=d["schedule"], patience=d["patience"],
-                            shared_warmup=d["shared_warmup"], starts=d["starts"], threads=1, device="cpu",
-                            seed=0, out=out, quiet=True)
+        train = train_config("school", **{"threads": 1, **overrides}, device="cpu", seed=0, out=out, quiet=True)
         result = Trainer(net, data, train).fit()
         net.load_state_dict(load_checkpoint(result.checkpoint).raw["model"]["state_dict"])
     return net, {"best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs),

@@ -123,22 +123,29 @@ def _parse_hidden(text: str) -> list[int]:
     return widths
 
 
-def _model_overrides(model: str, hidden: list[int], hinges: int | None, explicit_hinges: bool,
-                     extra: dict[str, Any] | None = None) -> dict:
-    """The model config fields the options set; ``extra`` (a data set's ``model_config`` defaults)
-    contributes the fields that ``model``'s config has."""
-    from taan_core.models import MODELS as registry
+def _check_hinges(model: str, hinges: int | None) -> None:
+    """--hinges only for models with task-adaptive activations."""
     import dataclasses
 
-    fields = {f.name for f in dataclasses.fields(registry[model].config_class)}
-    overrides: dict[str, Any] = {k: v for k, v in (extra or {}).items() if k in fields}
-    if "hidden" in fields:
-        overrides["hidden"] = hidden
-    if "num_hinges" in fields and hinges is not None:
-        overrides["num_hinges"] = hinges
-    elif explicit_hinges:
+    from taan_core.models import MODELS as registry
+
+    if hinges is not None and "num_hinges" not in {f.name for f in dataclasses.fields(registry[model].config_class)}:
         raise UserError(f"--hinges applies to models with task-adaptive activations (taan, taan-conv), not {model!r}")
-    return overrides
+
+
+def _model_fields(dataset: str, model: str, hidden: str | None, hinges: int | None, tree_from: Path | None) -> dict:
+    """The config fields of the model to build: the data set's defaults and the options; a
+    branched network's branches (and, unless --hidden is given, widths) come from --tree-from."""
+    widths = _parse_hidden(hidden) if hidden is not None else None
+    if model == "branched-conv":
+        return _branched_conv_overrides(tree_from, hidden)
+    if model == "branched":
+        from taan_core.relatedness import branched_overrides
+
+        return branched_overrides(tree_from, hidden=widths)
+    from taan_core.train import model_settings
+
+    return model_settings(dataset, model, hidden=widths, hinges=hinges)
 
 
 def _data_config(data: Path | None, val_fraction: float | None, test_fraction: float | None,
@@ -278,53 +285,31 @@ def train(
     import torch
 
     from taan_core.data import load_dataset
-    from taan_core.models import build_model
-    from taan_core.train import TrainConfig, Trainer, resolve_device
+    from taan_core.models import build_model, conv_variant
+    from taan_core.train import Trainer, resolve_device, train_config
 
     reg = _value(reg) or "none"
     if (model in ("branched", "branched-conv")) != (tree_from is not None):
         raise UserError("--model branched needs --tree-from CHECKPOINT, and --tree-from applies only to it")
-    if hinges is not None and model in ("branched", "branched-conv"):
-        raise UserError(f"--hinges applies to models with task-adaptive activations (taan, taan-conv), not {model!r}")
-    pick = lambda value, key: value if value is not None else defaults[key]  # noqa: E731
     with _as_options():
-        config = TrainConfig(
-            epochs=pick(epochs, "epochs"), batch_size=pick(batch_size, "batch_size"),
-            sampler=_value(sampler) or defaults["sampler"], optimizer=_value(optimizer) or "adam", lr=pick(lr, "lr"),
-            weight_decay=pick(weight_decay, "weight_decay"), schedule=_value(schedule) or defaults["schedule"],
-            reg=reg, c=(0.1 if c is None else c) if reg != "none" else 0.0, measure=_value(measure) or "standard",
-            patience=pick(patience, "patience"), shared_warmup=pick(shared_warmup, "shared_warmup"),
-            starts=pick(starts, "starts"), start_epochs=0.2 if start_epochs is None else start_epochs,
-            device=device or "auto", amp=True if amp is None else amp,
-            compile=bool(compile), deterministic=bool(deterministic),
-            threads=pick(threads, "threads"),
+        config = train_config(
+            dataset, epochs=epochs, batch_size=batch_size, sampler=_value(sampler), optimizer=_value(optimizer),
+            lr=lr, weight_decay=weight_decay, schedule=_value(schedule), reg=reg,
+            c=(0.1 if c is None else c) if reg != "none" else 0.0, measure=_value(measure), patience=patience,
+            shared_warmup=shared_warmup, starts=starts, start_epochs=start_epochs, device=device, amp=amp,
+            compile=bool(compile), deterministic=bool(deterministic), threads=threads,
             seed=0 if seed is None else seed, out=str(out), quiet=quiet,
         )
         resolve_device(config.device)
-        _model_overrides(model, [1], hinges, explicit_hinges=hinges is not None)  # option errors before data
+        _check_hinges(model, hinges)  # option errors before the data
         data_set = load_dataset(dataset, **_data_config(data, val_fraction, test_fraction, split_seed),
                                 **_image_config(dataset, image_size))
-    # The planted student is twice as wide as its teacher (16 units): a narrower student fits it
-    # poorly and a wider one (64) recovers its tree less often (docs/data.md).
-    widths = _parse_hidden(hidden) if hidden is not None else defaults["hidden"]
-    from taan_core.models import conv_variant
-
     # On images every model with a conv variant sees them through TAANConv's trunk.
     requested, model = model, conv_variant(model, data_set.input_shape)
     label = model if model == requested else f"{model} (--model {requested} on images: TAANConv's trunk)"
     with _as_options():
-        if model == "branched-conv":
-            overrides = _branched_conv_overrides(tree_from, hidden)
-        elif model == "branched":
-            # The branches and (unless --hidden is given) the widths come from the TAAN's sharing tree.
-            from taan_core.relatedness import branched_overrides
-
-            overrides = branched_overrides(tree_from, hidden=_parse_hidden(hidden) if hidden is not None else None)
-        else:
-            overrides = _model_overrides(model, widths, hinges if hinges is not None else defaults["hinges"],
-                                         explicit_hinges=hinges is not None, extra=defaults["model_config"])
-            if model == "taan":
-                overrides.update(defaults["taan_config"])
+        _check_hinges(model, hinges)
+        overrides = _model_fields(dataset, model, hidden, hinges, tree_from)
         torch.manual_seed(config.seed)
         net = build_model(model, data_set.input_shape, [t.num_outputs for t in data_set.tasks], **overrides)
         trainer = Trainer(net, data_set, config)

@@ -28,7 +28,7 @@ TensorBoard hook). Several seeds are the CLI's concern (``taan_core._cli_seeds``
 from __future__ import annotations
 
 from taan_core.train._config import TrainConfig, TrainResult
-from taan_core.train._defaults import DATASET_DEFAULTS
+from taan_core.train._defaults import DATASET_DEFAULTS, model_settings, train_config
 from taan_core.train._support import (
     RUN_FILES,
     RunLock,
@@ -39,5 +39,5 @@ from taan_core.train._support import (
 )
 from taan_core.train._trainer import Trainer, TrainingDivergedError
 
-__all__ = ["DATASET_DEFAULTS", "RUN_FILES", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "Trainer", "TrainingDivergedError",
+__all__ = ["DATASET_DEFAULTS", "model_settings", "train_config", "RUN_FILES", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "Trainer", "TrainingDivergedError",
            "data_fingerprint", "prepare_run_dir", "resolve_device"]
