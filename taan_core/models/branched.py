@@ -164,7 +164,40 @@ class BranchedConfig:
         return [max(row) + 1 for row in self.groups]
 
 
-class Branched(MultiTaskModel):
+class _BranchRouting:
+    """The forward pass of a network branched like a tree of task groups (:class:`Branched`,
+    :class:`~taan_core.models.branched_conv.BranchedConv`). The network holds ``branches``
+    (per depth, one module per group), ``heads``, ``_position`` (each task's place in the tree
+    order), ``_order`` (the tasks in that order), ``_blocks`` (per depth, ``(group, tasks)``
+    in tree order) and says the output shape of a depth's branches (``_branch_shape``)."""
+
+    def _forward_task(self, x: Tensor, task: int) -> Tensor:
+        h = x
+        for l, branches in enumerate(self.branches):
+            h = branches[self.config.groups[l][task]](h)
+        return self.heads[task](h)
+
+    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
+        # Sort rows by the task order (stable: each task's rows stay in batch order); then every
+        # branch of every layer reads one contiguous block of rows.
+        perm = torch.argsort(self._position[task], stable=True)
+        if counts is None:
+            counts = torch.bincount(task, minlength=self.num_tasks).tolist()
+        h = x.index_select(0, perm)
+        for l, branches in enumerate(self.branches):
+            sizes = [sum(counts[t] for t in tasks) for _, tasks in self._blocks[l]]
+            # A branch without rows is skipped: BatchNorm cannot take an empty batch in training.
+            parts = [branches[g](part) if part.shape[0] else part.new_zeros(0, *self._branch_shape(l))
+                     for (g, _), part in zip(self._blocks[l], h.split(sizes))]
+            h = torch.cat(parts)
+        rows = h.split([counts[t] for t in self._order])
+        out: list[Tensor] = [torch.empty(0)] * self.num_tasks
+        for t, part in zip(self._order, rows):
+            out[t] = self.heads[t](part)
+        return out
+
+
+class Branched(_BranchRouting, MultiTaskModel):
     """Hard sharing along a tree: one ReLU layer per task group and depth, one head per task.
 
     For task t with group g_l = groups[l][t] at layer l:
@@ -216,33 +249,8 @@ class Branched(MultiTaskModel):
             layers.append(nn.Dropout(config.dropout))
         return nn.Sequential(*layers)
 
-    def _forward_task(self, x: Tensor, task: int) -> Tensor:
-        h = x
-        for l, branches in enumerate(self.branches):
-            h = branches[self.config.groups[l][task]](h)
-        return self.heads[task](h)
-
-    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
-        # Sort rows by the task order (stable: each task's rows stay in batch order); then every
-        # branch of every layer reads one contiguous block of rows.
-        perm = torch.argsort(self._position[task], stable=True)
-        if counts is None:
-            counts = torch.bincount(task, minlength=self.num_tasks).tolist()
-        h = x.index_select(0, perm)
-        for l, branches in enumerate(self.branches):
-            blocks = self._blocks[l]
-            sizes = [sum(counts[t] for t in tasks) for _, tasks in blocks]
-            width = self.config.hidden[l]
-            parts = [
-                branches[g](part) if part.shape[0] else part.new_zeros(0, width)
-                for (g, _), part in zip(blocks, h.split(sizes))
-            ]
-            h = torch.cat(parts)
-        rows = h.split([counts[t] for t in self._order])
-        out: list[Tensor] = [torch.empty(0)] * self.num_tasks
-        for t, part in zip(self._order, rows):
-            out[t] = self.heads[t](part)
-        return out
+    def _branch_shape(self, depth: int) -> tuple[int, ...]:
+        return (self.config.hidden[depth],)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, num_groups={self.config.num_groups}, hidden={self.config.hidden}"

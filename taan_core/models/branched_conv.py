@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from taan_core.models._base import _ImageModel, _int_list, _linear_heads
-from taan_core.models.branched import check_groups
+from taan_core.models.branched import _BranchRouting, check_groups
 from taan_core.models.conv_baselines import ConvConfig, _conv_stage, _dense_layer
 
 __all__ = ["BranchedConv", "BranchedConvConfig", "branched_conv_overrides"]
@@ -61,7 +61,7 @@ class BranchedConvConfig(ConvConfig):
         return [max(row) + 1 for row in self.groups]
 
 
-class BranchedConv(_ImageModel):
+class BranchedConv(_BranchRouting, _ImageModel):
     """Hard sharing along a tree with TAANConv's trunk: one conv stage or dense ReLU layer per task
     group and depth, one head per task.
 
@@ -113,30 +113,8 @@ class BranchedConv(_ImageModel):
         shapes[-1] = (config.flat_features(),)
         return shapes + [(w,) for w in config.hidden]
 
-    def _forward_task(self, x: Tensor, task: int) -> Tensor:
-        h = x
-        for l, branches in enumerate(self.branches):
-            h = branches[self.config.groups[l][task]](h)
-        return self.heads[task](h)
-
-    def _forward_mixed(self, x: Tensor, task: Tensor, counts: list[int] | None = None) -> list[Tensor]:
-        # Sort rows by the task order (stable: each task's rows stay in batch order); then every
-        # branch of every layer reads one contiguous block of rows.
-        perm = torch.argsort(self._position[task], stable=True)
-        if counts is None:
-            counts = torch.bincount(task, minlength=self.num_tasks).tolist()
-        h = x.index_select(0, perm)
-        for l, branches in enumerate(self.branches):
-            sizes = [sum(counts[t] for t in tasks) for _, tasks in self._blocks[l]]
-            # A branch without rows is skipped: BatchNorm cannot take an empty batch in training.
-            parts = [branches[g](part) if part.shape[0] else part.new_zeros(0, *self._shapes[l])
-                     for (g, _), part in zip(self._blocks[l], h.split(sizes))]
-            h = torch.cat(parts)
-        rows = h.split([counts[t] for t in self._order])
-        out: list[Tensor] = [torch.empty(0)] * self.num_tasks
-        for t, part in zip(self._order, rows):
-            out[t] = self.heads[t](part)
-        return out
+    def _branch_shape(self, depth: int) -> tuple[int, ...]:
+        return self._shapes[depth]
 
     def extra_repr(self) -> str:
         return (f"num_tasks={self.num_tasks}, num_groups={self.config.num_groups}, channels={self.config.channels}, "
