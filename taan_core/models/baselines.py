@@ -43,6 +43,18 @@ __all__ = [
 ]
 
 
+
+def init_stitch(stitch: Tensor, self_weight: float) -> None:
+    """Fill cross-stitch matrices (..., T, T) near the identity: ``self_weight`` on the diagonal,
+    the rest shared equally by the other tasks (every row sums to 1)."""
+    t = stitch.shape[-1]
+    with torch.no_grad():
+        if t == 1:
+            stitch.fill_(1.0)
+        else:
+            stitch.fill_((1.0 - self_weight) / (t - 1))
+            stitch.diagonal(dim1=-2, dim2=-1).fill_(self_weight)
+
 class SingleTask(MultiTaskModel):
     """Single-task learning: task t has its own ReLU MLP and head; no parameter is shared.
 
@@ -229,13 +241,7 @@ class CrossStitch(MultiTaskModel):
 
     def reset_parameters(self) -> None:
         """Cross-stitch matrices start near the identity (``self_weight`` on the diagonal)."""
-        t = self.num_tasks
-        with torch.no_grad():
-            if t == 1:
-                self.stitch.fill_(1.0)
-            else:
-                self.stitch.fill_((1.0 - self.config.self_weight) / (t - 1))
-                self.stitch.diagonal(dim1=1, dim2=2).fill_(self.config.self_weight)
+        init_stitch(self.stitch, self.config.self_weight)
 
     def _columns(self, x: Tensor) -> Tensor:
         h = x

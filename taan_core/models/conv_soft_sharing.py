@@ -32,6 +32,7 @@ from taan_core.models._base import (
     _mlp,
     _task_index,
 )
+from taan_core.models.baselines import init_stitch
 from taan_core.models.conv_baselines import ConvConfig, _dense_layers
 
 __all__ = [
@@ -216,13 +217,7 @@ class CrossStitchConv(_ImageModel):
 
     def reset_parameters(self) -> None:
         """Cross-stitch matrices start near the identity (``self_weight`` on the diagonal)."""
-        t = self.num_tasks
-        with torch.no_grad():
-            if t == 1:
-                self.stitch.fill_(1.0)
-            else:
-                self.stitch.fill_((1.0 - self.config.self_weight) / (t - 1))
-                self.stitch.diagonal(dim1=1, dim2=2).fill_(self.config.self_weight)
+        init_stitch(self.stitch, self.config.self_weight)
 
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.heads[task](self.columns(x, self.stitch)[task])
