@@ -95,11 +95,19 @@ def check_labels(labels: str) -> str:
     return labels
 
 
-def show_labels(labels: str, t: int) -> bool:
-    """Whether task names are drawn for ``t`` tasks under the rule ``labels``
-    ("auto": up to :data:`LABELS_AUTO_MAX` tasks; "all": always; "none": never)."""
+def show_labels(labels: "str | bool | None", t: int, auto_max: int = LABELS_AUTO_MAX) -> bool:
+    """Whether task names are drawn for ``t`` tasks under the rule ``labels``.
+
+    ``labels`` means the same in every figure: "auto" (or None) draws them up to ``auto_max``
+    tasks (:data:`LABELS_AUTO_MAX` unless the figure has less room), "all" (or True) always,
+    "none" (or False) never. The names themselves are a figure's ``names``.
+    """
+    if isinstance(labels, bool):
+        return labels
+    if labels is None:
+        labels = "auto"
     check_labels(labels)
-    return labels == "all" or (labels == "auto" and t <= LABELS_AUTO_MAX)
+    return labels == "all" or (labels == "auto" and t <= auto_max)
 
 
 def label_fontsize(row_pt: float, largest: float = 7.0) -> float:

@@ -64,7 +64,7 @@ def dendrogram(
     orientation: str = "left",
     clusters: Sequence[int] | None = None,
     cut: float | None = None,
-    labels: bool | None = None,
+    labels: "str | bool" = "auto",
     palette=None,
     neutral: str = "0.35",
     linewidth: float | None = None,
@@ -82,8 +82,9 @@ def dendrogram(
         Cluster of each task: links inside one cluster and leaf names take its colour.
     cut : float, optional
         Height of the cut that made ``clusters``; drawn as a dashed line.
-    labels : bool, optional
-        Task names at the leaves; default when T <= 100, in a font that fits the room of a leaf.
+    labels : {"auto", "all", "none"} or bool, default "auto"
+        Task names at the leaves ("auto": up to 100 tasks), in a font that fits the room of a
+        leaf; the rule of every figure (:func:`taan_viz.plots._style.show_labels`).
     palette : TaskPalette, optional
         Colour of each task (overrides ``clusters``), as in every figure of the analysis.
     neutral : str
@@ -107,7 +108,7 @@ def dendrogram(
 
         ax = plt.gca()
     keys, color_of = _task_keys(t, clusters, palette)
-    show = show_labels("auto", t) if labels is None else labels
+    show = show_labels(labels, t)
     leaf_pos = np.arange(t) * 10 + 5.0
     if t == 1:
         segs, colors, top = [], [], 1.0

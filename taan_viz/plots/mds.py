@@ -16,9 +16,13 @@ from taan_viz.plots._style import (
     name_texts,
     paper_style,
     short_label,
+    show_labels,
     text_width_pt,
 )
 from taan_viz.plots.dendrogram import _task_keys
+
+# Beyond this many tasks a map names none of them unless asked (labels="all").
+_EMBEDDING_NAMED_MAX = 8
 
 __all__ = ["embedding", "place_labels", "plot_embeddings"]
 
@@ -27,10 +31,11 @@ def embedding(
     coords,
     *,
     ax=None,
-    labels: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
     clusters: Sequence[int] | None = None,
     groups: Sequence[int] | None = None,
     palette=None,
+    labels: "str | bool | Sequence[str]" = "auto",
     annotate: bool | None = None,
 ):
     """Scatter of task coordinates (e.g. classical MDS), coloured by cluster, shaped by group.
@@ -39,7 +44,8 @@ def embedding(
     ----------
     coords : array-like of shape (T, 2)
     ax : matplotlib Axes, optional
-    labels : sequence of str, optional
+    names : sequence of str, optional
+        The tasks' names.
     clusters : sequence of int, optional
         Colour of each task (Okabe-Ito by cluster).
     groups : sequence of int, optional
@@ -47,19 +53,34 @@ def embedding(
     palette : TaskPalette, optional
         Colour of each task (overrides ``clusters``); when the palette needs its second
         encoding (more than 8 colour groups) it also sets the markers, overriding ``groups``.
+    labels : {"auto", "all", "none"} or bool, default "auto"
+        Write ``names`` next to the points where they overlap no other name or point
+        (:func:`place_labels`); "auto": up to 8 tasks.
     annotate : bool, optional
-        Write task names next to the points where they overlap no other name or point
-        (:func:`place_labels`); default when T <= 8.
+        Deprecated name of ``labels`` (True: "all", False: "none").
 
     Returns
     -------
     matplotlib Axes
     """
+    if not isinstance(labels, (str, bool)) and labels is not None:
+        # The names used to be passed as labels; labels is now the rule of every figure.
+        import warnings
+
+        warnings.warn("embedding(labels=<names>) is deprecated: pass the names as names= (labels is now "
+                      "'auto', 'all' or 'none', as in every figure)", DeprecationWarning, stacklevel=2)
+        names, labels = labels, "auto"
+    if annotate is not None:
+        import warnings
+
+        warnings.warn("embedding(annotate=...) is deprecated: use labels='all' or 'none'", DeprecationWarning,
+                      stacklevel=2)
+        labels = bool(annotate)
     xy = np.asarray(coords, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"coords must have shape (T, 2), got {xy.shape}")
     t = xy.shape[0]
-    for name, seq in (("labels", labels), ("clusters", clusters), ("groups", groups)):
+    for name, seq in (("names", names), ("clusters", clusters), ("groups", groups)):
         if seq is not None and len(seq) != t:
             raise ValueError(f"{name} must have {t} entries (one per task), got {len(seq)}")
     if ax is None:
@@ -79,15 +100,13 @@ def embedding(
         sel = np.array([mk == m for mk in markers])
         ax.scatter(xy[sel, 0], xy[sel, 1], s=size, c=[color_of(c) for c in keys[sel]], marker=m,
                    edgecolors="white", linewidths=0.4, zorder=3)
-    if annotate is None:
-        annotate = t <= 8
-    if annotate and labels is not None:
+    if names is not None and show_labels(labels, t, auto_max=_EMBEDDING_NAMED_MAX):
         ax.set_aspect("equal", adjustable="datalim")
         ax.margins(0.12)
         # The limits as they will be drawn, so the names are placed in the final frame.
         ax.autoscale_view()
         ax.apply_aspect()
-        place_labels(ax, xy, labels)
+        place_labels(ax, xy, names)
         return ax
     ax.set_aspect("equal", adjustable="datalim")
     ax.margins(0.12)
@@ -204,7 +223,7 @@ def plot_embeddings(
         t = analysis.num_tasks
         for ax, la, (coords, explained) in zip(grid.flat, chosen, maps):
             planted = None if palette.encoded else la.planted
-            embedding(coords, ax=ax, labels=analysis.task_names, palette=palette, groups=planted, annotate=False)
+            embedding(coords, ax=ax, names=analysis.task_names, palette=palette, groups=planted, labels="none")
             # Equal aspect with the box (not the limits) adjusted: the panel takes the points'
             # shape instead of padding a thin cloud with empty space.
             ax.set_aspect("equal", adjustable="box")

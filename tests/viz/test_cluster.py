@@ -65,11 +65,20 @@ def test_clustermap(analysis):
 
 def test_embedding_axes_level():
     plt.figure()
-    ax = embedding(np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), labels=["a", "b", "c"], clusters=[0, 0, 1],
-                   groups=[0, 1, 1])
+    coords = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    ax = embedding(coords, names=["a", "b", "c"], clusters=[0, 0, 1], groups=[0, 1, 1])
     assert ax is plt.gca()
     # Coinciding points share one label.
     assert sorted(t.get_text() for t in ax.texts) == ["a +1", "c"]
+    # labels is the rule of every figure: "none" writes no names, and the old spelling warns.
+    plt.figure()
+    assert len(embedding(coords, names=["a", "b", "c"], labels="none").texts) == 0
+    plt.figure()
+    with pytest.warns(DeprecationWarning, match="pass the names as names="):
+        old = embedding(coords, labels=["a", "b", "c"])
+    assert sorted(t.get_text() for t in old.texts) == ["a +1", "c"]
+    with pytest.warns(DeprecationWarning, match="use labels="):
+        assert len(embedding(coords, names=["a", "b", "c"], annotate=False, ax=plt.figure().gca()).texts) == 0
     with pytest.raises(ValueError, match=r"coords must have shape \(T, 2\)"):
         embedding(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="clusters must have 2 entries"):
