@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check the GPU path on a CUDA machine in one short run (under 5 minutes on an H200) and print
 # one JSON object:
-#   1. tests on CUDA: the Triton kernels compiled for the device (tests/core/triton_cases.py:
+#   1. tests on CUDA: the Triton kernels compiled for the device (tests/core/nn/triton_cases.py:
 #      against the naive form and the plain path, float32/float64/bfloat16, values at the
 #      hinges, gradcheck, fullgraph compile) and every CUDA-parametrised case of the layer tests;
 #   2. benchmarks/bench_gpu.py under bf16 autocast: the activation on the Triton and the plain
@@ -35,11 +35,11 @@ fi
 
 # 1. tests on CUDA (no TRITON_INTERPRET: the kernels are compiled for the device)
 set +e
-env -u TRITON_INTERPRET timeout 100 "$PY" -m pytest -q -p no:cacheprovider tests/core/triton_cases.py \
+env -u TRITON_INTERPRET timeout 100 "$PY" -m pytest -q -p no:cacheprovider tests/core/nn/triton_cases.py \
     --junitxml="$TMP/triton.xml" >"$TMP/triton.log" 2>&1
 TRITON_RC=$?
 timeout 60 "$PY" -m pytest -q -p no:cacheprovider -k cuda \
-    tests/core/test_functional.py tests/core/test_layers.py --junitxml="$TMP/layers.xml" >"$TMP/layers.log" 2>&1
+    tests/core/nn/test_functional.py tests/core/nn/test_layers.py --junitxml="$TMP/layers.xml" >"$TMP/layers.log" 2>&1
 LAYERS_RC=$?
 # 2. benchmark: bf16 autocast, the training setting on GPUs
 timeout 150 "$PY" benchmarks/bench_gpu.py --device cuda --bf16 --repeats 10 >"$TMP/bench.json" 2>"$TMP/bench.err"

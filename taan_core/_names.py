@@ -3,7 +3,7 @@
 The registries (``taan_core.data.DATASETS``, ``taan_core.models.MODELS``,
 ``taan_core.nn.regularizers.REGULARIZERS``) map these names to code; the CLI's choices,
 ``TrainConfig``'s checks and the docs read them from here. This module imports nothing, so the
-CLI can offer its choices without importing torch; tests/core/test_cli.py checks that the
+CLI can offer its choices without importing torch; tests/core/cli/test_cli.py checks that the
 registries and ``--help`` list exactly these names.
 """
 

@@ -13,7 +13,7 @@ and the closed-form gradients of ``alpha`` and ``hinges`` stay in :mod:`taan_cor
 - ``off``: never (the plain torch path runs on CUDA);
 - ``always``: CUDA and CPU tensors. On CPU, Triton runs kernels only in its interpreter
   (``TRITON_INTERPRET=1``, which must be set before triton is first imported); this is how the
-  kernels are tested on machines without a GPU (tests/core/triton_cases.py).
+  kernels are tested on machines without a GPU (tests/core/nn/triton_cases.py).
 
 Sums across programs are float64 atomics, so on a GPU the parameter gradients and the row sums
 are not bitwise reproducible from run to run (they agree to rounding); the C kernels are.

@@ -12,7 +12,7 @@ import pytest
 from taan_core._atomic import WriteError, atomic_write, open_nofollow, write_file
 from taan_core.train import RunLock, Trainer
 from taan_core.train._support import LOCK_FILE, _append_jsonl, check_run_dir
-from tests.core.test_reliability import _cli, _config, _model, _npz_args, _one_line, _write_npz, data  # noqa: F401
+from tests.core.reliability_helpers import _cli, _config, _model, _npz_args, _one_line, _write_npz, data  # noqa: F401
 
 _SECRET = b"precious, not to be touched\n"
 

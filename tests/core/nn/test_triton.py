@@ -15,7 +15,7 @@ import torch
 from taan_core.nn import _triton
 from taan_core.nn.functional import task_adaptive_activation, task_adaptive_activation_reference
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
@@ -28,7 +28,7 @@ def test_triton_kernels_pass_in_interpret_mode():
     # cases run in their own interpreter, on CPU tensors.
     env = {**os.environ, "TRITON_INTERPRET": "1", "TAAN_TRITON": "auto"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "tests/core/triton_cases.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "tests/core/nn/triton_cases.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     tail = (done.stdout + done.stderr)[-6000:]

@@ -1,9 +1,9 @@
 """The Triton kernels of the segment lookup against the naive form, the C kernel and the plain path.
 
 Not collected on its own (the name lacks ``test_``): ``triton.jit`` decides when triton is first
-imported whether kernels run compiled or in the interpreter, so tests/core/test_triton.py runs this
+imported whether kernels run compiled or in the interpreter, so tests/core/nn/test_triton.py runs this
 file in a fresh interpreter with ``TRITON_INTERPRET=1`` (CPU tensors). On a CUDA machine it runs
-directly, on CUDA tensors: ``python -m pytest tests/core/triton_cases.py`` (scripts/gpu_check.sh).
+directly, on CUDA tensors: ``python -m pytest tests/core/nn/triton_cases.py`` (scripts/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "") == "1"
 DEVICES = (["cpu"] if INTERPRETED else []) + (["cuda"] if torch.cuda.is_available() else [])
 if not DEVICES:
     pytest.skip("no CUDA device, and TRITON_INTERPRET=1 was not set before triton was imported "
-                "(tests/core/test_triton.py runs this file in the interpreter)", allow_module_level=True)
+                "(tests/core/nn/test_triton.py runs this file in the interpreter)", allow_module_level=True)
 
 DTYPES = [torch.float32, torch.float64]
 # tolerances of the output and gradients against the naive form, which sums M terms in another order

@@ -13,8 +13,8 @@ import torch
 
 from taan_core.nn import _kernels, _lookup
 from taan_core.nn.functional import task_adaptive_activation, task_adaptive_activation_reference
-from tests.core.kernel_helpers import BACKENDS, backend, kernel_param
-from tests.core.kernel_helpers import needs_kernels as _needs
+from tests.core.nn.kernel_helpers import BACKENDS, backend, kernel_param
+from tests.core.nn.kernel_helpers import needs_kernels as _needs
 
 C_PATHS = [kernel_param("portable"), kernel_param("avx512", avx512=True)]
 needs_kernels = _needs()

@@ -25,7 +25,7 @@ import torch
 from taan_core import _atomic
 from taan_core._atomic import WriteError
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[3]
 _FULL = r"cannot write {}: no space left on the device"
 
 

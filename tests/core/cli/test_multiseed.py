@@ -17,7 +17,7 @@ from taan_core import _cli_seeds as seeds_mod
 from taan_core._cli_seeds import MAX_SEEDS, parse_seeds
 from taan_core.checkpoint import load_checkpoint
 
-from tests.core.test_cli import _FAST, _cli
+from tests.core.cli.test_cli import _FAST, _cli
 
 
 @pytest.mark.parametrize("text, seeds", [("0,1,2", [0, 1, 2]), ("0-3", [0, 1, 2, 3]), (" 4, 0-1 ,9", [4, 0, 1, 9]),
@@ -55,7 +55,7 @@ def test_workers_are_capped_by_cores_and_memory(monkeypatch, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _state(pid: int) -> str:

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from taan_core.nn import _kernels
 from taan_core.nn.functional import task_adaptive_activation, task_adaptive_activation_reference
-from tests.core.kernel_helpers import BACKENDS, PATHS
-from tests.core.kernel_helpers import backend as _backend
+from tests.core.nn.kernel_helpers import BACKENDS, PATHS
+from tests.core.nn.kernel_helpers import backend as _backend
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -10,7 +10,7 @@ import torch
 from taan_core.nn import _kernels
 from taan_core.nn.functional import task_adaptive_activation_reference
 from taan_core.nn.layers import TaskAdaptiveActivation, TAConv2d, TALinear
-from tests.core.kernel_helpers import PATHS
+from tests.core.nn.kernel_helpers import PATHS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
