@@ -133,6 +133,11 @@ def cluster_tasks(
     if optimal_ordering not in (True, False, "auto"):
         raise ValueError(f"optimal_ordering must be True, False or 'auto', got {optimal_ordering!r}")
     d = check_distance_matrix(distance, squared=squared)
+    if (not squared and isinstance(distance, np.ndarray) and distance.dtype == d.dtype
+            and distance.shape == d.shape and np.array_equal(d, distance)):
+        # Nothing was repaired: keep the caller's matrix, not a second T x T copy per layer
+        # (1 GB for five layers at T = 5000).
+        d = distance
     t = d.shape[0]
     if t == 0:
         raise ValueError("distance must describe at least one task, got shape (0, 0)")
