@@ -20,8 +20,9 @@ Cases:
   balanced batches of 16 per task, cosine schedule), no warm-up, ``--epochs`` epochs;
 - ``yt8m``: synthetic data at YouTube-8M's input width (1152 features, one binary task per
   class) scaled to fit two shared CPU cores: ``--yt-tasks`` tasks (3862 in YouTube-8M, 386
-  by default), 32 training and 8 validation samples per task, TAAN ``--yt-hidden`` wide x 3,
-  M = 64, balanced batches of 4 per task.
+  by default), 96 training and 8 validation samples per task, TAAN ``--yt-hidden`` wide x 3
+  (1024 by default, as in the paper), M = 64, balanced batches of 4 per task (B = 1544, 24
+  batches an epoch), ``max(2, --epochs // 3)`` epochs.
 
 Usage: ``python benchmarks/bench_trainer.py [--repeats 3] [--epochs 6] [--skip-memory]``
 """
@@ -50,11 +51,11 @@ from taan_core.train._support import _per_sample_loss
 
 
 def _yt8m_data(num_tasks: int, seed: int = 0) -> MultiTaskData:
-    """Synthetic binary tasks on 1152 features, 32 train / 8 val / 8 test samples each."""
+    """Synthetic binary tasks on 1152 features, 96 train / 8 val / 8 test samples each."""
     gen = torch.Generator().manual_seed(seed)
     tasks = [TaskSpec(f"class_{t}", "binary", 1) for t in range(num_tasks)]
     splits = {}
-    for which, n in (("train", 32), ("val", 8), ("test", 8)):
+    for which, n in (("train", 96), ("val", 8), ("test", 8)):
         xs = [torch.randn(n, 1152, generator=gen) for _ in range(num_tasks)]
         ys = [(torch.rand(n, generator=gen) < 0.3).float() for _ in range(num_tasks)]
         splits[which] = TensorSplit(tasks, xs, ys, source=f"yt8m-like {which}")
