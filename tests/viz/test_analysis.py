@@ -315,3 +315,15 @@ def test_a_non_finite_geometry_never_advises_the_measure_in_use():
                                          r"another measure \(--measure 0,1e\+300, which spans them\)$") as info:
         layer_geometry(alpha, np.array([-1e300, 0.0, 1e300]), 0.0, 1.0, name="l0")
     assert "standard" not in str(info.value)
+
+
+def test_geometry_computes_a_matrix_when_it_is_first_read():
+    rng = np.random.default_rng(0)
+    g = layer_geometry(rng.normal(size=(6, 4)), np.linspace(-1, 1, 4))
+    assert not {"inner_product", "distance", "squared_distance", "cosine"} & set(vars(g))
+    d = g.matrix("distance")
+    assert set(vars(g)) & {"inner_product", "distance", "squared_distance", "cosine"} == {"distance"}
+    assert g.matrix("distance") is d
+    # The norms need no T x T matrix, and agree with the inner products' diagonal.
+    np.testing.assert_allclose(g.norms ** 2, np.diag(g.inner_product), rtol=1e-13)
+    np.testing.assert_allclose(d, np.sqrt(g.squared_distance), rtol=0, atol=0)
