@@ -222,6 +222,12 @@ class LayerGeometry:
         """sqrt(mean_t |F_t|^2): the scale of the layer's activations, for relative thresholds."""
         return float(np.sqrt(np.clip(self._squared_norms, 0.0, None).mean()))
 
+    def release(self, metric: str) -> None:
+        """Drop the kept matrix of ``metric`` (computed again when next read), for a caller done
+        with it: five layers of one metric are 1 GB at T = 5000."""
+        check_metric(metric)
+        vars(self).pop(metric.replace("-", "_"), None)
+
     def matrix(self, metric: str) -> np.ndarray:
         """The (T, T) matrix of ``metric`` (a key of :data:`METRICS`)."""
         check_metric(metric)

@@ -327,3 +327,13 @@ def test_geometry_computes_a_matrix_when_it_is_first_read():
     # The norms need no T x T matrix, and agree with the inner products' diagonal.
     np.testing.assert_allclose(g.norms ** 2, np.diag(g.inner_product), rtol=1e-13)
     np.testing.assert_allclose(d, np.sqrt(g.squared_distance), rtol=0, atol=0)
+
+
+def test_geometry_release_drops_a_kept_matrix():
+    g = layer_geometry(np.random.default_rng(1).normal(size=(5, 3)), np.linspace(-1, 1, 3))
+    first = g.matrix("cosine")
+    g.release("cosine")
+    assert "cosine" not in vars(g)
+    np.testing.assert_array_equal(g.matrix("cosine"), first)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        g.release("cosines")
