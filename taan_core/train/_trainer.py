@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from taan_core._atomic import remove_stale_temporaries
+from taan_core._atomic import atomic_write, remove_stale_temporaries
 from taan_core.train._distributed import (
     _all_sum,
     _average_buffers,
@@ -535,7 +536,11 @@ class Trainer:
         if improved:
             save_checkpoint(ckpt, self.out / "checkpoint.pt")
             self._best = ckpt
-        save_checkpoint(ckpt, self.out / "last.pt")
+            # The same dict: copy the file's bytes instead of serialising it a second time
+            # (torch.save costs ~0.1 ms a tensor, and the optimiser state has three a parameter).
+            _copy_file(self.out / "checkpoint.pt", self.out / "last.pt")
+        else:
+            save_checkpoint(ckpt, self.out / "last.pt")
         _append_jsonl(self.out / "metrics.jsonl", record)
         if self.on_epoch is not None:
             self.on_epoch(self, record)
@@ -654,6 +659,12 @@ class Trainer:
         finally:
             self.model.train(was_training)
         return _plain(result)
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` atomically (``dst`` is the old file or the whole copy)."""
+    with open(src, "rb") as fh_in:
+        atomic_write(dst, lambda fh: shutil.copyfileobj(fh_in, fh, 1 << 20))
 
 
 def _check_batch_size(split, batch_size: int, mode: str) -> None:
