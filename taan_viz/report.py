@@ -104,14 +104,6 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _released(fig, analysis: Analysis, metric: str):
-    """``fig``, once the layers have dropped their ``metric`` matrices: no other part of the
-    report reads the cosines, and five layers of them are 1 GB at T = 5000."""
-    for la in analysis.layers:
-        la.geometry.release(metric)
-    return fig
-
-
 def _summary_rows(analysis: Analysis, clusters: list[np.ndarray], tree) -> list[list[str]]:
     depth = {la.index: k for k, la in enumerate(sorted(analysis.layers, key=lambda la: la.index))}
     rows = []
@@ -242,9 +234,8 @@ def render_report(
         # the same order, so they leave the names to it and stay one page wide.
         ("heatmap-cosine", "Cosine similarities", "cos(Fₛ, Fₜ) on the diverging scale [−1, 1]"
          + (", tasks in the order of the distance heatmap, which names them." if t > 40 else "."),
-         lambda: _released(plot_heatmaps(analysis, metric="cosine", threshold=threshold, palette=palette,
-                                         labels="none" if t > 40 else "auto", single_run=single_run),
-                           analysis, "cosine")),
+         lambda: plot_heatmaps(analysis, metric="cosine", threshold=threshold, palette=palette,
+                               labels="none" if t > 40 else "auto", single_run=single_run)),
         ("curves", "Activation functions", f"Every task's Fₜ (top) and its residual Fₜ − relu (bottom), coloured "
          f"by task ({how}); shaded: the measure; ticks: hinges.",
          lambda: plot_curves(analysis, n_clusters=n_clusters, threshold=threshold, residual=True, palette=palette)),

@@ -456,10 +456,33 @@ def plot_heatmaps(
     names = [analysis.task_names[i] for i in order]
     order = np.asarray(order)
 
+    # Matrices the layers did not hold before this figure are dropped again once read, so that
+    # a figure of cosines does not leave five T x T arrays behind (1 GB at T = 5000).
+    attr = metric.replace("-", "_")
+    held = {id(la) for la in chosen if attr in vars(la.geometry)}
+
+    def read(la, use):
+        try:
+            return use(la.geometry.matrix(metric))
+        finally:
+            if id(la) not in held:
+                la.geometry.release(metric)
+
+    def reorder(m: np.ndarray) -> np.ndarray:
+        # Rows in one take, then the columns of a block of rows at a time in place: one T x T
+        # copy (np.ix_ makes two and costs four times as much).
+        out = m.take(order, axis=0)
+        for i in range(0, len(order), 512):
+            out[i:i + 512] = out[i:i + 512].take(order, axis=1)
+        return out
+
     def ordered(la) -> np.ndarray:
-        # One layer's matrix at a time (a T x T copy each; at T = 5000 five of them held 1 GB);
-        # two takes cost a quarter of one np.ix_ gather.
-        return la.geometry.matrix(metric).take(order, axis=0).take(order, axis=1)
+        # One layer's matrix at a time (at T = 5000 five ordered copies held 1 GB).
+        return read(la, reorder)
+
+    def extremes(m: np.ndarray) -> np.ndarray:
+        finite = m if np.isfinite(m).all() else m[np.isfinite(m)]
+        return np.array([finite.min(), finite.max()]) if finite.size else finite
 
     n = len(chosen)
     named = show_labels(labels, t)
@@ -511,7 +534,9 @@ def plot_heatmaps(
         for ax in grid.flat[n:]:
             ax.set_visible(False)
         # The range does not depend on the order: read it from the layers' own matrices.
-        shared_cmap, shared_norm = metric_norm(metric, [la.geometry.matrix(metric) for la in chosen])
+        # Cosines have a fixed range; the other metrics' range is read layer by layer.
+        shared_cmap, shared_norm = metric_norm(
+            metric, [] if metric == "cosine" or scale != "shared" else [read(la, extremes) for la in chosen])
         # Titles centre over their panels, one panel pitch apart: each line must fit a pitch
         # (less a gap), or neighbouring titles run into each other.
         pitch_pt = (fig.get_figwidth() - label_in - 0.9) / ncols * 72

@@ -303,3 +303,13 @@ def test_large_heatmap_draws_block_means_in_task_coordinates():
     assert image.get_array().shape == (834, 834)  # ceil(2500 / 1200) = 3 tasks a block
     assert image.get_extent() == [-0.5, t - 0.5, t - 0.5, -0.5]
     assert not ax.get_xticks().size and not ax.get_yticks().size
+
+
+def test_plot_heatmaps_leaves_the_layers_holding_what_they_held(analysis):
+    for la in analysis.layers:
+        la.geometry.release("cosine")
+    fig = plot_heatmaps(analysis, metric="cosine")
+    assert fig.axes and not any("cosine" in vars(la.geometry) for la in analysis.layers)
+    distances = [la.geometry.distance for la in analysis.layers]
+    plot_heatmaps(analysis)
+    assert all(la.geometry.distance is d for la, d in zip(analysis.layers, distances))
