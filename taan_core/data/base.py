@@ -219,7 +219,7 @@ class TensorSplit(MultiTaskSplit):
         self.input_shape: tuple[int, ...] = shape if shape is not None else ()
         # One tensor of every task's rows (the per-task tensors become views of it), so that a
         # mixed-task batch is read with one gather instead of one per task: at 139 tasks the
-        # per-task reads cost 13x the gather.
+        # per-task reads cost 12x the gather (7.6 ms against 0.64 ms a batch of 16 samples a task).
         sizes = [x.shape[0] for x in self._features]
         self._sizes = torch.tensor(sizes, dtype=torch.long)
         self._offsets = torch.cumsum(torch.tensor([0] + sizes[:-1], dtype=torch.long), 0)
