@@ -12,10 +12,16 @@ Prints one JSON object:
   state_dict like an imported model: ``t50_<command>_s`` for every command that draws or writes
   (heatmap, curves, cluster, tree, export, report, inspect) and ``t50_<command>_ratio`` to the
   baseline (target <= 3, the report <= 4), plus ``t50_max_ratio``;
+- for T = 1000 and T = 5000, L = 5, M = 32, a checkpoint of a plain module of five
+  ``TALinear`` layers saved with ``taan_core.save`` (nested planted groups, 2 to 32 per layer):
+  ``t<T>_<command>_s`` and ``t<T>_<command>_peak_mb`` (peak resident memory of the command's
+  process) for heatmap, curves, tree, cluster and report, their ratios to the bare import's
+  time and peak memory (``*_ratio``, ``*_peak_ratio``), and ``t<T>_within_targets``: every
+  command under 60 s and 2 GB (``--sizes 1000`` to skip 5000, ``--sizes ''`` to skip both);
 - ``*_cpu_s``: the same in CPU seconds of the child processes, which stay meaningful on a machine
   busy with other work (wall times then grow with the load, CPU times barely).
 
-Usage: python benchmarks/bench_viz.py [--repeats 3] [--skip-large] [--skip-t50]
+Usage: python benchmarks/bench_viz.py [--repeats 3] [--skip-large] [--skip-t50] [--sizes 1000,5000]
 """
 
 from __future__ import annotations
@@ -72,6 +78,45 @@ def _reference_state_dict(path: Path, num_tasks: int = 50, num_layers: int = 5, 
     return path
 
 
+def _library_checkpoint(path: Path, num_tasks: int, num_layers: int = 5, num_hinges: int = 32, seed: int = 0) -> Path:
+    """A checkpoint of a user's own module of ``TALinear`` layers, written by ``taan_core.save``:
+    layer l has 2^(l + 1) planted groups of tasks (contiguous ids) and noise 0.03."""
+    import warnings
+
+    import taan_core
+
+    layers = torch.nn.ModuleList([taan_core.TALinear(8, 8, num_tasks=num_tasks, num_hinges=num_hinges)
+                                  for _ in range(num_layers)])
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for l, layer in enumerate(layers):
+            g = torch.arange(num_tasks) * (2 ** (l + 1)) // num_tasks
+            centres = 0.5 * torch.randn(int(g.max()) + 1, num_hinges, generator=gen)
+            layer.act.alpha.copy_(centres[g] + 0.03 * torch.randn(num_tasks, num_hinges, generator=gen))
+    with warnings.catch_warnings():
+        # "taan-core eval cannot rebuild" a module that is not one of taan_core.models: expected.
+        warnings.simplefilter("ignore")
+        taan_core.save(layers, path, task_names=[f"task_{t}" for t in range(num_tasks)])
+    return path
+
+
+# Commands run at T = 1000 and 5000 (L = 5, M = 32), each under 60 s and 2 GB.
+_LARGE_COMMANDS = ("heatmap", "curves", "tree", "cluster", "report")
+_LARGE_LIMITS = (60.0, 2048.0)
+
+
+def _time_and_peak(cmd: list[str]) -> tuple[float, float]:
+    """Wall time and peak resident memory (MB) of one run of ``cmd`` in a fresh process."""
+    code = ("import resource, subprocess, sys, time\n"
+            "start = time.perf_counter()\n"
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+            "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    wall, peak = out.stdout.split()
+    return float(wall), float(peak)
+
+
 # Commands timed at T = 50, L = 5 and their targets (ratio to the bare import).
 _T50_COMMANDS = {"heatmap": 3.0, "curves": 3.0, "cluster": 3.0, "tree": 3.0, "export": 3.0, "report": 4.0,
                  "inspect": 3.0}
@@ -99,6 +144,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-t50", action="store_true")
+    parser.add_argument("--sizes", default="1000,5000", help="task counts of the L = 5, M = 32 rows")
     args = parser.parse_args()
     py = sys.executable
     out: dict[str, float | int | str] = {"cpu_count": os.cpu_count() or 0}
@@ -147,6 +193,22 @@ def main() -> None:
                        large_total_s=round(lh + le, 3), large_total_cpu_s=round(lh_cpu + le_cpu, 3),
                        large_library_s=round(lib, 3),
                        large_export_mb=round(sum(p.stat().st_size for p in (tmp / "large-viz").iterdir()) / 2**20, 1))
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+        if sizes:
+            base_wall, base_peak = _time_and_peak([py, "-c", "import torch, matplotlib.pyplot"])
+            # Measured again beside these rows: on a shared machine the load changes in minutes.
+            out.update(baseline_import_large_s=round(base_wall, 3), baseline_import_peak_mb=round(base_peak, 1))
+        for t in sizes:
+            ckpt = _library_checkpoint(tmp / f"lib{t}.pt", t)
+            ok = True
+            for command in _LARGE_COMMANDS:
+                wall, peak = _time_and_peak([py, "-c", _CLI, command, str(ckpt), "-o", str(tmp / f"lib{t}-viz"),
+                                             "--overwrite"])
+                ok = ok and wall <= _LARGE_LIMITS[0] and peak <= _LARGE_LIMITS[1]
+                out.update({f"t{t}_{command}_s": round(wall, 2), f"t{t}_{command}_ratio": round(wall / base_wall, 2),
+                            f"t{t}_{command}_peak_mb": round(peak, 1),
+                            f"t{t}_{command}_peak_ratio": round(peak / base_peak, 2)})
+            out[f"t{t}_within_targets"] = ok
     print(json.dumps(out, indent=2))
 
 

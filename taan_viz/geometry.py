@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -134,6 +135,9 @@ def parse_measure(spec: "str | Measure") -> Measure:
 class LayerGeometry:
     """Gram geometry of the T task activations of one layer under N(mu, sigma^2).
 
+    The (T, T) matrices are computed when first read and the distances kept: at T = 5000 the
+    four matrices of five layers held 4 GB, while a figure reads one of them.
+
     Attributes
     ----------
     name : str
@@ -143,7 +147,7 @@ class LayerGeometry:
     hinges : ndarray of shape (M,)
     inner_product, distance, squared_distance, cosine : ndarray of shape (T, T)
         Symmetric float64 matrices; ``distance`` and ``squared_distance`` have a zero diagonal,
-        ``cosine`` a unit one.
+        ``cosine`` a unit one; each is computed when first read, then kept.
     """
 
     name: str
@@ -151,10 +155,58 @@ class LayerGeometry:
     sigma: float
     alpha: np.ndarray
     hinges: np.ndarray
-    inner_product: np.ndarray
-    distance: np.ndarray
-    squared_distance: np.ndarray
-    cosine: np.ndarray
+
+    def _tensors(self):
+        import torch
+
+        return torch.as_tensor(self.alpha), torch.as_tensor(self.hinges)
+
+    @cached_property
+    def inner_product(self) -> np.ndarray:
+        import torch
+        from taan_core.gaussian import inner_product_matrix
+
+        with torch.no_grad():
+            return inner_product_matrix(*self._tensors(), self.mu, self.sigma).numpy()
+
+    def _squared_distances(self) -> np.ndarray:
+        import torch
+        from taan_core.gaussian import distance_matrix
+
+        with torch.no_grad():
+            return distance_matrix(*self._tensors(), self.mu, self.sigma, squared=True).numpy()
+
+    @cached_property
+    def squared_distance(self) -> np.ndarray:
+        return self._squared_distances()
+
+    @cached_property
+    def distance(self) -> np.ndarray:
+        # The square root of the squared distances, in place: no second T x T copy is kept.
+        if "squared_distance" in self.__dict__:
+            return np.sqrt(self.squared_distance)
+        sq = self._squared_distances()
+        return np.sqrt(sq, out=sq)
+
+    @cached_property
+    def cosine(self) -> np.ndarray:
+        import torch
+        from taan_core.gaussian import cosine_matrix
+
+        with torch.no_grad():
+            return cosine_matrix(*self._tensors(), self.mu, self.sigma).numpy()
+
+    @cached_property
+    def _squared_norms(self) -> np.ndarray:
+        """|F_t|^2 = c_t G c_t^T with c_t = [1, alpha_t], shape (T,), without the T x T matrix."""
+        import torch
+        from taan_core.gaussian import gram_matrix
+
+        with torch.no_grad():
+            a, h = self._tensors()
+            g = gram_matrix(h, self.mu, self.sigma)
+            coords = torch.cat([torch.ones(a.shape[0], 1, dtype=a.dtype), a], dim=1)
+            return ((coords @ g) * coords).sum(1).numpy()
 
     @property
     def num_tasks(self) -> int:
@@ -163,18 +215,25 @@ class LayerGeometry:
     @property
     def norms(self) -> np.ndarray:
         """|F_t| under the measure, shape (T,)."""
-        return np.sqrt(np.clip(np.diag(self.inner_product), 0.0, None))
+        return np.sqrt(np.clip(self._squared_norms, 0.0, None))
 
     @property
     def rms_norm(self) -> float:
         """sqrt(mean_t |F_t|^2): the scale of the layer's activations, for relative thresholds."""
-        return float(np.sqrt(np.clip(np.diag(self.inner_product), 0.0, None).mean()))
+        return float(np.sqrt(np.clip(self._squared_norms, 0.0, None).mean()))
+
+    def release(self, metric: str) -> None:
+        """Drop the kept matrix of ``metric`` (computed again when next read), for a caller done
+        with it: five layers of one metric are 1 GB at T = 5000."""
+        check_metric(metric)
+        vars(self).pop(metric.replace("-", "_"), None)
 
     def matrix(self, metric: str) -> np.ndarray:
         """The (T, T) matrix of ``metric`` (a key of :data:`METRICS`)."""
         check_metric(metric)
-        return {"distance": self.distance, "squared-distance": self.squared_distance,
-                "cosine": self.cosine, "inner-product": self.inner_product}[metric]
+        # By name, so that only the matrix asked for is computed.
+        return getattr(self, {"distance": "distance", "squared-distance": "squared_distance",
+                              "cosine": "cosine", "inner-product": "inner_product"}[metric])
 
     def mds(self, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """Classical MDS of the task distances, computed from ``alpha`` and the Gram matrix in
@@ -220,15 +279,17 @@ def layer_geometry(alpha, hinges, mu: float = 0.0, sigma: float = 1.0, name: str
     """
     import torch
 
-    from taan_core.gaussian import cosine_matrix, distance_matrix, inner_product_matrix
+    from taan_core.gaussian import gram_matrix
 
     a = torch.as_tensor(np.asarray(alpha, dtype=np.float64))
     h = torch.as_tensor(np.asarray(hinges, dtype=np.float64))
+    geometry = LayerGeometry(name=name, mu=float(mu), sigma=float(sigma), alpha=a.numpy(), hinges=h.numpy())
+    # Checked here, not when a matrix is first read: the Gram matrix and the norms are finite
+    # exactly when the matrices are (all are sums of products of their entries).
     with torch.no_grad():
-        inner = inner_product_matrix(a, h, mu, sigma).numpy()
-        sq = distance_matrix(a, h, mu, sigma, squared=True).numpy()
-        cos = cosine_matrix(a, h, mu, sigma).numpy()
-    if not (np.isfinite(inner).all() and np.isfinite(sq).all()):
+        finite = bool(torch.isfinite(gram_matrix(h, mu, sigma)).all())
+    finite = finite and bool(np.isfinite(geometry._squared_norms).all())
+    if not finite:
         # A tiny sigma (e.g. 1e-300 in a checkpoint or --measure) overflows the standardised hinges.
         lo, hi = h.min().item(), h.max().item()
         # Advise a measure other than the one in use: standard, unless that is it; and always
@@ -239,5 +300,4 @@ def layer_geometry(alpha, hinges, mu: float = 0.0, sigma: float = 1.0, name: str
         raise ValueError(f"layer {name}: the activations' geometry under the measure N({mu:g}, {sigma:g}²) is not "
                          f"finite: sigma is too small (or mu too far) for hinges in [{lo:g}, {hi:g}]; choose "
                          f"another measure ({advice})")
-    return LayerGeometry(name=name, mu=float(mu), sigma=float(sigma), alpha=a.numpy(), hinges=h.numpy(),
-                         inner_product=inner, distance=np.sqrt(sq), squared_distance=sq, cosine=cos)
+    return geometry

@@ -109,10 +109,14 @@ def _summary_rows(analysis: Analysis, clusters: list[np.ndarray], tree) -> list[
     rows = []
     for la, lab in zip(analysis.layers, clusters):
         g = la.geometry
-        off = g.distance[~np.eye(g.num_tasks, dtype=bool)]
+        t = g.num_tasks
+        # The diagonal is zero and the distances >= 0, so the off-diagonal mean and maximum come
+        # from the whole matrix without a T x T mask and copy.
+        mean = float(g.distance.sum()) / (t * (t - 1)) if t > 1 else None
+        top = float(g.distance.max()) if t > 1 else None
         rows.append([
             la.index + 1, la.name, g.hinges.shape[0], _fmt(g.mu), _fmt(g.sigma), _fmt(float(g.norms.mean())),
-            _fmt(float(off.mean()) if off.size else None), _fmt(float(off.max()) if off.size else None),
+            _fmt(mean), _fmt(top),
             len(np.unique(lab)), tree.num_groups[depth[la.index]],
             _fmt(la.clustering.cophenetic_correlation), _fmt(la.ari),
         ])

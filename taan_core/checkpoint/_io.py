@@ -22,7 +22,6 @@ from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     Checkpoint,
-    CheckpointError,
     _fail,
     _first_line,
     _parse_v1,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from taan_core._validation import check_int
-from taan_core.data.base import MultiTaskSplit
+from taan_core.data.base import MultiTaskSplit, TensorSplit
 
 __all__ = ["MultiTaskBatchSampler", "Batch", "collate"]
 
@@ -249,6 +249,11 @@ def collate(split: MultiTaskSplit, task: Tensor, index: Tensor) -> Batch:
         )
     if task.numel() and (int(task.min()) < 0 or int(task.max()) >= split.num_tasks):
         raise ValueError(f"task ids must be in [0, {split.num_tasks}), got values in [{int(task.min())}, {int(task.max())}]")
+    if task.numel() == 0:
+        raise ValueError("cannot collate an empty batch")
+    gathered = split._gather(task, index) if isinstance(split, TensorSplit) else None
+    if gathered is not None:
+        return Batch(gathered[0], task, gathered[1])
     x = None
     targets: list[Tensor] = []
     for t, spec in enumerate(split.tasks):

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from taan_core._atomic import remove_stale_temporaries
+from taan_core._atomic import atomic_write, remove_stale_temporaries
 from taan_core.train._distributed import (
     _all_sum,
     _average_buffers,
@@ -30,7 +31,6 @@ from taan_core.train._config import TrainConfig, TrainResult
 from taan_core.train._support import (
     RUN_FILES,
     RunLock,
-    RunLockedError,
     _append_jsonl,
     _per_sample_loss,
     _plain,
@@ -182,6 +182,8 @@ class Trainer:
             backend = {} if cfg.compile is True else {"backend": cfg.compile}
             self._forward = torch.compile(self._forward, **backend)
         self._weights = torch.tensor(cfg.task_weights or [1.0] * len(self.tasks), dtype=torch.float32)
+        # The float32 weights as Python floats, the values the loss used to read one by one.
+        self._weight_values = self._weights.tolist()
 
     def _data_record(self) -> dict:
         truth = getattr(self.data, "ground_truth", None) or {}
@@ -419,7 +421,9 @@ class Trainer:
         enabled = world.is_main and not self.config.quiet
         return EpochProgress(enabled=enabled, bar=enabled and sys.stderr.isatty())
 
-    def _batch_loss(self, task: Tensor, index: Tensor, world: _World) -> tuple[Tensor, Tensor]:
+    def _batch_loss(self, task: Tensor, index: Tensor, world: _World) -> tuple[Tensor, Tensor | None]:
+        """The batch's data loss (a sum over ranks gives the full-batch mean) and the
+        regulariser, None when there is none."""
         from taan_core.data import collate
 
         task, index, counts = _shard_batch(task, index, len(self.tasks), world)
@@ -430,6 +434,9 @@ class Trainer:
                     if self.config.amp and self.device.type == "cuda" else contextlib.nullcontext())
         with autocast:
             outputs = self._forward(x, tids)
+        # Python numbers, read once: a .item() per task and batch costs more than the loss at
+        # thousands of tasks.
+        counts = counts.tolist()
         loss = torch.zeros((), device=self.device)
         for t, (spec, out, target) in enumerate(zip(self.tasks, outputs, batch.targets)):
             if out.shape[0] == 0:
@@ -438,32 +445,67 @@ class Trainer:
                 continue
             per_sample = _per_sample_loss(spec.kind, out, target.to(self.device, non_blocking=True))
             # Dividing by the global count makes the ranks' losses sum to the full-batch mean.
-            loss = loss + self._weights[t].item() * per_sample.sum() / counts[t].item()
+            loss = loss + self._weight_values[t] * per_sample.sum() / counts[t]
+        if self.config.reg == "none" or self.config.c == 0:
+            return loss, None
         from taan_core.nn.regularizers import functional_penalty
 
-        reg = functional_penalty(self.model, self.config.reg, self.config.c, self.config.measure)
-        return loss, reg
+        return loss, functional_penalty(self.model, self.config.reg, self.config.c, self.config.measure)
 
     def _run_epoch(self, world: _World, progress) -> None:
-        cfg = self.config
+        """One epoch: the steps, the validation and the bookkeeping of the best epoch, then the
+        files (or, for a candidate start, its best state kept in memory)."""
         epoch = self.epoch + 1
         tic = time.perf_counter()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        task_loss, reg_loss = self._train_steps(epoch, world, progress)
+        self.epoch = epoch
+        alphas, hinges = layer_snapshot(self.model)
+        self.history.append({"epoch": epoch, "step": self.step, "alphas": alphas, "hinges": hinges})
+        val = self._evaluate()
+        improved = self._track_best(float(val["main"]), epoch)
+        if self.config.schedule == "step":
+            self.scheduler.step()
+        record = {"epoch": epoch, "step": self.step, "lr": lr, "train_loss": task_loss + reg_loss,
+                  "train_task_loss": task_loss, "train_reg": reg_loss, "val": val, "best": improved,
+                  "seconds": time.perf_counter() - tic}
+        self.metrics.append(record)
+        if self._trial:
+            progress.end_epoch({**record, "start": self._trial_start, "starts": self.config.starts})
+            # A candidate start writes nothing; it keeps its best epoch for the choice.
+            if improved:
+                self._best = copy.deepcopy(self._checkpoint(world))
+        else:
+            progress.end_epoch(record)
+            if world.is_main:
+                self._write_epoch(record, improved, world)
+        _barrier(world)
+
+    def _train_steps(self, epoch: int, world: _World, progress) -> tuple[float, float]:
+        """The optimiser steps of one epoch; returns its mean data loss and mean regulariser.
+
+        Raises TrainingDivergedError at the first non-finite loss (checked at every step on
+        CPU, every ``_FINITE_CHECK_EVERY`` steps on accelerators) or non-finite weight.
+        """
+        cfg = self.config
         self.model.train()
         self.sampler.set_epoch(epoch)
-        lr = float(self.optimizer.param_groups[0]["lr"])
         task_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         reg_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        no_reg = torch.zeros((), device=self.device)
         batches = 0
         num_batches = len(self.sampler)
         # The first non-finite step of the epoch and its loss terms, kept on the device so that
         # accelerators need not wait for every step's loss.
         first_bad = torch.zeros((), dtype=torch.long, device=self.device)
         bad_terms = torch.zeros(2, device=self.device)
+        freeze = epoch <= cfg.warmup_epochs
         progress.start_epoch(epoch, cfg.epochs, num_batches)
         for b, (task, index) in enumerate(self.sampler):
             loss, reg = self._batch_loss(task, index, world)
             # DDP averages gradients over ranks; the data term is a sum over ranks, hence * size.
-            total = loss * world.size + reg
+            total = loss * world.size if reg is None else loss * world.size + reg
+            reg = no_reg if reg is None else reg
             new = (first_bad == 0) & ~torch.isfinite(total.detach())
             first_bad = torch.where(new, b + 1, first_bad)
             bad_terms = torch.where(new, torch.stack([loss.detach().float(), reg.detach().float()]), bad_terms)
@@ -471,13 +513,13 @@ class Trainer:
                 self._check_finite(first_bad, bad_terms, epoch, num_batches, world)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
-            if epoch <= cfg.warmup_epochs:
+            if freeze:
                 # No gradient (rather than a zero one) leaves Adam's moments of the coefficients
                 # untouched, so they start fresh when adaptation begins.
                 for p in self._adaptive_params:
                     p.grad = None
             self.optimizer.step()
-            if self.config.schedule == "cosine":
+            if cfg.schedule == "cosine":
                 self.scheduler.step()
             _average_buffers(self.model, world)
             self.step += 1
@@ -489,41 +531,33 @@ class Trainer:
                 self.on_step(self, epoch, b)
         self._check_finite(first_bad, bad_terms, epoch, num_batches, world, weights=True)
         task_total, = _all_sum([float(task_sum)], world, self.device)
-        task_loss = task_total / max(batches, 1)
-        reg_loss = float(reg_sum) / max(batches, 1)
-        self.epoch = epoch
-        alphas, hinges = layer_snapshot(self.model)
-        self.history.append({"epoch": epoch, "step": self.step, "alphas": alphas, "hinges": hinges})
-        val = self._evaluate()
-        main = float(val["main"])
-        improved = math.isfinite(main) and main > self.best_main + cfg.min_delta
+        return task_total / max(batches, 1), float(reg_sum) / max(batches, 1)
+
+    def _track_best(self, main: float, epoch: int) -> bool:
+        """Record the epoch's validation ``main`` for early stopping; True if it improved."""
+        improved = math.isfinite(main) and main > self.best_main + self.config.min_delta
         if improved:
             self.best_main, self.best_epoch, self.bad_epochs = main, epoch, 0
-        elif epoch > cfg.warmup_epochs:
+        elif epoch > self.config.warmup_epochs:
             # The warm-up's plateau is not a reason to stop: patience counts adaptive epochs.
             self.bad_epochs += 1
-        if self.config.schedule == "step":
-            self.scheduler.step()
-        record = {"epoch": epoch, "step": self.step, "lr": lr, "train_loss": task_loss + reg_loss,
-                  "train_task_loss": task_loss, "train_reg": reg_loss, "val": val, "best": improved,
-                  "seconds": time.perf_counter() - tic}
-        self.metrics.append(record)
-        progress.end_epoch({**record, "start": self._trial_start, "starts": cfg.starts} if self._trial else record)
-        if self._trial:
-            # A candidate start writes nothing; it keeps its best epoch for the choice.
-            if improved:
-                self._best = copy.deepcopy(self._checkpoint(world))
-        elif world.is_main:
-            ckpt = self._checkpoint(world)
-            if improved:
-                save_checkpoint(ckpt, self.out / "checkpoint.pt")
-                self._best = ckpt
+        return improved
+
+    def _write_epoch(self, record: dict, improved: bool, world: _World) -> None:
+        """The epoch's files: checkpoint.pt when it improved, last.pt, its metrics.jsonl line."""
+        ckpt = self._checkpoint(world)
+        if improved:
+            save_checkpoint(ckpt, self.out / "checkpoint.pt")
+            self._best = ckpt
+            # The same dict: copy the file's bytes instead of serialising it a second time
+            # (torch.save costs ~0.1 ms a tensor, and the optimiser state has three a parameter).
+            _copy_file(self.out / "checkpoint.pt", self.out / "last.pt")
+        else:
             save_checkpoint(ckpt, self.out / "last.pt")
-            self.out = publish_run_dir(self.out, self._final_out)
-            _append_jsonl(self.out / "metrics.jsonl", record)
-            if self.on_epoch is not None:
-                self.on_epoch(self, record)
-        _barrier(world)
+        self.out = publish_run_dir(self.out, self._final_out)
+        _append_jsonl(self.out / "metrics.jsonl", record)
+        if self.on_epoch is not None:
+            self.on_epoch(self, record)
 
     def _choose_start(self, world: _World, progress) -> int:
         """Train every candidate start for ``trial_epochs`` and continue from the best one.
@@ -532,13 +566,18 @@ class Trainer:
         the same batches and differ only in their initial weights. Nothing
         is written while they train; afterwards the chosen candidate's epochs are written as
         if it had been the only run. Returns the number of epochs the chosen candidate ran.
+
+        Only the best candidate so far is kept (its end state and its best epoch's, one copy
+        when they are the same epoch), not every candidate's: at YouTube-8M's shapes each copy
+        holds the weights and Adam's two moments.
         """
         from taan_core.train._starts import fresh_state, start_seed
 
         cfg = self.config
         initial = copy.deepcopy(self._checkpoint(world))
         given = copy.deepcopy(initial["model"]["state_dict"])
-        ends: list[tuple[float, dict, dict | None]] = []
+        scores: list[float] = []
+        kept: tuple[dict, dict | None] | None = None
         progress.announce_starts(cfg.starts, cfg.trial_epochs)
         self._trial = True
         try:
@@ -556,16 +595,25 @@ class Trainer:
                 # hold, not on its last: one unlucky final epoch must not discard a good start.
                 mains = [float(m["val"]["main"]) for m in self.metrics]
                 score = max((m for m in mains if math.isfinite(m)), default=-math.inf)
-                ends.append((score, copy.deepcopy(self._checkpoint(world)), copy.deepcopy(self._best)))
+                scores.append(score)
+                # Strictly better: on ties the earlier start is kept, as max() over the starts did.
+                if kept is None or score > max(scores[:-1]):
+                    kept = None  # the old candidate's copies go before the new one is made
+                    if self._best is not None and self._best["epoch"] == self.epoch:
+                        end = self._best  # its best epoch is its last: one copy serves both
+                    else:
+                        end = copy.deepcopy(self._checkpoint(world))
+                    kept = (end, self._best)
+                self._best = None
         finally:
             self._trial = False
-        chosen = max(range(len(ends)), key=lambda k: ends[k][0])
-        _, state, best = ends[chosen]
+        chosen = max(range(len(scores)), key=lambda k: scores[k])
+        state, best = kept
         self._load_state(state)
         self._best = best
         self._starts = [{"start": k, "seed": cfg.seed if k == 0 else start_seed(cfg.seed, k),
                          "val_main": score if math.isfinite(score) else None, "chosen": k == chosen}
-                        for k, (score, _, _) in enumerate(ends)]
+                        for k, score in enumerate(scores)]
         progress.starts_chosen(self._starts, cfg.trial_epochs)
         if self._best is not None:
             self._best["extra"] = dict(self._best.get("extra") or {}, starts=self._starts)
@@ -626,6 +674,12 @@ class Trainer:
         finally:
             self.model.train(was_training)
         return _plain(result)
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` atomically (``dst`` is the old file or the whole copy)."""
+    with open(src, "rb") as fh_in:
+        atomic_write(dst, lambda fh: shutil.copyfileobj(fh_in, fh, 1 << 20))
 
 
 def _check_batch_size(split, batch_size: int, mode: str) -> None:

@@ -35,6 +35,10 @@ _LEGEND_MAX = 32
 # "Blackfoot_(Canadian_Aboriginal_Syllabics)", has 41).
 _NAME_MAX = 48
 _GRID_MAX = 64
+# Beyond this many tasks the lines of one group merge into a band anyway: each group is drawn
+# as its mean and the band between the _BAND quantiles of its tasks at every x.
+_SUMMARY_MIN = 150
+_BAND = (0.1, 0.9)
 
 
 def activation_values(alpha, hinges, x) -> np.ndarray:
@@ -97,6 +101,7 @@ def activation_curves(
     legend: bool | str = "auto",
     line_kws: dict | None = None,
     legend_kws: dict | None = None,
+    summary: bool | None = None,
 ):
     """Draw every task's activation of one layer on ``ax``.
 
@@ -134,6 +139,10 @@ def activation_curves(
         Passed to the line collection.
     legend_kws : dict, optional
         Passed to ``Axes.legend`` (e.g. a location outside the Axes).
+    summary : bool, optional
+        Draw each colour group as its mean activation and the band between the 10 % and 90 %
+        quantiles of its tasks, not one line per task; by default beyond 150 tasks (without
+        ``highlight``), where single lines merge into bands.
 
     Returns
     -------
@@ -176,8 +185,23 @@ def activation_curves(
     styles = [style_of(g) for g in groups]
     kws = {"linewidth": 1.1 if t <= 20 else 0.6, "alpha": 1.0 if t <= 20 else 0.5}
     kws.update(line_kws or {})
-    segments = [np.column_stack([x, row]) for row in y]
-    if highlight is not None:
+    if summary is None:
+        summary = highlight is None and t > _SUMMARY_MIN
+    segments = [] if summary else [np.column_stack([x, row]) for row in y]
+    if summary:
+        shown = []
+        groups = np.asarray(groups)
+        # Later groups first, so the first groups (listed first in the legend) end up on top.
+        for g in sorted(dict.fromkeys(groups.tolist()), reverse=True):
+            rows = y[groups == g]
+            low, high = np.quantile(rows, _BAND, axis=0)
+            mean = rows.mean(axis=0)
+            ax.fill_between(x, low, high, color=color_of(g), alpha=0.22, linewidth=0, zorder=2)
+            ax.plot(x, mean, color=color_of(g), linestyle=style_of(g), linewidth=1.1, zorder=3)
+            shown += [low, high, mean]
+        # The axis fits the bands, not single outlying tasks.
+        y = np.asarray(shown)
+    elif highlight is not None:
         others = [s for i, s in enumerate(segments) if i != highlight]
         ax.add_collection(LineCollection(others, colors="0.82", linewidths=0.6, zorder=2))
         ax.add_collection(LineCollection([segments[highlight]], colors=[colors[highlight]],
@@ -224,6 +248,8 @@ def activation_curves(
         if len(entries) > _LEGEND_MAX:
             rest = len(entries) - (_LEGEND_MAX - 1)
             entries = entries[:_LEGEND_MAX - 1] + [Line2D([], [], color="none", label=f"… {rest} more groups")]
+        if summary:
+            entries.append(Patch(color="0.6", alpha=0.4, label=_band_label()))
         kws = {"loc": "upper left", "fontsize": 6, "handlelength": 1.8, "borderaxespad": 0.2,
                "labelspacing": 0.25}
         kws.update(legend_kws or {})
@@ -241,6 +267,7 @@ def plot_curves(
     relu: bool = True,
     palette: "TaskPalette | None" = None,
     figsize: tuple[float, float] | None = None,
+    summary: bool | None = None,
 ):
     """Activation curves of every analysed layer, each task in its colour.
 
@@ -260,6 +287,9 @@ def plot_curves(
     palette : TaskPalette, optional
         Overrides ``analysis.palette(n_clusters, threshold)``.
     figsize : (float, float), optional
+    summary : bool, optional
+        Each colour group as its mean and a 10-90 % band instead of one line per task
+        (:func:`activation_curves`); by default beyond 150 tasks.
 
     Returns
     -------
@@ -268,10 +298,11 @@ def plot_curves(
     from matplotlib.figure import Figure
 
     chosen = analysis.select(layers)
+    summary = analysis.num_tasks > _SUMMARY_MIN if summary is None else summary
     palette = analysis.palette(n_clusters=n_clusters, threshold=threshold) if palette is None else palette
     n = len(chosen)
     rows = 2 if residual else 1
-    handles = _group_handles(palette, analysis.task_names) + _static_handles(relu)
+    handles = _group_handles(palette, analysis.task_names) + _static_handles(relu, summary)
     width = min(7.2, 2.4 * n + 0.3) if figsize is None else figsize[0]
     ncol = _legend_columns([h.get_label() for h in handles], width)
     if figsize is None:
@@ -282,7 +313,8 @@ def plot_curves(
         axes = fig.subplots(rows, n, squeeze=False)
         for k, la in enumerate(chosen):
             g = la.geometry
-            common = dict(mu=g.mu, sigma=g.sigma, labels=analysis.task_names, palette=palette, relu=relu)
+            common = dict(mu=g.mu, sigma=g.sigma, labels=analysis.task_names, palette=palette, relu=relu,
+                          summary=summary)
             # One legend of colour groups below the figure (the same in every panel), where it
             # cannot cover a curve.
             activation_curves(g.alpha, g.hinges, ax=axes[0, k], **common, legend=False)
@@ -326,11 +358,18 @@ def _group_handles(palette: "TaskPalette", names: Sequence[str]) -> list:
     return entries
 
 
-def _static_handles(relu: bool) -> list:
+def _band_label() -> str:
+    lo, hi = (round(100 * q) for q in _BAND)
+    return f"lines: each group's mean; bands: {lo}–{hi} % of its tasks"
+
+
+def _static_handles(relu: bool, summary: bool = False) -> list:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], color="0.25", linewidth=0.8, linestyle=(0, (2, 2)), label="relu(x)")] if relu else []
+    handles = [Patch(color="0.6", alpha=0.4, label=_band_label())] if summary else []
+    if relu:
+        handles.append(Line2D([], [], color="0.25", linewidth=0.8, linestyle=(0, (2, 2)), label="relu(x)"))
     return handles + [Patch(color="0.85", label="measure N(μ, σ²) (density, not to scale)"),
                       Line2D([], [], linestyle="none", marker="|", markersize=5, color="0.3", label="hinges bₘ")]
 

@@ -40,6 +40,15 @@ _ANNOT_MAX = 10
 # grows so that every task name gets its row, and panels wrap into a grid.
 _TICKS_MAX = 40
 _FIGURE_WIDTH_MAX = 12.0
+# Beyond this many tasks without names, panels grow with the task count (about a pixel per
+# task at 300 dpi by 1000 tasks), up to _PANEL_MAX inches, at most _LARGE_COLUMNS to a row.
+_LARGE_T = 150
+_PANEL_MAX = 4.0
+_LARGE_COLUMNS = 3
+# A panel is at most ~1300 px wide at 300 dpi: beyond this many tasks the matrix is drawn as
+# the means of k x k blocks (at most _POOL_CELLS a side), which is what the pixels would show,
+# at a fraction of the cost of resampling T x T cells (75 s for five panels at T = 5000).
+_POOL_CELLS = 1200
 
 
 def metric_norm(metric: str, values: Sequence[np.ndarray]):
@@ -52,7 +61,9 @@ def metric_norm(metric: str, values: Sequence[np.ndarray]):
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
     check_metric(metric)
-    finite = [np.asarray(v)[np.isfinite(v)] for v in values]
+    values = [np.asarray(v) for v in values]
+    # Copies of the finite entries only where some are not finite (T x T arrays at large T).
+    finite = [v if np.isfinite(v).all() else v[np.isfinite(v)] for v in values]
     lo = min((float(v.min()) for v in finite if v.size), default=0.0)
     hi = max((float(v.max()) for v in finite if v.size), default=1.0)
     if metric == "cosine":
@@ -193,6 +204,19 @@ def _fit_annotation(fmt: str, values: np.ndarray, cell_pt: float) -> tuple[str, 
     return f, bare, max(2.5, size(f, bare))
 
 
+def _block_means(mat: np.ndarray, cells: int = _POOL_CELLS) -> np.ndarray:
+    """``mat`` (T, T) as the means of k x k blocks, k = ceil(T / cells) (the last block of
+    each axis holds the remainder); ``mat`` itself when T <= cells."""
+    t = mat.shape[0]
+    k = -(-t // cells)
+    if k <= 1:
+        return mat
+    starts = np.arange(0, t, k)
+    sizes = np.diff(np.append(starts, t)).astype(np.float64)
+    sums = np.add.reduceat(np.add.reduceat(mat, starts, axis=0), starts, axis=1)
+    return sums / np.outer(sizes, sizes)
+
+
 def _group_strip(ax, groups: np.ndarray, where: str, size: float, colors: Sequence[str] | None = None):
     """A thin strip of group colours along the top or left edge of ``ax``; returns its Axes.
 
@@ -299,9 +323,11 @@ def heatmap(
     default_cmap, default_norm = metric_norm(metric, [mat])
     cmap = default_cmap if cmap is None else cmap
     norm = default_norm if norm is None else norm
-    # Few tasks: crisp cells. Many: more cells than pixels, where "nearest" aliases into moire.
-    image = ax.imshow(mat, cmap=cmap, norm=norm, interpolation="nearest" if t <= 200 else "antialiased",
-                      aspect="equal")
+    # Few tasks: crisp cells. Many: more cells than pixels, where "nearest" aliases into moire;
+    # beyond _POOL_CELLS, block means in task coordinates (the strips stay aligned).
+    image = ax.imshow(_block_means(mat), cmap=cmap, norm=norm,
+                      interpolation="nearest" if t <= 200 else "antialiased", aspect="equal",
+                      extent=(-0.5, t - 0.5, t - 0.5, -0.5))
     if t > 200:
         image.set_rasterized(True)
     for spine in ax.spines.values():
@@ -339,7 +365,8 @@ def heatmap(
             for j in range(t):
                 ax.text(j, i, text_of(mat[i, j]), color=text_color_for(colors[i, j]), **kws)
     if groups is not None:
-        size = max(0.012, min(0.05, 0.6 / t))
+        # Many tasks: a strip a fortieth of the panel, wide enough to see groups of ten tasks.
+        size = 0.025 if t > _LARGE_T else max(0.012, min(0.05, 0.6 / t))
         _group_strip(ax, np.asarray(groups), "top", size, group_colors)
         left = _group_strip(ax, np.asarray(groups), "left", size, group_colors)
         if show_y:
@@ -428,16 +455,51 @@ def plot_heatmaps(
     else:
         order = np.arange(t) if ref is None else ref.clustering.order
     names = [analysis.task_names[i] for i in order]
-    mats = [la.geometry.matrix(metric)[np.ix_(order, order)] for la in chosen]
+    order = np.asarray(order)
+
+    # Matrices the layers did not hold before this figure are dropped again once read, so that
+    # a figure of cosines does not leave five T x T arrays behind (1 GB at T = 5000).
+    attr = metric.replace("-", "_")
+    held = {id(la) for la in chosen if attr in vars(la.geometry)}
+
+    def read(la, use):
+        try:
+            return use(la.geometry.matrix(metric))
+        finally:
+            if id(la) not in held:
+                la.geometry.release(metric)
+
+    def reorder(m: np.ndarray) -> np.ndarray:
+        # Rows in one take, then the columns of a block of rows at a time in place: one T x T
+        # copy (np.ix_ makes two and costs four times as much).
+        out = m.take(order, axis=0)
+        for i in range(0, len(order), 512):
+            out[i:i + 512] = out[i:i + 512].take(order, axis=1)
+        return out
+
+    def ordered(la) -> np.ndarray:
+        # One layer's matrix at a time (at T = 5000 five ordered copies held 1 GB).
+        return read(la, reorder)
+
+    def extremes(m: np.ndarray) -> np.ndarray:
+        finite = m if np.isfinite(m).all() else m[np.isfinite(m)]
+        return np.array([finite.min(), finite.max()]) if finite.size else finite
+
     n = len(chosen)
     named = show_labels(labels, t)
     palette = analysis.palette(threshold=threshold) if palette is None and groups else palette
     label_in = max(len(short_label(s)) for s in names) * 0.55 * 6.0 / 72 if named else 0.0
     grown = named and t > _TICKS_MAX
+    large = not named and t > _LARGE_T
     if grown:
         # Each name gets its row: the panel side follows the task count.
         panel = t * LABEL_ROW_PT / 72
         ncols = max(1, min(n, int((_FIGURE_WIDTH_MAX - label_in - 0.9) // (panel + 0.25))))
+    elif large:
+        # No names, so the panel's side is for the cells: it grows with log T from the page
+        # size, as far as _LARGE_COLUMNS panels in a row of a 12 in figure allow.
+        ncols = min(n, _LARGE_COLUMNS)
+        panel = min(_PANEL_MAX, 2.4 + math.log10(t / 100), (_FIGURE_WIDTH_MAX - 0.9) / ncols - 0.45)
     else:
         panel, ncols = None, n
     nrows = -(-n // ncols)
@@ -448,6 +510,8 @@ def plot_heatmaps(
         how = "task order of the checkpoint"
     else:
         how = f"tasks ordered by {analysis.method}-linkage clustering of layer {ref.index + 1}"
+    if not named and t > 1:
+        how += f"; {t} tasks, names: --labels all, or the export"
     weak = analysis.separation_note(threshold=threshold) if caption and (groups or order_by == "tree") else None
     note = ((f"{how}; strip {palette.describe()}" if groups else how) + (f"\n{weak}" if weak else "")
             + (f"\n{SINGLE_RUN_NOTE}" if single_run else ""))
@@ -459,6 +523,8 @@ def plot_heatmaps(
             below = label_in * (1.0 if rot == 90 else 0.72 if rot == 45 else 0.15)
             panel = min(2.4 if n > 1 else 3.4, (7.2 - 0.9 - label_in) / n)
             width, height = min(7.2, panel * n + 0.9 + label_in), panel + 0.6 + below
+        elif large:
+            width, height = ncols * (panel + 0.45) + 0.9, nrows * (panel + 0.75)
         else:
             width, height = ncols * (panel + 0.25) + label_in + 0.9, nrows * (panel + 0.7)
         # Room for each line of the caption as add_caption wraps it (6.5 pt, 1.2 line spacing).
@@ -470,7 +536,10 @@ def plot_heatmaps(
         axes = list(grid.flat[:n])
         for ax in grid.flat[n:]:
             ax.set_visible(False)
-        shared_cmap, shared_norm = metric_norm(metric, mats)
+        # The range does not depend on the order: read it from the layers' own matrices.
+        # Cosines have a fixed range; the other metrics' range is read layer by layer.
+        shared_cmap, shared_norm = metric_norm(
+            metric, [] if metric == "cosine" or scale != "shared" else [read(la, extremes) for la in chosen])
         # Titles centre over their panels, one panel pitch apart: each line must fit a pitch
         # (less a gap), or neighbouring titles run into each other.
         pitch_pt = (fig.get_figwidth() - label_in - 0.9) / ncols * 72
@@ -488,11 +557,12 @@ def plot_heatmaps(
             # One format and font of the cell values for every panel of a shared scale, fitted
             # to all their values, so that the panels read alike. Panels have one size, the
             # size heatmap() fits to.
-            values = np.concatenate([m.ravel() for m in mats])
+            values = np.concatenate([la.geometry.matrix(metric).ravel() for la in chosen])
             cell_pt = 0.85 * min(_axes_points(axes[0])) / t
             digits, bare, size = _fit_annotation(_annot_format(values), values, cell_pt)
             fmt, annot_kws = partial(_cell_text, digits, bare=bare), {"fontsize": size}
-        for k, (la, mat, ax) in enumerate(zip(chosen, mats, axes)):
+        for k, (la, ax) in enumerate(zip(chosen, axes)):
+            mat = ordered(la)
             cmap, norm = (shared_cmap, shared_norm) if scale == "shared" else metric_norm(metric, [mat])
             first_col = k % ncols == 0
             strip = palette.keys[order] if groups else None
@@ -513,8 +583,12 @@ def plot_heatmaps(
         if not named:
             for ax in axes:
                 ax.set_xlabel(f"{t} tasks")
+            # Short, so that the rotated label fits beside the panel; the caption says where
+            # the names are.
             for ax in axes[::ncols]:
-                ax.set_ylabel(f"{t} tasks" + (" (names: --labels all, or the export)" if t > 1 else ""))
+                # Clear of the group strip left of the panel (heatmap() sets its width).
+                strip_pt = 1.25 * (0.025 if t > _LARGE_T else max(0.012, min(0.05, 0.6 / t))) * _axes_points(ax)[0]
+                ax.set_ylabel(f"{t} tasks", labelpad=strip_pt + 3 if groups else 4)
         if caption:
             add_caption(fig, note)
     return fig

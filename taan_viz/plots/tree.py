@@ -24,6 +24,46 @@ __all__ = ["plot_sharing_tree", "tree_figure"]
 
 # Tasks beyond which lines and dots get thinner (names follow the labels rule).
 _THIN = 60
+# Beyond this many tasks, groups of fewer than T / _ROWS_SHOWN tasks (at least 2) are merged
+# into one grey box per run of neighbours with the same parent: a figure of 5 in has room for
+# about 200 distinguishable boxes in a column, not for 700 groups of 1 to 3 tasks.
+_COLLAPSE_T = 150
+_ROWS_SHOWN = 200
+SMALL_FACE = "0.82"
+
+
+def collapse_size(num_tasks: int) -> int:
+    """The group size below which :func:`plot_sharing_tree` merges groups by default: 1 (none
+    merged) up to 150 tasks, then ``max(2, ceil(T / 200))``."""
+    return 1 if num_tasks <= _COLLAPSE_T else max(2, -(-num_tasks // _ROWS_SHOWN))
+
+
+def _runs(tree: SharingTree, layer: int, min_size: int) -> list[tuple[np.ndarray, bool]]:
+    """The boxes of one layer in row order: (member tasks, merged) for every group of at least
+    ``min_size`` tasks, and one merged box per run of smaller neighbouring groups that share
+    their parent group."""
+    row = tree.groups[layer]
+    parent = tree.groups[layer - 1] if layer else np.zeros_like(row)
+    ids, first, sizes = np.unique(row, return_index=True, return_counts=True)
+    boxes: list[tuple[np.ndarray, bool]] = []
+    run: list[int] = []
+
+    def close() -> None:
+        if run:
+            boxes.append((np.flatnonzero(np.isin(row, run)), True))
+            run.clear()
+
+    # Group ids are numbered along the tree's order, so id order is row order.
+    for g, at, size in zip(ids, first, sizes):
+        if size >= min_size:
+            close()
+            boxes.append((np.flatnonzero(row == g), False))
+            continue
+        if run and parent[np.flatnonzero(row == run[0])[0]] != parent[at]:
+            close()
+        run.append(int(g))
+    close()
+    return boxes
 
 
 def _box_colors(tree: SharingTree, palette, neutral: str) -> list[dict[int, str]]:
@@ -47,7 +87,7 @@ def _tree_palette(tree: SharingTree):
 
 
 def draw_tree_boxes(ax, tree: SharingTree, pos: np.ndarray, *, width: float, pad: float, face, edge=None,
-                    label=None) -> tuple[list, list]:
+                    label=None, min_size: int = 1) -> tuple[list, list]:
     """The boxes of a sharing tree on ``ax``, shared by :func:`plot_sharing_tree` and the
     consensus tree: the input spanning every task, then per layer (column l + 1) one rounded box
     per group over its tasks' rows, each joined to the box before it by a straight connector.
@@ -67,6 +107,9 @@ def draw_tree_boxes(ax, tree: SharingTree, pos: np.ndarray, *, width: float, pad
     label : callable (ax, l, g, members, x, centre, rows, colour), optional
         Draws what the box of group g of layer l says: ``members`` are its tasks, (x, centre)
         its middle, ``rows`` its height in rows (last minus first).
+    min_size : int, default 1
+        Groups of fewer tasks are merged, with their neighbours of the same parent, into one
+        box filled with :data:`SMALL_FACE` and without a label (:func:`collapse_size`).
 
     Returns
     -------
@@ -85,15 +128,17 @@ def draw_tree_boxes(ax, tree: SharingTree, pos: np.ndarray, *, width: float, pad
     for l in range(tree.num_layers):
         x = l + 1
         row = tree.groups[l]
-        for g in np.unique(row):
-            members = np.flatnonzero(row == g)
+        boxes = ([(np.flatnonzero(row == g), False) for g in np.unique(row)] if min_size <= 1
+                 else _runs(tree, l, min_size))
+        for members, merged in boxes:
+            g = int(row[members[0]])
             lo, hi = pos[members].min(), pos[members].max()
             centre = 0.5 * (lo + hi)
-            color = face(l, int(g))
+            color = SMALL_FACE if merged else face(l, g)
             ax.add_patch(FancyBboxPatch((x - width / 2, lo - pad), width, hi - lo + 2 * pad, boxstyle=style,
                                         facecolor=color, zorder=3, **edge))
-            if label is not None:
-                label(ax, l, int(g), members, x, centre, hi - lo, color)
+            if label is not None and not merged:
+                label(ax, l, g, members, x, centre, hi - lo, color)
             # Connector: straight from the parent box, which spans this group's rows.
             segs.append([(x - 1 + width / 2, centre), (x - width / 2, centre)])
             seg_colors.append(color)
@@ -125,6 +170,7 @@ def plot_sharing_tree(
     neutral: str = "0.55",
     single_run: bool = True,
     note: str | None = None,
+    min_size: int | None = None,
 ):
     """Draw a :class:`~taan_viz.sharing.SharingTree`.
 
@@ -150,6 +196,10 @@ def plot_sharing_tree(
     note : str, optional
         A further line of the note, e.g. :meth:`Analysis.separation_note` (which layers' groups
         are not separated).
+    min_size : int, optional
+        Groups of fewer tasks are merged with their neighbours of the same parent into one grey
+        box, and the note says how many; by default none up to 150 tasks, beyond that groups
+        of fewer than T / 200 tasks (:func:`collapse_size`).
 
     Returns
     -------
@@ -158,6 +208,7 @@ def plot_sharing_tree(
     from matplotlib.collections import LineCollection
 
     t = len(tree.task_names)
+    min_size = collapse_size(t) if min_size is None else int(min_size)
     depth = tree.num_layers
     show = show_labels("auto", t) if names is None else names
     if layer_labels is None:
@@ -177,13 +228,16 @@ def plot_sharing_tree(
         colors = _box_colors(tree, palette, neutral)
         width = 0.22
         pad = 0.32 if t <= _THIN else 0.45
+        row_pt = ax.get_position().height * ax.figure.get_size_inches()[1] * 72 / max(t, 1)
+
         def count(ax, l, g, members, x, centre, rows, color):
-            if len(members) > 1 and rows >= 1:
+            # A number only where the box is tall enough to hold it (5.5 pt type).
+            if len(members) > 1 and rows >= 1 and (rows + 2 * pad) * row_pt >= 6:
                 ax.text(x, centre, str(len(members)), ha="center", va="center", fontsize=5.5, color="white",
                         rotation=90 if rows < 2 else 0, zorder=4)
 
         segs, seg_colors = draw_tree_boxes(ax, tree, pos, width=width, pad=pad,
-                                           face=lambda l, g: colors[l][g], label=count)
+                                           face=lambda l, g: colors[l][g], label=count, min_size=min_size)
         heads = depth + 1
         for task in range(t):
             y = pos[task]
@@ -215,8 +269,13 @@ def plot_sharing_tree(
         rule = (f"every two of its tasks d(Fₛ, Fₜ) ≤ {tree.threshold:g} × the layer's RMS activation norm"
                 if tree.relative else f"every two of its tasks d(Fₛ, Fₜ) ≤ {tree.threshold:g}")
         counts = " → ".join(str(k) for k in tree.num_groups)
+        merged = ""
+        if min_size > 1:
+            small = [int((np.bincount(row) < min_size).sum()) for row in tree.groups]
+            merged = (f"; grey boxes: groups of fewer than {min_size} tasks merged with their neighbours "
+                      f"({' → '.join(str(k) for k in small)} such groups per layer)")
         text = (f"boxes: groups of tasks that can share the layer ({rule});\n"
-                f"groups per layer {counts}; numbers: tasks per group; {palette.describe()}"
+                f"groups per layer {counts}{merged}; numbers: tasks per group; {palette.describe()}"
                 + ("" if show else f"; {t} task heads (names: --labels all, or the export)")
                 + (f"\n{note}" if note else "") + (f"\n{SINGLE_RUN_NOTE}" if single_run else ""))
         ax.set_xlabel(wrap_to_width(text, ax.figure.get_figwidth() * 0.95, 6.5), fontsize=6.5, color="0.35")

@@ -236,3 +236,18 @@ def test_taan_viz_uses_the_same_ari():
     from taan_viz import adjusted_rand_index as viz_ari
 
     assert viz_ari is adjusted_rand_index
+
+
+def test_check_distance_matrix_returns_a_clean_matrix_itself_and_finds_asymmetry_in_any_block():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 2))  # more rows than one block of the asymmetry check (512)
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    assert check_distance_matrix(d) is d
+    bad = d.copy()
+    bad[590, 3] += 1.0
+    with pytest.raises(ValueError, match=r"must be symmetric, got max \|D - D\^T\| = 1 "):
+        check_distance_matrix(bad)
+    nudged = d.copy()
+    nudged[3, 590] += 1e-14
+    fixed = check_distance_matrix(nudged)
+    assert fixed is not nudged and np.array_equal(fixed, fixed.T) and nudged[3, 590] != d[3, 590]

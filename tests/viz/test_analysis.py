@@ -354,3 +354,25 @@ def test_separation_flags_a_continuum(tmp_path):
     assert "layer 1" not in note and "layer 3" not in note
     # Cut into two clusters instead of at the threshold: judged the same way.
     assert not a.separation(n_clusters=2)[1].separated
+
+
+def test_geometry_computes_a_matrix_when_it_is_first_read():
+    rng = np.random.default_rng(0)
+    g = layer_geometry(rng.normal(size=(6, 4)), np.linspace(-1, 1, 4))
+    assert not {"inner_product", "distance", "squared_distance", "cosine"} & set(vars(g))
+    d = g.matrix("distance")
+    assert set(vars(g)) & {"inner_product", "distance", "squared_distance", "cosine"} == {"distance"}
+    assert g.matrix("distance") is d
+    # The norms need no T x T matrix, and agree with the inner products' diagonal.
+    np.testing.assert_allclose(g.norms ** 2, np.diag(g.inner_product), rtol=1e-13)
+    np.testing.assert_allclose(d, np.sqrt(g.squared_distance), rtol=0, atol=0)
+
+
+def test_geometry_release_drops_a_kept_matrix():
+    g = layer_geometry(np.random.default_rng(1).normal(size=(5, 3)), np.linspace(-1, 1, 3))
+    first = g.matrix("cosine")
+    g.release("cosine")
+    assert "cosine" not in vars(g)
+    np.testing.assert_array_equal(g.matrix("cosine"), first)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        g.release("cosines")

@@ -190,3 +190,14 @@ def test_match_labels():
     assert match_labels(ref, np.array([1, 1, 1, 0, 0, 0])).tolist() == ref.tolist()
     with pytest.raises(ValueError, match="same shape"):
         match_labels(ref, lab[:3])
+
+
+def test_clustering_keeps_a_clean_matrix_and_copies_a_repaired_one():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 2))
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    assert cluster_tasks(d).distance is d
+    nudged = d.copy()
+    nudged[0, 1] += 1e-15  # asymmetric within tolerance: repaired, so a copy
+    kept = cluster_tasks(nudged).distance
+    assert kept is not nudged and np.array_equal(kept, kept.T)

@@ -172,3 +172,50 @@ def test_collate_errors():
         collate(split, torch.tensor([3]), torch.tensor([0]))
     with pytest.raises(ValueError, match="empty batch"):
         collate(split, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+def _per_task_collate(split, task, index):
+    """The reference: one read per task, as collate did before the one-gather path."""
+    x = torch.empty((task.numel(), *split.input_shape))
+    targets = []
+    for t in range(split.num_tasks):
+        rows = torch.nonzero(task == t).flatten()
+        x_t, y_t = split.get(t, index[rows])
+        x[rows] = x_t
+        targets.append(y_t)
+    return x, targets
+
+
+@pytest.mark.parametrize("mode", ["balanced", "proportional"])
+def test_collate_one_gather_equals_reading_task_by_task(mode):
+    gen = torch.Generator().manual_seed(0)
+    tasks = [TaskSpec(f"t{k}", "binary", 1) for k in range(5)]
+    sizes = [7, 3, 12, 5, 9]
+    split = TensorSplit(tasks, [torch.randn(n, 4, generator=gen) for n in sizes],
+                        [(torch.rand(n, generator=gen) < 0.5).float() for n in sizes])
+    assert split._all_features is not None and split._all_labels is not None
+    for task, index in MultiTaskBatchSampler(split, 4, mode=mode, seed=3):
+        batch = collate(split, task, index)
+        x, targets = _per_task_collate(split, task, index)
+        assert torch.equal(batch.x, x)
+        assert len(batch.targets) == 5 and all(torch.equal(a, b) for a, b in zip(batch.targets, targets))
+
+
+def test_collate_reads_task_by_task_when_label_layouts_differ():
+    tasks = [TaskSpec("c", "multiclass", 3), TaskSpec("r", "regression", 2)]
+    split = TensorSplit(tasks, [torch.arange(8.0).reshape(4, 2), 10 + torch.arange(6.0).reshape(3, 2)],
+                        [torch.tensor([0, 2, 1, 1]), torch.arange(6.0).reshape(3, 2)])
+    assert split._all_labels is None and split._all_features is not None
+    batch = collate(split, torch.tensor([1, 0, 1]), torch.tensor([2, 3, 0]))
+    assert batch.x.tolist() == [[14.0, 15.0], [6.0, 7.0], [10.0, 11.0]]
+    assert batch.targets[0].tolist() == [1] and batch.targets[1].tolist() == [[4.0, 5.0], [0.0, 1.0]]
+
+
+def test_collate_one_gather_scales_uint8_and_checks_indices():
+    tasks = [TaskSpec("a", "binary", 1), TaskSpec("b", "binary", 1)]
+    split = TensorSplit(tasks, [torch.full((2, 3), 255, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.uint8)],
+                        [torch.ones(2), torch.zeros(4)], feature_scale=1 / 255)
+    batch = collate(split, torch.tensor([0, 1]), torch.tensor([1, 3]))
+    assert batch.x.dtype == torch.float32 and batch.x[0].tolist() == [1.0, 1.0, 1.0] and batch.x[1].sum() == 0
+    with pytest.raises(ValueError, match=r"index of task 0 \('a'\) must be in \[0, 2\), got 2"):
+        collate(split, torch.tensor([0, 1]), torch.tensor([2, 0]))

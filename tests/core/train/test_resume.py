@@ -142,14 +142,23 @@ def test_crash_between_best_and_last_writes(script, tmp_path, monkeypatch):
     run = _run(script)
     whole = run(tmp_path / "whole")
     assert whole.metrics[1]["best"], "epoch 2 must improve for this test to bite"
-    real_save = train_module.save_checkpoint
+    real_save, real_copy = train_module.save_checkpoint, train_module._copy_file
+    saved = {"epoch": 0}
 
     def crashing_save(obj, path, **kwargs):
+        saved["epoch"] = obj["epoch"]
         if path.name == "last.pt" and obj["epoch"] == 2:
             raise RuntimeError("power cut")
         return real_save(obj, path, **kwargs)
 
+    def crashing_copy(src, dst):
+        # An improved epoch's last.pt is a copy of the checkpoint.pt just written.
+        if dst.name == "last.pt" and saved["epoch"] == 2:
+            raise RuntimeError("power cut")
+        return real_copy(src, dst)
+
     monkeypatch.setattr(train_module, "save_checkpoint", crashing_save)
+    monkeypatch.setattr(train_module, "_copy_file", crashing_copy)
     with pytest.raises(RuntimeError, match="power cut"):
         run(tmp_path / "cut")
     monkeypatch.undo()

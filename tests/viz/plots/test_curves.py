@@ -115,3 +115,26 @@ def test_legend_keeps_long_names_whole(tmp_path):
     assert set(LONG_TASK_NAMES) <= shown and not any("…" in s for s in shown)
     for box in rendered_boxes(fig, texts):
         assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1
+
+
+def test_many_tasks_are_drawn_as_group_means_and_bands():
+    from matplotlib.collections import PolyCollection
+
+    rng = np.random.default_rng(0)
+    t, m = 200, 6
+    groups = np.repeat([0, 1], t // 2)
+    alpha = rng.normal(size=(2, m))[groups] + 0.05 * rng.normal(size=(t, m))
+    hinges = np.linspace(-1, 1, m)
+    ax = activation_curves(alpha, hinges, clusters=groups, ax=plt.figure().add_subplot(), density=False)
+    assert not [c for c in ax.collections if isinstance(c, LineCollection)]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    means = [line for line in ax.lines if line.get_linestyle() != "None" and line.get_color() != "0.25"]
+    assert len(means) == 2
+    # The mean of group 0 is the mean of its tasks' curves.
+    y = activation_values(alpha[groups == 0], hinges, means[-1].get_xdata()).mean(axis=0)
+    np.testing.assert_allclose(means[-1].get_ydata(), y, rtol=1e-12)
+    assert any("bands: 10–90 % of its tasks" in text.get_text() for text in ax.get_legend().get_texts())
+    # Forced off, every task gets its line again.
+    ax = activation_curves(alpha, hinges, clusters=groups, ax=plt.figure().add_subplot(), summary=False)
+    assert sum(len(c.get_segments()) for c in ax.collections if isinstance(c, LineCollection)) == t

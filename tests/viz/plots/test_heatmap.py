@@ -291,3 +291,39 @@ def test_caption_says_which_layers_groups_are_not_separated(analysis, tmp_path):
     torch.save(continuum_checkpoint_dict(), path)
     caption = plot_heatmaps(analyze(load_checkpoint(path)), labels="none")._supxlabel.get_text().replace("\n", " ")
     assert "groups not separated in layer 2" in caption
+
+
+def test_block_means_are_exact_and_cover_every_task():
+    from taan_viz.plots.heatmap import _block_means
+
+    rng = np.random.default_rng(0)
+    mat = rng.random((7, 7))
+    pooled = _block_means(mat, cells=3)  # k = 3: blocks of 3, 3 and 1
+    assert pooled.shape == (3, 3)
+    assert pooled[0, 0] == pytest.approx(mat[:3, :3].mean(), rel=1e-12)
+    assert pooled[1, 2] == pytest.approx(mat[3:6, 6:].mean(), rel=1e-12)
+    assert pooled[2, 2] == mat[6, 6]
+    assert _block_means(mat, cells=7) is mat
+
+
+def test_large_heatmap_draws_block_means_in_task_coordinates():
+    t = 2500
+    rng = np.random.default_rng(0)
+    a = rng.random((t, 3))
+    mat = np.sqrt(((a[:, None, :] - a[None, :, :]) ** 2).sum(-1))
+    fig = Figure(figsize=(4, 4))
+    ax = heatmap(mat, ax=fig.add_subplot(), groups=np.repeat([0, 1], t // 2), cbar=False)
+    image = ax.images[0]
+    assert image.get_array().shape == (834, 834)  # ceil(2500 / 1200) = 3 tasks a block
+    assert image.get_extent() == [-0.5, t - 0.5, t - 0.5, -0.5]
+    assert not ax.get_xticks().size and not ax.get_yticks().size
+
+
+def test_plot_heatmaps_leaves_the_layers_holding_what_they_held(analysis):
+    for la in analysis.layers:
+        la.geometry.release("cosine")
+    fig = plot_heatmaps(analysis, metric="cosine")
+    assert fig.axes and not any("cosine" in vars(la.geometry) for la in analysis.layers)
+    distances = [la.geometry.distance for la in analysis.layers]
+    plot_heatmaps(analysis)
+    assert all(la.geometry.distance is d for la, d in zip(analysis.layers, distances))

@@ -76,3 +76,43 @@ def test_separation_note_line(analysis):
     lines = note.replace("\n", " ")
     assert "groups not separated in layer 2 (0.10)" in lines
     assert lines.index("groups not separated") < lines.index("one run, stability unknown")
+
+
+def _large_tree(t=300):
+    from taan_viz.sharing import SharingTree
+
+    first = (np.arange(t) >= t // 2).astype(np.int64)
+    # Layer 2: the first half keeps 140 tasks together and splits the other 10 into singletons.
+    second = np.empty(t, dtype=np.int64)
+    second[:140] = 0
+    second[140:150] = np.arange(1, 11)
+    second[150:] = 11
+    return SharingTree(task_names=tuple(f"task_{i}" for i in range(t)), layer_names=("a", "b"),
+                       groups=np.stack([first, second]), order=np.arange(t), thresholds=np.array([0.1, 0.1]),
+                       threshold=0.1, relative=True)
+
+
+def test_large_trees_merge_small_groups_and_say_so():
+    from taan_viz.plots.tree import SMALL_FACE, collapse_size
+
+    assert collapse_size(150) == 1 and collapse_size(300) == 2 and collapse_size(5000) == 25
+    tree = _large_tree()
+    ax = plot_sharing_tree(tree)
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    # input, 2 groups of layer 1, and in layer 2 the 140, one box for the 10 singletons, the 150.
+    assert len(boxes) == 6
+    grey = [b for b in boxes if np.allclose(b.get_facecolor()[:3], [float(SMALL_FACE)] * 3)]
+    assert len(grey) == 1 and grey[0].get_height() == pytest.approx(9 + 2 * 0.45)
+    note = ax.get_xlabel().replace("\n", " ")
+    assert "grey boxes: groups of fewer than 2 tasks merged" in note
+    assert "(0 → 10 such groups per layer)" in note
+    # min_size=1 draws every group again.
+    ax = plot_sharing_tree(tree, ax=plt_axes(), min_size=1)
+    assert len([p for p in ax.patches if isinstance(p, FancyBboxPatch)]) == 1 + 2 + 12
+    assert "grey boxes" not in ax.get_xlabel()
+
+
+def plt_axes():
+    import matplotlib.pyplot as plt
+
+    return plt.figure().add_subplot()
