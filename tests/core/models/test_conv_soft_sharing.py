@@ -97,8 +97,9 @@ def test_gradcheck_float64(name):
         small["groups"] = TREE
     torch.manual_seed(0)
     model = build_model(name, (1, 10, 10), DIMS, **small).double().train()
-    x = torch.randn(6, 1, 10, 10, dtype=torch.float64, requires_grad=True)
-    task = torch.tensor([0, 2, 1, 1, 0, 2])
+    # One sample per task, out of task order: the mixed routing, at half the finite differences.
+    x = torch.randn(3, 1, 10, 10, dtype=torch.float64, requires_grad=True)
+    task = torch.tensor([2, 0, 1])
     # Max-pool picks one input per window; random inputs leave no ties, so the map is smooth there.
     assert torch.autograd.gradcheck(lambda inp: torch.cat([o.reshape(-1) for o in model(inp, task)]), (x,))
 
