@@ -29,7 +29,6 @@ def print_settings(model: str, net, data_set, config, quiet: bool, resumed_from:
         return
     import dataclasses
 
-    import torch
     from rich.console import Console
 
     from taan_core.train import resolve_device
@@ -45,7 +44,13 @@ def print_settings(model: str, net, data_set, config, quiet: bool, resumed_from:
     train_split = data_set.split("train")
     samples = sum(train_split.num_samples(t) for t in range(train_split.num_tasks))
     reg = "none" if config.reg == "none" else f"{config.reg} (c {config.c:g}, measure {config.measure})"
-    threads = config.threads or torch.get_num_threads()
+    from taan_core.train._support import physical_cores, run_threads
+
+    cores = physical_cores()
+    threads = run_threads(config, net, len(data_set.tasks), cores)
+    why = "" if config.threads else (f" (default: {cores} physical core{'s' if cores != 1 else ''}"
+                                     + (", fewer for this small a step" if threads < cores else "")
+                                     + "; --threads N to choose)")
     lines = [
         ("model", ", ".join(arch)),
         ("data", f"{data_set.name}, {len(data_set.tasks)} tasks, {samples} training samples"),
@@ -53,7 +58,7 @@ def print_settings(model: str, net, data_set, config, quiet: bool, resumed_from:
                       f"{config.weight_decay:g}, regulariser {reg}"),
         ("epochs", f"{config.epochs}, patience {config.patience or 'off'}, batch {config.batch_size} "
                    f"({config.sampler}), seed {config.seed}"),
-        ("device", f"{resolve_device(config.device)}, {threads} thread{'s' if threads != 1 else ''}"),
+        ("device", f"{resolve_device(config.device)}, {threads} thread{'s' if threads != 1 else ''}{why}"),
         ("val main", main_description(data_set.tasks) + " (higher is better; picks checkpoint.pt)"),
         ("out", config.out + (f" (resuming after epoch {resumed_from})" if resumed_from is not None else "")),
     ]

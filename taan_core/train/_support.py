@@ -359,3 +359,65 @@ def _append_jsonl(path: Path, record: dict) -> None:
             raise WriteError(f"cannot write {path}: {_reason(err)}; its earlier lines are intact") from err
     finally:
         os.close(fd)
+
+
+def physical_cores() -> int:
+    """CPU cores this process may run on, counting each physical core once.
+
+    Hyper-threads share a core's arithmetic units, so a second thread per core gains little in
+    torch's kernels and costs synchronisation. Read from /proc/cpuinfo (the ``physical id`` and
+    ``core id`` of every processor in this process's affinity mask); where that is not known,
+    the usable logical CPUs.
+    """
+    try:
+        usable = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            processor, physical = None, "0"
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    processor, physical = int(value), "0"
+                elif key == "physical id":
+                    physical = value
+                elif key == "core id" and processor in usable:
+                    cores.add((physical, value))
+    except (OSError, ValueError):
+        cores = set()
+    return max(1, len(cores) or len(usable))
+
+
+# Multiply-adds of a training step per thread below which another thread costs more in
+# synchronisation than it gains (measured on planted: 1 thread beats 2 at ~1e6 per step).
+_WORK_PER_THREAD = 4_000_000
+
+
+def default_threads(num_parameters: int, rows_per_step: int, cores: int | None = None) -> int:
+    """Torch threads for a run that did not choose: at most the physical cores, and no more
+    than the work of a step needs (about one thread per 4 million multiply-adds).
+
+    Parameters
+    ----------
+    num_parameters : int
+        The model's parameters (one multiply-add per parameter and row, forward).
+    rows_per_step : int
+        Samples in one optimiser step.
+    cores : int, optional
+        The physical cores (default :func:`physical_cores`).
+    """
+    cores = physical_cores() if cores is None else cores
+    need = -(-max(1, num_parameters) * max(1, rows_per_step) // _WORK_PER_THREAD)
+    return int(max(1, min(cores, need)))
+
+
+def run_threads(config, model, num_tasks: int, cores: int | None = None) -> int:
+    """The threads a run uses: ``config.threads``, or :func:`default_threads` of the model and
+    the rows of one step (``batch_size`` per task for balanced batches, in all for proportional)."""
+    if config.threads:
+        return int(config.threads)
+    rows = config.batch_size * (num_tasks if config.sampler == "balanced" else 1)
+    return default_threads(sum(p.numel() for p in model.parameters()), rows, cores)

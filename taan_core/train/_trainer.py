@@ -39,6 +39,7 @@ from taan_core.train._support import (
     _set_rng_state,
     _write_jsonl,
     data_fingerprint,
+    run_threads,
     discard_staging,
     publish_run_dir,
     resolve_device,
@@ -191,6 +192,12 @@ class Trainer:
         return {"name": self.data.name, "config": dict(self.data.config),
                 "groups": [[int(g) for g in row] for row in groups] if groups is not None else None}
 
+    @property
+    def threads(self) -> int:
+        """Torch's CPU threads while this Trainer runs: ``config.threads``, or when that is 0 at
+        most the physical cores and no more than a step's work needs (:func:`default_threads`)."""
+        return run_threads(self.config, self.model, len(self.data.tasks))
+
     def _checkpoint(self, world: _World) -> dict:
         from taan_core.models import trunk_description
 
@@ -294,8 +301,7 @@ class Trainer:
         start = time.perf_counter()
         world = _setup_world(resolve_device(cfg.device).type)
         threads = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(self.threads)
         lock: RunLock | None = None
         created: list[Path] = []
         self._final_out = self.out
@@ -382,8 +388,7 @@ class Trainer:
         model.load_state_dict(raw["model"]["state_dict"])
         device = next(model.parameters()).device
         threads = torch.get_num_threads()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        torch.set_num_threads(self.threads)
         try:
             result = evaluate(model, self.data.split(split), self.tasks, self.config.eval_batch_size, device)
         finally:

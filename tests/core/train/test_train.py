@@ -315,3 +315,37 @@ def test_compiled_training_matches_eager(data, tmp_path, shared_head):
     assert counters["stats"]["unique_graphs"] >= 1
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_default_threads_are_physical_cores_capped_by_the_work_of_a_step(monkeypatch, tmp_path):
+    from taan_core.train import _support
+
+    # A step of 1e6 multiply-adds needs one thread; 1e9 wants every core, never more.
+    assert _support.default_threads(1000, 1000, cores=8) == 1
+    assert _support.default_threads(1_000_000, 1000, cores=8) == 8
+    assert _support.default_threads(1_000_000, 10, cores=8) == 3
+    # Hyper-threads count once: two logical CPUs on one core are one core.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(f"processor\t: {p}\nphysical id\t: 0\ncore id\t\t: {p // 2}\n\n" for p in range(4)))
+    real_open = open
+    monkeypatch.setattr(_support.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
+                                                                         *a, **k))
+    assert _support.physical_cores() == 2
+    monkeypatch.setattr(_support.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert _support.physical_cores() == 1
+
+
+def test_a_trainer_without_threads_uses_the_default_and_says_so(data, tmp_path, capsys):
+    import torch
+
+    from taan_core._cli_console import print_settings
+    from taan_core.train._support import run_threads
+
+    trainer = Trainer(_model(data), data, _config(tmp_path / "run", threads=0))
+    assert trainer.threads == run_threads(trainer.config, trainer.model, len(data.tasks)) == 1  # a tiny step
+    before = torch.get_num_threads()
+    trainer.fit()
+    assert torch.get_num_threads() == before  # restored after fit
+    print_settings("taan", trainer.model, data, trainer.config, False, resumed_from=None)
+    assert "1 thread (default:" in capsys.readouterr().err.replace("\n", " ")
