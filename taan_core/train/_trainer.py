@@ -182,6 +182,10 @@ class Trainer:
         if cfg.compile:
             backend = {} if cfg.compile is True else {"backend": cfg.compile}
             self._forward = torch.compile(self._forward, **backend)
+        # A compiled model takes the batch's task counts from the caller instead of counting them
+        # (a data-dependent host sync that breaks the graph). Balanced batches have the same
+        # counts every step, so the graph is compiled once; proportional ones would recompile.
+        self._pass_counts = bool(cfg.compile) and cfg.sampler == "balanced"
         self._weights = torch.tensor(cfg.task_weights or [1.0] * len(self.tasks), dtype=torch.float32)
         # The float32 weights as Python floats, the values the loss used to read one by one.
         self._weight_values = self._weights.tolist()
@@ -437,8 +441,9 @@ class Trainer:
         tids = batch.task.to(self.device, non_blocking=True)
         autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                     if self.config.amp and self.device.type == "cuda" else contextlib.nullcontext())
+        given = {"counts": [int(y.shape[0]) for y in batch.targets]} if self._pass_counts else {}
         with autocast:
-            outputs = self._forward(x, tids)
+            outputs = self._forward(x, tids, **given)
         # Python numbers, read once: a .item() per task and batch costs more than the loss at
         # thousands of tasks.
         counts = counts.tolist()

@@ -349,3 +349,31 @@ def test_a_trainer_without_threads_uses_the_default_and_says_so(data, tmp_path, 
     assert torch.get_num_threads() == before  # restored after fit
     print_settings("taan", trainer.model, data, trainer.config, False, resumed_from=None)
     assert "1 thread (default:" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_a_compiled_run_hands_the_batch_task_counts_to_the_model(data, tmp_path, monkeypatch):
+    # With compile and balanced batches the model is given the counts (no bincount sync in the
+    # graph); they are the batch's own. torch.compile is replaced by the identity, so the test
+    # follows the trainer's path without compiling.
+    import torch
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+
+    def counts_seen(sampler):
+        trainer = Trainer(_model(data), data, _config(tmp_path / sampler, epochs=1, compile="eager", sampler=sampler))
+        seen, forward = [], trainer.model.forward
+
+        def spy(x, task, counts=None):
+            seen.append(counts)
+            return forward(x, task, counts=counts)
+
+        monkeypatch.setattr(trainer.model, "forward", spy)
+        trainer.fit()
+        return trainer, seen
+
+    trainer, seen = counts_seen("balanced")
+    passed = [c for c in seen if c is not None]
+    assert passed and all(c == [trainer.config.batch_size] * len(data.tasks) for c in passed)
+    # Proportional batches vary in their counts: passing them would recompile at every step.
+    _, seen = counts_seen("proportional")
+    assert seen and all(c is None for c in seen)
