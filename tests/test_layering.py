@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import taan_core
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,7 @@ def test_taan_core_source_names_no_viz_or_study_import():
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.slow
 def test_importing_every_taan_core_module_loads_no_viz_or_study():
     modules = sorted(m.name for m in pkgutil.walk_packages(taan_core.__path__, "taan_core."))
     assert "taan_core.relatedness" in modules and "taan_core.cli" in modules

@@ -38,6 +38,7 @@ def test_bench_gpu_runs_every_part_at_tiny_sizes():
     assert report["targets"]["taan_step_at_least_1e6_samples_per_s"] is None
 
 
+@pytest.mark.slow
 def test_bench_gpu_refuses_cuda_without_a_device():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -47,6 +48,7 @@ def test_bench_gpu_refuses_cuda_without_a_device():
     assert "--device cuda, but torch.cuda.is_available() is False" in done.stderr
 
 
+@pytest.mark.slow
 def test_gpu_check_fails_cleanly_without_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the script would run its checks")

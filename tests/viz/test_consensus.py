@@ -297,6 +297,7 @@ def test_runs_that_agree_are_not_flagged(tmp_path):
     assert cons.warnings == [] and plot_coclustering(cons)._supxlabel is None
 
 
+@pytest.mark.slow
 def test_cell_values_fit_their_cells_at_five_layers_and_long_names(tmp_path):
     from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread
     from tests.viz.viz_helpers import overlapping, rendered_boxes, wide_runs

@@ -139,6 +139,7 @@ def test_names_are_escaped_and_sections_extend_the_page(tmp_path):
     assert page.index('id="training"') < page.index('id="consensus"') < page.index('id="math"')
 
 
+@pytest.mark.slow
 def test_consensus_section_says_which_layers_differ_between_runs(tmp_path, monkeypatch):
     """Runs built to disagree: the consensus section holds the one-line warning of each layer
     below the threshold, and the single-run figures beside it drop their single-run line."""

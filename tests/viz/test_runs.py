@@ -87,6 +87,7 @@ def test_run_labels_stay_distinct(tmp_path):
 # commands on several runs
 
 
+@pytest.mark.slow
 def test_consensus_command_writes_figures_and_json(runs_dir, capsys):
     assert run("consensus", runs_dir, "--dpi", "60") == 0
     out = runs_dir / "consensus"

@@ -105,6 +105,7 @@ def test_folder_errors(tmp_path):
         load_omniglot(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_png_declaring_a_huge_image_is_refused_before_decoding(root, monkeypatch):
     # A decompression bomb: a small file whose header declares 9000x9000 pixels (below Pillow's
     # own refusal, which starts at 2 * Image.MAX_IMAGE_PIXELS), and one beyond it.

@@ -49,6 +49,7 @@ def test_mode_switch_validates():
     assert _triton.mode() in _triton.MODES
 
 
+@pytest.mark.slow
 def test_bad_environment_value_is_reported():
     code = "import taan_core.nn._triton"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
@@ -70,6 +71,7 @@ def test_cpu_tensors_do_not_take_the_triton_path_by_default():
         _triton.set_mode(previous)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install -e '.[gpu]')")
 def test_always_without_the_interpreter_falls_back_on_cpu():
     # Compiled Triton kernels need a GPU: outside the interpreter, "always" leaves CPU tensors to
