@@ -169,7 +169,22 @@ class _BranchRouting:
     :class:`~taan_core.models.branched_conv.BranchedConv`). The network holds ``branches``
     (per depth, one module per group), ``heads``, ``_position`` (each task's place in the tree
     order), ``_order`` (the tasks in that order), ``_blocks`` (per depth, ``(group, tasks)``
-    in tree order) and says the output shape of a depth's branches (``_branch_shape``)."""
+    in tree order), set up by ``_init_routing``, and says the output shape of a depth's branches
+    (``_branch_shape``)."""
+
+    def _init_routing(self, groups: list[list[int]]) -> None:
+        # A task order in which every branch of every layer is a contiguous run of tasks: the
+        # rows of a mixed batch sorted this way split into branches with one split per layer.
+        order = np.lexsort([np.arange(self.num_tasks), *np.asarray(groups)[::-1]])
+        self.register_buffer("_position", torch.from_numpy(np.argsort(order)).long(), persistent=False)
+        self._order = [int(t) for t in order]
+        # Per layer, the branches as they appear along that order, each with its tasks.
+        self._blocks: list[list[tuple[int, list[int]]]] = []
+        for row in groups:
+            blocks: dict[int, list[int]] = {}
+            for t in self._order:
+                blocks.setdefault(row[t], []).append(t)
+            self._blocks.append(list(blocks.items()))
 
     def _forward_task(self, x: Tensor, task: int) -> Tensor:
         h = x
@@ -226,18 +241,7 @@ class Branched(_BranchRouting, MultiTaskModel):
                 self._branch(widths[l], widths[l + 1], config) for _ in range(count)
             ))
         self.heads = _linear_heads(widths[-1], config.output_dims)
-        # A task order in which every branch of every layer is a contiguous run of tasks: the
-        # rows of a mixed batch sorted this way split into branches with one split per layer.
-        order = np.lexsort([np.arange(self.num_tasks), *np.asarray(config.groups)[::-1]])
-        self.register_buffer("_position", torch.from_numpy(np.argsort(order)).long(), persistent=False)
-        self._order = [int(t) for t in order]
-        # Per layer, the branches as they appear along that order, each with its tasks.
-        self._blocks: list[list[tuple[int, list[int]]]] = []
-        for row in config.groups:
-            blocks: dict[int, list[int]] = {}
-            for t in self._order:
-                blocks.setdefault(row[t], []).append(t)
-            self._blocks.append(list(blocks.items()))
+        self._init_routing(config.groups)
 
     @staticmethod
     def _branch(in_features: int, out_features: int, config: BranchedConfig) -> nn.Sequential:

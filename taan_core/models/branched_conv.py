@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
-import torch
 from torch import nn
 
 from taan_core.models._base import _ImageModel, _int_list, _linear_heads
@@ -90,17 +88,7 @@ class BranchedConv(_BranchRouting, _ImageModel):
         self.heads = _linear_heads(config.out_features(), config.output_dims)
         # The shape of one sample after each layer, for the output of a branch without rows.
         self._shapes = self._layer_shapes(config)
-        # A task order in which every branch of every layer is a contiguous run of tasks: the rows
-        # of a mixed batch sorted this way split into branches with one split per layer.
-        order = np.lexsort([np.arange(self.num_tasks), *np.asarray(config.groups)[::-1]])
-        self.register_buffer("_position", torch.from_numpy(np.argsort(order)).long(), persistent=False)
-        self._order = [int(t) for t in order]
-        self._blocks: list[list[tuple[int, list[int]]]] = []
-        for row in config.groups:
-            blocks: dict[int, list[int]] = {}
-            for t in self._order:
-                blocks.setdefault(row[t], []).append(t)
-            self._blocks.append(list(blocks.items()))
+        self._init_routing(config.groups)
 
     @staticmethod
     def _layer_shapes(config: BranchedConvConfig) -> list[tuple[int, ...]]:
