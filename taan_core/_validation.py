@@ -78,3 +78,13 @@ def check_probability(value: float, name: str) -> float:
     if not (0.0 <= value <= 1.0) or math.isnan(value):
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return float(value)
+
+
+def check_choice(value, name: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of the strings ``choices``; TypeError for a non-str, ValueError
+    naming the choices otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value

@@ -46,6 +46,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from taan_core._validation import check_choice
+
 __all__: list[str] = []
 
 
@@ -68,11 +70,7 @@ _AVX512_MAX_HINGES = 94
 
 
 def _check_path(mode: object, name: str) -> str:
-    if not isinstance(mode, str):
-        raise TypeError(f"{name} must be a str, got {type(mode).__name__}")
-    if mode not in FORWARD_PATHS:
-        raise ValueError(f"{name} must be one of {', '.join(FORWARD_PATHS)}, got {mode!r}")
-    return mode
+    return check_choice(mode, name, FORWARD_PATHS)
 
 
 _forward_path = _check_path(os.environ.get("TAAN_KERNEL_PATH", "auto"), "TAAN_KERNEL_PATH")

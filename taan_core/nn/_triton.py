@@ -28,6 +28,8 @@ import threading
 import torch
 from torch import Tensor
 
+from taan_core._validation import check_choice
+
 __all__: list[str] = []
 
 MODES = ("auto", "off", "always")
@@ -45,11 +47,7 @@ launches = {"forward": 0, "backward": 0}  # kernel launches so far (tests assert
 
 
 def _check_mode(mode: object, name: str) -> str:
-    if not isinstance(mode, str):
-        raise TypeError(f"{name} must be a str, got {type(mode).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"{name} must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
+    return check_choice(mode, name, MODES)
 
 
 _mode = _check_mode(os.environ.get("TAAN_TRITON", "auto"), "TAAN_TRITON")
