@@ -24,7 +24,12 @@ Cases:
   (1024 by default, as in the paper), M = 64, balanced batches of 4 per task (B = 1544, 24
   batches an epoch), ``max(2, --epochs // 3)`` epochs.
 
-Usage: ``python benchmarks/bench_trainer.py [--repeats 3] [--epochs 6] [--skip-memory]``
+- ``save_ms_<layout>_epoch_<K>``: the median cost of one ``save_checkpoint`` of a planted
+  checkpoint holding K epochs of history and metrics, in schema v2 (the history stacked, one
+  tensor a layer) and in the v1 layout (2L tensors an epoch); ``save_growth_<layout>`` the cost
+  at K = 200 over K = 1 (target for v2: <= 1.25, a save that does not grow with the epochs).
+
+Usage: ``python benchmarks/bench_trainer.py [--repeats 3] [--epochs 6] [--skip-memory] [--skip-save]``
 """
 
 from __future__ import annotations
@@ -169,6 +174,44 @@ def _memory_child() -> None:
     print(max(peak[0], _rss_mb()))
 
 
+def _save_cost(tmp_parent: str | None, epochs: tuple[int, ...] = (1, 45, 200), repeats: int = 15) -> dict:
+    """Median milliseconds of ``save_checkpoint`` of a planted run's checkpoint at epoch K, with
+    K history snapshots and K metrics records, in schema v2 (stacked history) and in the v1
+    layout it replaced (a list of per-epoch dicts); ``save_growth_v2`` is the cost at the last K
+    over the cost at K = 1 (target: flat, <= 1.25)."""
+    from taan_core.checkpoint import History, MetricsLog, save_checkpoint
+    from taan_core.train._distributed import _World
+
+    data, model_spec, config = _case("planted", argparse.Namespace(epochs=1))
+    out: dict[str, float | bool] = {}
+    with tempfile.TemporaryDirectory(dir=tmp_parent) as tmp:
+        trainer = Trainer(_model(data, model_spec), data, TrainConfig(**config, shared_warmup=0.0, starts=1,
+                                                                      threads=1, quiet=True, out=tmp + "/run"))
+        trainer.fit()
+        base = trainer._checkpoint(_World())
+        snapshot, record = trainer.history[-1], trainer.metrics[-1]
+        for k in epochs:
+            history = History()
+            for e in range(k):
+                history.append(e + 1, e, snapshot["alphas"], snapshot["hinges"])
+            # As the Trainer saves: v2 joins the metrics' cached JSON texts at every save.
+            log = MetricsLog(dict(record) for _ in range(k))
+            log.json()
+            layouts = {"v2": lambda: dict(base, history=history.record(), metrics=log.json()),
+                       "v1": lambda: dict(base, version=1, history=list(history), metrics=[dict(record)] * k)}
+            for name, build in layouts.items():
+                times = []
+                for _ in range(repeats):
+                    tic = time.perf_counter()
+                    save_checkpoint(build(), tmp + "/save.pt")
+                    times.append(time.perf_counter() - tic)
+                out[f"save_ms_{name}_epoch_{k}"] = round(1e3 * statistics.median(times), 2)
+    for name in ("v2", "v1"):
+        out[f"save_growth_{name}"] = round(out[f"save_ms_{name}_epoch_{epochs[-1]}"] / out[f"save_ms_{name}_epoch_1"], 3)
+    out["save_within_target"] = out["save_growth_v2"] <= 1.25
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -177,6 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--yt-hidden", type=int, default=1024)
     parser.add_argument("--cases", default="planted,yt8m")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-save", action="store_true")
     parser.add_argument("--child-case", default="yt8m", help=argparse.SUPPRESS)
     parser.add_argument("--child-starts", type=int, default=1, help=argparse.SUPPRESS)
     return parser
@@ -201,6 +245,8 @@ def main() -> None:
             t, l = statistics.median(trainer), statistics.median(loop)
             out.update({f"{case}_trainer_cpu_s": round(t, 3), f"{case}_loop_cpu_s": round(l, 3),
                         f"{case}_ratio": round(t / l, 3), f"{case}_within_target": t / l <= 1.1})
+    if not args.skip_save:
+        out.update(_save_cost(tmp_parent=None))
     if not args.skip_memory:
         one = _peak_child("yt8m", 1, args)
         three = _peak_child("yt8m", 3, args)

@@ -1,4 +1,4 @@
-"""Checkpoints: the file that is the one contract between training and analysis (schema v1).
+"""Checkpoints: the file that is the one contract between training and analysis (schema v2).
 
 A checkpoint is a ``.pt`` file written by ``torch.save`` that holds only tensors and plain Python
 types (dict, list, tuple, str, int, float, bool, None), so that ``torch.load(weights_only=True)``
@@ -11,8 +11,9 @@ number of tasks T and of hinges M of every layer) and also reads ``.safetensors`
 bare state_dicts of the reference TAAN code. Every problem raises ``CheckpointError`` with one
 line naming the file, the field and what was expected.
 
-Modules: ``_io`` builds, saves and loads files and rebuilds models; ``_schema`` checks a v1
-checkpoint field by field (``CheckpointError``); ``_reference`` reads bare state_dicts (taan's
+Modules: ``_io`` builds, saves and loads files and rebuilds models; ``_schema`` checks a
+checkpoint field by field (``CheckpointError``); ``_history`` keeps the per-epoch records as
+v2 stores them (``History``, ``MetricsLog``); ``_reference`` reads bare state_dicts (taan's
 and the reference code's key names) and whole reference models; ``_export`` writes the
 ``.safetensors`` export. The public names are the ones below.
 """
@@ -20,6 +21,7 @@ and the reference code's key names) and whole reference models; ``_export`` writ
 from __future__ import annotations
 
 from taan_core.checkpoint._export import export_safetensors
+from taan_core.checkpoint._history import History, MetricsLog
 from taan_core.checkpoint._io import (
     Checkpoint,
     build_checkpoint,
@@ -37,7 +39,9 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "History",
     "LayerRecord",
+    "MetricsLog",
     "build_checkpoint",
     "export_safetensors",
     "layer_snapshot",

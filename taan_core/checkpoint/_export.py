@@ -9,9 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from taan_core._atomic import atomic_write
+from taan_core.checkpoint._history import history_value
 from taan_core.checkpoint._reference import import_state_dict
 from taan_core.checkpoint._schema import (
     _SAFETENSORS_KEY,
@@ -20,7 +22,7 @@ from taan_core.checkpoint._schema import (
     Checkpoint,
     _fail,
     _first_line,
-    _parse_v1,
+    _parse,
     _Parsed,
 )
 
@@ -31,9 +33,10 @@ def export_safetensors(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write the analysis part of a checkpoint as ``.safetensors`` (no pickle at all).
 
     Tensors are stored as ``layers.{i}.alpha``, ``layers.{i}.hinges``, ``layers.{i}.preact_mean``,
-    ``layers.{i}.preact_std``, ``history.{k}.alphas.{i}`` and ``history.{k}.hinges.{i}``; task and
-    layer names, running statistics, metrics and data (planted groups) travel as JSON in the
-    metadata entry ``"taan"``. ``load_checkpoint`` reads the file back. The write is atomic.
+    ``layers.{i}.preact_std``, and the history stacked as in schema v2, ``history.alphas.{i}``
+    (K, T, M) and ``history.hinges.{i}`` (K, M); task and layer names, running statistics, the
+    history's epochs and steps, metrics and data (planted groups) travel as JSON in the metadata
+    entry ``"taan"``. (Exports of schema v1 stored ``history.{k}.alphas.{i}``; they still load.) ``load_checkpoint`` reads the file back. The write is atomic.
 
     Parameters
     ----------
@@ -57,12 +60,12 @@ def export_safetensors(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
         if layer.preact_std is not None:
             tensors[f"layers.{i}.preact_std"] = layer.preact_std.contiguous()
         layers_meta.append({"name": layer.name, "preact_mean_overall": layer.mu, "preact_std_overall": layer.sigma})
-    history_meta = []
-    for k, entry in enumerate(checkpoint.history):
-        for i, (a, b) in enumerate(zip(entry["alphas"], entry["hinges"])):
-            tensors[f"history.{k}.alphas.{i}"] = a.contiguous()
-            tensors[f"history.{k}.hinges.{i}"] = b.contiguous()
-        history_meta.append({key: v for key, v in entry.items() if key not in ("alphas", "hinges")})
+    shapes = [(tuple(layer.alpha.shape), layer.num_hinges) for layer in checkpoint.layers]
+    history = history_value(checkpoint.history, shapes)
+    for i, (a, b) in enumerate(zip(history.pop("alphas"), history.pop("hinges"))):
+        tensors[f"history.alphas.{i}"] = a.contiguous()
+        tensors[f"history.hinges.{i}"] = b.contiguous()
+    history_meta = {key: value.tolist() if isinstance(value, Tensor) else value for key, value in history.items()}
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -88,7 +91,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _load_safetensors(path: Path) -> tuple[_Parsed, dict | None]:
-    """The checked content of a .safetensors file, and the schema-v1 dictionary of a reference
+    """The checked content of a .safetensors file, and the checkpoint dictionary of a reference
     model it holds (None for taan's own exports, which carry no model)."""
     from safetensors import SafetensorError, safe_open
 
@@ -118,14 +121,34 @@ def _load_safetensors(path: Path) -> tuple[_Parsed, dict | None]:
             elif key in ("alpha", "hinges"):
                 raise _fail(path, name, "missing tensor")
         layers.append(entry)
-    history = []
-    for k, entry in enumerate(meta.get("history") or []):
-        entry = dict(entry) if isinstance(entry, dict) else {}
-        for key in ("alphas", "hinges"):
-            entry[key] = [tensors.get(f"history.{k}.{key}.{i}") for i in range(len(layers))]
-            if any(t is None for t in entry[key]):
-                raise _fail(path, f"history.{k}.{key}", "missing tensor")
-        history.append(entry)
-    raw.update(layers=layers, history=history, model={"class": "", "config": {}, "state_dict": {}},
+    raw.update(layers=layers, history=_exported_history(meta, tensors, len(layers), path), model={"class": "", "config": {}, "state_dict": {}},
                epoch=meta.get("epoch", 0), step=meta.get("step", 0))
-    return _parse_v1(raw, path), None
+    return _parse(raw, path), None
+
+
+def _exported_history(meta: dict, tensors: dict[str, Tensor], num_layers: int, path: Path) -> Any:
+    """The ``history`` of an export in its schema's layout: stacked (v2), or per epoch (v1)."""
+    value = meta.get("history")
+    if meta.get("version") == 1:
+        history = []
+        for k, entry in enumerate(value or []):
+            entry = dict(entry) if isinstance(entry, dict) else {}
+            for key in ("alphas", "hinges"):
+                entry[key] = [tensors.get(f"history.{k}.{key}.{i}") for i in range(num_layers)]
+                if any(t is None for t in entry[key]):
+                    raise _fail(path, f"history.{k}.{key}", "missing tensor")
+            history.append(entry)
+        return history
+    if not isinstance(value, dict):
+        raise _fail(path, f"metadata.{_SAFETENSORS_KEY}.history", "expected a JSON object with epoch and step")
+    history = dict(value)
+    for key in ("epoch", "step"):
+        numbers = history.get(key)
+        if not isinstance(numbers, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+            raise _fail(path, f"metadata.{_SAFETENSORS_KEY}.history.{key}", "expected a list of ints")
+        history[key] = torch.tensor(numbers, dtype=torch.int64)
+    for key in ("alphas", "hinges"):
+        history[key] = [tensors.get(f"history.{key}.{i}") for i in range(num_layers)]
+        if any(t is None for t in history[key]):
+            raise _fail(path, f"history.{key}", "missing tensor")
+    return history

@@ -18,13 +18,14 @@ from torch import Tensor, nn
 
 from taan_core._atomic import atomic_write
 from taan_core.checkpoint._export import _load_safetensors
+from taan_core.checkpoint._history import history_value, metrics_value
 from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     Checkpoint,
     _fail,
     _first_line,
-    _parse_v1,
+    _parse,
     _Parsed,
 )
 
@@ -45,15 +46,18 @@ def _cpu(t: Tensor) -> Tensor:
     return t.detach().to("cpu", copy=True).contiguous()
 
 
-def layer_snapshot(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+def layer_snapshot(model: nn.Module, *, copy: bool = True) -> tuple[list[Tensor], list[Tensor]]:
     """Copies of every adaptive layer's alpha (T, M) and hinges (M,), on CPU, in depth order.
 
     ``model`` is any module holding task-adaptive activations (:func:`adaptive_layers`).
+    ``copy=False`` gives the detached parameters themselves, on their device, for a caller that
+    copies them at once (``History.append``).
     """
     from taan_core.nn.layers import _layers_of
 
     layers = _layers_of(model)
-    return [_cpu(act.alpha) for _, act in layers], [_cpu(act.hinges) for _, act in layers]
+    take = _cpu if copy else Tensor.detach
+    return [take(act.alpha) for _, act in layers], [take(act.hinges) for _, act in layers]
 
 
 def _layer_dict(name: str, act: nn.Module) -> dict:
@@ -104,7 +108,7 @@ def build_checkpoint(
     sampler: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Gather a schema-v1 checkpoint dictionary from any module with task-adaptive activations.
+    """Gather a checkpoint dictionary from any module with task-adaptive activations.
 
     Parameters
     ----------
@@ -119,8 +123,13 @@ def build_checkpoint(
         ``task_0``, ``task_1``, ... after the layers' T.
     data : mapping, optional
         ``{"name": str, "config": dict, "groups": list of lists of int or None}``.
-    history, metrics : sequences of dicts
-        Per-epoch layer snapshots and metrics (see ``docs/checkpoint-format.md``).
+    history : History, or sequence of dicts
+        Per-epoch layer snapshots (see ``docs/checkpoint-format.md``): a :class:`History`, or the
+        dicts ``{"epoch", "step", "alphas": [(T, M) per layer], "hinges": [(M,) per layer]}``;
+        stored stacked (schema v2).
+    metrics : MetricsLog, or sequence of dicts
+        Per-epoch metrics; stored as one JSON text (schema v2), so numbers held as tensors
+        become JSON numbers and the dicts must hold only JSON values.
     epoch, step : int
         Completed epochs and optimiser steps.
     optimizer, scheduler, rng, sampler : mappings, optional
@@ -169,7 +178,8 @@ def _build(model: nn.Module, *, task_names, data, history, metrics, epoch, step,
         "task_names": [str(n) for n in task_names],
         "layer_names": [layer["name"] for layer in layers],
         "layers": layers,
-        "history": [dict(h) for h in history],
+        "history": history_value(history, [(tuple(layer["alpha"].shape), int(layer["hinges"].shape[0]))
+                                            for layer in layers]),
         "model": model_record,
         "optimizer": optimizer,
         "scheduler": scheduler,
@@ -177,7 +187,7 @@ def _build(model: nn.Module, *, task_names, data, history, metrics, epoch, step,
         "sampler": sampler,
         "epoch": int(epoch),
         "step": int(step),
-        "metrics": [dict(m) for m in metrics],
+        "metrics": metrics_value(metrics),
         "data": data,
     }
     if extra is not None:
@@ -241,7 +251,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate
     Parameters
     ----------
     obj : mapping
-        A schema-v1 dictionary (see ``build_checkpoint``); only tensors and plain types.
+        A checkpoint dictionary (see ``build_checkpoint``); only tensors and plain types.
     path : path-like
         Destination; its folder is created if missing.
     validate : bool
@@ -258,7 +268,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, *, validate
     _check_finite_weights(obj, path)
     obj = _plain_copy(obj)
     if validate:
-        _parse_v1(obj, path)
+        _parse(obj, path)
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
@@ -291,7 +301,7 @@ def save(
 
     Meant for a training loop of your own: ``taan_core.save(model, "run/checkpoint.pt",
     task_names=names, epoch=epoch, metrics={"val_loss": 0.31})``; then ``taan-viz heatmap
-    run/checkpoint.pt`` draws its layers. The file is a schema-v1 checkpoint written atomically
+    run/checkpoint.pt`` draws its layers. The file is a checkpoint written atomically
     (``build_checkpoint`` then ``save_checkpoint``); the module's whole ``state_dict()`` is in it.
 
     Parameters
@@ -376,7 +386,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     Parameters
     ----------
     path : path-like
-        A schema-v1 ``.pt`` file, a ``.safetensors`` export (``export_safetensors``), a bare
+        A ``.pt`` checkpoint (schema v2 or v1), a ``.safetensors`` export (``export_safetensors``), a bare
         state_dict of the reference TAAN code (``<layer>.alpha`` (T, M) and ``<layer>.basis``
         (1, M); tasks are then named task_0, task_1, ...), or a run folder holding
         ``checkpoint.pt``.
@@ -437,7 +447,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                     f"{_first_line(err, 100)})") from err
     _check_storages(raw, path)
     if isinstance(raw, Mapping) and "format" in raw:
-        return _checkpoint(_parse_v1(raw, path), dict(raw), path, sha)
+        return _checkpoint(_parse(raw, path), dict(raw), path, sha)
     if isinstance(raw, Mapping):
         from taan_core.checkpoint._reference import import_state_dict
 
@@ -497,8 +507,8 @@ def _looks_like_safetensors(head: bytes, path: Path) -> bool:
 
 
 def validate_checkpoint(obj: Mapping[str, Any], name: str = "<checkpoint>") -> None:
-    """Check a schema-v1 dictionary in memory; raise CheckpointError like ``load_checkpoint``."""
-    _parse_v1(obj, Path(name))
+    """Check a checkpoint dictionary in memory; raise CheckpointError like ``load_checkpoint``."""
+    _parse(obj, Path(name))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -37,11 +37,12 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
+from taan_core.checkpoint._history import history_value
 from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     _fail,
-    _parse_v1,
+    _parse,
     _Parsed,
     _shape,
     _tensor,
@@ -133,9 +134,10 @@ def import_state_dict(state: Mapping[str, Any], path: Path) -> tuple[_Parsed, di
             for key in ("alpha", "preact_mean", "preact_std"):
                 if entry[key] is not None:
                     entry[key] = entry[key][order]
-    raw.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, layer_names=names, layers=layers, history=[],
-               metrics=[], epoch=0, step=0)
-    parsed = _parse_v1(raw, path)._replace(format_version=0, not_rebuilt=not_rebuilt)
+    shapes = [(tuple(entry["alpha"].shape), int(entry["alpha"].shape[1])) for entry in layers]
+    raw.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, layer_names=names, layers=layers,
+               history=history_value([], shapes), metrics=[], epoch=0, step=0)
+    parsed = _parse(raw, path)._replace(format_version=0, not_rebuilt=not_rebuilt)
     return parsed, (raw if raw["model"]["class"] else None)
 
 
@@ -192,7 +194,7 @@ class _NotAModel(Exception):
 
 
 def _reference_model(state: Mapping[str, Any], names: list[str], num_tasks: int) -> dict | str:
-    """A schema-v1 dictionary (task names, model, data) when ``state`` is a whole reference
+    """A checkpoint dictionary (task names, model, data) when ``state`` is a whole reference
     TAAN, with ``"order"``: the task permutation applied to the heads (and to alpha by the
     caller). For any other layout, why not (the layers are then read for analysis only)."""
     used: set[str] = set()

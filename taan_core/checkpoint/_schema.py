@@ -1,4 +1,7 @@
-"""Schema v1 of the checkpoint, field by field: the checks behind ``load_checkpoint``.
+"""The checkpoint's schema, field by field: the checks behind ``load_checkpoint``.
+
+Schema v2 (written since the history became stacked) differs from v1 only in ``history``: one
+(K, T, M) tensor a layer instead of a list of K per-epoch dicts. Both are read.
 
 Every check raises ``CheckpointError`` with one line ``<file>: <field>: <what was expected>``.
 The parsers return plain pieces (task names, ``LayerRecord`` objects, history, metrics, data);
@@ -7,10 +10,11 @@ The parsers return plain pieces (task names, ``LayerRecord`` objects, history, m
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -20,8 +24,9 @@ from taan_core.errors import UserError
 __all__: list[str] = []
 
 CHECKPOINT_FORMAT = "taan-checkpoint"
-CHECKPOINT_VERSION = 1
-# Keys every schema-v1 checkpoint carries; the resume-only keys may also be None or absent in
+CHECKPOINT_VERSION = 2
+_READ_VERSIONS = (1, 2)
+# Keys every checkpoint carries; the resume-only keys may also be None or absent in
 # checkpoints made for analysis only (exports, hand-built files).
 _REQUIRED_KEYS = ("format", "version", "task_names", "layer_names", "layers", "history", "model",
                   "epoch", "step", "metrics", "data")
@@ -77,7 +82,7 @@ class _Parsed(NamedTuple):
     format_version: int
     task_names: list[str]
     layers: list[LayerRecord]
-    history: list[dict]
+    history: Sequence[dict]
     metrics: list[dict]
     data: dict
     # For an imported state_dict that is not a whole reference model: why it cannot be rebuilt.
@@ -176,6 +181,73 @@ def _parse_layer(entry: Any, i: int, num_tasks: int, path: Path) -> LayerRecord:
 
 
 def _parse_history(value: Any, layers: list[LayerRecord], path: Path) -> list[dict]:
+    """Schema v2: ``{"epoch": (K,), "step": (K,), "alphas": [(K, T, M)], "hinges": [(K, M)]}``
+    and optionally ``"extra"`` (K dicts); returned as a History (float64), which reads like the
+    per-epoch dicts of v1."""
+    if not isinstance(value, Mapping):
+        raise _fail(path, "history", f"expected a dict of stacked snapshots (schema v2), got {type(value).__name__}")
+    for key in ("epoch", "step", "alphas", "hinges"):
+        if key not in value:
+            raise _fail(path, f"history.{key}", "missing key")
+    epochs = _int_vector(value["epoch"], path, "history.epoch")
+    k = len(epochs)
+    steps = _int_vector(value["step"], path, "history.step", k)
+    stacked = {}
+    for key, expected in (("alphas", "(K, T, M)"), ("hinges", "(K, M)")):
+        seq = value[key]
+        if not isinstance(seq, (list, tuple)) or len(seq) != len(layers):
+            got = len(seq) if isinstance(seq, (list, tuple)) else type(seq).__name__
+            raise _fail(path, f"history.{key}", f"expected a list of {len(layers)} tensors (one per layer), got {got}")
+        tensors = []
+        for i, (t, layer) in enumerate(zip(seq, layers)):
+            want = (k, *layer.alpha.shape) if key == "alphas" else (k, layer.num_hinges)
+            t = _tensor(t, path, f"history.{key}[{i}]", len(want), expected)
+            # An empty history holds nothing to misread, whatever its trailing shape.
+            if tuple(t.shape) != want and k:
+                raise _fail(path, f"history.{key}[{i}]", f"expected shape {want} (K = len(history.epoch) = {k}, "
+                            f"the rest like layers[{i}]), got {_shape(t)}")
+            tensors.append(t)
+        stacked[key] = tensors
+    notes = value.get("extra")
+    if notes is None:
+        notes = [{}] * k
+    elif not isinstance(notes, (list, tuple)) or len(notes) != k or not all(isinstance(n, Mapping) for n in notes):
+        raise _fail(path, "history.extra", f"expected a list of {k} dicts (one per snapshot)")
+    from taan_core.checkpoint._history import History
+
+    # Per-epoch dicts are made when they are read: a save's check does not build K of them.
+    return History._adopt(epochs, steps, stacked["alphas"], stacked["hinges"], notes)
+
+
+def _parse_metrics(value: Any, path: Path) -> list[dict]:
+    """JSON text of a list of per-epoch dicts (schema v2), or the list itself (v1)."""
+    if isinstance(value, str):
+        from taan_core.checkpoint._history import _decoded
+
+        known = _decoded(value)
+        try:
+            value = known if known is not None else json.loads(value)
+        except ValueError as err:
+            raise _fail(path, "metrics", f"expected the JSON text of a list of per-epoch dicts ({_first_line(err)})") from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(m, Mapping) for m in value):
+        raise _fail(path, "metrics", "expected a list of per-epoch dicts")
+    return [dict(m) for m in value]
+
+
+def _int_vector(value: Any, path: Path, field: str, length: int | None = None) -> list[int]:
+    if not isinstance(value, Tensor) or value.ndim != 1 or value.is_floating_point() or value.is_complex() \
+            or value.dtype == torch.bool:
+        got = _shape(value) + f" {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+        raise _fail(path, field, f"expected a 1-D integer tensor, got {got}")
+    if length is not None and value.shape[0] != length:
+        raise _fail(path, field, f"expected {length} values (one per snapshot), got {value.shape[0]}")
+    if bool((value < 0).any()):
+        raise _fail(path, field, "expected values >= 0")
+    return [int(v) for v in value.tolist()]
+
+
+def _parse_history_v1(value: Any, layers: list[LayerRecord], path: Path) -> list[dict]:
+    """Schema v1: a list of per-epoch dicts ``{"epoch", "step", "alphas", "hinges"}``."""
     if not isinstance(value, (list, tuple)):
         raise _fail(path, "history", f"expected a list of dicts, got {type(value).__name__}")
     out = []
@@ -229,14 +301,14 @@ def _parse_data(value: Any, num_tasks: int, path: Path) -> dict:
     return out
 
 
-def _parse_v1(raw: Any, path: Path) -> _Parsed:
+def _parse(raw: Any, path: Path) -> _Parsed:
     if not isinstance(raw, Mapping):
         raise _fail(path, "", f"expected a checkpoint dictionary, got {type(raw).__name__}")
     if raw.get("format") != CHECKPOINT_FORMAT:
         raise _fail(path, "format", f"expected {CHECKPOINT_FORMAT!r}, got {raw.get('format')!r}")
     version = raw.get("version")
-    if version != CHECKPOINT_VERSION:
-        raise _fail(path, "version", f"expected format version {CHECKPOINT_VERSION}, got {version!r} "
+    if isinstance(version, bool) or version not in _READ_VERSIONS:
+        raise _fail(path, "version", f"expected format version {CHECKPOINT_VERSION} (or 1), got {version!r} "
                     "(written by a different taan version)")
     for key in _REQUIRED_KEYS:
         if key not in raw:
@@ -252,10 +324,9 @@ def _parse_v1(raw: Any, path: Path) -> _Parsed:
     layers = [_parse_layer(entry, i, len(task_names), path) for i, entry in enumerate(raw["layers"])]
     if layer_names != [layer.name for layer in layers]:
         raise _fail(path, "layer_names", f"expected the names of layers {[layer.name for layer in layers]}, got {layer_names}")
-    history = _parse_history(raw["history"], layers, path)
-    metrics = raw["metrics"]
-    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, Mapping) for m in metrics):
-        raise _fail(path, "metrics", "expected a list of per-epoch dicts")
+    parse_history = _parse_history_v1 if version == 1 else _parse_history
+    history = parse_history(raw["history"], layers, path)
+    metrics = _parse_metrics(raw["metrics"], path)
     model = raw["model"]
     if not isinstance(model, Mapping):
         raise _fail(path, "model", f"expected a dict with class, config and state_dict, got {type(model).__name__}")
@@ -268,7 +339,7 @@ def _parse_v1(raw: Any, path: Path) -> _Parsed:
         if raw.get(key) is not None and not isinstance(raw[key], Mapping):
             raise _fail(path, key, f"expected a dict or None, got {type(raw[key]).__name__}")
     data = _parse_data(raw["data"], len(task_names), path)
-    return _Parsed(CHECKPOINT_VERSION, task_names, layers, history, [dict(m) for m in metrics], data)
+    return _Parsed(version, task_names, layers, history, metrics, data)
 
 
 @dataclass(frozen=True)
@@ -282,14 +353,16 @@ class Checkpoint:
     sha256 : str
         Hex digest of the file's bytes (identifies the exact file in reports).
     format_version : int
-        Schema version (1), or 0 for an imported bare reference state_dict.
+        Schema version: 2, or 1 for files written before the history was stacked, or 0 for an
+        imported bare reference state_dict.
     task_names : list of str
         T task names.
     layers : list of LayerRecord
         The L task-adaptive layers in depth order.
-    history : list of dict
+    history : sequence of dict
         Per-epoch snapshots ``{"epoch", "step", "alphas": [(T, M) per layer], "hinges": [(M,)]}``
-        (float64 tensors), oldest first; empty when not recorded.
+        (float64 tensors), oldest first; empty when not recorded. A :class:`History` (its
+        tensors are views of one stacked tensor a layer) for schema v2, a list for v1.
     metrics : list of dict
         Per-epoch training and validation metrics, oldest first.
     data : dict
@@ -307,7 +380,7 @@ class Checkpoint:
     format_version: int
     task_names: list[str]
     layers: list[LayerRecord]
-    history: list[dict]
+    history: Sequence[dict]
     metrics: list[dict]
     data: dict
     raw: dict | None = None

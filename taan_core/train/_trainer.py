@@ -45,7 +45,16 @@ from taan_core.train._support import (
     resolve_device,
     stage_run_dir,
 )
-from taan_core.checkpoint import CheckpointError, build_checkpoint, layer_snapshot, load_checkpoint, save_checkpoint
+from taan_core.checkpoint import (
+    CheckpointError,
+    History,
+    MetricsLog,
+    build_checkpoint,
+    layer_snapshot,
+    load_checkpoint,
+    save_checkpoint,
+)
+from taan_core.checkpoint._history import metrics_records
 from taan_core.errors import UserError
 
 __all__ = ["Trainer", "TrainingDivergedError"]
@@ -87,8 +96,11 @@ class Trainer:
     ----------
     epoch, step : int
         Completed epochs and optimiser steps.
-    history, metrics : list of dict
-        Per-epoch layer snapshots and metrics, as stored in the checkpoint.
+    history : History
+        Per-epoch layer snapshots, appended in place and stored stacked (schema v2);
+        ``history[k]`` is ``{"epoch", "step", "alphas", "hinges"}``.
+    metrics : MetricsLog
+        Per-epoch metrics (a list of dicts that keeps their JSON text for the checkpoint).
     """
 
     def __init__(self, model: nn.Module, data: Any, config: TrainConfig | None = None, *,
@@ -124,8 +136,8 @@ class Trainer:
         self.out = Path(config.out)
         self.epoch = 0
         self.step = 0
-        self.history: list[dict] = []
-        self.metrics: list[dict] = []
+        self.history = History()
+        self.metrics = MetricsLog()
         self.best_main = -math.inf
         self.best_epoch = 0
         self.bad_epochs = 0
@@ -256,8 +268,8 @@ class Trainer:
             self.scheduler.load_state_dict(raw["scheduler"])
         self.sampler.load_state_dict(raw["sampler"])
         self.epoch, self.step = int(raw["epoch"]), int(raw["step"])
-        self.history = list(raw["history"])
-        self.metrics = list(raw["metrics"])
+        self.history = History.from_value(raw["history"])
+        self.metrics = MetricsLog(metrics_records(raw["metrics"]))
         extra = raw.get("extra") or {}
         self.best_epoch = int(extra.get("best_epoch", 0))
         self.best_main = float(extra.get("best_main", -math.inf))
@@ -335,7 +347,7 @@ class Trainer:
                     stopped = cfg.patience > 0 and self.bad_epochs >= cfg.patience
             if world.is_main and self._best is not None:
                 # The best epoch's coordinates, with the history and metrics of the whole run.
-                final = dict(self._best, history=self.history, metrics=self.metrics)
+                final = dict(self._best, history=self.history.record(), metrics=self.metrics.json())
                 final["extra"] = dict(final.get("extra") or {}, stopped_early=stopped, epochs_run=self.epoch)
                 save_checkpoint(final, self.out / "checkpoint.pt")
             _barrier(world)
@@ -470,8 +482,7 @@ class Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])
         task_loss, reg_loss = self._train_steps(epoch, world, progress)
         self.epoch = epoch
-        alphas, hinges = layer_snapshot(self.model)
-        self.history.append({"epoch": epoch, "step": self.step, "alphas": alphas, "hinges": hinges})
+        self.history.append(epoch, self.step, *layer_snapshot(self.model, copy=False))
         val = self._evaluate()
         improved = self._track_best(float(val["main"]), epoch)
         if self.config.schedule == "step":
@@ -594,7 +605,7 @@ class Trainer:
             for k in range(cfg.starts):
                 self._trial_start = k
                 self._load_state(initial)
-                self.history, self.metrics, self._best = [], [], None
+                self.history, self.metrics, self._best = History(), MetricsLog(), None
                 if k:
                     self.model.load_state_dict(fresh_state(self.model, start_seed(cfg.seed, k)))
                 else:

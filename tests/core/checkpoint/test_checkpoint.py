@@ -262,7 +262,15 @@ def _corrupt(kind: str, good: Path, tmp_path: Path) -> Path:
         elif kind == "shapes":
             obj["layers"][1]["hinges"] = torch.zeros(7)
         elif kind == "history":
-            obj["history"][0]["alphas"] = obj["history"][0]["alphas"][:1]
+            obj["history"]["alphas"] = obj["history"]["alphas"][:1]
+        elif kind == "history_steps":
+            obj["history"]["step"] = obj["history"]["step"][:1]
+        elif kind == "history_rows":
+            obj["history"]["hinges"][1] = obj["history"]["hinges"][1][:1]
+        elif kind == "history_v1":
+            obj["version"] = 1
+            obj["history"] = [{"epoch": 1, "step": 3, "alphas": [obj["layers"][0]["alpha"]],
+                               "hinges": [layer["hinges"] for layer in obj["layers"]]}]
         elif kind == "groups":
             obj["data"]["groups"] = [[0, 1]]
         elif kind == "nan":
@@ -276,10 +284,13 @@ BAD_FILES = {
     "random": r"unrecognised format",
     "json": r"got a JSON/text file",
     "empty": r"empty file",
-    "version": r"version: expected format version 1, got 99",
+    "version": r"version: expected format version 2 \(or 1\), got 99",
     "missing": r"task_names: missing key",
     "shapes": r"layers\[1\]\.hinges: expected shape \(M,\) with M = alpha.shape\[1\] = 3, got \(7,\)",
-    "history": r"history\[0\]\.alphas: expected a list of 2 tensors",
+    "history": r"history\.alphas: expected a list of 2 tensors",
+    "history_steps": r"history\.step: expected 2 values \(one per snapshot\), got 1",
+    "history_rows": r"history\.hinges\[1\]: expected shape \(2, 3\) \(K = len\(history\.epoch\) = 2",
+    "history_v1": r"history\[0\]\.alphas: expected a list of 2 tensors",
     "groups": r"data\.groups\[0\]: expected a list of 4 ints",
     "nan": r"layers\[0\]\.alpha: expected finite values",
 }
