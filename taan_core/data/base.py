@@ -244,19 +244,21 @@ class TensorSplit(MultiTaskSplit):
             x = x.to(torch.float32) * self.feature_scale
         return x, self._labels[task][index]
 
-    def _gather(self, task: Tensor, index: Tensor) -> tuple[Tensor, list[Tensor]] | None:
+    def _gather(self, task: Tensor, index: Tensor, *, check: bool = True,
+                ordered: bool = False) -> tuple[Tensor, list[Tensor]] | None:
         """The inputs and per-task labels of a mixed-task batch with one gather each, or None
         where the tasks' labels differ in layout (:func:`~taan_core.data.collate` then reads
         task by task).
 
         ``task`` and ``index`` are LongTensors of shape (B,) with valid task ids; returns ``x``
         of shape (B, *input_shape) and T label tensors, ``targets[t]`` the labels of the
-        samples with ``task == t`` in batch order.
+        samples with ``task == t`` in batch order. ``check=False`` skips the range check of
+        ``index`` and ``ordered=True`` the sort, for batches known to be valid and sorted by task.
         """
         if self._all_features is None or self._all_labels is None:
             return None
-        sizes = self._sizes[task]
-        if index.numel() and bool(((index < 0) | (index >= sizes)).any()):
+        sizes = self._sizes[task] if check else None
+        if check and index.numel() and bool(((index < 0) | (index >= sizes)).any()):
             bad = int(torch.nonzero((index < 0) | (index >= sizes))[0])
             t = int(task[bad])
             raise ValueError(f"index of task {t} ({self.tasks[t].name!r}) must be in [0, {int(sizes[bad])}), "
@@ -269,7 +271,7 @@ class TensorSplit(MultiTaskSplit):
         counts = torch.bincount(task, minlength=self.num_tasks).tolist()
         # The sampler's balanced batches come sorted by task; proportional ones are sorted here
         # (stable, so each task's samples keep their batch order).
-        if task.numel() > 1 and not bool((task[1:] >= task[:-1]).all()):
+        if not ordered and task.numel() > 1 and not bool((task[1:] >= task[:-1]).all()):
             y = y[torch.argsort(task, stable=True)]
         return x, list(y.split(counts))
 

@@ -445,10 +445,17 @@ class Trainer:
     def _batch_loss(self, task: Tensor, index: Tensor, world: _World) -> tuple[Tensor, Tensor | None]:
         """The batch's data loss (a sum over ranks gives the full-batch mean) and the
         regulariser, None when there is none."""
-        from taan_core.data import collate
+        from taan_core.data.sampler import _collate
 
-        task, index, counts = _shard_batch(task, index, len(self.tasks), world)
-        batch = collate(self.data.split("train"), task, index)
+        split = self.data.split("train")
+        if world.distributed:
+            task, index, global_counts = _shard_batch(task, index, len(self.tasks), world)
+            # The sampler's batches are valid by construction; a rank's share is not sorted.
+            batch = _collate(split, task, index, check=False)
+            counts = global_counts.tolist()
+        else:
+            batch = _collate(split, task, index, check=False, ordered=self.config.sampler == "balanced")
+            counts = [int(y.shape[0]) for y in batch.targets]
         x = batch.x.to(self.device, non_blocking=True)
         tids = batch.task.to(self.device, non_blocking=True)
         autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -456,9 +463,9 @@ class Trainer:
         given = {"counts": [int(y.shape[0]) for y in batch.targets]} if self._pass_counts else {}
         with autocast:
             outputs = self._forward(x, tids, **given)
-        # Python numbers, read once: a .item() per task and batch costs more than the loss at
-        # thousands of tasks.
-        counts = counts.tolist()
+        # The counts are Python numbers, read once: a .item() per task and batch costs more than
+        # the loss at thousands of tasks. Each task's weight and count make one factor, so a
+        # task's term is one operation on the tensor (and one in the backward pass).
         loss = torch.zeros((), device=self.device)
         for t, (spec, out, target) in enumerate(zip(self.tasks, outputs, batch.targets)):
             if out.shape[0] == 0:
@@ -467,7 +474,7 @@ class Trainer:
                 continue
             per_sample = _per_sample_loss(spec.kind, out, target.to(self.device, non_blocking=True))
             # Dividing by the global count makes the ranks' losses sum to the full-batch mean.
-            loss = loss + self._weight_values[t] * per_sample.sum() / counts[t]
+            loss = loss + per_sample.sum() * (self._weight_values[t] / counts[t])
         if self.config.reg == "none" or self.config.c == 0:
             return loss, None
         from taan_core.nn.regularizers import functional_penalty
@@ -522,16 +529,28 @@ class Trainer:
         bad_terms = torch.zeros(2, device=self.device)
         freeze = epoch <= cfg.warmup_epochs
         progress.start_epoch(epoch, cfg.epochs, num_batches)
+        # One process on CPU reads the loss as Python numbers: a step's check and sums are then
+        # plain arithmetic instead of a dozen small tensor operations.
+        local = self.device.type == "cpu" and not world.distributed
+        sums = [0.0, 0.0]
         for b, (task, index) in enumerate(self.sampler):
             loss, reg = self._batch_loss(task, index, world)
             # DDP averages gradients over ranks; the data term is a sum over ranks, hence * size.
-            total = loss * world.size if reg is None else loss * world.size + reg
+            total = loss if world.size == 1 else loss * world.size
+            total = total if reg is None else total + reg
             reg = no_reg if reg is None else reg
-            new = (first_bad == 0) & ~torch.isfinite(total.detach())
-            first_bad = torch.where(new, b + 1, first_bad)
-            bad_terms = torch.where(new, torch.stack([loss.detach().float(), reg.detach().float()]), bad_terms)
-            if self.device.type == "cpu" or (b + 1) % _FINITE_CHECK_EVERY == 0 or b + 1 == num_batches:
-                self._check_finite(first_bad, bad_terms, epoch, num_batches, world)
+            if local:
+                terms = [float(loss.detach()), float(reg.detach()) if reg is not no_reg else 0.0]
+                if not math.isfinite(terms[0] + terms[1]):
+                    self._check_finite(torch.tensor(b + 1), torch.tensor(terms), epoch, num_batches, world)
+                sums[0] += terms[0]
+                sums[1] += terms[1]
+            else:
+                new = (first_bad == 0) & ~torch.isfinite(total.detach())
+                first_bad = torch.where(new, b + 1, first_bad)
+                bad_terms = torch.where(new, torch.stack([loss.detach().float(), reg.detach().float()]), bad_terms)
+                if self.device.type == "cpu" or (b + 1) % _FINITE_CHECK_EVERY == 0 or b + 1 == num_batches:
+                    self._check_finite(first_bad, bad_terms, epoch, num_batches, world)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if freeze:
@@ -545,12 +564,15 @@ class Trainer:
             _average_buffers(self.model, world)
             self.step += 1
             batches += 1
-            task_sum += loss.detach().double()
-            reg_sum += reg.detach().double()
+            if not local:
+                task_sum += loss.detach().double()
+                reg_sum += reg.detach().double()
             progress.advance(lambda: float(loss.detach()) * world.size + float(reg.detach()))
             if self.on_step is not None and not self._trial:
                 self.on_step(self, epoch, b)
         self._check_finite(first_bad, bad_terms, epoch, num_batches, world, weights=True)
+        if local:
+            task_sum, reg_sum = (torch.tensor(v, dtype=torch.float64) for v in sums)
         task_total, = _all_sum([float(task_sum)], world, self.device)
         return task_total / max(batches, 1), float(reg_sum) / max(batches, 1)
 
