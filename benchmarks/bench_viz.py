@@ -18,6 +18,9 @@ Prints one JSON object:
   process) for heatmap, curves, tree, cluster and report, their ratios to the bare import's
   time and peak memory (``*_ratio``, ``*_peak_ratio``), and ``t<T>_within_targets``: every
   command under 60 s and 2 GB (``--sizes 1000`` to skip 5000, ``--sizes ''`` to skip both);
+  at T <= 1000 also ``t<T>_compare_s`` and ``_peak_mb``: ``taan-viz compare`` against the 32
+  planted groups of the deepest layer with the default 9999 relabellings (its cost grows as
+  permutations x T^2, so it is not timed at 5000);
 - ``*_cpu_s``: the same in CPU seconds of the child processes, which stay meaningful on a machine
   busy with other work (wall times then grow with the load, CPU times barely).
 
@@ -209,6 +212,15 @@ def main() -> None:
                             f"t{t}_{command}_peak_mb": round(peak, 1),
                             f"t{t}_{command}_peak_ratio": round(peak / base_peak, 2)})
             out[f"t{t}_within_targets"] = ok
+            if t <= 1000:
+                # The Mantel test costs O(permutations T^2): timed at T <= 1000 with its default
+                # 9999 relabellings, every layer against the planted groups of the deepest one.
+                known = tmp / f"groups{t}.csv"
+                known.write_text("task,group\n" + "".join(f"task_{k},g{k * 32 // t}\n" for k in range(t)))
+                wall, peak = _time_and_peak([py, "-c", _CLI, "compare", str(ckpt), "--against", str(known), "-o",
+                                             str(tmp / f"lib{t}-viz"), "--overwrite"])
+                out.update({f"t{t}_compare_s": round(wall, 2), f"t{t}_compare_peak_mb": round(peak, 1),
+                            f"t{t}_compare_within_targets": wall <= _LARGE_LIMITS[0] and peak <= _LARGE_LIMITS[1]})
     print(json.dumps(out, indent=2))
 
 

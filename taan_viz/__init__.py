@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "NetworkRelatedness": "network",
     "compare_runs": "compare",
     "mantel_test": "compare",
+    "mantel_tests": "compare",
     "read_known": "compare",
     "Comparison": "compare",
     "expand_runs": "runs",

@@ -11,7 +11,9 @@ picture with its confidence; ``report`` on several runs includes it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -492,6 +494,22 @@ def consensus_command(
         typer.echo(la.warning or f"layer {la.index + 1} {la.name}: stability {la.stability:.3f}", err=True)
 
 
+@contextlib.contextmanager
+def _relabelling_bar():
+    """A transient progress bar of the Mantel relabellings on a terminal (they take about a
+    minute at T = 1000), else nothing."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("relabellings"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("relabellings", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 @app.command("compare")
 def compare_command(
     checkpoints: Checkpoints,
@@ -539,9 +557,10 @@ def compare_command(
     runs, fmt = open_runs(checkpoints, measure=measure, layers=layers, task_names=task_names, fmt=fmt, dpi=dpi,
                           threshold=threshold)
     per_layer = None if columns is None else [c.split("+") for c in columns.split(",")]
-    with user_input():  # the known tasks and columns against the runs'
+    with user_input(), _relabelling_bar() as progress:  # the known tasks and columns against the runs'
         cmp = compare_runs([r.analysis for r in runs], known, grouping=group_by, permutations=permutations,
-                           seed=seed, runs=[r.label for r in runs], threshold=threshold, columns=per_layer)
+                           seed=seed, runs=[r.label for r in runs], threshold=threshold, columns=per_layer,
+                           progress=progress)
     out_dir = default_out(runs[0].ckpt, out) if len(runs) == 1 else (out or common_out(runs, "compare"))
     fig_path, json_path = claim_paths(out_dir, [f"compare.{fmt}", "compare.json"], overwrite)
     if cmp.ignored:

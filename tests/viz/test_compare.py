@@ -19,6 +19,7 @@ from taan_viz.compare import (
     compare_runs,
     encode_attributes,
     mantel_test,
+    mantel_tests,
     read_known,
 )
 from tests.viz.viz_helpers import TASK_NAMES, make_checkpoint_dict
@@ -204,6 +205,62 @@ def test_relabelling_both_matrices_changes_nothing():
     assert abs(b.pvalue - a.pvalue) < 0.03
     # The same seed gives the same p-value; the statistic does not depend on the seed.
     assert mantel_test(d1, d2, permutations=999, seed=1).pvalue == a.pvalue
+
+
+def _mantel_reference(d1, d2, permutations, seed, method):
+    """The test as its definition reads, in float64: permute d2's tasks, correlate the pairs."""
+    from scipy.stats import pearsonr, spearmanr
+
+    iu = np.triu_indices(d1.shape[0], 1)
+    corr = (lambda a, b: spearmanr(a, b)[0]) if method == "spearman" else (lambda a, b: pearsonr(a, b)[0])
+    observed = corr(d1[iu], d2[iu])
+    rng = np.random.default_rng(seed)
+    perms = rng.permuted(np.tile(np.arange(d1.shape[0]), (permutations, 1)), axis=1)
+    above = sum(corr(d1[iu], d2[np.ix_(p, p)][iu]) >= observed - 1e-10 for p in perms)
+    return observed, (1 + above) / (1 + permutations)
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson"])
+@pytest.mark.parametrize("case", range(6))
+def test_shared_relabellings_count_exactly_as_the_definition(case, method):
+    # Weak associations (p-values in the bulk of the null, where float32 could misplace a
+    # statistic) and tasks with identical rows (permuted statistics equal to the observed one).
+    t = 9 + 3 * case
+    known = _points_distance(t, 100 + case)
+    layers = [_points_distance(t, 200 + case) + w * known for w in (0.0, 0.05, 0.3)]
+    twins = _points_distance(t, 300 + case)
+    twins[1], twins[:, 1] = twins[0], twins[:, 0]
+    twins[0, 1] = twins[1, 0] = 0.0
+    layers.append(twins)
+    results = mantel_tests(known, layers, permutations=300, seed=case, method=method)
+    for layer, result in zip(layers, results):
+        rho, p = _mantel_reference(known, layer, 300, case, method)
+        assert result.statistic == pytest.approx(rho, abs=1e-12)
+        assert result.pvalue == p
+        single = mantel_test(known, layer, permutations=300, seed=case, method=method)
+        assert single.statistic == pytest.approx(result.statistic, abs=1e-14) and single.pvalue == result.pvalue
+
+
+def _blocks(t: int, groups: int, scale: float, offset: float, seed: int) -> np.ndarray:
+    """Distances that depend only on the tasks' groups: many relabellings tie with the identity."""
+    label = np.arange(t) * groups // t
+    values = offset + scale * np.random.default_rng(seed).random((groups, groups))
+    d = (values + values.T)[label][:, label]
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson"])
+@pytest.mark.parametrize("seed", range(4))
+def test_statistics_tied_with_the_observed_one_are_counted_in_float64(seed, method):
+    # Two groups of four tasks: 1 relabelling in 35 keeps the groups and ties exactly with the
+    # observed statistic, which float32 rounding alone miscounts (without the float64 recheck
+    # the Pearson half of these cases fails).
+    known, layer = _blocks(8, 2, 0.37, 0.11, seed), _blocks(8, 2, 0.53, 0.07, seed + 50)
+    layers = [layer, layer + 0.1 * known]
+    for d, result in zip(layers, mantel_tests(known, layers, permutations=300, seed=seed, method=method)):
+        rho, p = _mantel_reference(known, d, 300, seed, method)
+        assert result.statistic == pytest.approx(rho, abs=1e-12) and result.pvalue == p
 
 
 def test_mantel_edge_cases():
