@@ -66,7 +66,7 @@ class History(Sequence):
         alphas, hinges = list(alphas), list(hinges)
         if len(alphas) != len(hinges):
             raise ValueError(f"expected as many hinges as alphas (one per layer), got {len(hinges)} and {len(alphas)}")
-        if not self._alphas and not self._hinges:
+        if self._len == 0:  # the first snapshot sets the shapes (an empty history's are void)
             self._alphas = [torch.empty((4, *a.shape), dtype=a.dtype) for a in alphas]
             self._hinges = [torch.empty((4, *b.shape), dtype=b.dtype) for b in hinges]
         shapes = [tuple(a.shape) for a in alphas], [tuple(b.shape) for b in hinges]

@@ -68,6 +68,13 @@ def test_a_snapshot_with_other_shapes_is_refused():
         history.append(2, 0, alphas, hinges[:1])
 
 
+def test_an_empty_loaded_history_takes_the_first_snapshot_it_is_given(tmp_path):
+    empty = History._adopt([], [], [torch.empty(0, 7, 7)], [torch.empty(0, 7)])
+    (alphas, hinges), = _snapshots(1, shapes=((5, 3),))
+    empty.append(1, 0, alphas, hinges)
+    assert len(empty) == 1 and torch.equal(empty[0]["alphas"][0], alphas[0])
+
+
 def test_record_is_stacked_and_exact_size():
     history = History()
     for e, (alphas, hinges) in enumerate(_snapshots(5)):
