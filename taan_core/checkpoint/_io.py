@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from taan_core._atomic import atomic_write
 from taan_core.checkpoint._export import _load_safetensors
-from taan_core.checkpoint._history import history_value, metrics_value
+from taan_core.checkpoint._history import history_value, metrics_records, metrics_value
 from taan_core.checkpoint._schema import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -193,6 +193,16 @@ def _build(model: nn.Module, *, task_names, data, history, metrics, epoch, step,
     if extra is not None:
         ckpt["extra"] = dict(extra)
     return ckpt
+
+
+def _current_layout(raw: dict) -> dict:
+    """A loaded checkpoint dictionary in this schema's layout (v1's history and metrics become
+    v2's), so that a run resumed from an older file writes only current files."""
+    if raw.get("version") == CHECKPOINT_VERSION:
+        return raw
+    shapes = [(tuple(layer["alpha"].shape), int(layer["alpha"].shape[1])) for layer in raw["layers"]]
+    return dict(raw, version=CHECKPOINT_VERSION, history=history_value(raw["history"], shapes),
+                metrics=metrics_value(metrics_records(raw["metrics"])))
 
 
 def _check_plain(obj: Any, where: str) -> None:

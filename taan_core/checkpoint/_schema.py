@@ -227,7 +227,7 @@ def _parse_metrics(value: Any, path: Path) -> list[dict]:
         known = _decoded(value)
         try:
             value = known if known is not None else json.loads(value)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: a hostile nesting depth
             raise _fail(path, "metrics", f"expected the JSON text of a list of per-epoch dicts ({_first_line(err)})") from None
     if not isinstance(value, (list, tuple)) or not all(isinstance(m, Mapping) for m in value):
         raise _fail(path, "metrics", "expected a list of per-epoch dicts")

@@ -55,6 +55,7 @@ from taan_core.checkpoint import (
     save_checkpoint,
 )
 from taan_core.checkpoint._history import metrics_records
+from taan_core.checkpoint._io import _current_layout
 from taan_core.errors import UserError
 
 __all__ = ["Trainer", "TrainingDivergedError"]
@@ -230,7 +231,7 @@ class Trainer:
 
     def _restore(self, path: Path, allow_data_change: bool = False) -> None:
         ckpt = load_checkpoint(path)
-        raw = ckpt.raw
+        raw = None if ckpt.raw is None else _current_layout(ckpt.raw)
         if raw is None:
             raise CheckpointError(f"{path}: expected a full taan checkpoint to resume from")
         model_info = raw["model"]
@@ -254,6 +255,7 @@ class Trainer:
         # file one epoch ahead of last.pt; keep it only if it is the best epoch last.pt knows.
         best_path = path.parent / "checkpoint.pt"
         best = load_checkpoint(best_path).raw if best_path.is_file() else None
+        best = None if best is None else _current_layout(best)
         if best is not None and best["epoch"] == self.best_epoch:
             self._best = best
         elif self.best_epoch == self.epoch:

@@ -190,6 +190,16 @@ def test_a_schema_v1_run_loads_and_resumes_into_a_v2_file(tmp_path):
     assert [m["val"] for m in resumed.metrics] == [m["val"] for m in whole.metrics]
 
 
+def test_a_v1_best_checkpoint_is_rewritten_as_v2_when_its_run_resumes(tmp_path):
+    # Resumed with no epoch left, the run rewrites checkpoint.pt from the best file it loaded.
+    _train(tmp_path / "run", 2)
+    for name in ("last.pt", "checkpoint.pt"):
+        _to_v1(tmp_path / "run" / name)
+    _train(tmp_path / "run", 2, resume=True)
+    best = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert best.format_version == 2 and [h["epoch"] for h in best.history] == [1, 2] and len(best.metrics) == 2
+
+
 def test_an_export_of_either_layout_loads(tmp_path):
     _train(tmp_path / "run", 3)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
@@ -216,6 +226,7 @@ def test_an_export_of_either_layout_loads(tmp_path):
 @pytest.mark.parametrize("kind, message", [
     ("text", r"metrics: expected the JSON text of a list of per-epoch dicts"),
     ("scalars", r"metrics: expected a list of per-epoch dicts"),
+    ("nesting", r"metrics: expected the JSON text of a list of per-epoch dicts \(maximum recursion depth"),
     ("epochs", r"history\.epoch: expected a 1-D integer tensor, got \(3,\) torch\.float32"),
     ("negative", r"history\.step: expected values >= 0"),
     ("extra", r"history\.extra: expected a list of 3 dicts"),
@@ -227,6 +238,8 @@ def test_bad_v2_records_are_one_line_naming_the_field(tmp_path, kind, message):
         raw["metrics"] = '[{"epoch": 1'
     elif kind == "scalars":
         raw["metrics"] = "[1, 2]"
+    elif kind == "nesting":
+        raw["metrics"] = "[" * 200_000
     elif kind == "epochs":
         raw["history"]["epoch"] = raw["history"]["epoch"].float()
     elif kind == "negative":
