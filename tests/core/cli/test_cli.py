@@ -182,7 +182,7 @@ def _bad_file(kind: str, good: Path, folder: Path) -> tuple[Path, Path | None]:
     else:
         obj = torch.load(good, weights_only=True)
         if kind == "version":
-            obj["version"] = 2
+            obj["version"] = 3
         elif kind == "missing":
             del obj["layers"]
         elif kind == "shapes":
@@ -204,7 +204,7 @@ class _Payload:
     ("truncated", "truncated or damaged zip archive"),
     ("random", "unrecognised format"),
     ("json", "got a JSON/text file"),
-    ("version", "version: expected format version 1, got 2"),
+    ("version", "version: expected format version 2 (or 1), got 3"),
     ("missing", "layers: missing key"),
     ("shapes", "layers[0].hinges: expected shape (M,) with M = alpha.shape[1] = 1, got (2,)"),
     ("malicious", "refused to load"),
