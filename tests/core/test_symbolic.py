@@ -37,6 +37,7 @@ def _subs(values: dict) -> dict:
     return {mu: values["mu"], sigma: values["sigma"], b_i: values["b_i"], b_j: values["b_j"]}
 
 
+@pytest.mark.slow
 def test_kinds_and_cases_cover_the_same_names():
     assert set(symbolic.gram_entry_cases()) == set(KINDS)
     assert set(symbolic.gram_entry_expressions()) == set(KINDS)

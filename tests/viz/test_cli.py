@@ -47,6 +47,7 @@ def test_task_names_file(checkpoint_path, tmp_path):
     assert doc["task_names"] == [f"T{i}" for i in range(6)]
 
 
+@pytest.mark.slow
 def test_every_figure_command(checkpoint_path, tmp_path, capsys):
     out = tmp_path / "all"
     assert run("curves", checkpoint_path, "-o", out, "--grid", "--residual", "--dpi", "50", "--layers", "3") == 0
@@ -63,6 +64,7 @@ def test_every_figure_command(checkpoint_path, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
 
 
+@pytest.mark.slow
 def test_cluster_draws_the_deepest_clustermap_unless_asked(checkpoint_path, tmp_path, capsys):
     out = tmp_path / "c"
     assert run("cluster", checkpoint_path, "-o", out, "--dpi", "40") == 0

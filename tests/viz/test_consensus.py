@@ -230,6 +230,7 @@ def test_runs_that_differ_are_refused_naming_the_file(tmp_path):
         check_same_runs([])
 
 
+@pytest.mark.slow
 def test_figures_draw_small_and_large(tmp_path):
     from taan_viz.plots.consensus import plot_coclustering, plot_distance_spread, plot_support_tree
 

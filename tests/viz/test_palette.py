@@ -143,6 +143,7 @@ def test_same_colour_for_same_task_in_every_figure(large):
         assert seen == large.num_tasks
 
 
+@pytest.mark.slow
 def test_every_task_drawn_at_scale(large):
     from taan_viz.plots.curves import grid_pages, plot_curve_grid
     from taan_viz.plots.heatmap import plot_heatmaps

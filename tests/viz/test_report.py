@@ -72,6 +72,7 @@ def test_refuses_to_overwrite(report_dir, analysis):
         build_report(analysis, report_dir, checkpoint={})
 
 
+@pytest.mark.slow
 def test_without_history_or_metrics(tmp_path):
     from taan_core.checkpoint import load_checkpoint
     from taan_viz.analysis import analyze

@@ -126,6 +126,7 @@ def test_runs_that_differ_are_refused_in_one_line(runs_dir, capsys):
     assert not (runs_dir / "report").exists() and not (runs_dir / "seed-0" / "checkpoint-viz").exists()
 
 
+@pytest.mark.slow
 def test_single_run_commands_draw_each_run(runs_dir, tmp_path, capsys):
     assert run("tree", runs_dir, "--dpi", "40") == 0
     captured = capsys.readouterr()

@@ -114,6 +114,7 @@ def test_mds_panels_keep_equal_aspect_and_fill(analysis):
         assert np.ptp(coords[:, 1]) >= 0.8 * (y1 - y0) or (y1 - y0) <= 0.42 * (x1 - x0)
 
 
+@pytest.mark.slow
 def test_five_layers_with_long_names_stay_inside_the_figure(tmp_path):
     from taan_viz.plots.cluster import plot_dendrograms, plot_embeddings
     from taan_viz.plots._style import name_texts
