@@ -174,7 +174,7 @@ def _memory_child() -> None:
     print(max(peak[0], _rss_mb()))
 
 
-def _save_cost(tmp_parent: str | None, epochs: tuple[int, ...] = (1, 45, 200), repeats: int = 15) -> dict:
+def _save_cost(epochs: tuple[int, ...] = (1, 45, 200), repeats: int = 15) -> dict:
     """Median milliseconds of ``save_checkpoint`` of a planted run's checkpoint at epoch K, with
     K history snapshots and K metrics records, in schema v2 (stacked history) and in the v1
     layout it replaced (a list of per-epoch dicts); ``save_growth_v2`` is the cost at the last K
@@ -184,7 +184,7 @@ def _save_cost(tmp_parent: str | None, epochs: tuple[int, ...] = (1, 45, 200), r
 
     data, model_spec, config = _case("planted", argparse.Namespace(epochs=1))
     out: dict[str, float | bool] = {}
-    with tempfile.TemporaryDirectory(dir=tmp_parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(_model(data, model_spec), data, TrainConfig(**config, shared_warmup=0.0, starts=1,
                                                                       threads=1, quiet=True, out=tmp + "/run"))
         trainer.fit()
@@ -246,7 +246,7 @@ def main() -> None:
             out.update({f"{case}_trainer_cpu_s": round(t, 3), f"{case}_loop_cpu_s": round(l, 3),
                         f"{case}_ratio": round(t / l, 3), f"{case}_within_target": t / l <= 1.1})
     if not args.skip_save:
-        out.update(_save_cost(tmp_parent=None))
+        out.update(_save_cost())
     if not args.skip_memory:
         one = _peak_child("yt8m", 1, args)
         three = _peak_child("yt8m", 3, args)

@@ -482,18 +482,20 @@ def compare_runs(
         per_layer = entries * len(chosen) if len(entries) == 1 else entries
     # Every matrix tested against the same known distances shares one set of relabellings
     # (mantel_tests): each run's matrix and, with several runs, their mean, for every layer.
-    own = {cols: known.distance(names, cols) for cols in dict.fromkeys(c for c in per_layer if c is not None)}
+    layers_by_known: dict = {}
+    for k, cols in zip(chosen, per_layer):
+        layers_by_known.setdefault(cols, []).append(k)
+    own = {cols: known.distance(names, cols) for cols in layers_by_known if cols is not None}
     dists = {k: np.stack([a.layers[k].geometry.distance for a in analyses]) for k in chosen}
+    pooled_too = len(analyses) > 1
     tested: dict = {}
-    for cols in dict.fromkeys(per_layer):
-        matrices = []
-        for k in (k for k, c in zip(chosen, per_layer) if c == cols):
-            matrices += list(dists[k]) + ([dists[k].mean(axis=0)] if len(analyses) > 1 else [])
+    for cols, ks in layers_by_known.items():
+        matrices = [m for k in ks for m in (*dists[k], *([dists[k].mean(axis=0)] if pooled_too else []))]
         results = iter(mantel_tests(reference if cols is None else own[cols], matrices, permutations, seed, method,
                                     progress=progress))
-        for k in (k for k, c in zip(chosen, per_layer) if c == cols):
+        for k in ks:
             tests = [next(results) for _ in analyses]
-            tested[k] = (tests, next(results) if len(analyses) > 1 else tests[0])
+            tested[k] = (tests, next(results) if pooled_too else tests[0])
     out = []
     for k, cols in zip(chosen, per_layer):
         dist = dists[k]

@@ -60,8 +60,7 @@ def export_safetensors(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
         if layer.preact_std is not None:
             tensors[f"layers.{i}.preact_std"] = layer.preact_std.contiguous()
         layers_meta.append({"name": layer.name, "preact_mean_overall": layer.mu, "preact_std_overall": layer.sigma})
-    shapes = [(tuple(layer.alpha.shape), layer.num_hinges) for layer in checkpoint.layers]
-    history = history_value(checkpoint.history, shapes)
+    history = history_value(checkpoint.history, [tuple(layer.alpha.shape) for layer in checkpoint.layers])
     for i, (a, b) in enumerate(zip(history.pop("alphas"), history.pop("hinges"))):
         tensors[f"history.alphas.{i}"] = a.contiguous()
         tensors[f"history.hinges.{i}"] = b.contiguous()

@@ -130,17 +130,17 @@ class History(Sequence):
     def __repr__(self) -> str:
         return f"History({self._len} snapshots of {len(self._alphas)} layers)"
 
-    def record(self, shapes: Sequence[tuple[tuple[int, int], int]] | None = None) -> dict:
+    def record(self, shapes: Sequence[tuple[int, int]] | None = None) -> dict:
         """The schema-v2 ``history`` value: exact-size copies of the stacked snapshots.
 
         ``{"epoch": int64 (K,), "step": int64 (K,), "alphas": [(K, T, M) per layer],
         "hinges": [(K, M) per layer]}``, and ``"extra"`` (K dicts) when a snapshot has further
-        entries. ``shapes`` (``((T, M), M)`` per layer) gives an empty history its layers'
-        shapes, so that it has one (0, T, M) tensor a layer like any other.
+        entries. ``shapes`` (the layers' ``(T, M)``) gives an empty history its layers' shapes,
+        so that it has one (0, T, M) and one (0, M) tensor a layer like any other.
         """
         k = self._len
         if k == 0 and shapes is not None and not self._alphas:
-            alphas = [torch.empty((0, *a), dtype=torch.float32) for a, _ in shapes]
+            alphas = [torch.empty((0, t, m), dtype=torch.float32) for t, m in shapes]
             hinges = [torch.empty((0, m), dtype=torch.float32) for _, m in shapes]
         else:
             alphas = [a[:k].clone() for a in self._alphas]
@@ -158,9 +158,9 @@ def _grown(buffer: Tensor) -> Tensor:
     return bigger
 
 
-def history_value(history: Any, shapes: Sequence[tuple[tuple[int, int], int]]) -> dict:
+def history_value(history: Any, shapes: Sequence[tuple[int, int]]) -> dict:
     """The schema-v2 ``history`` of what ``build_checkpoint`` was given: a History, a v2 dict
-    or a sequence of v1 per-epoch dicts. ``shapes`` are the layers' ``((T, M), M)``."""
+    or a sequence of v1 per-epoch dicts. ``shapes`` are the layers' ``(T, M)``."""
     if isinstance(history, Mapping):
         history = History.from_value(history)
     elif not isinstance(history, History):
@@ -194,7 +194,7 @@ class MetricsLog(list):
     """
 
     def __init__(self, records: Iterable[Mapping[str, Any]] = ()) -> None:
-        super().__init__(dict(r) for r in records)
+        super().__init__(records)  # each is checked to be a dict when it is encoded
         self._encoded: list[tuple[dict, str]] = []
 
     def json(self) -> str:
@@ -230,17 +230,7 @@ def metrics_value(metrics: Any) -> str:
     sequence of dicts, or the JSON text itself."""
     if isinstance(metrics, str):
         return metrics
-    if not isinstance(metrics, MetricsLog):
-        metrics = MetricsLog(_checked_records(metrics))
-    return metrics.json()
-
-
-def _checked_records(metrics: Any) -> list:
-    records = list(metrics)
-    for k, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise TypeError(f"metrics[{k}] must be a dict, got {type(record).__name__}")
-    return records
+    return (metrics if isinstance(metrics, MetricsLog) else MetricsLog(metrics)).json()
 
 
 def metrics_records(value: Any) -> list[dict]:

@@ -178,8 +178,7 @@ def _build(model: nn.Module, *, task_names, data, history, metrics, epoch, step,
         "task_names": [str(n) for n in task_names],
         "layer_names": [layer["name"] for layer in layers],
         "layers": layers,
-        "history": history_value(history, [(tuple(layer["alpha"].shape), int(layer["hinges"].shape[0]))
-                                            for layer in layers]),
+        "history": history_value(history, [tuple(layer["alpha"].shape) for layer in layers]),
         "model": model_record,
         "optimizer": optimizer,
         "scheduler": scheduler,
@@ -200,7 +199,7 @@ def _current_layout(raw: dict) -> dict:
     v2's), so that a run resumed from an older file writes only current files."""
     if raw.get("version") == CHECKPOINT_VERSION:
         return raw
-    shapes = [(tuple(layer["alpha"].shape), int(layer["alpha"].shape[1])) for layer in raw["layers"]]
+    shapes = [tuple(layer["alpha"].shape) for layer in raw["layers"]]
     return dict(raw, version=CHECKPOINT_VERSION, history=history_value(raw["history"], shapes),
                 metrics=metrics_value(metrics_records(raw["metrics"])))
 

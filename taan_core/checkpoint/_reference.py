@@ -134,9 +134,9 @@ def import_state_dict(state: Mapping[str, Any], path: Path) -> tuple[_Parsed, di
             for key in ("alpha", "preact_mean", "preact_std"):
                 if entry[key] is not None:
                     entry[key] = entry[key][order]
-    shapes = [(tuple(entry["alpha"].shape), int(entry["alpha"].shape[1])) for entry in layers]
     raw.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, layer_names=names, layers=layers,
-               history=history_value([], shapes), metrics=[], epoch=0, step=0)
+               history=history_value([], [tuple(entry["alpha"].shape) for entry in layers]), metrics=[],
+               epoch=0, step=0)
     parsed = _parse(raw, path)._replace(format_version=0, not_rebuilt=not_rebuilt)
     return parsed, (raw if raw["model"]["class"] else None)
 

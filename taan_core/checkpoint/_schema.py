@@ -19,6 +19,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from taan_core.checkpoint._history import History, _decoded
 from taan_core.errors import UserError
 
 __all__: list[str] = []
@@ -192,38 +193,42 @@ def _parse_history(value: Any, layers: list[LayerRecord], path: Path) -> list[di
     epochs = _int_vector(value["epoch"], path, "history.epoch")
     k = len(epochs)
     steps = _int_vector(value["step"], path, "history.step", k)
-    stacked = {}
-    for key, expected in (("alphas", "(K, T, M)"), ("hinges", "(K, M)")):
-        seq = value[key]
-        if not isinstance(seq, (list, tuple)) or len(seq) != len(layers):
-            got = len(seq) if isinstance(seq, (list, tuple)) else type(seq).__name__
-            raise _fail(path, f"history.{key}", f"expected a list of {len(layers)} tensors (one per layer), got {got}")
-        tensors = []
-        for i, (t, layer) in enumerate(zip(seq, layers)):
-            want = (k, *layer.alpha.shape) if key == "alphas" else (k, layer.num_hinges)
-            t = _tensor(t, path, f"history.{key}[{i}]", len(want), expected)
-            # An empty history holds nothing to misread, whatever its trailing shape.
-            if tuple(t.shape) != want and k:
-                raise _fail(path, f"history.{key}[{i}]", f"expected shape {want} (K = len(history.epoch) = {k}, "
-                            f"the rest like layers[{i}]), got {_shape(t)}")
-            tensors.append(t)
-        stacked[key] = tensors
+    stacked = {key: _layer_tensors(value[key], key, layers, path, "history", stacked=k) for key in ("alphas", "hinges")}
     notes = value.get("extra")
     if notes is None:
         notes = [{}] * k
     elif not isinstance(notes, (list, tuple)) or len(notes) != k or not all(isinstance(n, Mapping) for n in notes):
         raise _fail(path, "history.extra", f"expected a list of {k} dicts (one per snapshot)")
-    from taan_core.checkpoint._history import History
-
     # Per-epoch dicts are made when they are read: a save's check does not build K of them.
     return History._adopt(epochs, steps, stacked["alphas"], stacked["hinges"], notes)
+
+
+def _layer_tensors(seq: Any, key: str, layers: list[LayerRecord], path: Path, field: str,
+                   stacked: int | None = None) -> list[Tensor]:
+    """A snapshot's ``alphas`` or ``hinges``: one tensor a layer, shaped like the layer's
+    (T, M) or (M,), behind a leading K when the snapshots are ``stacked`` (schema v2; K given)."""
+    lead = () if stacked is None else (stacked,)
+    dims = ["K"] * len(lead) + (["T", "M"] if key == "alphas" else ["M"])
+    expected = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+    if not isinstance(seq, (list, tuple)) or len(seq) != len(layers):
+        got = len(seq) if isinstance(seq, (list, tuple)) else type(seq).__name__
+        raise _fail(path, f"{field}.{key}", f"expected a list of {len(layers)} tensors (one per layer), got {got}")
+    tensors = []
+    for i, (t, layer) in enumerate(zip(seq, layers)):
+        want = (*lead, *layer.alpha.shape) if key == "alphas" else (*lead, layer.num_hinges)
+        t = _tensor(t, path, f"{field}.{key}[{i}]", len(want), expected)
+        # An empty stacked history holds nothing to misread, whatever its trailing shape.
+        if tuple(t.shape) != want and stacked != 0:
+            like = f"like layers[{i}]" if stacked is None else \
+                f"(K = len(history.epoch) = {stacked}, the rest like layers[{i}])"
+            raise _fail(path, f"{field}.{key}[{i}]", f"expected shape {want} {like}, got {_shape(t)}")
+        tensors.append(t)
+    return tensors
 
 
 def _parse_metrics(value: Any, path: Path) -> list[dict]:
     """JSON text of a list of per-epoch dicts (schema v2), or the list itself (v1)."""
     if isinstance(value, str):
-        from taan_core.checkpoint._history import _decoded
-
         known = _decoded(value)
         try:
             value = known if known is not None else json.loads(value)
@@ -261,19 +266,8 @@ def _parse_history_v1(value: Any, layers: list[LayerRecord], path: Path) -> list
         parsed = dict(entry)
         parsed["epoch"] = _int(entry["epoch"], path, f"{field}.epoch")
         parsed["step"] = _int(entry["step"], path, f"{field}.step")
-        for key, expected in (("alphas", "(T, M)"), ("hinges", "(M,)")):
-            seq = entry[key]
-            if not isinstance(seq, (list, tuple)) or len(seq) != len(layers):
-                got = len(seq) if isinstance(seq, (list, tuple)) else type(seq).__name__
-                raise _fail(path, f"{field}.{key}", f"expected a list of {len(layers)} tensors (one per layer), got {got}")
-            tensors = []
-            for i, (t, layer) in enumerate(zip(seq, layers)):
-                want = tuple(layer.alpha.shape) if key == "alphas" else (layer.num_hinges,)
-                t = _tensor(t, path, f"{field}.{key}[{i}]", len(want), expected)
-                if tuple(t.shape) != want:
-                    raise _fail(path, f"{field}.{key}[{i}]", f"expected shape {want} like layers[{i}], got {_shape(t)}")
-                tensors.append(t)
-            parsed[key] = tensors
+        for key in ("alphas", "hinges"):
+            parsed[key] = _layer_tensors(entry[key], key, layers, path, field)
         out.append(parsed)
     return out
 

@@ -257,12 +257,13 @@ class TensorSplit(MultiTaskSplit):
         """
         if self._all_features is None or self._all_labels is None:
             return None
-        sizes = self._sizes[task] if check else None
-        if check and index.numel() and bool(((index < 0) | (index >= sizes)).any()):
-            bad = int(torch.nonzero((index < 0) | (index >= sizes))[0])
-            t = int(task[bad])
-            raise ValueError(f"index of task {t} ({self.tasks[t].name!r}) must be in [0, {int(sizes[bad])}), "
-                             f"got {int(index[bad])}")
+        if check and index.numel():
+            sizes = self._sizes[task]
+            if bool(((index < 0) | (index >= sizes)).any()):
+                bad = int(torch.nonzero((index < 0) | (index >= sizes))[0])
+                t = int(task[bad])
+                raise ValueError(f"index of task {t} ({self.tasks[t].name!r}) must be in [0, {int(sizes[bad])}), "
+                                 f"got {int(index[bad])}")
         rows = self._offsets[task] + index
         x = self._all_features[rows]
         if x.dtype == torch.uint8:

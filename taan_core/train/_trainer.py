@@ -450,19 +450,20 @@ class Trainer:
         from taan_core.data.sampler import _collate
 
         split = self.data.split("train")
+        # The sampler's batches are valid by construction, and its balanced ones sorted by task
+        # (a rank's share of one is not).
         if world.distributed:
             task, index, global_counts = _shard_batch(task, index, len(self.tasks), world)
-            # The sampler's batches are valid by construction; a rank's share is not sorted.
             batch = _collate(split, task, index, check=False)
-            counts = global_counts.tolist()
         else:
             batch = _collate(split, task, index, check=False, ordered=self.config.sampler == "balanced")
-            counts = [int(y.shape[0]) for y in batch.targets]
+        local_counts = [int(y.shape[0]) for y in batch.targets]
+        counts = global_counts.tolist() if world.distributed else local_counts
         x = batch.x.to(self.device, non_blocking=True)
         tids = batch.task.to(self.device, non_blocking=True)
         autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                     if self.config.amp and self.device.type == "cuda" else contextlib.nullcontext())
-        given = {"counts": [int(y.shape[0]) for y in batch.targets]} if self._pass_counts else {}
+        given = {"counts": local_counts} if self._pass_counts else {}
         with autocast:
             outputs = self._forward(x, tids, **given)
         # The counts are Python numbers, read once: a .item() per task and batch costs more than
@@ -542,7 +543,7 @@ class Trainer:
             total = total if reg is None else total + reg
             reg = no_reg if reg is None else reg
             if local:
-                terms = [float(loss.detach()), float(reg.detach()) if reg is not no_reg else 0.0]
+                terms = [float(loss.detach()), float(reg.detach())]
                 if not math.isfinite(terms[0] + terms[1]):
                     self._check_finite(torch.tensor(b + 1), torch.tensor(terms), epoch, num_batches, world)
                 sums[0] += terms[0]
@@ -553,6 +554,8 @@ class Trainer:
                 bad_terms = torch.where(new, torch.stack([loss.detach().float(), reg.detach().float()]), bad_terms)
                 if self.device.type == "cpu" or (b + 1) % _FINITE_CHECK_EVERY == 0 or b + 1 == num_batches:
                     self._check_finite(first_bad, bad_terms, epoch, num_batches, world)
+                task_sum += loss.detach().double()
+                reg_sum += reg.detach().double()
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if freeze:
@@ -566,17 +569,13 @@ class Trainer:
             _average_buffers(self.model, world)
             self.step += 1
             batches += 1
-            if not local:
-                task_sum += loss.detach().double()
-                reg_sum += reg.detach().double()
             progress.advance(lambda: float(loss.detach()) * world.size + float(reg.detach()))
             if self.on_step is not None and not self._trial:
                 self.on_step(self, epoch, b)
         self._check_finite(first_bad, bad_terms, epoch, num_batches, world, weights=True)
-        if local:
-            task_sum, reg_sum = (torch.tensor(v, dtype=torch.float64) for v in sums)
-        task_total, = _all_sum([float(task_sum)], world, self.device)
-        return task_total / max(batches, 1), float(reg_sum) / max(batches, 1)
+        task_value, reg_value = sums if local else (float(task_sum), float(reg_sum))
+        task_total, = _all_sum([task_value], world, self.device)
+        return task_total / max(batches, 1), reg_value / max(batches, 1)
 
     def _track_best(self, main: float, epoch: int) -> bool:
         """Record the epoch's validation ``main`` for early stopping; True if it improved."""

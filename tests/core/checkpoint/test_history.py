@@ -86,7 +86,7 @@ def test_record_is_stacked_and_exact_size():
     # Exact-size copies: torch.save would write a view's whole storage.
     assert all(a.untyped_storage().nbytes() == a.numel() * a.element_size() for a in record["alphas"])
     assert [e["lr"] for e in record["extra"]] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
-    empty = History().record(shapes=[((5, 3), 3)])
+    empty = History().record(shapes=[(5, 3)])
     assert tuple(empty["alphas"][0].shape) == (0, 5, 3) and "extra" not in empty
 
 
